@@ -1,0 +1,180 @@
+//! `CodeStore`: the proxy's authorization codes.
+//!
+//! Contract: a code is bound to its client, redirect URI and PKCE challenge,
+//! expires after the code TTL, and is redeemed once. An immediate duplicate
+//! request (same client and verifier within [`DUPLICATE_WINDOW`]) gets the same
+//! tokens again; any other second redemption is refused and reported so the
+//! tokens issued from the code can be revoked (OAuth 2.1 §4.1.3).
+
+use std::time::Duration;
+
+use actix::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::purge_interval;
+use crate::crypto::{constant_time_eq, sha256_b64url};
+use crate::oauth::now_secs;
+use crate::oauth::pkce::CodeChallenge;
+use crate::oauth::scope::Scopes;
+use crate::store::{SealedTable, StoreError};
+
+/// Some clients send the token request twice in a row.
+pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(5);
+
+/// What a code stands for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CodeRecord {
+    pub client_id: String,
+    pub redirect_uri: String,
+    pub code_challenge: CodeChallenge,
+    pub scopes: Scopes,
+    pub resource: String,
+    /// The vault grant created at the callback (or at `/token` when PKCE is
+    /// forwarded).
+    pub grant_id: String,
+    /// Forwarded PKCE: the upstream code, redeemable only with the client's
+    /// verifier at `/token`.
+    pub pending_upstream_code: Option<String>,
+    pub redemption: Option<Redemption>,
+}
+
+/// The tokens issued for a code, kept so a duplicate request gets the same.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Redemption {
+    pub at: u64,
+    pub verifier_hash: String,
+    pub access_jti: String,
+    pub refresh_jti: String,
+}
+
+/// Why a token request for a code fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CodeRefusal {
+    Unknown,
+    WrongClient,
+    WrongRedirectUri,
+    WrongVerifier,
+}
+
+impl CodeRecord {
+    /// RFC 6749 §4.1.3 and RFC 7636 §4.6: the code was issued to this client,
+    /// for this redirect URI, and the verifier matches the challenge.
+    pub fn check(&self, client_id: &str, redirect_uri: Option<&str>, verifier: &str) -> Result<(), CodeRefusal> {
+        if !constant_time_eq(self.client_id.as_bytes(), client_id.as_bytes()) {
+            return Err(CodeRefusal::WrongClient);
+        }
+        if redirect_uri != Some(self.redirect_uri.as_str()) {
+            return Err(CodeRefusal::WrongRedirectUri);
+        }
+        if !self.code_challenge.is_satisfied_by(verifier) {
+            return Err(CodeRefusal::WrongVerifier);
+        }
+        Ok(())
+    }
+}
+
+pub struct CodeStore {
+    codes: SealedTable<CodeRecord>,
+    ttl: Duration,
+}
+
+impl CodeStore {
+    pub fn new(codes: SealedTable<CodeRecord>, ttl: Duration) -> Self {
+        CodeStore { codes, ttl }
+    }
+}
+
+impl Actor for CodeStore {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(purge_interval(self.ttl), |store, _| {
+            if let Err(e) = store.codes.purge_expired() {
+                log::error!("code sweep failed: {e}");
+            }
+        });
+    }
+}
+
+/// Stores a new code under the hash of its value (the code itself is never stored).
+#[derive(Message)]
+#[rtype(result = "Result<(), StoreError>")]
+pub struct StoreCode {
+    pub code: String,
+    pub record: CodeRecord,
+}
+
+impl Handler<StoreCode> for CodeStore {
+    type Result = Result<(), StoreError>;
+
+    fn handle(&mut self, msg: StoreCode, _: &mut Self::Context) -> Self::Result {
+        self.codes
+            .put(&sha256_b64url(msg.code.as_bytes()), &msg.record, self.ttl)
+    }
+}
+
+/// Redeems a code in one step: checks it, and records the tokens issued.
+#[derive(Message)]
+#[rtype(result = "Result<CodeOutcome, StoreError>")]
+pub struct RedeemCode {
+    pub code: String,
+    pub client_id: String,
+    pub redirect_uri: Option<String>,
+    pub verifier: String,
+    /// The token ids to issue if this is the first redemption.
+    pub access_jti: String,
+    pub refresh_jti: String,
+    pub issued_at: u64,
+}
+
+#[derive(Debug)]
+pub enum CodeOutcome {
+    /// First redemption: issue tokens with the ids in the request; the
+    /// verifier is handed back for a forwarded-PKCE upstream exchange.
+    Redeemed(CodeRecord, String),
+    /// An immediate duplicate: answer with the tokens of the first redemption.
+    Duplicate(CodeRecord, Redemption),
+    /// The code was already used: refuse and revoke this grant.
+    Replayed {
+        grant_id: String,
+    },
+    Refused(CodeRefusal),
+}
+
+impl Handler<RedeemCode> for CodeStore {
+    type Result = Result<CodeOutcome, StoreError>;
+
+    fn handle(&mut self, msg: RedeemCode, _: &mut Self::Context) -> Self::Result {
+        let key = sha256_b64url(msg.code.as_bytes());
+        let Some(mut record) = self.codes.get(&key)? else {
+            return Ok(CodeOutcome::Refused(CodeRefusal::Unknown));
+        };
+        let verifier_hash = sha256_b64url(msg.verifier.as_bytes());
+        if let Some(redemption) = record.redemption.clone() {
+            let immediate = now_secs().saturating_sub(redemption.at) <= DUPLICATE_WINDOW.as_secs();
+            let same_request = record.client_id == msg.client_id
+                && constant_time_eq(redemption.verifier_hash.as_bytes(), verifier_hash.as_bytes())
+                && record.redirect_uri.as_str() == msg.redirect_uri.as_deref().unwrap_or_default();
+            if immediate && same_request {
+                return Ok(CodeOutcome::Duplicate(record, redemption));
+            }
+            return Ok(CodeOutcome::Replayed {
+                grant_id: record.grant_id,
+            });
+        }
+        if let Err(refusal) = record.check(&msg.client_id, msg.redirect_uri.as_deref(), &msg.verifier) {
+            return Ok(CodeOutcome::Refused(refusal));
+        }
+        record.redemption = Some(Redemption {
+            at: msg.issued_at,
+            verifier_hash,
+            access_jti: msg.access_jti,
+            refresh_jti: msg.refresh_jti,
+        });
+        // Kept until it expires, to recognise duplicates and replays.
+        self.codes.put(&key, &record, self.ttl)?;
+        Ok(CodeOutcome::Redeemed(record, msg.verifier))
+    }
+}
+
+super::lifecycle_handlers!(CodeStore, codes);

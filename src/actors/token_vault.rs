@@ -1,0 +1,387 @@
+//! `TokenVault`: upstream token sets and the proxy tokens that map to them.
+//!
+//! Contract:
+//! - A grant (one completed authorization) holds the upstream tokens, sealed
+//!   with AES-256-GCM like every record; they are never handed to clients in
+//!   swap mode.
+//! - Proxy access and refresh token ids (`jti`) map to their grant; revoking
+//!   the grant revokes every token issued from it.
+//! - Refresh tokens rotate on every use. A rotated-out token presented again
+//!   within [`REFRESH_GRACE`] and before its successor was used gets the same
+//!   successor; any other reuse revokes the whole family (RFC 9700 §4.14.2).
+//!   The actor handles one message at a time, so concurrent refreshes of one
+//!   token never fork the family.
+//! - In pass-through mode the client holds the upstream tokens; the vault keeps
+//!   their hashes so a refresh is only accepted from the client it was issued to.
+
+use std::time::Duration;
+
+use actix::prelude::*;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::purge_interval;
+use crate::oauth::now_secs;
+use crate::oauth::scope::Scopes;
+use crate::store::{SealedTable, StoreError};
+
+/// Clients that race two refreshes get the same answer within this window.
+pub const REFRESH_GRACE: Duration = Duration::from_secs(5);
+
+/// Tokens received from the upstream token endpoint.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct UpstreamTokens {
+    pub access_token: String,
+    pub token_type: String,
+    pub refresh_token: Option<String>,
+    pub id_token: Option<String>,
+    /// Unix time the upstream access token expires, when the upstream said.
+    pub expires_at: Option<u64>,
+    pub scope: Option<String>,
+}
+
+/// The proxy token pair currently issued for a grant.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct IssuedPair {
+    pub access_jti: String,
+    pub refresh_jti: String,
+    pub issued_at: u64,
+    /// Scope of the access token (a refresh may narrow it).
+    pub scope: String,
+}
+
+/// A rotated-out refresh token and what replaced it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Rotation {
+    pub old_refresh_jti: String,
+    pub rotated_at: u64,
+    pub successor: IssuedPair,
+}
+
+/// One completed authorization.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Grant {
+    pub client_id: String,
+    pub subject: String,
+    pub scopes: Scopes,
+    pub resource: String,
+    /// Custom claims copied into proxy JWTs.
+    pub claims: Map<String, Value>,
+    pub upstream: UpstreamTokens,
+    /// Swap mode: the pair currently valid for refresh.
+    pub current: Option<IssuedPair>,
+    pub previous: Option<Rotation>,
+    /// Pass-through mode: hash of the upstream refresh token the client holds.
+    pub passthrough_refresh_hash: Option<String>,
+}
+
+pub struct TokenVault {
+    grants: SealedTable<Grant>,
+    /// `jti` or pass-through token hash -> grant id.
+    index: SealedTable<String>,
+    refresh_ttl: Duration,
+    access_ttl: Duration,
+}
+
+impl TokenVault {
+    pub fn new(
+        grants: SealedTable<Grant>,
+        index: SealedTable<String>,
+        access_ttl: Duration,
+        refresh_ttl: Duration,
+    ) -> Self {
+        TokenVault {
+            grants,
+            index,
+            refresh_ttl,
+            access_ttl,
+        }
+    }
+
+    fn grant_of(&self, index_key: &str) -> Result<Option<(String, Grant)>, StoreError> {
+        let Some(grant_id) = self.index.get(index_key)? else {
+            return Ok(None);
+        };
+        Ok(self.grants.get(&grant_id)?.map(|grant| (grant_id, grant)))
+    }
+
+    fn index_pair(&self, grant_id: &str, pair: &IssuedPair) -> Result<(), StoreError> {
+        self.index
+            .put(&access_key(&pair.access_jti), &grant_id.to_string(), self.access_ttl)?;
+        self.index
+            .put(&refresh_key(&pair.refresh_jti), &grant_id.to_string(), self.refresh_ttl)
+    }
+}
+
+fn access_key(jti: &str) -> String {
+    format!("at.{jti}")
+}
+fn refresh_key(jti: &str) -> String {
+    format!("rt.{jti}")
+}
+fn passthrough_key(token_hash: &str) -> String {
+    format!("pt.{token_hash}")
+}
+
+impl Actor for TokenVault {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(purge_interval(self.access_ttl.min(self.refresh_ttl)), |vault, _| {
+            if let Err(e) = vault.grants.purge_expired().and_then(|_| vault.index.purge_expired()) {
+                log::error!("token vault sweep failed: {e}");
+            }
+        });
+    }
+}
+
+/// Stores a new grant; it lives for `ttl` until tokens are issued from it.
+#[derive(Message)]
+#[rtype(result = "Result<(), StoreError>")]
+pub struct CreateGrant {
+    pub grant_id: String,
+    pub grant: Grant,
+    pub ttl: Duration,
+}
+
+impl Handler<CreateGrant> for TokenVault {
+    type Result = Result<(), StoreError>;
+
+    fn handle(&mut self, msg: CreateGrant, _: &mut Self::Context) -> Self::Result {
+        self.grants.put(&msg.grant_id, &msg.grant, msg.ttl)
+    }
+}
+
+/// Records the first proxy token pair (swap mode) issued from a code.
+#[derive(Message)]
+#[rtype(result = "Result<Option<Grant>, StoreError>")]
+pub struct IssueTokens {
+    pub grant_id: String,
+    pub pair: IssuedPair,
+}
+
+impl Handler<IssueTokens> for TokenVault {
+    type Result = Result<Option<Grant>, StoreError>;
+
+    fn handle(&mut self, msg: IssueTokens, _: &mut Self::Context) -> Self::Result {
+        let Some(mut grant) = self.grants.get(&msg.grant_id)? else {
+            return Ok(None);
+        };
+        grant.current = Some(msg.pair.clone());
+        self.grants.put(&msg.grant_id, &grant, self.refresh_ttl)?;
+        self.index_pair(&msg.grant_id, &msg.pair)?;
+        Ok(Some(grant))
+    }
+}
+
+/// Looks up a grant by grant id (for the duplicate-code answer).
+#[derive(Message)]
+#[rtype(result = "Result<Option<Grant>, StoreError>")]
+pub struct GetGrant(pub String);
+
+impl Handler<GetGrant> for TokenVault {
+    type Result = Result<Option<Grant>, StoreError>;
+
+    fn handle(&mut self, msg: GetGrant, _: &mut Self::Context) -> Self::Result {
+        self.grants.get(&msg.0)
+    }
+}
+
+/// Finds the grant of a proxy access token.
+#[derive(Message)]
+#[rtype(result = "Result<Option<Grant>, StoreError>")]
+pub struct LookupAccessToken {
+    pub jti: String,
+}
+
+impl Handler<LookupAccessToken> for TokenVault {
+    type Result = Result<Option<Grant>, StoreError>;
+
+    fn handle(&mut self, msg: LookupAccessToken, _: &mut Self::Context) -> Self::Result {
+        Ok(self.grant_of(&access_key(&msg.jti))?.map(|(_, grant)| grant))
+    }
+}
+
+/// Claims a refresh token for rotation (swap mode).
+#[derive(Message)]
+#[rtype(result = "Result<RefreshClaim, StoreError>")]
+pub struct ClaimRefresh {
+    pub refresh_jti: String,
+    pub client_id: String,
+    /// The pair to issue if the token is current.
+    pub successor: IssuedPair,
+}
+
+#[derive(Debug)]
+pub enum RefreshClaim {
+    /// The token was current: it is rotated out and `successor` now current;
+    /// `before` restores the grant if the rotation must be undone.
+    Rotated {
+        grant_id: String,
+        grant: Grant,
+        before: Box<Grant>,
+    },
+    /// A rotated-out token within the grace window: answer with this pair.
+    GraceReplay {
+        grant: Grant,
+        pair: IssuedPair,
+    },
+    /// Reuse of an old token: the whole family was revoked.
+    ReuseDetected,
+    /// Issued to another client.
+    WrongClient,
+    Unknown,
+}
+
+impl Handler<ClaimRefresh> for TokenVault {
+    type Result = Result<RefreshClaim, StoreError>;
+
+    fn handle(&mut self, msg: ClaimRefresh, _: &mut Self::Context) -> Self::Result {
+        let Some((grant_id, mut grant)) = self.grant_of(&refresh_key(&msg.refresh_jti))? else {
+            return Ok(RefreshClaim::Unknown);
+        };
+        if grant.client_id != msg.client_id {
+            return Ok(RefreshClaim::WrongClient);
+        }
+        let is_current = grant.current.as_ref().is_some_and(|c| c.refresh_jti == msg.refresh_jti);
+        if is_current {
+            let before = Box::new(grant.clone());
+            grant.previous = Some(Rotation {
+                old_refresh_jti: msg.refresh_jti,
+                rotated_at: now_secs(),
+                successor: msg.successor.clone(),
+            });
+            grant.current = Some(msg.successor.clone());
+            self.grants.put(&grant_id, &grant, self.refresh_ttl)?;
+            self.index_pair(&grant_id, &msg.successor)?;
+            return Ok(RefreshClaim::Rotated {
+                grant_id,
+                grant,
+                before,
+            });
+        }
+        if let Some(rotation) = &grant.previous {
+            let within_grace = now_secs().saturating_sub(rotation.rotated_at) <= REFRESH_GRACE.as_secs();
+            let successor_unused = grant.current.as_ref() == Some(&rotation.successor);
+            if rotation.old_refresh_jti == msg.refresh_jti && within_grace && successor_unused {
+                let pair = rotation.successor.clone();
+                return Ok(RefreshClaim::GraceReplay { grant, pair });
+            }
+        }
+        log::warn!(
+            "refresh token reuse detected for client {}; revoking its grant",
+            grant.client_id
+        );
+        self.grants.delete(&grant_id)?;
+        Ok(RefreshClaim::ReuseDetected)
+    }
+}
+
+/// Undoes a rotation whose upstream refresh failed for a passing reason, so
+/// the client can retry with the token it holds.
+#[derive(Message)]
+#[rtype(result = "Result<(), StoreError>")]
+pub struct UndoRotation {
+    pub grant_id: String,
+    pub restored: Grant,
+}
+
+impl Handler<UndoRotation> for TokenVault {
+    type Result = Result<(), StoreError>;
+
+    fn handle(&mut self, msg: UndoRotation, _: &mut Self::Context) -> Self::Result {
+        if self.grants.get(&msg.grant_id)?.is_some() {
+            self.grants.put(&msg.grant_id, &msg.restored, self.refresh_ttl)?;
+        }
+        Ok(())
+    }
+}
+
+/// Replaces the upstream tokens of a grant after an upstream refresh.
+#[derive(Message)]
+#[rtype(result = "Result<(), StoreError>")]
+pub struct UpdateUpstreamTokens {
+    pub grant_id: String,
+    pub upstream: UpstreamTokens,
+    /// Pass-through: the hashes of the token pair the client now holds.
+    pub passthrough_hashes: Option<(String, Option<String>)>,
+}
+
+impl Handler<UpdateUpstreamTokens> for TokenVault {
+    type Result = Result<(), StoreError>;
+
+    fn handle(&mut self, msg: UpdateUpstreamTokens, _: &mut Self::Context) -> Self::Result {
+        let Some(mut grant) = self.grants.get(&msg.grant_id)? else {
+            return Ok(());
+        };
+        grant.upstream = msg.upstream;
+        if let Some((access_hash, refresh_hash)) = msg.passthrough_hashes {
+            self.index
+                .put(&passthrough_key(&access_hash), &msg.grant_id, self.access_ttl)?;
+            if let Some(refresh_hash) = refresh_hash {
+                self.index
+                    .put(&passthrough_key(&refresh_hash), &msg.grant_id, self.refresh_ttl)?;
+                grant.passthrough_refresh_hash = Some(refresh_hash);
+            }
+        }
+        self.grants.put(&msg.grant_id, &grant, self.refresh_ttl)
+    }
+}
+
+/// Pass-through mode: records the upstream token hashes handed to a client.
+#[derive(Message)]
+#[rtype(result = "Result<Option<Grant>, StoreError>")]
+pub struct IssuePassThrough {
+    pub grant_id: String,
+    pub access_hash: String,
+    pub refresh_hash: Option<String>,
+}
+
+impl Handler<IssuePassThrough> for TokenVault {
+    type Result = Result<Option<Grant>, StoreError>;
+
+    fn handle(&mut self, msg: IssuePassThrough, _: &mut Self::Context) -> Self::Result {
+        let Some(mut grant) = self.grants.get(&msg.grant_id)? else {
+            return Ok(None);
+        };
+        self.index
+            .put(&passthrough_key(&msg.access_hash), &msg.grant_id, self.access_ttl)?;
+        if let Some(refresh_hash) = &msg.refresh_hash {
+            self.index
+                .put(&passthrough_key(refresh_hash), &msg.grant_id, self.refresh_ttl)?;
+        }
+        grant.passthrough_refresh_hash = msg.refresh_hash;
+        self.grants.put(&msg.grant_id, &grant, self.refresh_ttl)?;
+        Ok(Some(grant))
+    }
+}
+
+/// Pass-through mode: finds the grant of an upstream token the client holds.
+#[derive(Message)]
+#[rtype(result = "Result<Option<(String, Grant)>, StoreError>")]
+pub struct LookupPassThrough {
+    pub token_hash: String,
+}
+
+impl Handler<LookupPassThrough> for TokenVault {
+    type Result = Result<Option<(String, Grant)>, StoreError>;
+
+    fn handle(&mut self, msg: LookupPassThrough, _: &mut Self::Context) -> Self::Result {
+        self.grant_of(&passthrough_key(&msg.token_hash))
+    }
+}
+
+/// Revokes a grant and with it every token issued from it.
+#[derive(Message)]
+#[rtype(result = "Result<(), StoreError>")]
+pub struct RevokeGrant(pub String);
+
+impl Handler<RevokeGrant> for TokenVault {
+    type Result = Result<(), StoreError>;
+
+    fn handle(&mut self, msg: RevokeGrant, _: &mut Self::Context) -> Self::Result {
+        self.grants.delete(&msg.0).map(|_| ())
+    }
+}
+
+super::lifecycle_handlers!(TokenVault, grants);

@@ -1,0 +1,101 @@
+//! `TransactionStore`: pending authorizations between `/authorize` and the
+//! upstream callback.
+//!
+//! Contract: a transaction id (the upstream `state`) is random, expires after
+//! the transaction TTL, and is taken once at the callback.
+
+use std::time::Duration;
+
+use actix::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::purge_interval;
+use crate::oauth::pkce::CodeChallenge;
+use crate::oauth::scope::Scopes;
+use crate::store::{SealedTable, StoreError};
+
+/// One pending authorization.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Transaction {
+    pub client_id: String,
+    pub redirect_uri: String,
+    pub state: Option<String>,
+    pub scopes: Scopes,
+    pub resource: String,
+    pub code_challenge: CodeChallenge,
+    /// The proxy's own PKCE verifier for the upstream leg (absent when the
+    /// client's challenge is forwarded).
+    pub upstream_verifier: Option<String>,
+    /// Anti-CSRF token for the consent form.
+    pub csrf_token: String,
+    /// Hash of the browser binding cookie the transaction belongs to.
+    pub browser_hash: String,
+    /// The user approved this client on the consent page (or consent is off).
+    pub approved: bool,
+}
+
+pub struct TransactionStore {
+    transactions: SealedTable<Transaction>,
+    ttl: Duration,
+}
+
+impl TransactionStore {
+    pub fn new(transactions: SealedTable<Transaction>, ttl: Duration) -> Self {
+        TransactionStore { transactions, ttl }
+    }
+}
+
+impl Actor for TransactionStore {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(purge_interval(self.ttl), |store, _| {
+            if let Err(e) = store.transactions.purge_expired() {
+                log::error!("transaction sweep failed: {e}");
+            }
+        });
+    }
+}
+
+/// Stores a new transaction (or the approved version of one).
+#[derive(Message)]
+#[rtype(result = "Result<(), StoreError>")]
+pub struct PutTransaction {
+    pub id: String,
+    pub transaction: Transaction,
+}
+
+impl Handler<PutTransaction> for TransactionStore {
+    type Result = Result<(), StoreError>;
+
+    fn handle(&mut self, msg: PutTransaction, _: &mut Self::Context) -> Self::Result {
+        self.transactions.put(&msg.id, &msg.transaction, self.ttl)
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "Result<Option<Transaction>, StoreError>")]
+pub struct GetTransaction(pub String);
+
+impl Handler<GetTransaction> for TransactionStore {
+    type Result = Result<Option<Transaction>, StoreError>;
+
+    fn handle(&mut self, msg: GetTransaction, _: &mut Self::Context) -> Self::Result {
+        self.transactions.get(&msg.0)
+    }
+}
+
+/// Takes a transaction: it cannot be used again.
+#[derive(Message)]
+#[rtype(result = "Result<Option<Transaction>, StoreError>")]
+pub struct TakeTransaction(pub String);
+
+impl Handler<TakeTransaction> for TransactionStore {
+    type Result = Result<Option<Transaction>, StoreError>;
+
+    fn handle(&mut self, msg: TakeTransaction, _: &mut Self::Context) -> Self::Result {
+        self.transactions.take(&msg.0)
+    }
+}
+
+super::lifecycle_handlers!(TransactionStore, transactions);

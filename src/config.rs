@@ -1,0 +1,554 @@
+//! Typed configuration, read once at start-up from the environment (and a
+//! `.env` file loaded by `main`).
+//!
+//! Every value is parsed and validated here; a bad or missing value stops
+//! start-up with one line naming the variable. Secrets are wrapped in
+//! [`Secret`] so `Debug` output never shows them.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use url::Url;
+
+/// A configuration error: the variable and what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+#[error("{variable}: {problem}")]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub problem: String,
+}
+
+fn bad(variable: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        variable,
+        problem: problem.into(),
+    }
+}
+
+/// A secret string; `Debug` prints a placeholder.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(**redacted**)")
+    }
+}
+
+/// How the proxy authenticates to the upstream token endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamAuthMethod {
+    /// RFC 6749 §2.3.1: HTTP Basic with form-urlencoded id and secret.
+    ClientSecretBasic,
+    /// Credentials in the form body.
+    ClientSecretPost,
+}
+
+/// Where the upstream endpoints come from.
+#[derive(Debug, Clone)]
+pub enum UpstreamEndpoints {
+    /// Given explicitly.
+    Explicit {
+        authorization_endpoint: Url,
+        token_endpoint: Url,
+    },
+    /// Filled at start-up from the issuer's discovery document.
+    Discover { issuer: Url },
+}
+
+/// The upstream OAuth provider and the proxy's pre-registered client there.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub endpoints: UpstreamEndpoints,
+    pub userinfo_endpoint: Option<Url>,
+    pub revocation_endpoint: Option<Url>,
+    pub client_id: String,
+    pub client_secret: Secret,
+    pub scopes: Vec<String>,
+    pub auth_method: UpstreamAuthMethod,
+    pub extra_authorize_params: Vec<(String, String)>,
+    /// Connect + response timeout for every upstream call.
+    pub timeout: Duration,
+}
+
+/// A key given by the operator, or to be generated at start-up.
+#[derive(Debug, Clone)]
+pub enum KeySetting {
+    Given(Secret),
+    Generate,
+}
+
+/// The key for upstream tokens at rest.
+#[derive(Debug, Clone)]
+pub enum EncryptionSetting {
+    Key(KeySetting),
+    /// `OAUTH_PROXY_ENCRYPTION_KEY=false`: records are stored in clear.
+    Disabled,
+}
+
+/// Where the stores keep their data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorageSetting {
+    Memory,
+}
+
+/// Expiry of each kind of record.
+#[derive(Debug, Clone, Copy)]
+pub struct Lifetimes {
+    pub access_token: Duration,
+    pub refresh_token: Duration,
+    pub authorization_code: Duration,
+    pub transaction: Duration,
+    /// A registration that never completes a token exchange expires after this.
+    pub unused_client: Duration,
+}
+
+/// Limits that keep an open `/register` from exhausting memory.
+#[derive(Debug, Clone, Copy)]
+pub struct RegistrationLimits {
+    pub max_clients: usize,
+    /// Registrations per client IP per minute; 0 turns the limit off.
+    pub per_ip_per_minute: u32,
+}
+
+/// The whole service configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub bind: SocketAddr,
+    /// The issuer: exactly the configured base URL, without a trailing slash.
+    pub issuer: String,
+    pub base_url: Url,
+    pub upstream: UpstreamConfig,
+    /// Scopes advertised to clients and granted by default.
+    pub scopes: Vec<String>,
+    pub token_swap: bool,
+    pub consent_required: bool,
+    pub redirect_path: String,
+    /// Operator patterns for client redirect URIs; `None` keeps the defaults.
+    pub allowed_redirect_uri_patterns: Option<Vec<String>>,
+    pub lifetimes: Lifetimes,
+    pub jwt_signing_key: KeySetting,
+    pub encryption: EncryptionSetting,
+    pub consent_signing_key: KeySetting,
+    pub storage: StorageSetting,
+    pub custom_claims: Vec<String>,
+    pub forward_pkce: bool,
+    pub mcp_path: String,
+    pub mcp_upstream_url: Option<Url>,
+    pub registration: RegistrationLimits,
+    /// Directory of static assets served under `/static` (the embedded
+    /// defaults are used for files missing there).
+    pub static_dir: String,
+    /// How the upstream is named on the consent page.
+    pub provider_name: String,
+}
+
+impl Config {
+    /// Reads the configuration from the process environment.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Config::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the configuration from any lookup function (tests pass a map).
+    pub fn from_lookup<F>(lookup: F) -> Result<Config, ConfigError>
+    where
+        F: Fn(&str) -> Option<String>,
+    {
+        let env = Env { lookup: &lookup };
+
+        let bind = env
+            .parsed("OAUTH_PROXY_BIND", "an address like 127.0.0.1:8080", |v| {
+                v.parse::<SocketAddr>().ok()
+            })?
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+
+        let base_raw = env.required("OAUTH_PROXY_BASE_URL")?;
+        let issuer = base_raw.trim_end_matches('/').to_string();
+        let base_url = parse_http_url("OAUTH_PROXY_BASE_URL", &issuer)?;
+        if base_url.query().is_some() || base_url.fragment().is_some() {
+            return Err(bad(
+                "OAUTH_PROXY_BASE_URL",
+                "must not have a query or fragment (RFC 8414 §2)",
+            ));
+        }
+
+        let authorization = env.url("OAUTH_PROXY_UPSTREAM_AUTHORIZATION_ENDPOINT")?;
+        let token = env.url("OAUTH_PROXY_UPSTREAM_TOKEN_ENDPOINT")?;
+        let upstream_issuer = env.url("OAUTH_PROXY_UPSTREAM_ISSUER")?;
+        let endpoints = match (authorization, token, upstream_issuer) {
+            (Some(authorization_endpoint), Some(token_endpoint), _) => UpstreamEndpoints::Explicit {
+                authorization_endpoint,
+                token_endpoint,
+            },
+            (None, None, Some(issuer)) => UpstreamEndpoints::Discover { issuer },
+            (Some(_), None, _) | (None, Some(_), Some(_)) => {
+                return Err(bad(
+                    "OAUTH_PROXY_UPSTREAM_TOKEN_ENDPOINT",
+                    "set both upstream endpoints, or only OAUTH_PROXY_UPSTREAM_ISSUER",
+                ))
+            }
+            (None, _, None) => {
+                return Err(bad(
+                    "OAUTH_PROXY_UPSTREAM_AUTHORIZATION_ENDPOINT",
+                    "is required (or set OAUTH_PROXY_UPSTREAM_ISSUER to use discovery)",
+                ))
+            }
+        };
+
+        let upstream_scopes = env.list("OAUTH_PROXY_UPSTREAM_SCOPES");
+        let auth_method = match env.get("OAUTH_PROXY_UPSTREAM_TOKEN_ENDPOINT_AUTH_METHOD").as_deref() {
+            None | Some("client_secret_basic") => UpstreamAuthMethod::ClientSecretBasic,
+            Some("client_secret_post") => UpstreamAuthMethod::ClientSecretPost,
+            Some(other) => {
+                return Err(bad(
+                    "OAUTH_PROXY_UPSTREAM_TOKEN_ENDPOINT_AUTH_METHOD",
+                    format!("`{other}` is not client_secret_basic or client_secret_post"),
+                ))
+            }
+        };
+        let extra_authorize_params = match env.get("OAUTH_PROXY_UPSTREAM_EXTRA_AUTHORIZE_PARAMS") {
+            None => Vec::new(),
+            Some(raw) => {
+                serde_urlencoded::from_str::<Vec<(String, String)>>(raw.trim_start_matches('?')).map_err(|e| {
+                    bad(
+                        "OAUTH_PROXY_UPSTREAM_EXTRA_AUTHORIZE_PARAMS",
+                        format!("not a query string like access_type=offline&prompt=consent: {e}"),
+                    )
+                })?
+            }
+        };
+        const RESERVED: [&str; 7] = [
+            "response_type",
+            "client_id",
+            "redirect_uri",
+            "state",
+            "code_challenge",
+            "code_challenge_method",
+            "scope",
+        ];
+        if let Some((name, _)) = extra_authorize_params
+            .iter()
+            .find(|(name, _)| RESERVED.contains(&name.as_str()))
+        {
+            return Err(bad(
+                "OAUTH_PROXY_UPSTREAM_EXTRA_AUTHORIZE_PARAMS",
+                format!("`{name}` is set by the proxy itself"),
+            ));
+        }
+
+        let upstream = UpstreamConfig {
+            endpoints,
+            userinfo_endpoint: env.url("OAUTH_PROXY_UPSTREAM_USERINFO_ENDPOINT")?,
+            revocation_endpoint: env.url("OAUTH_PROXY_UPSTREAM_REVOCATION_ENDPOINT")?,
+            client_id: env.required("OAUTH_PROXY_UPSTREAM_CLIENT_ID")?,
+            client_secret: Secret::new(env.required("OAUTH_PROXY_UPSTREAM_CLIENT_SECRET")?),
+            scopes: upstream_scopes.clone(),
+            auth_method,
+            extra_authorize_params,
+            timeout: env.seconds("OAUTH_PROXY_UPSTREAM_TIMEOUT", 10)?,
+        };
+
+        let scopes = match env.get("OAUTH_PROXY_SCOPES") {
+            Some(_) => env.list("OAUTH_PROXY_SCOPES"),
+            None => upstream_scopes,
+        };
+
+        let redirect_path = env
+            .get("OAUTH_PROXY_REDIRECT_PATH")
+            .unwrap_or_else(|| "/oauth/callback".into());
+        check_path("OAUTH_PROXY_REDIRECT_PATH", &redirect_path)?;
+        let mcp_path = env.get("OAUTH_PROXY_MCP_PATH").unwrap_or_else(|| "/mcp".into());
+        check_path("OAUTH_PROXY_MCP_PATH", &mcp_path)?;
+        let mcp_path = mcp_path.trim_end_matches('/').to_string();
+        if mcp_path.is_empty() {
+            return Err(bad("OAUTH_PROXY_MCP_PATH", "must not be `/`"));
+        }
+
+        let allowed_redirect_uri_patterns = env
+            .get("OAUTH_PROXY_ALLOWED_REDIRECT_URI_PATTERNS")
+            .map(|_| env.list("OAUTH_PROXY_ALLOWED_REDIRECT_URI_PATTERNS"));
+
+        let lifetimes = Lifetimes {
+            access_token: env.seconds("OAUTH_PROXY_ACCESS_TOKEN_TTL", 3600)?,
+            refresh_token: env.seconds("OAUTH_PROXY_REFRESH_TOKEN_TTL", 2_592_000)?,
+            authorization_code: env.seconds("OAUTH_PROXY_AUTHORIZATION_CODE_TTL", 300)?,
+            transaction: env.seconds("OAUTH_PROXY_TRANSACTION_TTL", 600)?,
+            unused_client: env.seconds("OAUTH_PROXY_UNUSED_CLIENT_TTL", 86_400)?,
+        };
+
+        let jwt_signing_key = env.key("OAUTH_PROXY_JWT_SIGNING_KEY")?;
+        let encryption = match env.get("OAUTH_PROXY_ENCRYPTION_KEY").as_deref() {
+            Some("false") => EncryptionSetting::Disabled,
+            _ => EncryptionSetting::Key(env.key("OAUTH_PROXY_ENCRYPTION_KEY")?),
+        };
+        let consent_signing_key = env.key("OAUTH_PROXY_CONSENT_SIGNING_KEY")?;
+
+        let storage = match env.get("OAUTH_PROXY_STORAGE").as_deref() {
+            None | Some("memory") => StorageSetting::Memory,
+            Some(other) => {
+                return Err(bad(
+                    "OAUTH_PROXY_STORAGE",
+                    format!("`{other}` is not supported by this build; use `memory`"),
+                ))
+            }
+        };
+
+        let custom_claims = match env.get("OAUTH_PROXY_CUSTOM_CLAIMS") {
+            Some(_) => env.list("OAUTH_PROXY_CUSTOM_CLAIMS"),
+            None => ["sub", "email", "name", "preferred_username"]
+                .map(String::from)
+                .to_vec(),
+        };
+
+        match env.get("OAUTH_PROXY_JWT_ALGORITHM").as_deref() {
+            None | Some("HS256") => {}
+            Some(other) => {
+                return Err(bad(
+                    "OAUTH_PROXY_JWT_ALGORITHM",
+                    format!("`{other}` is not supported by this build; use HS256"),
+                ))
+            }
+        }
+
+        let registration = RegistrationLimits {
+            max_clients: env.number("OAUTH_PROXY_MAX_CLIENTS", 10_000)?,
+            per_ip_per_minute: env.number("OAUTH_PROXY_REGISTRATION_RATE_LIMIT", 60)?,
+        };
+
+        let provider_name = match env.get("OAUTH_PROXY_UPSTREAM_NAME") {
+            Some(name) => name,
+            None => match &upstream.endpoints {
+                UpstreamEndpoints::Explicit {
+                    authorization_endpoint, ..
+                } => authorization_endpoint.host_str().unwrap_or("the provider").to_string(),
+                UpstreamEndpoints::Discover { issuer } => issuer.host_str().unwrap_or("the provider").to_string(),
+            },
+        };
+
+        Ok(Config {
+            bind,
+            issuer,
+            base_url,
+            upstream,
+            scopes,
+            token_swap: env.boolean("OAUTH_PROXY_ENABLE_TOKEN_SWAP", true)?,
+            consent_required: env.boolean("OAUTH_PROXY_CONSENT_REQUIRED", true)?,
+            redirect_path,
+            allowed_redirect_uri_patterns,
+            lifetimes,
+            jwt_signing_key,
+            encryption,
+            consent_signing_key,
+            storage,
+            custom_claims,
+            forward_pkce: env.boolean("OAUTH_PROXY_FORWARD_PKCE", false)?,
+            mcp_path,
+            mcp_upstream_url: env.url("OAUTH_PROXY_MCP_UPSTREAM_URL")?,
+            registration,
+            static_dir: env.get("OAUTH_PROXY_STATIC_DIR").unwrap_or_else(|| "static".into()),
+            provider_name,
+        })
+    }
+
+    /// The canonical MCP resource URL (RFC 8707 / RFC 9728), no trailing slash.
+    pub fn resource(&self) -> String {
+        format!("{}{}", self.issuer, self.mcp_path)
+    }
+
+    /// Absolute URL of a path under the base URL.
+    pub fn url_for(&self, path: &str) -> String {
+        format!("{}{}", self.issuer, path)
+    }
+
+    /// The upstream callback URL registered with the upstream client.
+    pub fn callback_url(&self) -> String {
+        self.url_for(&self.redirect_path)
+    }
+
+    /// Whether cookies must be `Secure` (the public URL is https).
+    pub fn secure_cookies(&self) -> bool {
+        self.base_url.scheme() == "https"
+    }
+}
+
+struct Env<'a, F: Fn(&str) -> Option<String>> {
+    lookup: &'a F,
+}
+
+impl<F: Fn(&str) -> Option<String>> Env<'_, F> {
+    /// The trimmed value; an empty value counts as unset.
+    fn get(&self, name: &str) -> Option<String> {
+        (self.lookup)(name)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    }
+
+    fn required(&self, name: &'static str) -> Result<String, ConfigError> {
+        self.get(name).ok_or_else(|| bad(name, "is required"))
+    }
+
+    fn parsed<T>(
+        &self,
+        name: &'static str,
+        expected: &str,
+        parse: impl Fn(&str) -> Option<T>,
+    ) -> Result<Option<T>, ConfigError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(raw) => parse(&raw)
+                .map(Some)
+                .ok_or_else(|| bad(name, format!("`{raw}` is not {expected}"))),
+        }
+    }
+
+    fn url(&self, name: &'static str) -> Result<Option<Url>, ConfigError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(raw) => parse_http_url(name, &raw).map(Some),
+        }
+    }
+
+    fn list(&self, name: &str) -> Vec<String> {
+        self.get(name)
+            .map(|raw| {
+                raw.split(|c: char| c == ',' || c.is_whitespace())
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn boolean(&self, name: &'static str, default: bool) -> Result<bool, ConfigError> {
+        Ok(self
+            .parsed(name, "true or false", |v| match v.to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" | "on" => Some(true),
+                "false" | "0" | "no" | "off" => Some(false),
+                _ => None,
+            })?
+            .unwrap_or(default))
+    }
+
+    fn number<T: std::str::FromStr>(&self, name: &'static str, default: T) -> Result<T, ConfigError> {
+        Ok(self
+            .parsed(name, "a whole number", |v| v.parse::<T>().ok())?
+            .unwrap_or(default))
+    }
+
+    fn seconds(&self, name: &'static str, default: u64) -> Result<Duration, ConfigError> {
+        let secs = self.number(name, default)?;
+        if secs == 0 {
+            return Err(bad(name, "must be at least 1 second"));
+        }
+        Ok(Duration::from_secs(secs))
+    }
+
+    fn key(&self, name: &'static str) -> Result<KeySetting, ConfigError> {
+        match self.get(name) {
+            None => Ok(KeySetting::Generate),
+            Some(value) if value.len() < 32 => Err(bad(
+                name,
+                "must be at least 32 characters (e.g. `openssl rand -base64 32`)",
+            )),
+            Some(value) => Ok(KeySetting::Given(Secret::new(value))),
+        }
+    }
+}
+
+fn parse_http_url(name: &'static str, raw: &str) -> Result<Url, ConfigError> {
+    let url = Url::parse(raw).map_err(|e| bad(name, format!("`{raw}` is not a URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(bad(name, format!("`{raw}` must be an http(s) URL with a host")));
+    }
+    Ok(url)
+}
+
+fn check_path(name: &'static str, path: &str) -> Result<(), ConfigError> {
+    if !path.starts_with('/') || path.contains(['?', '#', ' ']) {
+        return Err(bad(name, format!("`{path}` must be a path starting with `/`")));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config_from(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let mut map: HashMap<String, String> = [
+            ("OAUTH_PROXY_BASE_URL", "https://mcp.example.com"),
+            (
+                "OAUTH_PROXY_UPSTREAM_AUTHORIZATION_ENDPOINT",
+                "https://github.com/login/oauth/authorize",
+            ),
+            (
+                "OAUTH_PROXY_UPSTREAM_TOKEN_ENDPOINT",
+                "https://github.com/login/oauth/access_token",
+            ),
+            ("OAUTH_PROXY_UPSTREAM_CLIENT_ID", "id"),
+            ("OAUTH_PROXY_UPSTREAM_CLIENT_SECRET", "secret"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        for (k, v) in pairs {
+            map.insert(k.to_string(), v.to_string());
+        }
+        Config::from_lookup(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_follow_the_contract() {
+        let config = config_from(&[]).unwrap();
+        assert_eq!(config.bind.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.issuer, "https://mcp.example.com");
+        assert_eq!(config.resource(), "https://mcp.example.com/mcp");
+        assert_eq!(config.redirect_path, "/oauth/callback");
+        assert!(config.token_swap && config.consent_required && !config.forward_pkce);
+        assert_eq!(config.lifetimes.access_token, Duration::from_secs(3600));
+        assert_eq!(config.lifetimes.refresh_token, Duration::from_secs(2_592_000));
+        assert_eq!(config.lifetimes.authorization_code, Duration::from_secs(300));
+        assert_eq!(config.lifetimes.transaction, Duration::from_secs(600));
+        assert_eq!(config.upstream.auth_method, UpstreamAuthMethod::ClientSecretBasic);
+        assert_eq!(config.custom_claims, ["sub", "email", "name", "preferred_username"]);
+        assert_eq!(config.provider_name, "github.com");
+    }
+
+    #[test]
+    fn a_bad_value_names_its_variable() {
+        let err = config_from(&[("OAUTH_PROXY_ACCESS_TOKEN_TTL", "soon")]).unwrap_err();
+        assert_eq!(err.variable, "OAUTH_PROXY_ACCESS_TOKEN_TTL");
+        let err = config_from(&[("OAUTH_PROXY_JWT_SIGNING_KEY", "short")]).unwrap_err();
+        assert_eq!(err.variable, "OAUTH_PROXY_JWT_SIGNING_KEY");
+        let err = config_from(&[("OAUTH_PROXY_BASE_URL", "")]).unwrap_err();
+        assert_eq!(err.variable, "OAUTH_PROXY_BASE_URL");
+        let err = config_from(&[("OAUTH_PROXY_UPSTREAM_EXTRA_AUTHORIZE_PARAMS", "state=x")]).unwrap_err();
+        assert_eq!(err.variable, "OAUTH_PROXY_UPSTREAM_EXTRA_AUTHORIZE_PARAMS");
+    }
+
+    #[test]
+    fn lists_split_on_commas_and_spaces() {
+        let config = config_from(&[("OAUTH_PROXY_UPSTREAM_SCOPES", "read:user, user:email  repo")]).unwrap();
+        assert_eq!(config.upstream.scopes, ["read:user", "user:email", "repo"]);
+        assert_eq!(config.scopes, config.upstream.scopes);
+    }
+
+    #[test]
+    fn secrets_are_hidden_in_debug_output() {
+        let config = config_from(&[("OAUTH_PROXY_JWT_SIGNING_KEY", "a-signing-key-that-is-long-enough-123")]).unwrap();
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("a-signing-key-that-is-long-enough-123"));
+        assert!(!printed.contains("\"secret\""));
+    }
+}

@@ -1,0 +1,59 @@
+//! The mcp-oauth-proxy service: configuration from the environment (and
+//! `.env`), then the HTTP server until SIGINT/SIGTERM.
+
+use std::net::TcpListener;
+use std::process::ExitCode;
+
+use mcp_oauth_proxy::{startup, Config, OAuthProxy};
+
+#[actix_web::main]
+async fn main() -> ExitCode {
+    // A missing .env is fine: the environment alone may configure the service.
+    let _ = dotenvy::dotenv();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("mcp-oauth-proxy: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let bind = config.bind;
+    let proxy = match OAuthProxy::start(config).await {
+        Ok(proxy) => proxy,
+        Err(e) => {
+            eprintln!("mcp-oauth-proxy: cannot start: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let listener = match TcpListener::bind(bind) {
+        Ok(listener) => listener,
+        Err(e) => {
+            eprintln!("mcp-oauth-proxy: cannot listen on {bind} (OAUTH_PROXY_BIND): {e}");
+            return ExitCode::from(1);
+        }
+    };
+    log::info!(
+        "mcp-oauth-proxy listening on http://{bind} (issuer {})",
+        proxy.config().issuer
+    );
+    let server = match startup::run(listener, proxy.clone()) {
+        Ok(server) => server,
+        Err(e) => {
+            eprintln!("mcp-oauth-proxy: cannot start the HTTP server: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    // actix-web stops gracefully on SIGINT/SIGTERM; then the actors and their
+    // expiry timers stop too.
+    let result = server.await;
+    proxy.shutdown().await;
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mcp-oauth-proxy: server error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,47 @@
+//! The discovery documents: RFC 8414 authorization server metadata and
+//! RFC 9728 protected resource metadata.
+
+use serde_json::{json, Value};
+
+use crate::config::Config;
+
+/// RFC 8414 §2 metadata. `issuer` is exactly the configured base URL.
+pub fn authorization_server(config: &Config) -> Value {
+    json!({
+        "issuer": config.issuer,
+        "authorization_endpoint": config.url_for("/authorize"),
+        "token_endpoint": config.url_for("/token"),
+        "registration_endpoint": config.url_for("/register"),
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "grant_types_supported": ["authorization_code", "refresh_token"],
+        "code_challenge_methods_supported": ["S256"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+        "scopes_supported": config.scopes,
+        "service_documentation": "https://modelcontextprotocol.io/specification/draft/basic/authorization",
+        // RFC 9207: every authorization response carries `iss`.
+        "authorization_response_iss_parameter_supported": true,
+    })
+}
+
+/// RFC 9728 §2 metadata for the guarded MCP endpoint.
+pub fn protected_resource(config: &Config) -> Value {
+    json!({
+        "resource": config.resource(),
+        "authorization_servers": [config.issuer],
+        "scopes_supported": config.scopes,
+        "bearer_methods_supported": ["header"],
+        "resource_name": "MCP server",
+    })
+}
+
+/// The absolute URL of the RFC 9728 document for the MCP endpoint (the
+/// path-inserted form, RFC 9728 §3.1).
+pub fn protected_resource_url(config: &Config) -> String {
+    let origin = config.base_url.origin().ascii_serialization();
+    let base_path = config.base_url.path().trim_end_matches('/');
+    format!(
+        "{origin}/.well-known/oauth-protected-resource{base_path}{}",
+        config.mcp_path
+    )
+}

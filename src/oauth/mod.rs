@@ -1,0 +1,18 @@
+//! Protocol logic with no web types: parameter newtypes, PKCE, redirect-URI
+//! rules, scopes, JWTs and the metadata documents. Everything here is testable
+//! without HTTP.
+
+pub mod client;
+pub mod jwt;
+pub mod metadata;
+pub mod pkce;
+pub mod redirect_uri;
+pub mod scope;
+
+/// Seconds since the Unix epoch.
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

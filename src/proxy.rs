@@ -1,0 +1,1157 @@
+//! [`OAuthProxy`]: the library face of the service, with the methods of the
+//! original `OAuthProxy` class. The HTTP handlers in `routes` parse requests,
+//! call these methods and turn the outcomes into responses.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use actix::{Actor, Addr};
+use actix_web::http::StatusCode;
+use serde::Serialize;
+use serde_json::{Map, Value};
+use url::Url;
+
+use crate::actors::client_registry::{GetClient, MarkClientUsed, RegisterClient, RegisterError};
+use crate::actors::codes::{CodeOutcome, CodeRecord, CodeRefusal, RedeemCode, StoreCode};
+use crate::actors::token_vault::{
+    ClaimRefresh, CreateGrant, GetGrant, Grant, IssuePassThrough, IssueTokens, IssuedPair, LookupAccessToken,
+    LookupPassThrough, RefreshClaim, RevokeGrant, UndoRotation, UpdateUpstreamTokens, UpstreamTokens,
+};
+use crate::actors::transactions::{GetTransaction, PutTransaction, TakeTransaction, Transaction};
+use crate::actors::{ClientRegistry, CodeStore, Shutdown, TokenVault, TransactionStore};
+use crate::config::{Config, EncryptionSetting, KeySetting, Secret};
+use crate::crypto::{constant_time_eq, random_token, sha256_b64url, Sealer};
+use crate::error::{ClientRedirect, Error, ErrorCode};
+use crate::oauth::client::{RegisteredClient, RegistrationRequest};
+use crate::oauth::jwt::{Claims, TokenSigner, TokenUse, RESERVED_CLAIMS};
+use crate::oauth::pkce::{CodeChallenge, PkcePair};
+use crate::oauth::scope::Scopes;
+use crate::oauth::{metadata, now_secs};
+use crate::store::{open_table, SealedTable};
+use crate::upstream::{unverified_jwt_claims, Upstream, UpstreamError};
+
+/// Parameters of `GET /authorize` (RFC 6749 §4.1.1, RFC 7636, RFC 8707).
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct AuthorizeRequest {
+    pub response_type: Option<String>,
+    pub client_id: Option<String>,
+    pub redirect_uri: Option<String>,
+    pub scope: Option<String>,
+    pub state: Option<String>,
+    pub code_challenge: Option<String>,
+    pub code_challenge_method: Option<String>,
+    pub resource: Option<String>,
+}
+
+/// What the browser brings: its binding id (from a signed cookie) and the
+/// clients it approved before.
+#[derive(Debug, Clone)]
+pub struct BrowserContext {
+    pub browser_id: String,
+    pub remembered_clients: Vec<String>,
+}
+
+/// The data the consent page shows.
+#[derive(Debug, Clone)]
+pub struct ConsentPrompt {
+    pub transaction_id: String,
+    pub csrf_token: String,
+    pub client_id: String,
+    pub client_name: String,
+    pub redirect_uri: Url,
+    pub scopes: Vec<String>,
+    /// Origins the consent form may lead to (for the CSP `form-action`).
+    pub form_targets: Vec<String>,
+}
+
+#[derive(Debug)]
+pub enum AuthorizeOutcome {
+    /// Ask the user (consent screen).
+    Consent(Box<ConsentPrompt>),
+    /// Consent is off or remembered: go to the upstream.
+    RedirectUpstream(Url),
+}
+
+/// The consent form (`POST /consent`).
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct ConsentForm {
+    pub transaction_id: String,
+    pub csrf_token: String,
+    pub decision: String,
+    pub remember: Option<String>,
+}
+
+#[derive(Debug)]
+pub enum ConsentOutcome {
+    Approved {
+        upstream: Url,
+        remember_client: Option<String>,
+    },
+    Denied {
+        client_redirect: Url,
+    },
+}
+
+/// Parameters of the upstream callback.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct CallbackParams {
+    pub state: Option<String>,
+    pub code: Option<String>,
+    pub error: Option<String>,
+    pub error_description: Option<String>,
+}
+
+/// Client credentials as presented at the token endpoint.
+#[derive(Debug, Clone)]
+pub struct ClientCredentials {
+    pub client_id: String,
+    pub client_secret: Option<Secret>,
+    /// Sent with HTTP Basic (the 401 then carries a Basic challenge).
+    pub via_basic: bool,
+}
+
+/// RFC 6749 §5.1 token response.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TokenResponse {
+    pub access_token: String,
+    pub token_type: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_in: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
+    pub scope: String,
+}
+
+/// Token request parameters for the `authorization_code` grant.
+#[derive(Debug, Clone)]
+pub struct CodeExchange {
+    pub code: String,
+    pub redirect_uri: Option<String>,
+    pub code_verifier: String,
+    pub resource: Option<String>,
+}
+
+/// Token request parameters for the `refresh_token` grant.
+#[derive(Debug, Clone)]
+pub struct RefreshExchange {
+    pub refresh_token: String,
+    pub scope: Option<String>,
+    pub resource: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("the upstream endpoints could not be discovered: {0}")]
+    Discovery(#[from] UpstreamError),
+}
+
+struct Inner {
+    config: Config,
+    upstream: Upstream,
+    signer: TokenSigner,
+    consent_key: actix_web::cookie::Key,
+    clients: Addr<ClientRegistry>,
+    transactions: Addr<TransactionStore>,
+    codes: Addr<CodeStore>,
+    vault: Addr<TokenVault>,
+}
+
+/// The OAuth proxy: cheap to clone, shared by every worker.
+#[derive(Clone)]
+pub struct OAuthProxy {
+    inner: Arc<Inner>,
+}
+
+fn key_bytes(setting: &KeySetting, what: &str) -> Vec<u8> {
+    match setting {
+        KeySetting::Given(secret) => secret.expose().as_bytes().to_vec(),
+        KeySetting::Generate => {
+            log::warn!("{what} not configured: generated one for this run (tokens will not survive a restart)");
+            random_token(32).into_bytes()
+        }
+    }
+}
+
+/// Where a browser-facing request goes once the redirect URI is validated.
+fn client_redirect(config: &Config, redirect_uri: &str, state: Option<String>) -> Result<ClientRedirect, Error> {
+    Ok(ClientRedirect {
+        redirect_uri: Url::parse(redirect_uri).map_err(Error::internal)?,
+        state,
+        issuer: config.issuer.clone(),
+    })
+}
+
+/// RFC 8707: `resource` must be the proxy's MCP resource (one trailing slash
+/// ignored).
+fn resource_matches(requested: &str, canonical: &str) -> bool {
+    requested.trim_end_matches('/') == canonical.trim_end_matches('/') && requested.len() <= canonical.len() + 1
+}
+
+/// Origin (or scheme, for private-use schemes) of a URL for a CSP source list.
+fn csp_source(url: &Url) -> String {
+    match url.origin() {
+        url::Origin::Tuple(..) => url.origin().ascii_serialization(),
+        url::Origin::Opaque(_) => format!("{}:", url.scheme()),
+    }
+}
+
+impl OAuthProxy {
+    /// Starts the actors and resolves the upstream; call inside an actix System.
+    pub async fn start(config: Config) -> Result<OAuthProxy, StartError> {
+        // awc with rustls 0.23 needs a process-wide crypto provider.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let upstream = Upstream::resolve(&config.upstream).await?;
+
+        let signing_key = key_bytes(&config.jwt_signing_key, "OAUTH_PROXY_JWT_SIGNING_KEY");
+        let signer = TokenSigner::hs256(&signing_key, &config.issuer, &config.resource());
+        let sealer = match &config.encryption {
+            EncryptionSetting::Key(setting) => Sealer::new(&key_bytes(setting, "OAUTH_PROXY_ENCRYPTION_KEY")),
+            EncryptionSetting::Disabled => {
+                log::warn!("OAUTH_PROXY_ENCRYPTION_KEY=false: upstream tokens are stored unencrypted");
+                Sealer::disabled()
+            }
+        };
+        let consent_secret = key_bytes(&config.consent_signing_key, "OAUTH_PROXY_CONSENT_SIGNING_KEY");
+        // The cookie library wants 64 bytes of key material: derive them.
+        let consent_key =
+            actix_web::cookie::Key::from(&crate::crypto::derive_key::<64>(&consent_secret, "consent-cookie"));
+
+        let table = |name: &'static str| open_table(&config.storage, name);
+        let lifetimes = config.lifetimes;
+        let clients = ClientRegistry::new(
+            SealedTable::new("client", table("client"), sealer.clone()),
+            config.registration,
+            lifetimes.unused_client,
+            lifetimes.refresh_token.max(lifetimes.unused_client),
+        )
+        .start();
+        let transactions = TransactionStore::new(
+            SealedTable::new("transaction", table("transaction"), sealer.clone()),
+            lifetimes.transaction,
+        )
+        .start();
+        let codes = CodeStore::new(
+            SealedTable::new("code", table("code"), sealer.clone()),
+            lifetimes.authorization_code,
+        )
+        .start();
+        let vault = TokenVault::new(
+            SealedTable::new("grant", table("grant"), sealer.clone()),
+            SealedTable::new("token", table("token"), sealer),
+            lifetimes.access_token,
+            lifetimes.refresh_token,
+        )
+        .start();
+
+        Ok(OAuthProxy {
+            inner: Arc::new(Inner {
+                config,
+                upstream,
+                signer,
+                consent_key,
+                clients,
+                transactions,
+                codes,
+                vault,
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    pub fn upstream(&self) -> &Upstream {
+        &self.inner.upstream
+    }
+
+    /// Key for the signed consent and browser-binding cookies.
+    pub fn consent_key(&self) -> &actix_web::cookie::Key {
+        &self.inner.consent_key
+    }
+
+    pub fn client_registry(&self) -> &Addr<ClientRegistry> {
+        &self.inner.clients
+    }
+    pub fn transaction_store(&self) -> &Addr<TransactionStore> {
+        &self.inner.transactions
+    }
+    pub fn code_store(&self) -> &Addr<CodeStore> {
+        &self.inner.codes
+    }
+    pub fn token_vault(&self) -> &Addr<TokenVault> {
+        &self.inner.vault
+    }
+
+    /// RFC 8414 metadata.
+    pub fn authorization_server_metadata(&self) -> Value {
+        metadata::authorization_server(&self.inner.config)
+    }
+
+    /// RFC 9728 metadata.
+    pub fn protected_resource_metadata(&self) -> Value {
+        metadata::protected_resource(&self.inner.config)
+    }
+
+    /// RFC 7591 registration; answers the §3.2.1 client information.
+    pub async fn register_client(
+        &self,
+        request: RegistrationRequest,
+        client_ip: Option<IpAddr>,
+    ) -> Result<Value, Error> {
+        let config = &self.inner.config;
+        let registration = request.validate(config.allowed_redirect_uri_patterns.as_deref())?;
+        let (client, secret) = self
+            .inner
+            .clients
+            .send(RegisterClient {
+                registration,
+                client_ip,
+            })
+            .await?
+            .map_err(|e| match e {
+                RegisterError::RateLimited => Error::oauth(ErrorCode::RateLimited, e.to_string()),
+                RegisterError::Full => Error::oauth(ErrorCode::TemporarilyUnavailable, e.to_string()),
+                RegisterError::Store(e) => e.into(),
+            })?;
+        let mut answer = serde_json::json!({
+            "client_id": client.client_id,
+            "client_id_issued_at": client.issued_at,
+            "redirect_uris": client.redirect_uris,
+            "token_endpoint_auth_method": client.token_endpoint_auth_method,
+            "grant_types": client.grant_types,
+            "response_types": ["code"],
+        });
+        let fields = answer.as_object_mut().expect("a JSON object literal");
+        if let Some(secret) = secret {
+            fields.insert("client_secret".into(), secret.into());
+            fields.insert("client_secret_expires_at".into(), 0.into());
+        }
+        for (name, value) in [
+            ("client_name", &client.client_name),
+            ("client_uri", &client.client_uri),
+            ("scope", &client.scope),
+        ] {
+            if let Some(value) = value {
+                fields.insert(name.into(), value.clone().into());
+            }
+        }
+        Ok(answer)
+    }
+
+    async fn client(&self, client_id: &str) -> Result<Option<RegisteredClient>, Error> {
+        Ok(self.inner.clients.send(GetClient(client_id.to_string())).await??)
+    }
+
+    /// `GET /authorize`: validates the request and either asks for consent or
+    /// redirects upstream. Until the redirect URI is validated, errors are HTML
+    /// pages (RFC 6749 §4.1.2.1); after, they go back to the client.
+    pub async fn authorize(
+        &self,
+        request: AuthorizeRequest,
+        browser: &BrowserContext,
+    ) -> Result<AuthorizeOutcome, Error> {
+        let config = &self.inner.config;
+        let Some(client_id) = request.client_id.as_deref().filter(|c| !c.is_empty()) else {
+            return Err(Error::page(
+                StatusCode::BAD_REQUEST,
+                "Missing client",
+                "The request does not name a client (client_id).",
+            ));
+        };
+        let Some(client) = self.client(client_id).await.map_err(Error::for_browser)? else {
+            return Err(Error::page_with_detail(
+                StatusCode::BAD_REQUEST,
+                "Unknown client",
+                "This application is not registered with the authorization server. Ask it to register again.",
+                "invalid_client",
+            ));
+        };
+        let redirect_uri = match request.redirect_uri.as_deref() {
+            Some(raw) => {
+                let requested = Url::parse(raw).ok().filter(|_| !raw.contains('#'));
+                requested.filter(|url| client.redirect_uris().any(|registered| registered.matches(url)))
+            }
+            // RFC 6749 §3.1.2.3: optional when exactly one is registered.
+            None if client.redirect_uris.len() == 1 => Url::parse(&client.redirect_uris[0]).ok(),
+            None => None,
+        };
+        let Some(redirect_uri) = redirect_uri else {
+            return Err(Error::page_with_detail(
+                StatusCode::BAD_REQUEST,
+                "Invalid redirect URI",
+                "The redirect URI in this request is not registered for this application, so the authorization server will not send you there.",
+                "invalid_request",
+            ));
+        };
+        let back = client_redirect(config, redirect_uri.as_str(), request.state.clone())?;
+
+        if request.response_type.as_deref() != Some("code") {
+            return Err(Error::redirect(
+                &back,
+                ErrorCode::UnsupportedResponseType,
+                "response_type must be `code`",
+            ));
+        }
+        let code_challenge = CodeChallenge::parse(
+            request.code_challenge.as_deref(),
+            request.code_challenge_method.as_deref(),
+        )
+        .map_err(|e| Error::redirect(&back, ErrorCode::InvalidRequest, e.to_string()))?;
+        let resource = config.resource();
+        if let Some(requested) = request.resource.as_deref() {
+            if !resource_matches(requested, &resource) {
+                return Err(Error::redirect(
+                    &back,
+                    ErrorCode::InvalidTarget,
+                    format!("this server only issues tokens for {resource}"),
+                ));
+            }
+        }
+        let scopes = self
+            .requested_scopes(request.scope.as_deref(), &client)
+            .map_err(|description| Error::redirect(&back, ErrorCode::InvalidScope, description))?;
+
+        let transaction_id = random_token(32);
+        let upstream_pkce = (!config.forward_pkce).then(PkcePair::generate);
+        let remembered = browser.remembered_clients.iter().any(|c| c == &client.client_id);
+        let transaction = Transaction {
+            client_id: client.client_id.clone(),
+            redirect_uri: redirect_uri.to_string(),
+            state: request.state.clone(),
+            scopes: scopes.clone(),
+            resource,
+            code_challenge: code_challenge.clone(),
+            upstream_verifier: upstream_pkce.as_ref().map(|p| p.verifier.clone()),
+            csrf_token: random_token(32),
+            browser_hash: sha256_b64url(browser.browser_id.as_bytes()),
+            approved: !config.consent_required || remembered,
+        };
+        let upstream_challenge = upstream_pkce
+            .map(|p| p.challenge)
+            .unwrap_or_else(|| code_challenge.as_str().to_string());
+        let approved = transaction.approved;
+        let csrf_token = transaction.csrf_token.clone();
+        self.inner
+            .transactions
+            .send(PutTransaction {
+                id: transaction_id.clone(),
+                transaction,
+            })
+            .await?
+            .map_err(Error::from)
+            .map_err(Error::for_browser)?;
+
+        if approved {
+            return Ok(AuthorizeOutcome::RedirectUpstream(
+                self.upstream_url(&transaction_id, &upstream_challenge),
+            ));
+        }
+        Ok(AuthorizeOutcome::Consent(Box::new(ConsentPrompt {
+            transaction_id,
+            csrf_token,
+            client_id: client.client_id.clone(),
+            client_name: client.display_name().to_string(),
+            form_targets: vec![
+                csp_source(&self.inner.upstream.authorization_endpoint),
+                csp_source(&redirect_uri),
+            ],
+            redirect_uri,
+            scopes: scopes.iter().map(String::from).collect(),
+        })))
+    }
+
+    /// The scopes of a request: split on whitespace, limited to the advertised
+    /// ones when the operator advertises any; absent means the client's
+    /// registered scopes or the advertised default.
+    fn requested_scopes(&self, raw: Option<&str>, client: &RegisteredClient) -> Result<Scopes, String> {
+        let advertised = Scopes::from_list(&self.inner.config.scopes);
+        let requested = match raw.map(Scopes::parse).filter(|s| !s.is_empty()) {
+            Some(scopes) => scopes,
+            None => client
+                .scope
+                .as_deref()
+                .map(Scopes::parse)
+                .unwrap_or_else(|| advertised.clone()),
+        };
+        if !advertised.is_empty() && !requested.is_subset_of(&advertised) {
+            let unknown: Vec<&str> = requested.not_in(&advertised).collect();
+            return Err(format!("unknown scope(s): {}", unknown.join(" ")));
+        }
+        Ok(requested)
+    }
+
+    fn upstream_url(&self, transaction_id: &str, challenge: &str) -> Url {
+        self.inner
+            .upstream
+            .authorization_url(transaction_id, &self.inner.config.callback_url(), challenge)
+    }
+
+    /// `POST /consent`: checks the CSRF token and the browser, then approves
+    /// (redirect upstream) or denies (redirect to the client with
+    /// `access_denied`).
+    pub async fn handle_consent(&self, form: ConsentForm, browser: &BrowserContext) -> Result<ConsentOutcome, Error> {
+        let transaction = self
+            .inner
+            .transactions
+            .send(GetTransaction(form.transaction_id.clone()))
+            .await?
+            .map_err(Error::from)
+            .map_err(Error::for_browser)?;
+        let Some(mut transaction) = transaction else {
+            return Err(expired_page());
+        };
+        let same_browser = constant_time_eq(
+            transaction.browser_hash.as_bytes(),
+            sha256_b64url(browser.browser_id.as_bytes()).as_bytes(),
+        );
+        if !same_browser || !constant_time_eq(transaction.csrf_token.as_bytes(), form.csrf_token.as_bytes()) {
+            return Err(Error::page_with_detail(
+                StatusCode::FORBIDDEN,
+                "Request not accepted",
+                "This consent form was not issued to this browser session. Start the sign-in again from your application.",
+                "invalid_request",
+            ));
+        }
+        let back = client_redirect(&self.inner.config, &transaction.redirect_uri, transaction.state.clone())?;
+        match form.decision.as_str() {
+            "approve" => {
+                transaction.approved = true;
+                let challenge = match &transaction.upstream_verifier {
+                    Some(verifier) => sha256_b64url(verifier.as_bytes()),
+                    None => transaction.code_challenge.as_str().to_string(),
+                };
+                let client_id = transaction.client_id.clone();
+                self.inner
+                    .transactions
+                    .send(PutTransaction {
+                        id: form.transaction_id.clone(),
+                        transaction,
+                    })
+                    .await?
+                    .map_err(Error::from)
+                    .map_err(Error::for_browser)?;
+                Ok(ConsentOutcome::Approved {
+                    upstream: self.upstream_url(&form.transaction_id, &challenge),
+                    remember_client: (form.remember.as_deref() == Some("true")).then_some(client_id),
+                })
+            }
+            "deny" => {
+                let _ = self
+                    .inner
+                    .transactions
+                    .send(TakeTransaction(form.transaction_id))
+                    .await?;
+                Ok(ConsentOutcome::Denied {
+                    client_redirect: back.with_params(&[
+                        ("error", ErrorCode::AccessDenied.as_str()),
+                        ("error_description", "the user denied the request"),
+                    ]),
+                })
+            }
+            _ => Err(Error::page(
+                StatusCode::BAD_REQUEST,
+                "Invalid decision",
+                "The consent form was not understood.",
+            )),
+        }
+    }
+
+    /// The upstream callback: consumes the transaction, exchanges the upstream
+    /// code (unless the client's PKCE is forwarded, then at `/token`), and
+    /// redirects to the client with a proxy code, `state` and `iss`.
+    pub async fn handle_callback(&self, params: CallbackParams, browser: &BrowserContext) -> Result<Url, Error> {
+        let config = &self.inner.config;
+        let Some(state) = params.state.as_deref().filter(|s| !s.is_empty()) else {
+            return Err(expired_page());
+        };
+        let transaction = self
+            .inner
+            .transactions
+            .send(TakeTransaction(state.to_string()))
+            .await?
+            .map_err(Error::from)
+            .map_err(Error::for_browser)?;
+        let Some(transaction) = transaction else {
+            return Err(expired_page());
+        };
+        if !constant_time_eq(
+            transaction.browser_hash.as_bytes(),
+            sha256_b64url(browser.browser_id.as_bytes()).as_bytes(),
+        ) || !transaction.approved
+        {
+            return Err(Error::page_with_detail(
+                StatusCode::FORBIDDEN,
+                "Sign-in not accepted",
+                "This sign-in was started in another browser or was not approved here. Start again from your application.",
+                "access_denied",
+            ));
+        }
+        let back = client_redirect(config, &transaction.redirect_uri, transaction.state.clone())?;
+        if let Some(error) = params.error.as_deref() {
+            // Upstream codes that mean the same to the client pass through.
+            let code = match error {
+                "access_denied" => ErrorCode::AccessDenied,
+                "temporarily_unavailable" => ErrorCode::TemporarilyUnavailable,
+                "invalid_scope" => ErrorCode::InvalidScope,
+                _ => ErrorCode::ServerError,
+            };
+            let description = params
+                .error_description
+                .as_deref()
+                .map(|d| format!("upstream: {}", d.chars().take(200).collect::<String>()))
+                .unwrap_or_else(|| {
+                    format!(
+                        "the upstream provider answered `{}`",
+                        error.chars().take(64).collect::<String>()
+                    )
+                });
+            return Err(Error::redirect(&back, code, description));
+        }
+        let Some(upstream_code) = params.code.filter(|c| !c.is_empty()) else {
+            return Err(Error::redirect(
+                &back,
+                ErrorCode::ServerError,
+                "the upstream provider sent no code",
+            ));
+        };
+
+        let grant_id = random_token(24);
+        let pending_upstream_code = match &transaction.upstream_verifier {
+            Some(verifier) => {
+                let tokens = self
+                    .inner
+                    .upstream
+                    .exchange_code(&upstream_code, &config.callback_url(), Some(verifier))
+                    .await
+                    .map_err(|e| upstream_redirect_error(&back, e))?;
+                let grant = self
+                    .grant_from_upstream(
+                        tokens,
+                        &transaction.client_id,
+                        &transaction.scopes,
+                        &transaction.resource,
+                    )
+                    .await;
+                self.inner
+                    .vault
+                    .send(CreateGrant {
+                        grant_id: grant_id.clone(),
+                        grant,
+                        ttl: config.lifetimes.authorization_code,
+                    })
+                    .await?
+                    .map_err(|e| {
+                        Error::redirect(&back, ErrorCode::TemporarilyUnavailable, Error::from(e).to_string())
+                    })?;
+                None
+            }
+            // Forwarded PKCE: only the client's verifier can redeem it, at /token.
+            None => Some(upstream_code),
+        };
+
+        let code = random_token(32);
+        self.inner
+            .codes
+            .send(StoreCode {
+                code: code.clone(),
+                record: CodeRecord {
+                    client_id: transaction.client_id,
+                    redirect_uri: transaction.redirect_uri,
+                    code_challenge: transaction.code_challenge,
+                    scopes: transaction.scopes,
+                    resource: transaction.resource,
+                    grant_id,
+                    pending_upstream_code,
+                    redemption: None,
+                },
+            })
+            .await?
+            .map_err(|e| Error::redirect(&back, ErrorCode::TemporarilyUnavailable, Error::from(e).to_string()))?;
+        Ok(back.with_params(&[("code", &code)]))
+    }
+
+    /// Builds a grant from an upstream token set: the subject and custom
+    /// claims come from the ID token, a JWT access token, or userinfo.
+    async fn grant_from_upstream(
+        &self,
+        upstream: UpstreamTokens,
+        client_id: &str,
+        scopes: &Scopes,
+        resource: &str,
+    ) -> Grant {
+        let config = &self.inner.config;
+        let mut source = Map::new();
+        if self.inner.upstream.userinfo_endpoint.is_some() {
+            match self.inner.upstream.userinfo(&upstream.access_token).await {
+                Ok(info) => source.extend(info),
+                Err(e) => log::warn!("upstream userinfo failed, continuing without its claims: {e}"),
+            }
+        }
+        for token in [upstream.id_token.as_deref(), Some(upstream.access_token.as_str())]
+            .into_iter()
+            .flatten()
+        {
+            if let Some(claims) = unverified_jwt_claims(token) {
+                for (name, value) in claims {
+                    source.entry(name).or_insert(value);
+                }
+            }
+        }
+        let subject = ["sub", "id", "login"]
+            .iter()
+            .find_map(|name| match source.get(*name) {
+                Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+                Some(Value::Number(n)) => Some(n.to_string()),
+                _ => None,
+            })
+            // An upstream that names nobody: a stable id for this grant's tokens.
+            .unwrap_or_else(|| format!("anonymous-{}", &sha256_b64url(upstream.access_token.as_bytes())[..16]));
+        let claims = config
+            .custom_claims
+            .iter()
+            .filter(|name| !RESERVED_CLAIMS.contains(&name.as_str()))
+            .filter_map(|name| source.get(name).map(|value| (name.clone(), value.clone())))
+            .collect();
+        Grant {
+            client_id: client_id.to_string(),
+            subject,
+            scopes: scopes.clone(),
+            resource: resource.to_string(),
+            claims,
+            upstream,
+            current: None,
+            previous: None,
+            passthrough_refresh_hash: None,
+        }
+    }
+
+    /// Authenticates a client at the token endpoint per its registered method;
+    /// Basic and post are both accepted from confidential clients (clients mix
+    /// them up). Unknown clients get 401 `invalid_client` so they re-register.
+    pub async fn authenticate_client(&self, credentials: &ClientCredentials) -> Result<RegisteredClient, Error> {
+        let unauthorized = |description: &str| Error::invalid_client(description, credentials.via_basic);
+        let Some(client) = self.client(&credentials.client_id).await? else {
+            return Err(unauthorized("unknown client; register again"));
+        };
+        match (&client.client_secret_hash, &credentials.client_secret) {
+            (None, _) => Ok(client),
+            (Some(expected), Some(given)) => {
+                let given = sha256_b64url(given.expose().as_bytes());
+                if constant_time_eq(expected.as_bytes(), given.as_bytes()) {
+                    Ok(client)
+                } else {
+                    Err(unauthorized("client authentication failed"))
+                }
+            }
+            (Some(_), None) => Err(unauthorized("client authentication is required for this client")),
+        }
+    }
+
+    /// The `authorization_code` grant.
+    pub async fn exchange_authorization_code(
+        &self,
+        client: &RegisteredClient,
+        exchange: CodeExchange,
+    ) -> Result<TokenResponse, Error> {
+        let config = &self.inner.config;
+        let pair = IssuedPair {
+            access_jti: random_token(16),
+            refresh_jti: random_token(16),
+            issued_at: now_secs(),
+            scope: String::new(),
+        };
+        let outcome = self
+            .inner
+            .codes
+            .send(RedeemCode {
+                code: exchange.code,
+                client_id: client.client_id.clone(),
+                redirect_uri: exchange.redirect_uri,
+                verifier: exchange.code_verifier,
+                access_jti: pair.access_jti.clone(),
+                refresh_jti: pair.refresh_jti.clone(),
+                issued_at: pair.issued_at,
+            })
+            .await??;
+        let (record, verifier) = match outcome {
+            CodeOutcome::Redeemed(record, verifier) => (record, verifier),
+            CodeOutcome::Duplicate(record, redemption) => {
+                let grant = self.inner.vault.send(GetGrant(record.grant_id.clone())).await??;
+                let grant = grant.ok_or_else(|| Error::invalid_grant("the authorization code was already used"))?;
+                let pair = IssuedPair {
+                    access_jti: redemption.access_jti,
+                    refresh_jti: redemption.refresh_jti,
+                    issued_at: redemption.at,
+                    scope: grant.scopes.to_oauth_string(),
+                };
+                return self.token_response(&grant, &pair);
+            }
+            CodeOutcome::Replayed { grant_id } => {
+                log::warn!(
+                    "authorization code replayed by client {}; revoking its tokens",
+                    client.client_id
+                );
+                self.inner.vault.send(RevokeGrant(grant_id)).await??;
+                return Err(Error::invalid_grant("the authorization code was already used"));
+            }
+            CodeOutcome::Refused(refusal) => {
+                return Err(Error::invalid_grant(match refusal {
+                    CodeRefusal::Unknown => "the authorization code is invalid or expired",
+                    CodeRefusal::WrongClient => "the authorization code was issued to another client",
+                    CodeRefusal::WrongRedirectUri => "redirect_uri does not match the one sent to /authorize",
+                    CodeRefusal::WrongVerifier => "code_verifier does not match the code_challenge",
+                }))
+            }
+        };
+        if let Some(requested) = exchange.resource.as_deref() {
+            if !resource_matches(requested, &record.resource) {
+                return Err(Error::oauth(
+                    ErrorCode::InvalidTarget,
+                    "resource does not match the authorization request",
+                ));
+            }
+        }
+
+        if let Some(upstream_code) = &record.pending_upstream_code {
+            let tokens = self
+                .inner
+                .upstream
+                .exchange_code(upstream_code, &config.callback_url(), Some(&verifier))
+                .await
+                .map_err(upstream_token_error)?;
+            let grant = self
+                .grant_from_upstream(tokens, &record.client_id, &record.scopes, &record.resource)
+                .await;
+            self.inner
+                .vault
+                .send(CreateGrant {
+                    grant_id: record.grant_id.clone(),
+                    grant,
+                    ttl: config.lifetimes.authorization_code,
+                })
+                .await??;
+        }
+
+        let _ = self.inner.clients.send(MarkClientUsed(client.client_id.clone())).await;
+        let pair = IssuedPair {
+            scope: record.scopes.to_oauth_string(),
+            ..pair
+        };
+        let grant = if config.token_swap {
+            self.inner
+                .vault
+                .send(IssueTokens {
+                    grant_id: record.grant_id,
+                    pair: pair.clone(),
+                })
+                .await??
+        } else {
+            let grant = self.inner.vault.send(GetGrant(record.grant_id.clone())).await??;
+            match grant {
+                Some(grant) => {
+                    self.inner
+                        .vault
+                        .send(IssuePassThrough {
+                            grant_id: record.grant_id,
+                            access_hash: sha256_b64url(grant.upstream.access_token.as_bytes()),
+                            refresh_hash: grant
+                                .upstream
+                                .refresh_token
+                                .as_deref()
+                                .map(|t| sha256_b64url(t.as_bytes())),
+                        })
+                        .await??
+                }
+                None => None,
+            }
+        };
+        let grant = grant.ok_or_else(|| Error::invalid_grant("the authorization has expired"))?;
+        self.token_response(&grant, &pair)
+    }
+
+    /// Swap mode: sign the proxy pair; pass-through: hand out the upstream tokens.
+    fn token_response(&self, grant: &Grant, pair: &IssuedPair) -> Result<TokenResponse, Error> {
+        let config = &self.inner.config;
+        if !config.token_swap {
+            let upstream = &grant.upstream;
+            return Ok(TokenResponse {
+                access_token: upstream.access_token.clone(),
+                token_type: "Bearer".into(),
+                expires_in: upstream.expires_at.map(|at| at.saturating_sub(now_secs())),
+                refresh_token: upstream.refresh_token.clone(),
+                id_token: upstream.id_token.clone(),
+                scope: grant.scopes.to_oauth_string(),
+            });
+        }
+        let access_ttl = config.lifetimes.access_token.as_secs();
+        let claims = |jti: &str, token_use: TokenUse, scope: String, ttl: u64| Claims {
+            iss: config.issuer.clone(),
+            aud: grant.resource.clone(),
+            sub: grant.subject.clone(),
+            client_id: grant.client_id.clone(),
+            scope,
+            jti: jti.to_string(),
+            iat: pair.issued_at,
+            exp: pair.issued_at + ttl,
+            token_use,
+            extra: grant.claims.clone(),
+        };
+        let signer = &self.inner.signer;
+        let access = signer
+            .sign(&claims(
+                &pair.access_jti,
+                TokenUse::Access,
+                pair.scope.clone(),
+                access_ttl,
+            ))
+            .map_err(Error::internal)?;
+        let refresh = signer
+            .sign(&claims(
+                &pair.refresh_jti,
+                TokenUse::Refresh,
+                grant.scopes.to_oauth_string(),
+                config.lifetimes.refresh_token.as_secs(),
+            ))
+            .map_err(Error::internal)?;
+        Ok(TokenResponse {
+            access_token: access,
+            token_type: "Bearer".into(),
+            expires_in: Some((pair.issued_at + access_ttl).saturating_sub(now_secs())),
+            refresh_token: Some(refresh),
+            id_token: None,
+            scope: pair.scope.clone(),
+        })
+    }
+
+    /// The `refresh_token` grant: rotation with reuse detection in swap mode,
+    /// an upstream refresh bound to the original client in pass-through mode.
+    pub async fn exchange_refresh_token(
+        &self,
+        client: &RegisteredClient,
+        exchange: RefreshExchange,
+    ) -> Result<TokenResponse, Error> {
+        if !self.inner.config.token_swap {
+            return self.refresh_pass_through(client, exchange).await;
+        }
+        let claims = self
+            .inner
+            .signer
+            .verify(&exchange.refresh_token, TokenUse::Refresh)
+            .map_err(|e| Error::invalid_grant(format!("refresh token refused: {e}")))?;
+        if !constant_time_eq(claims.client_id.as_bytes(), client.client_id.as_bytes()) {
+            return Err(Error::invalid_grant("the refresh token was issued to another client"));
+        }
+        if let Some(requested) = exchange.resource.as_deref() {
+            if !resource_matches(requested, &claims.aud) {
+                return Err(Error::oauth(
+                    ErrorCode::InvalidTarget,
+                    "resource does not match the grant",
+                ));
+            }
+        }
+        let granted = Scopes::parse(&claims.scope);
+        let scope = match exchange.scope.as_deref().map(Scopes::parse).filter(|s| !s.is_empty()) {
+            // RFC 6749 §6: a refresh may narrow the scope, never widen it.
+            Some(requested) if !requested.is_subset_of(&granted) => {
+                return Err(Error::oauth(
+                    ErrorCode::InvalidScope,
+                    "the requested scope exceeds the original grant",
+                ))
+            }
+            Some(requested) => requested,
+            None => granted,
+        };
+        let successor = IssuedPair {
+            access_jti: random_token(16),
+            refresh_jti: random_token(16),
+            issued_at: now_secs(),
+            scope: scope.to_oauth_string(),
+        };
+        let claim = self
+            .inner
+            .vault
+            .send(ClaimRefresh {
+                refresh_jti: claims.jti,
+                client_id: client.client_id.clone(),
+                successor,
+            })
+            .await??;
+        match claim {
+            RefreshClaim::Rotated {
+                grant_id,
+                mut grant,
+                before,
+            } => {
+                if let Some(upstream_refresh) = grant.upstream.refresh_token.clone() {
+                    match self.inner.upstream.refresh(&upstream_refresh).await {
+                        Ok(tokens) => {
+                            grant.upstream = tokens.clone();
+                            self.inner
+                                .vault
+                                .send(UpdateUpstreamTokens {
+                                    grant_id,
+                                    upstream: tokens,
+                                    passthrough_hashes: None,
+                                })
+                                .await??;
+                        }
+                        Err(e) if e.is_grant_refused() => {
+                            self.inner.vault.send(RevokeGrant(grant_id)).await??;
+                            return Err(Error::invalid_grant(format!(
+                                "the upstream grant is no longer valid: {e}"
+                            )));
+                        }
+                        Err(e) => {
+                            self.inner
+                                .vault
+                                .send(UndoRotation {
+                                    grant_id,
+                                    restored: *before,
+                                })
+                                .await??;
+                            return Err(upstream_token_error(e));
+                        }
+                    }
+                }
+                let pair = grant
+                    .current
+                    .clone()
+                    .ok_or_else(|| Error::internal("rotated grant has no current pair"))?;
+                self.token_response(&grant, &pair)
+            }
+            RefreshClaim::GraceReplay { grant, pair } => self.token_response(&grant, &pair),
+            RefreshClaim::ReuseDetected => Err(Error::invalid_grant(
+                "refresh token reuse detected; the grant was revoked",
+            )),
+            RefreshClaim::WrongClient => Err(Error::invalid_grant("the refresh token was issued to another client")),
+            RefreshClaim::Unknown => Err(Error::invalid_grant("the refresh token is invalid, expired or revoked")),
+        }
+    }
+
+    async fn refresh_pass_through(
+        &self,
+        client: &RegisteredClient,
+        exchange: RefreshExchange,
+    ) -> Result<TokenResponse, Error> {
+        let token_hash = sha256_b64url(exchange.refresh_token.as_bytes());
+        let found = self
+            .inner
+            .vault
+            .send(LookupPassThrough {
+                token_hash: token_hash.clone(),
+            })
+            .await??;
+        let Some((grant_id, mut grant)) = found else {
+            return Err(Error::invalid_grant("the refresh token is invalid, expired or revoked"));
+        };
+        if grant.client_id != client.client_id || grant.passthrough_refresh_hash.as_deref() != Some(token_hash.as_str())
+        {
+            return Err(Error::invalid_grant("the refresh token was not issued to this client"));
+        }
+        let tokens = match self.inner.upstream.refresh(&exchange.refresh_token).await {
+            Ok(tokens) => tokens,
+            Err(e) if e.is_grant_refused() => {
+                self.inner.vault.send(RevokeGrant(grant_id)).await??;
+                return Err(Error::invalid_grant(format!("the upstream refused the refresh: {e}")));
+            }
+            Err(e) => return Err(upstream_token_error(e)),
+        };
+        grant.upstream = tokens.clone();
+        self.inner
+            .vault
+            .send(UpdateUpstreamTokens {
+                grant_id,
+                passthrough_hashes: Some((
+                    sha256_b64url(tokens.access_token.as_bytes()),
+                    tokens.refresh_token.as_deref().map(|t| sha256_b64url(t.as_bytes())),
+                )),
+                upstream: tokens,
+            })
+            .await??;
+        let pair = IssuedPair {
+            access_jti: String::new(),
+            refresh_jti: String::new(),
+            issued_at: now_secs(),
+            scope: grant.scopes.to_oauth_string(),
+        };
+        self.token_response(&grant, &pair)
+    }
+
+    /// The upstream token set behind a token the proxy issued, or `None` for an
+    /// invalid, expired, wrong-type or revoked token.
+    pub async fn load_upstream_tokens(&self, token: &str) -> Option<UpstreamTokens> {
+        if !self.inner.config.token_swap {
+            let found = self
+                .inner
+                .vault
+                .send(LookupPassThrough {
+                    token_hash: sha256_b64url(token.as_bytes()),
+                })
+                .await
+                .ok()?
+                .ok()??;
+            let (_, grant) = found;
+            return constant_time_eq(grant.upstream.access_token.as_bytes(), token.as_bytes())
+                .then_some(grant.upstream);
+        }
+        let claims = self.inner.signer.verify(token, TokenUse::Access).ok()?;
+        let grant = self
+            .inner
+            .vault
+            .send(LookupAccessToken { jti: claims.jti })
+            .await
+            .ok()?
+            .ok()??;
+        (grant.client_id == claims.client_id).then_some(grant.upstream)
+    }
+
+    /// Verifies a proxy access token and answers its claims (swap mode).
+    pub fn verify_access_token(&self, token: &str) -> Option<Claims> {
+        self.inner.signer.verify(token, TokenUse::Access).ok()
+    }
+
+    /// Stops the actors and their expiry timers (the original `destroy`).
+    pub async fn shutdown(&self) {
+        let inner = &self.inner;
+        let _ = inner.clients.send(Shutdown).await;
+        let _ = inner.transactions.send(Shutdown).await;
+        let _ = inner.codes.send(Shutdown).await;
+        let _ = inner.vault.send(Shutdown).await;
+    }
+}
+
+fn expired_page() -> Error {
+    Error::page_with_detail(
+        StatusCode::BAD_REQUEST,
+        "This sign-in has expired",
+        "The authorization request is unknown, was already used, or took too long. Start again from your application.",
+        "invalid_request",
+    )
+}
+
+/// An upstream failure during the callback, sent back to the client.
+fn upstream_redirect_error(back: &ClientRedirect, error: UpstreamError) -> Error {
+    log::warn!("upstream code exchange failed: {error}");
+    let code = match error {
+        UpstreamError::Timeout(_) | UpstreamError::Unreachable(_) => ErrorCode::TemporarilyUnavailable,
+        UpstreamError::Rejected { .. } => ErrorCode::AccessDenied,
+        _ => ErrorCode::ServerError,
+    };
+    Error::redirect(back, code, format!("upstream token exchange failed: {error}"))
+}
+
+/// An upstream failure during a token request.
+fn upstream_token_error(error: UpstreamError) -> Error {
+    log::warn!("upstream token request failed: {error}");
+    match error {
+        e if e.is_grant_refused() => Error::invalid_grant(format!("the upstream refused the grant: {e}")),
+        UpstreamError::Rejected { .. } => Error::invalid_grant(format!("the upstream refused the grant: {error}")),
+        e => Error::oauth(
+            ErrorCode::TemporarilyUnavailable,
+            format!("upstream token endpoint failed: {e}"),
+        ),
+    }
+}

@@ -1,0 +1,81 @@
+//! `GET /authorize` and the consent screen (`POST /consent`).
+//!
+//! Browser-facing: errors are HTML pages until the client's redirect URI is
+//! validated, then redirects to it. Never CORS-enabled.
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse};
+use askama::Template;
+
+use super::{add_page_security_headers, redirect, BrowserCookies, STATIC_PREFIX};
+use crate::error::Error;
+use crate::proxy::{AuthorizeOutcome, AuthorizeRequest, ConsentForm, ConsentOutcome, OAuthProxy};
+use crate::views::ConsentPage;
+
+pub async fn authorize(req: HttpRequest, proxy: web::Data<OAuthProxy>) -> Result<HttpResponse, Error> {
+    let request: AuthorizeRequest = serde_urlencoded::from_str(req.query_string()).map_err(|_| {
+        Error::page(
+            StatusCode::BAD_REQUEST,
+            "Invalid authorization request",
+            "The request parameters could not be read (a parameter may be repeated).",
+        )
+    })?;
+    let (cookies, browser) = BrowserCookies::read(&req, &proxy);
+    match proxy.authorize(request, &browser).await.map_err(Error::for_browser)? {
+        AuthorizeOutcome::RedirectUpstream(url) => Ok(redirect(url.as_str(), Some(&cookies))),
+        AuthorizeOutcome::Consent(prompt) => {
+            let page = ConsentPage {
+                static_prefix: STATIC_PREFIX,
+                client_name: &prompt.client_name,
+                client_id: &prompt.client_id,
+                redirect_uri: prompt.redirect_uri.as_str(),
+                redirect_host: prompt.redirect_uri.host_str().unwrap_or(prompt.redirect_uri.scheme()),
+                scopes: prompt.scopes.iter().map(String::as_str).collect(),
+                provider_name: &proxy.config().provider_name,
+                form_action: "/consent",
+                transaction_id: &prompt.transaction_id,
+                csrf_token: &prompt.csrf_token,
+            };
+            let body = page.render().map_err(Error::internal).map_err(Error::for_browser)?;
+            let mut response = HttpResponse::Ok();
+            response.content_type("text/html; charset=utf-8");
+            cookies.apply(&mut response);
+            let mut response = response.body(body);
+            add_page_security_headers(response.headers_mut(), &prompt.form_targets);
+            Ok(response)
+        }
+    }
+}
+
+pub async fn consent(req: HttpRequest, body: web::Bytes, proxy: web::Data<OAuthProxy>) -> Result<HttpResponse, Error> {
+    let form: ConsentForm = serde_urlencoded::from_bytes(&body).map_err(|_| {
+        Error::page(
+            StatusCode::BAD_REQUEST,
+            "Invalid consent form",
+            "The consent form was incomplete.",
+        )
+    })?;
+    let (mut cookies, browser) = BrowserCookies::read(&req, &proxy);
+    match proxy.handle_consent(form, &browser).await.map_err(Error::for_browser)? {
+        ConsentOutcome::Approved {
+            upstream,
+            remember_client,
+        } => {
+            if let Some(client_id) = remember_client {
+                cookies.remember_client(&proxy, &browser, &client_id);
+            }
+            // 303: the browser follows a POST's redirect with GET (OAuth 2.1 §7.5.2).
+            let mut response = redirect(upstream.as_str(), Some(&cookies));
+            *response.status_mut() = StatusCode::SEE_OTHER;
+            Ok(response)
+        }
+        ConsentOutcome::Denied { client_redirect } => {
+            let mut response = redirect(client_redirect.as_str(), Some(&cookies));
+            *response.status_mut() = StatusCode::SEE_OTHER;
+            response
+                .headers_mut()
+                .insert(header::REFERRER_POLICY, header::HeaderValue::from_static("no-referrer"));
+            Ok(response)
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! HTTP endpoints, one module per endpoint family, and the helpers they
+//! share (browser cookies, CORS, page security headers).
+
+pub mod authorize;
+pub mod callback;
+pub mod health;
+pub mod register;
+pub mod static_files;
+pub mod token;
+pub mod well_known;
+
+use actix_web::cookie::{Cookie, CookieJar, SameSite};
+use actix_web::http::header::{self, HeaderMap, HeaderValue};
+use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder};
+
+use crate::crypto::random_token;
+use crate::proxy::{BrowserContext, OAuthProxy};
+
+/// Where static assets are served.
+pub const STATIC_PREFIX: &str = "/static";
+
+/// Remembered approvals kept per browser (newest first).
+const MAX_REMEMBERED_CLIENTS: usize = 20;
+const CONSENT_COOKIE_MAX_AGE_DAYS: i64 = 30;
+
+/// Headers for every HTML page: no framing (clickjacking of the consent
+/// buttons), no caching, no referrer, and a CSP whose `form-action` lists the
+/// places the consent form may lead to (browsers apply it to the redirect
+/// after the POST too).
+pub fn add_page_security_headers(headers: &mut HeaderMap, form_targets: &[String]) {
+    let mut form_action = String::from("'self'");
+    for target in form_targets {
+        // Only plain origins or `scheme:` sources reach here; skip anything odd.
+        if target
+            .chars()
+            .all(|c| c.is_ascii_graphic() && c != ';' && c != ',' && c != '\'')
+        {
+            form_action.push(' ');
+            form_action.push_str(target);
+        }
+    }
+    let csp = format!(
+        "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action {form_action}; frame-ancestors 'none'; base-uri 'none'"
+    );
+    if let Ok(value) = HeaderValue::from_str(&csp) {
+        headers.insert(header::CONTENT_SECURITY_POLICY, value);
+    }
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+}
+
+/// CORS for the endpoints browsers' MCP clients call directly (metadata,
+/// `/register`, `/token`): any origin, no credentials.
+pub fn add_cors_headers(headers: &mut HeaderMap) {
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("Authorization, Content-Type, MCP-Protocol-Version"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, POST, OPTIONS"),
+    );
+    headers.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
+}
+
+/// Answers a CORS preflight.
+pub async fn preflight() -> HttpResponse {
+    let mut response = HttpResponse::NoContent().finish();
+    add_cors_headers(response.headers_mut());
+    response
+}
+
+/// The cookies the browser-facing endpoints use, signed with the consent key.
+pub struct BrowserCookies {
+    jar: CookieJar,
+    secure: bool,
+}
+
+impl BrowserCookies {
+    fn browser_cookie_name(&self) -> &'static str {
+        // `__Host-` pins the cookie to this origin; it requires Secure.
+        if self.secure {
+            "__Host-mcp_proxy_browser"
+        } else {
+            "mcp_proxy_browser"
+        }
+    }
+
+    fn consent_cookie_name(&self) -> &'static str {
+        if self.secure {
+            "__Host-mcp_proxy_consent"
+        } else {
+            "mcp_proxy_consent"
+        }
+    }
+
+    /// Reads the signed cookies of a request; a new browser gets a new id.
+    pub fn read(req: &HttpRequest, proxy: &OAuthProxy) -> (BrowserCookies, BrowserContext) {
+        let mut cookies = BrowserCookies {
+            jar: CookieJar::new(),
+            secure: proxy.config().secure_cookies(),
+        };
+        for name in [cookies.browser_cookie_name(), cookies.consent_cookie_name()] {
+            if let Some(cookie) = req.cookie(name) {
+                cookies.jar.add_original(cookie.into_owned());
+            }
+        }
+        let key = proxy.consent_key();
+        let signed = cookies.jar.signed(key);
+        let browser_id = signed.get(cookies.browser_cookie_name()).map(|c| c.value().to_string());
+        let remembered_clients = signed
+            .get(cookies.consent_cookie_name())
+            .and_then(|c| serde_json::from_str::<Vec<String>>(c.value()).ok())
+            .unwrap_or_default();
+        let browser_id = match browser_id {
+            Some(id) if !id.is_empty() => id,
+            _ => {
+                let id = random_token(24);
+                let cookie = cookies.cookie(cookies.browser_cookie_name(), id.clone());
+                cookies.jar.signed_mut(key).add(cookie);
+                id
+            }
+        };
+        (
+            cookies,
+            BrowserContext {
+                browser_id,
+                remembered_clients,
+            },
+        )
+    }
+
+    fn cookie(&self, name: &'static str, value: String) -> Cookie<'static> {
+        Cookie::build(name, value)
+            .path("/")
+            .http_only(true)
+            .secure(self.secure)
+            .same_site(SameSite::Lax)
+            .finish()
+    }
+
+    /// Remembers that the user approved `client_id` in this browser.
+    pub fn remember_client(&mut self, proxy: &OAuthProxy, browser: &BrowserContext, client_id: &str) {
+        let mut clients = vec![client_id.to_string()];
+        clients.extend(browser.remembered_clients.iter().filter(|c| *c != client_id).cloned());
+        clients.truncate(MAX_REMEMBERED_CLIENTS);
+        let value = serde_json::to_string(&clients).unwrap_or_else(|_| "[]".into());
+        let mut cookie = self.cookie(self.consent_cookie_name(), value);
+        cookie.set_max_age(actix_web::cookie::time::Duration::days(CONSENT_COOKIE_MAX_AGE_DAYS));
+        self.jar.signed_mut(proxy.consent_key()).add(cookie);
+    }
+
+    /// Adds the cookies set during this request to a response.
+    pub fn apply(&self, response: &mut HttpResponseBuilder) {
+        for cookie in self.jar.delta() {
+            response.cookie(cookie.clone());
+        }
+    }
+}
+
+/// A 302 redirect that is never cached.
+pub fn redirect(location: &str, cookies: Option<&BrowserCookies>) -> HttpResponse {
+    let mut response = HttpResponse::Found();
+    response
+        .insert_header((header::LOCATION, location))
+        .insert_header((header::CACHE_CONTROL, "no-store"));
+    if let Some(cookies) = cookies {
+        cookies.apply(&mut response);
+    }
+    response.finish()
+}

@@ -1,0 +1,344 @@
+//! The upstream OAuth client: builds the upstream authorization URL and calls
+//! the upstream token, userinfo and discovery endpoints with awc.
+//!
+//! One pooled awc client per worker thread (awc clients are not `Send`), with
+//! the configured timeout and redirects off: an OAuth endpoint that redirects a
+//! POST carrying credentials must not be followed.
+
+use std::cell::RefCell;
+use std::time::Duration;
+
+use actix_web::http::header;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use url::form_urlencoded::byte_serialize;
+use url::Url;
+
+use crate::actors::token_vault::UpstreamTokens;
+use crate::config::{Secret, UpstreamAuthMethod, UpstreamConfig, UpstreamEndpoints};
+use crate::oauth::now_secs;
+
+/// Largest upstream answer read (token and userinfo documents are small).
+const MAX_BODY: usize = 256 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("the upstream did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("the upstream could not be reached: {0}")]
+    Unreachable(String),
+    /// The upstream answered with an OAuth error.
+    #[error("the upstream refused: {error}{}", description.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())]
+    Rejected { error: String, description: Option<String> },
+    #[error("the upstream answered HTTP {0}")]
+    Status(u16),
+    #[error("the upstream answer was not valid: {0}")]
+    InvalidResponse(String),
+}
+
+impl UpstreamError {
+    /// Whether the upstream refused the grant itself (not a passing failure).
+    pub fn is_grant_refused(&self) -> bool {
+        matches!(self, UpstreamError::Rejected { error, .. } if error == "invalid_grant" || error == "unauthorized_client")
+    }
+}
+
+/// Resolved upstream endpoints and the proxy's client credentials there.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub authorization_endpoint: Url,
+    pub token_endpoint: Url,
+    pub userinfo_endpoint: Option<Url>,
+    pub revocation_endpoint: Option<Url>,
+    client_id: String,
+    client_secret: Secret,
+    auth_method: UpstreamAuthMethod,
+    scopes: Vec<String>,
+    extra_params: Vec<(String, String)>,
+    timeout: Duration,
+}
+
+thread_local! {
+    static CLIENT: RefCell<Option<(Duration, awc::Client)>> = const { RefCell::new(None) };
+}
+
+/// The worker's pooled client for `timeout` (built on first use).
+fn http_client(timeout: Duration) -> awc::Client {
+    CLIENT.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        match &*slot {
+            Some((t, client)) if *t == timeout => client.clone(),
+            _ => {
+                let client = awc::Client::builder()
+                    .disable_redirects()
+                    .timeout(timeout)
+                    .connector(awc::Connector::new().timeout(timeout))
+                    .add_default_header((
+                        header::USER_AGENT,
+                        concat!("mcp-oauth-proxy/", env!("CARGO_PKG_VERSION")),
+                    ))
+                    .finish();
+                *slot = Some((timeout, client.clone()));
+                client
+            }
+        }
+    })
+}
+
+/// RFC 6749 §5.1 token response (tolerant of strings where numbers belong).
+#[derive(Deserialize)]
+struct TokenResponse {
+    access_token: Option<String>,
+    token_type: Option<String>,
+    expires_in: Option<Value>,
+    refresh_token: Option<String>,
+    id_token: Option<String>,
+    scope: Option<String>,
+    error: Option<String>,
+    error_description: Option<String>,
+}
+
+impl Upstream {
+    /// Resolves the endpoints, fetching the discovery document when only the
+    /// upstream issuer is configured.
+    pub async fn resolve(config: &UpstreamConfig) -> Result<Upstream, UpstreamError> {
+        let (authorization_endpoint, token_endpoint, mut userinfo, mut revocation) = match &config.endpoints {
+            UpstreamEndpoints::Explicit {
+                authorization_endpoint,
+                token_endpoint,
+            } => (authorization_endpoint.clone(), token_endpoint.clone(), None, None),
+            UpstreamEndpoints::Discover { issuer } => discover(issuer, config.timeout).await?,
+        };
+        if config.userinfo_endpoint.is_some() {
+            userinfo = config.userinfo_endpoint.clone();
+        }
+        if config.revocation_endpoint.is_some() {
+            revocation = config.revocation_endpoint.clone();
+        }
+        Ok(Upstream {
+            authorization_endpoint,
+            token_endpoint,
+            userinfo_endpoint: userinfo,
+            revocation_endpoint: revocation,
+            client_id: config.client_id.clone(),
+            client_secret: config.client_secret.clone(),
+            auth_method: config.auth_method,
+            scopes: config.scopes.clone(),
+            extra_params: config.extra_authorize_params.clone(),
+            timeout: config.timeout,
+        })
+    }
+
+    /// The upstream authorization URL. The client's `resource` is never
+    /// forwarded: upstreams reject resources they do not know.
+    pub fn authorization_url(&self, state: &str, callback: &str, code_challenge: &str) -> Url {
+        let mut url = self.authorization_endpoint.clone();
+        {
+            let mut query = url.query_pairs_mut();
+            query
+                .append_pair("response_type", "code")
+                .append_pair("client_id", &self.client_id)
+                .append_pair("redirect_uri", callback)
+                .append_pair("state", state)
+                .append_pair("code_challenge", code_challenge)
+                .append_pair("code_challenge_method", "S256");
+            if !self.scopes.is_empty() {
+                query.append_pair("scope", &self.scopes.join(" "));
+            }
+            for (name, value) in &self.extra_params {
+                query.append_pair(name, value);
+            }
+        }
+        url
+    }
+
+    /// Exchanges an upstream authorization code at the callback.
+    pub async fn exchange_code(
+        &self,
+        code: &str,
+        callback: &str,
+        verifier: Option<&str>,
+    ) -> Result<UpstreamTokens, UpstreamError> {
+        let mut form = vec![
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", callback),
+        ];
+        if let Some(verifier) = verifier {
+            form.push(("code_verifier", verifier));
+        }
+        self.token_request(form, None).await
+    }
+
+    /// Refreshes upstream with the proxy's credentials; keeps the old refresh
+    /// token when the upstream does not send a new one.
+    pub async fn refresh(&self, refresh_token: &str) -> Result<UpstreamTokens, UpstreamError> {
+        let form = vec![("grant_type", "refresh_token"), ("refresh_token", refresh_token)];
+        self.token_request(form, Some(refresh_token)).await
+    }
+
+    async fn token_request(
+        &self,
+        mut form: Vec<(&str, &str)>,
+        previous_refresh: Option<&str>,
+    ) -> Result<UpstreamTokens, UpstreamError> {
+        let client = http_client(self.timeout);
+        let mut request = client
+            .post(self.token_endpoint.as_str())
+            .insert_header((header::ACCEPT, "application/json"));
+        match self.auth_method {
+            UpstreamAuthMethod::ClientSecretBasic => {
+                // RFC 6749 §2.3.1: form-urlencode id and secret before base64.
+                let id: String = byte_serialize(self.client_id.as_bytes()).collect();
+                let secret: String = byte_serialize(self.client_secret.expose().as_bytes()).collect();
+                let credentials = STANDARD.encode(format!("{id}:{secret}"));
+                request = request.insert_header((header::AUTHORIZATION, format!("Basic {credentials}")));
+            }
+            UpstreamAuthMethod::ClientSecretPost => {
+                form.push(("client_id", &self.client_id));
+                form.push(("client_secret", self.client_secret.expose()));
+            }
+        }
+        let mut response = request.send_form(&form).await.map_err(|e| self.send_error(e))?;
+        let status = response.status();
+        let body = response.body().limit(MAX_BODY).await.map_err(|e| match e {
+            awc::error::PayloadError::Io(ref io) if io.kind() == std::io::ErrorKind::TimedOut => {
+                UpstreamError::Timeout(self.timeout)
+            }
+            other => UpstreamError::InvalidResponse(other.to_string()),
+        })?;
+        let parsed: Option<TokenResponse> = serde_json::from_slice(&body).ok();
+        let Some(parsed) = parsed else {
+            if !status.is_success() {
+                return Err(UpstreamError::Status(status.as_u16()));
+            }
+            return Err(UpstreamError::InvalidResponse("the token response is not JSON".into()));
+        };
+        // GitHub answers some errors with 200 and an `error` field.
+        if let Some(error) = parsed.error {
+            return Err(UpstreamError::Rejected {
+                error,
+                description: parsed.error_description,
+            });
+        }
+        if !status.is_success() {
+            return Err(UpstreamError::Status(status.as_u16()));
+        }
+        let access_token = parsed
+            .access_token
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| UpstreamError::InvalidResponse("the token response has no access_token".into()))?;
+        let expires_in = parsed.expires_in.and_then(|v| match v {
+            Value::Number(n) => n.as_u64(),
+            Value::String(s) => s.parse().ok(),
+            _ => None,
+        });
+        Ok(UpstreamTokens {
+            access_token,
+            token_type: parsed.token_type.unwrap_or_else(|| "Bearer".into()),
+            refresh_token: parsed.refresh_token.or_else(|| previous_refresh.map(String::from)),
+            id_token: parsed.id_token,
+            expires_at: expires_in.map(|s| now_secs() + s),
+            scope: parsed.scope,
+        })
+    }
+
+    /// Fetches userinfo with the upstream access token.
+    pub async fn userinfo(&self, access_token: &str) -> Result<Map<String, Value>, UpstreamError> {
+        let Some(endpoint) = &self.userinfo_endpoint else {
+            return Ok(Map::new());
+        };
+        let mut response = http_client(self.timeout)
+            .get(endpoint.as_str())
+            .insert_header((header::AUTHORIZATION, format!("Bearer {access_token}")))
+            .insert_header((header::ACCEPT, "application/json"))
+            .send()
+            .await
+            .map_err(|e| self.send_error(e))?;
+        if !response.status().is_success() {
+            return Err(UpstreamError::Status(response.status().as_u16()));
+        }
+        let body = response
+            .body()
+            .limit(MAX_BODY)
+            .await
+            .map_err(|e| UpstreamError::InvalidResponse(e.to_string()))?;
+        serde_json::from_slice(&body)
+            .map_err(|_| UpstreamError::InvalidResponse("userinfo is not a JSON object".into()))
+    }
+
+    fn send_error(&self, error: awc::error::SendRequestError) -> UpstreamError {
+        match error {
+            awc::error::SendRequestError::Timeout
+            | awc::error::SendRequestError::Connect(awc::error::ConnectError::Timeout) => {
+                UpstreamError::Timeout(self.timeout)
+            }
+            other => UpstreamError::Unreachable(other.to_string()),
+        }
+    }
+}
+
+type DiscoveredEndpoints = (Url, Url, Option<Url>, Option<Url>);
+
+/// OIDC discovery, then RFC 8414 metadata, for the upstream issuer.
+async fn discover(issuer: &Url, timeout: Duration) -> Result<DiscoveredEndpoints, UpstreamError> {
+    let base = issuer.as_str().trim_end_matches('/');
+    let candidates = [
+        format!("{base}/.well-known/openid-configuration"),
+        format!(
+            "{}/.well-known/oauth-authorization-server{}",
+            issuer.origin().ascii_serialization(),
+            issuer.path().trim_end_matches('/')
+        ),
+    ];
+    let mut last_error = UpstreamError::InvalidResponse("no discovery document".into());
+    for candidate in candidates {
+        let response = http_client(timeout).get(candidate.as_str()).send().await;
+        let mut response = match response {
+            Ok(r) if r.status().is_success() => r,
+            Ok(r) => {
+                last_error = UpstreamError::Status(r.status().as_u16());
+                continue;
+            }
+            Err(e) => {
+                last_error = UpstreamError::Unreachable(e.to_string());
+                continue;
+            }
+        };
+        let Ok(body) = response.body().limit(MAX_BODY).await else {
+            continue;
+        };
+        let Ok(document) = serde_json::from_slice::<Value>(&body) else {
+            continue;
+        };
+        let endpoint = |name: &str| {
+            document
+                .get(name)
+                .and_then(Value::as_str)
+                .and_then(|s| Url::parse(s).ok())
+        };
+        if let (Some(authorization), Some(token)) = (endpoint("authorization_endpoint"), endpoint("token_endpoint")) {
+            return Ok((
+                authorization,
+                token,
+                endpoint("userinfo_endpoint"),
+                endpoint("revocation_endpoint"),
+            ));
+        }
+        last_error = UpstreamError::InvalidResponse(format!("{candidate} lacks the endpoints"));
+    }
+    Err(last_error)
+}
+
+/// The payload of a JWT, read without verifying its signature: used only for
+/// an ID token received directly from the upstream token endpoint over TLS
+/// (OIDC Core §3.1.3.7 item 6), or a JWT access token, to copy claims.
+pub fn unverified_jwt_claims(token: &str) -> Option<Map<String, Value>> {
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
