@@ -1135,10 +1135,12 @@ fn expired_page() -> Error {
 /// An upstream failure during the callback, sent back to the client.
 fn upstream_redirect_error(back: &ClientRedirect, error: UpstreamError) -> Error {
     log::warn!("upstream code exchange failed: {error}");
-    let code = match error {
-        UpstreamError::Timeout(_) | UpstreamError::Unreachable(_) => ErrorCode::TemporarilyUnavailable,
-        UpstreamError::Rejected { .. } => ErrorCode::AccessDenied,
-        _ => ErrorCode::ServerError,
+    let code = if error.is_grant_refused() {
+        ErrorCode::AccessDenied
+    } else if matches!(error, UpstreamError::Timeout(_) | UpstreamError::Unreachable(_)) {
+        ErrorCode::TemporarilyUnavailable
+    } else {
+        ErrorCode::ServerError
     };
     Error::redirect(back, code, format!("upstream token exchange failed: {error}"))
 }
@@ -1146,12 +1148,18 @@ fn upstream_redirect_error(back: &ClientRedirect, error: UpstreamError) -> Error
 /// An upstream failure during a token request.
 fn upstream_token_error(error: UpstreamError) -> Error {
     log::warn!("upstream token request failed: {error}");
-    match error {
-        e if e.is_grant_refused() => Error::invalid_grant(format!("the upstream refused the grant: {e}")),
-        UpstreamError::Rejected { .. } => Error::invalid_grant(format!("the upstream refused the grant: {error}")),
-        e => Error::oauth(
+    if error.is_grant_refused() {
+        Error::invalid_grant(format!("the upstream refused the grant: {error}"))
+    } else if error.is_transient() {
+        Error::oauth(
             ErrorCode::TemporarilyUnavailable,
-            format!("upstream token endpoint failed: {e}"),
-        ),
+            format!("upstream token endpoint failed: {error}"),
+        )
+    } else {
+        // Misconfiguration or a broken upstream: the client cannot fix it.
+        Error::oauth(
+            ErrorCode::ServerError,
+            format!("upstream token endpoint failed: {error}"),
+        )
     }
 }

@@ -43,6 +43,16 @@ impl UpstreamError {
     pub fn is_grant_refused(&self) -> bool {
         matches!(self, UpstreamError::Rejected { error, .. } if error == "invalid_grant" || error == "unauthorized_client")
     }
+
+    /// Whether trying again later may succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            UpstreamError::Timeout(_) | UpstreamError::Unreachable(_) => true,
+            UpstreamError::Status(status) => *status >= 500 || *status == 429,
+            UpstreamError::Rejected { error, .. } => error == "temporarily_unavailable" || error == "server_error",
+            UpstreamError::InvalidResponse(_) => false,
+        }
+    }
 }
 
 /// Resolved upstream endpoints and the proxy's client credentials there.
@@ -209,6 +219,9 @@ impl Upstream {
             }
             other => UpstreamError::InvalidResponse(other.to_string()),
         })?;
+        if status.is_server_error() {
+            return Err(UpstreamError::Status(status.as_u16()));
+        }
         let parsed: Option<TokenResponse> = serde_json::from_slice(&body).ok();
         let Some(parsed) = parsed else {
             if !status.is_success() {

@@ -132,9 +132,7 @@ type Shared = Arc<Mutex<State>>;
 
 fn lock(state: &Shared) -> MutexGuard<'_, State> {
     // A panicking test thread must not make every later request panic too.
-    state
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+    state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// A running mock provider. Call [`MockUpstream::stop`] at the end of a test
@@ -150,10 +148,7 @@ impl MockUpstream {
     /// Binds `127.0.0.1:0` and runs the server (1 worker) in the current actix System.
     pub async fn start(config: MockUpstreamConfig) -> MockUpstream {
         let listener = TcpListener::bind("127.0.0.1:0").expect("mock upstream: bind 127.0.0.1:0");
-        let port = listener
-            .local_addr()
-            .expect("mock upstream: local_addr")
-            .port();
+        let port = listener.local_addr().expect("mock upstream: local_addr").port();
         let base_url = format!("http://127.0.0.1:{port}");
         let state: Shared = Arc::new(Mutex::new(State {
             config,
@@ -174,14 +169,8 @@ impl MockUpstream {
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(web::Data::from(app_state.clone()))
-                .route(
-                    "/.well-known/openid-configuration",
-                    web::get().to(discovery),
-                )
-                .route(
-                    "/.well-known/oauth-authorization-server",
-                    web::get().to(discovery),
-                )
+                .route("/.well-known/openid-configuration", web::get().to(discovery))
+                .route("/.well-known/oauth-authorization-server", web::get().to(discovery))
                 .route("/authorize", web::get().to(authorize))
                 .route("/token", web::post().to(token))
                 .route("/userinfo", web::get().to(userinfo))
@@ -263,11 +252,7 @@ impl MockUpstream {
     /// Every refresh token issued by `/token`, in order of issue.
     pub fn issued_refresh_tokens(&self) -> Vec<String> {
         let st = lock(&self.state);
-        let mut v: Vec<(u64, String)> = st
-            .refresh_tokens
-            .keys()
-            .map(|k| (token_serial(k), k.clone()))
-            .collect();
+        let mut v: Vec<(u64, String)> = st.refresh_tokens.keys().map(|k| (token_serial(k), k.clone())).collect();
         v.sort();
         v.into_iter().map(|(_, k)| k).collect()
     }
@@ -316,11 +301,7 @@ fn random_hex(len: usize) -> String {
 
 /// Serial number embedded in "up-xx-<n>-<hex>" tokens (for ordering).
 fn token_serial(token: &str) -> u64 {
-    token
-        .split('-')
-        .nth(2)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(u64::MAX)
+    token.split('-').nth(2).and_then(|s| s.parse().ok()).unwrap_or(u64::MAX)
 }
 
 fn now_secs() -> u64 {
@@ -374,8 +355,7 @@ fn form_urldecode(s: &str) -> Option<String> {
 /// (plus '%' escapes and '+'). Raw ':', ' ', '/', '&' etc. mean the client
 /// forgot to encode its credentials.
 fn looks_form_urlencoded(s: &str) -> bool {
-    s.bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"*-._~%+".contains(&b))
+    s.bytes().all(|b| b.is_ascii_alphanumeric() || b"*-._~%+".contains(&b))
 }
 
 fn oauth_error(status: StatusCode, error: &str, description: &str) -> HttpResponse {
@@ -403,9 +383,7 @@ fn invalid_request(description: &str) -> HttpResponse {
 
 /// Characters allowed in a PKCE code_verifier / code_challenge (RFC 7636 §4.1).
 fn is_pkce_string(s: &str) -> bool {
-    (43..=128).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+    (43..=128).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
 }
 
 fn s256(verifier: &str) -> String {
@@ -426,14 +404,8 @@ fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
         ipad[i] ^= k[i];
         opad[i] ^= k[i];
     }
-    let inner = Sha256::new()
-        .chain_update(ipad)
-        .chain_update(msg)
-        .finalize();
-    let outer = Sha256::new()
-        .chain_update(opad)
-        .chain_update(inner)
-        .finalize();
+    let inner = Sha256::new().chain_update(ipad).chain_update(msg).finalize();
+    let outer = Sha256::new().chain_update(opad).chain_update(inner).finalize();
     outer.into()
 }
 
@@ -508,9 +480,7 @@ fn decode_basic(value: &str) -> Result<(String, String), &'static str> {
         .decode(b64)
         .map_err(|_| "Basic credentials are not valid base64")?;
     let raw = String::from_utf8(raw).map_err(|_| "Basic credentials are not UTF-8")?;
-    let (id, secret) = raw
-        .split_once(':')
-        .ok_or("Basic credentials have no ':' separator")?;
+    let (id, secret) = raw.split_once(':').ok_or("Basic credentials have no ':' separator")?;
     if !looks_form_urlencoded(id) || !looks_form_urlencoded(secret) {
         return Err("Basic credentials were not form-urlencoded (RFC 6749 section 2.3.1)");
     }
@@ -530,8 +500,7 @@ fn authenticate_client(
             if form.contains_key("client_secret") {
                 return Err("client_secret in the body, but client_secret_basic is required");
             }
-            let value =
-                authorization.ok_or("missing Authorization header (client_secret_basic)")?;
+            let value = authorization.ok_or("missing Authorization header (client_secret_basic)")?;
             let (id, secret) = decode_basic(value)?;
             if id != cfg.client_id || secret != cfg.client_secret {
                 return Err("wrong client credentials");
@@ -547,9 +516,7 @@ fn authenticate_client(
             if authorization.is_some_and(|v| auth_param(v, "Basic").is_some()) {
                 return Err("Basic credentials sent, but client_secret_post is required");
             }
-            let id = form
-                .get("client_id")
-                .ok_or("missing client_id (client_secret_post)")?;
+            let id = form.get("client_id").ok_or("missing client_id (client_secret_post)")?;
             let secret = form
                 .get("client_secret")
                 .ok_or("missing client_secret (client_secret_post)")?;
@@ -639,12 +606,8 @@ async fn authorize(req: HttpRequest, state: web::Data<Mutex<State>>) -> HttpResp
             }
             Some(c.clone())
         }
-        (Some(_), None) => {
-            return invalid_request("code_challenge_method is required (only S256 supported)")
-        }
-        (Some(_), Some(_)) => {
-            return invalid_request("unsupported code_challenge_method (only S256 supported)")
-        }
+        (Some(_), None) => return invalid_request("code_challenge_method is required (only S256 supported)"),
+        (Some(_), Some(_)) => return invalid_request("unsupported code_challenge_method (only S256 supported)"),
         (None, Some(_)) => return invalid_request("code_challenge_method without code_challenge"),
     };
 
@@ -710,9 +673,7 @@ async fn token(req: HttpRequest, body: web::Bytes, state: web::Data<Mutex<State>
                 .content_type("text/html; charset=utf-8")
                 .body("<html>oops</html>")
         }
-        TokenBehavior::InvalidGrant => {
-            return invalid_grant("mock upstream: simulated invalid_grant")
-        }
+        TokenBehavior::InvalidGrant => return invalid_grant("mock upstream: simulated invalid_grant"),
         TokenBehavior::Delay(d) => actix_rt::time::sleep(d).await,
     }
 
@@ -748,9 +709,7 @@ async fn token(req: HttpRequest, body: web::Bytes, state: web::Data<Mutex<State>
             }
             match (&grant.code_challenge, form.get("code_verifier")) {
                 (None, None) => {}
-                (None, Some(_)) => {
-                    return invalid_grant("code_verifier sent but no code_challenge was given")
-                }
+                (None, Some(_)) => return invalid_grant("code_verifier sent but no code_challenge was given"),
                 (Some(_), None) => return invalid_grant("missing code_verifier"),
                 (Some(challenge), Some(verifier)) => {
                     if !is_pkce_string(verifier) || s256(verifier) != *challenge {
@@ -830,10 +789,7 @@ async fn token(req: HttpRequest, body: web::Bytes, state: web::Data<Mutex<State>
 async fn userinfo(req: HttpRequest, state: web::Data<Mutex<State>>) -> HttpResponse {
     let unauthorized = |error: &str| {
         HttpResponse::Unauthorized()
-            .insert_header((
-                header::WWW_AUTHENTICATE,
-                format!("Bearer error=\"{error}\""),
-            ))
+            .insert_header((header::WWW_AUTHENTICATE, format!("Bearer error=\"{error}\"")))
             .json(json!({ "error": error }))
     };
     let Some(value) = header_str(&req, header::AUTHORIZATION) else {

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Runs every test: unit tests, the HTTP integration suite, and doc tests.
+# Fails when any test fails, and when no test ran at all.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --all-targets 2>&1 | tee "$log"
+passed=$(grep -Eo 'test result: ok\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')
+echo "== total tests passed: $passed"
+if [ "$passed" -lt 1 ]; then
+  echo "no test ran: refusing to pass" >&2
+  exit 1
+fi

@@ -1,0 +1,88 @@
+//! RFC 8414 and RFC 9728 discovery documents, CORS, and health.
+
+use awc::http::StatusCode;
+
+use crate::helpers::TestApp;
+
+#[actix_web::test]
+async fn authorization_server_metadata_lists_what_the_standards_require() {
+    let app = TestApp::spawn().await;
+    let answer = app.get("/.well-known/oauth-authorization-server").await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.header("access-control-allow-origin").as_deref(), Some("*"));
+    let doc = answer.json();
+    let base = &app.address;
+    assert_eq!(doc["issuer"], *base);
+    assert_eq!(doc["authorization_endpoint"], format!("{base}/authorize"));
+    assert_eq!(doc["token_endpoint"], format!("{base}/token"));
+    assert_eq!(doc["registration_endpoint"], format!("{base}/register"));
+    assert_eq!(doc["response_types_supported"], serde_json::json!(["code"]));
+    assert_eq!(doc["code_challenge_methods_supported"], serde_json::json!(["S256"]));
+    assert_eq!(
+        doc["grant_types_supported"],
+        serde_json::json!(["authorization_code", "refresh_token"])
+    );
+    let methods = doc["token_endpoint_auth_methods_supported"].as_array().unwrap();
+    assert!(methods.iter().any(|m| m == "none"));
+    assert_eq!(
+        doc["scopes_supported"],
+        serde_json::json!(["openid", "profile", "email"])
+    );
+    assert_eq!(doc["authorization_response_iss_parameter_supported"], true);
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn protected_resource_metadata_is_served_at_root_and_path_form() {
+    let app = TestApp::spawn().await;
+    for path in [
+        "/.well-known/oauth-protected-resource",
+        "/.well-known/oauth-protected-resource/mcp",
+    ] {
+        let answer = app.get(path).await;
+        assert_eq!(answer.status, StatusCode::OK, "{path}");
+        let doc = answer.json();
+        assert_eq!(doc["resource"], format!("{}/mcp", app.address));
+        assert_eq!(doc["authorization_servers"], serde_json::json!([app.address]));
+    }
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn cors_preflight_is_answered_on_token_and_register_but_not_authorize() {
+    let app = TestApp::spawn().await;
+    let client = awc::Client::default();
+    for path in ["/token", "/register", "/.well-known/oauth-authorization-server"] {
+        let response = client
+            .request(awc::http::Method::OPTIONS, format!("{}{path}", app.address))
+            .insert_header(("Origin", "https://inspector.example"))
+            .insert_header(("Access-Control-Request-Method", "POST"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::NO_CONTENT, "{path}");
+        assert_eq!(response.headers().get("access-control-allow-origin").unwrap(), "*");
+    }
+    let authorize = app.get("/authorize").await;
+    assert!(authorize.header("access-control-allow-origin").is_none());
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn healthz_answers_ok() {
+    let app = TestApp::spawn().await;
+    let answer = app.get("/healthz").await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.json()["status"], "ok");
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn the_stylesheet_is_served_for_the_pages() {
+    let app = TestApp::spawn().await;
+    let answer = app.get("/static/consent.css").await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert!(answer.header("content-type").unwrap().starts_with("text/css"));
+    assert_eq!(app.get("/static/../Cargo.toml").await.status, StatusCode::NOT_FOUND);
+    app.stop().await;
+}

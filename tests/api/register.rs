@@ -1,0 +1,167 @@
+//! RFC 7591 dynamic client registration and its redirect-URI rules.
+
+use awc::http::StatusCode;
+use serde_json::json;
+
+use crate::helpers::TestApp;
+use crate::mock_upstream::MockUpstreamConfig;
+
+#[actix_web::test]
+async fn a_confidential_registration_gets_a_secret_and_echoes_its_metadata() {
+    let app = TestApp::spawn().await;
+    let answer = app
+        .post_json(
+            "/register",
+            &json!({"client_name": "Claude", "redirect_uris": ["https://claude.ai/api/mcp/auth_callback"]}),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::CREATED);
+    assert_eq!(answer.header("cache-control").as_deref(), Some("no-store"));
+    let doc = answer.json();
+    assert!(doc["client_id"].as_str().is_some_and(|id| id.len() >= 20));
+    assert!(doc["client_secret"].as_str().is_some_and(|s| s.len() >= 40));
+    assert_eq!(doc["token_endpoint_auth_method"], "client_secret_basic");
+    assert_eq!(doc["redirect_uris"], json!(["https://claude.ai/api/mcp/auth_callback"]));
+    assert_eq!(doc["client_name"], "Claude");
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn a_public_registration_gets_no_secret() {
+    let app = TestApp::spawn().await;
+    let doc = app
+        .post_json(
+            "/register",
+            &json!({"redirect_uris": ["http://127.0.0.1/cb"], "token_endpoint_auth_method": "none"}),
+        )
+        .await
+        .json();
+    assert_eq!(doc["token_endpoint_auth_method"], "none");
+    assert!(doc.get("client_secret").is_none());
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn a_registration_with_some_refused_uris_keeps_the_allowed_ones() {
+    let app = TestApp::spawn().await;
+    let doc = app
+        .post_json(
+            "/register",
+            &json!({"redirect_uris": [
+                "cursor://anysphere.cursor-retrieval/oauth/callback",
+                "javascript:alert(1)",
+                "http://evil.example/cb",
+                "http://localhost:3000/cb"
+            ]}),
+        )
+        .await
+        .json();
+    assert_eq!(
+        doc["redirect_uris"],
+        json!([
+            "cursor://anysphere.cursor-retrieval/oauth/callback",
+            "http://localhost:3000/cb"
+        ])
+    );
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn a_registration_without_any_allowed_uri_is_invalid_redirect_uri() {
+    let app = TestApp::spawn().await;
+    for uris in [
+        json!(["javascript:alert(1)"]),
+        json!(["data:text/html,x"]),
+        json!(["file:///etc/passwd"]),
+        json!(["http://localhost:1@evil.example/cb"]),
+        json!(["https://app.example/cb#fragment"]),
+        json!(["http://evil.example/cb"]),
+        json!([]),
+    ] {
+        let answer = app.post_json("/register", &json!({ "redirect_uris": uris })).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{uris}");
+        assert_eq!(answer.json()["error"], "invalid_redirect_uri", "{uris}");
+        assert!(answer.json()["error_description"].is_string());
+    }
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn operator_patterns_limit_redirect_uris() {
+    let app = TestApp::spawn_with(
+        &[(
+            "OAUTH_PROXY_ALLOWED_REDIRECT_URI_PATTERNS",
+            "https://*.trusted.example/*, http://localhost:*",
+        )],
+        MockUpstreamConfig::default(),
+    )
+    .await;
+    let ok = app
+        .post_json(
+            "/register",
+            &json!({"redirect_uris": ["https://app.trusted.example/cb"]}),
+        )
+        .await;
+    assert_eq!(ok.status, StatusCode::CREATED);
+    let refused = app
+        .post_json("/register", &json!({"redirect_uris": ["https://claude.ai/cb"]}))
+        .await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    assert_eq!(refused.json()["error"], "invalid_redirect_uri");
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn malformed_registrations_get_clear_errors() {
+    let app = TestApp::spawn().await;
+    let not_json = awc::Client::default()
+        .post(format!("{}/register", app.address))
+        .insert_header(("Content-Type", "application/json"))
+        .send_body("{not json")
+        .await
+        .unwrap();
+    assert_eq!(not_json.status(), StatusCode::BAD_REQUEST);
+    let answer = app
+        .post_json(
+            "/register",
+            &json!({"redirect_uris": ["http://127.0.0.1/cb"], "token_endpoint_auth_method": "private_key_jwt"}),
+        )
+        .await;
+    assert_eq!(answer.json()["error"], "invalid_client_metadata");
+    let answer = app
+        .post_json(
+            "/register",
+            &json!({"redirect_uris": ["http://127.0.0.1/cb"], "grant_types": ["password"]}),
+        )
+        .await;
+    assert_eq!(answer.json()["error"], "invalid_client_metadata");
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn registration_is_rate_limited_per_address_and_capped() {
+    let app = TestApp::spawn_with(
+        &[
+            ("OAUTH_PROXY_REGISTRATION_RATE_LIMIT", "3"),
+            ("OAUTH_PROXY_MAX_CLIENTS", "100"),
+        ],
+        MockUpstreamConfig::default(),
+    )
+    .await;
+    let body = json!({"redirect_uris": ["http://127.0.0.1/cb"]});
+    for _ in 0..3 {
+        assert_eq!(app.post_json("/register", &body).await.status, StatusCode::CREATED);
+    }
+    let limited = app.post_json("/register", &body).await;
+    assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(limited.json()["error"], "temporarily_unavailable");
+    app.stop().await;
+
+    let app = TestApp::spawn_with(&[("OAUTH_PROXY_MAX_CLIENTS", "2")], MockUpstreamConfig::default()).await;
+    for _ in 0..2 {
+        assert_eq!(app.post_json("/register", &body).await.status, StatusCode::CREATED);
+    }
+    let full = app.post_json("/register", &body).await;
+    assert_eq!(full.status, StatusCode::SERVICE_UNAVAILABLE);
+    app.stop().await;
+}

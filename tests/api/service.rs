@@ -1,0 +1,100 @@
+//! The service binary: configuration errors stop start-up with one clear
+//! line, and SIGTERM shuts it down cleanly (the original `destroy`).
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::mock_upstream::{MockUpstream, MockUpstreamConfig};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_mcp-oauth-proxy");
+
+fn service() -> Command {
+    let mut command = Command::new(BINARY);
+    // An empty directory, so no developer `.env` leaks into the test.
+    let dir = std::env::temp_dir().join(format!("mcp-oauth-proxy-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    command.current_dir(dir).env_clear().env("RUST_LOG", "info");
+    command
+}
+
+#[actix_web::test]
+async fn a_missing_variable_stops_start_up_with_a_line_naming_it() {
+    let output = service().env("OAUTH_PROXY_UPSTREAM_CLIENT_ID", "id").output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("OAUTH_PROXY_BASE_URL: is required"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+}
+
+#[actix_web::test]
+async fn a_bad_value_stops_start_up_naming_the_variable() {
+    let output = service()
+        .env("OAUTH_PROXY_BASE_URL", "http://127.0.0.1:1")
+        .env(
+            "OAUTH_PROXY_UPSTREAM_AUTHORIZATION_ENDPOINT",
+            "https://up.example/authorize",
+        )
+        .env("OAUTH_PROXY_UPSTREAM_TOKEN_ENDPOINT", "https://up.example/token")
+        .env("OAUTH_PROXY_UPSTREAM_CLIENT_ID", "id")
+        .env("OAUTH_PROXY_UPSTREAM_CLIENT_SECRET", "secret")
+        .env("OAUTH_PROXY_REFRESH_TOKEN_TTL", "forever")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("OAUTH_PROXY_REFRESH_TOKEN_TTL"), "{stderr}");
+}
+
+#[actix_web::test]
+async fn sigterm_stops_the_service_cleanly() {
+    let upstream = MockUpstream::start(MockUpstreamConfig::default()).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let address = format!("127.0.0.1:{port}");
+    let mut child = service()
+        .env("OAUTH_PROXY_BIND", &address)
+        .env("OAUTH_PROXY_BASE_URL", format!("http://{address}"))
+        .env(
+            "OAUTH_PROXY_UPSTREAM_AUTHORIZATION_ENDPOINT",
+            upstream.authorization_endpoint(),
+        )
+        .env("OAUTH_PROXY_UPSTREAM_TOKEN_ENDPOINT", upstream.token_endpoint())
+        .env("OAUTH_PROXY_UPSTREAM_CLIENT_ID", "upstream-client")
+        .env("OAUTH_PROXY_UPSTREAM_CLIENT_SECRET", "secret")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let client = awc::Client::default();
+    let started = Instant::now();
+    loop {
+        if let Ok(response) = client.get(format!("http://{address}/healthz")).send().await {
+            assert!(response.status().is_success());
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the service did not come up"
+        );
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    let killed = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the service did not stop after SIGTERM");
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "clean exit after SIGTERM: {status:?}");
+    upstream.stop().await;
+}

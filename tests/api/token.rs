@@ -1,0 +1,427 @@
+//! `POST /token`: client authentication, code and refresh rules, and the
+//! token checks of `load_upstream_tokens`.
+
+use awc::http::StatusCode;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use serde_json::json;
+
+use crate::helpers::{jwt_payload, Pkce, TestApp, TestClient};
+use crate::mock_upstream::MockUpstreamConfig;
+
+#[actix_web::test]
+async fn a_wrong_or_missing_client_secret_is_invalid_client_401() {
+    let app = TestApp::spawn().await;
+    let client = app.register_confidential().await;
+    let pkce = Pkce::new();
+    let code = app.code_for(&client, &pkce).await;
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", client.redirect_uri.as_str()),
+        ("code_verifier", pkce.verifier.as_str()),
+    ];
+    let wrong = app
+        .post_form("/token", &form, Some((&client.client_id, "wrong-secret")))
+        .await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(wrong.json()["error"], "invalid_client");
+    assert!(wrong.header("www-authenticate").unwrap().starts_with("Basic"));
+    let mut missing = form.to_vec();
+    missing.push(("client_id", &client.client_id));
+    let missing = app.post_form("/token", &missing, None).await;
+    assert_eq!(missing.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(missing.json()["error"], "invalid_client");
+    // The code was not burnt by failed authentication.
+    assert_eq!(
+        app.exchange_code(&client, &code, &pkce.verifier).await.status,
+        StatusCode::OK
+    );
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn an_unknown_client_is_invalid_client_401_so_it_re_registers() {
+    let app = TestApp::spawn().await;
+    let answer = app
+        .post_form(
+            "/token",
+            &[("grant_type", "refresh_token"), ("refresh_token", "x")],
+            Some(("ghost", "secret")),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(answer.json()["error"], "invalid_client");
+    assert!(answer.header("www-authenticate").is_some());
+    let answer = app
+        .post_form(
+            "/token",
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", "x"),
+                ("client_id", "ghost"),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn client_secret_post_works_for_a_basic_client_and_public_clients_need_no_secret() {
+    let app = TestApp::spawn().await;
+    let client = app.register_confidential().await;
+    let pkce = Pkce::new();
+    let code = app.code_for(&client, &pkce).await;
+    let secret = client.client_secret.clone().unwrap();
+    let answer = app
+        .post_form(
+            "/token",
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("redirect_uri", &client.redirect_uri),
+                ("code_verifier", &pkce.verifier),
+                ("client_id", &client.client_id),
+                ("client_secret", &secret),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    let public = app.register_public().await;
+    let tokens = app.full_flow(&public).await;
+    assert!(tokens["access_token"].is_string());
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn the_redirect_uri_must_equal_the_one_sent_to_authorize() {
+    let app = TestApp::spawn().await;
+    let client = app.register_public().await;
+    let pkce = Pkce::new();
+    let code = app.code_for(&client, &pkce).await;
+    for redirect in [Some("http://127.0.0.1:7777/other"), None] {
+        let mut form = vec![
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("code_verifier", pkce.verifier.as_str()),
+            ("client_id", client.client_id.as_str()),
+        ];
+        if let Some(redirect) = redirect {
+            form.push(("redirect_uri", redirect));
+        }
+        let answer = app.post_form("/token", &form, None).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+        assert_eq!(answer.json()["error"], "invalid_grant");
+    }
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn a_wrong_or_missing_code_verifier_is_refused() {
+    let app = TestApp::spawn().await;
+    let client = app.register_public().await;
+    let pkce = Pkce::new();
+    let code = app.code_for(&client, &pkce).await;
+    let wrong = app.exchange_code(&client, &code, &Pkce::new().verifier).await;
+    assert_eq!(wrong.json()["error"], "invalid_grant");
+    let missing = app
+        .post_form(
+            "/token",
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("redirect_uri", &client.redirect_uri),
+                ("client_id", &client.client_id),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(missing.status, StatusCode::BAD_REQUEST);
+    assert_eq!(missing.json()["error"], "invalid_request");
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn a_code_redeemed_twice_fails_and_revokes_the_tokens_issued_from_it() {
+    let app = TestApp::spawn().await;
+    let client = app.register_public().await;
+    let other = app.register_public().await;
+    let pkce = Pkce::new();
+    let code = app.code_for(&client, &pkce).await;
+    let first = app.exchange_code(&client, &code, &pkce.verifier).await.json();
+    let access = first["access_token"].as_str().unwrap();
+    assert!(app.proxy.load_upstream_tokens(access).await.is_some());
+    // Another client presenting the code: a replay.
+    let mut other = other;
+    other.redirect_uri = client.redirect_uri.clone();
+    let replay = app.exchange_code(&other, &code, &pkce.verifier).await;
+    assert_eq!(replay.status, StatusCode::BAD_REQUEST);
+    assert_eq!(replay.json()["error"], "invalid_grant");
+    assert!(
+        app.proxy.load_upstream_tokens(access).await.is_none(),
+        "tokens from a replayed code are revoked"
+    );
+    let refresh = app.refresh(&client, first["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(refresh.json()["error"], "invalid_grant");
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn an_immediate_duplicate_code_request_gets_the_same_answer() {
+    let app = TestApp::spawn().await;
+    let client = app.register_confidential().await;
+    let pkce = Pkce::new();
+    let code = app.code_for(&client, &pkce).await;
+    let first = app.exchange_code(&client, &code, &pkce.verifier).await.json();
+    let second = app.exchange_code(&client, &code, &pkce.verifier).await;
+    assert_eq!(second.status, StatusCode::OK, "{}", second.body);
+    let second = second.json();
+    assert_eq!(second["access_token"], first["access_token"]);
+    assert_eq!(second["refresh_token"], first["refresh_token"]);
+    assert!(app
+        .proxy
+        .load_upstream_tokens(first["access_token"].as_str().unwrap())
+        .await
+        .is_some());
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn an_expired_code_is_refused() {
+    let app = TestApp::spawn_with(
+        &[("OAUTH_PROXY_AUTHORIZATION_CODE_TTL", "1")],
+        MockUpstreamConfig::default(),
+    )
+    .await;
+    let client = app.register_public().await;
+    let pkce = Pkce::new();
+    let code = app.code_for(&client, &pkce).await;
+    actix_rt::time::sleep(std::time::Duration::from_millis(1300)).await;
+    let answer = app.exchange_code(&client, &code, &pkce.verifier).await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    assert_eq!(answer.json()["error"], "invalid_grant");
+    app.stop().await;
+}
+
+async fn tokens_for(app: &TestApp, client: &TestClient) -> (String, String) {
+    let tokens = app.full_flow(client).await;
+    (
+        tokens["access_token"].as_str().unwrap().to_string(),
+        tokens["refresh_token"].as_str().unwrap().to_string(),
+    )
+}
+
+#[actix_web::test]
+async fn an_access_token_is_never_accepted_as_a_refresh_token_nor_the_reverse() {
+    let app = TestApp::spawn().await;
+    let client = app.register_public().await;
+    let (access, refresh) = tokens_for(&app, &client).await;
+    let answer = app.refresh(&client, &access).await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    assert_eq!(answer.json()["error"], "invalid_grant");
+    assert!(app.proxy.load_upstream_tokens(&refresh).await.is_none());
+    assert!(app.proxy.load_upstream_tokens(&access).await.is_some());
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn a_refresh_token_only_works_for_the_client_it_was_issued_to() {
+    let app = TestApp::spawn().await;
+    let client = app.register_public().await;
+    let thief = app.register_public().await;
+    let (_, refresh) = tokens_for(&app, &client).await;
+    let answer = app.refresh(&thief, &refresh).await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    assert_eq!(answer.json()["error"], "invalid_grant");
+    assert_eq!(
+        app.refresh(&client, &refresh).await.status,
+        StatusCode::OK,
+        "still valid for its owner"
+    );
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn refresh_rotates_and_a_rotated_out_token_within_grace_gets_the_same_pair() {
+    let app = TestApp::spawn().await;
+    let client = app.register_public().await;
+    let (_, refresh) = tokens_for(&app, &client).await;
+    let first = app.refresh(&client, &refresh).await.json();
+    let again = app.refresh(&client, &refresh).await;
+    assert_eq!(again.status, StatusCode::OK, "grace window: {}", again.body);
+    let again = again.json();
+    assert_eq!(again["refresh_token"], first["refresh_token"]);
+    assert_eq!(again["access_token"], first["access_token"]);
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn reuse_of_a_token_two_generations_back_revokes_the_whole_family() {
+    let app = TestApp::spawn().await;
+    let client = app.register_public().await;
+    let (_, gen0) = tokens_for(&app, &client).await;
+    let gen1 = app.refresh(&client, &gen0).await.json();
+    let gen1_refresh = gen1["refresh_token"].as_str().unwrap().to_string();
+    let gen2 = app.refresh(&client, &gen1_refresh).await.json();
+    // gen0 is now two generations back: reuse.
+    let reuse = app.refresh(&client, &gen0).await;
+    assert_eq!(reuse.status, StatusCode::BAD_REQUEST);
+    assert_eq!(reuse.json()["error"], "invalid_grant");
+    // The family is gone: the newest tokens fail too.
+    let newest = app.refresh(&client, gen2["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(newest.json()["error"], "invalid_grant");
+    assert!(app
+        .proxy
+        .load_upstream_tokens(gen2["access_token"].as_str().unwrap())
+        .await
+        .is_none());
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn concurrent_refreshes_of_one_token_never_fork_the_family() {
+    let app = TestApp::spawn().await;
+    let client = app.register_public().await;
+    let (_, refresh) = tokens_for(&app, &client).await;
+    let answers = futures_util::future::join_all((0..10).map(|_| app.refresh(&client, &refresh))).await;
+    let issued: std::collections::HashSet<String> = answers
+        .iter()
+        .filter(|a| a.status == StatusCode::OK)
+        .map(|a| a.json()["refresh_token"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(issued.len(), 1, "one successor at most: {issued:?}");
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn refresh_may_narrow_the_scope_but_never_widen_it() {
+    let app = TestApp::spawn().await;
+    let client = app.register_public().await;
+    let (_, refresh) = tokens_for(&app, &client).await;
+    let narrow = app
+        .post_form(
+            "/token",
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", &refresh),
+                ("client_id", &client.client_id),
+                ("scope", "openid"),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(narrow.status, StatusCode::OK, "{}", narrow.body);
+    assert_eq!(narrow.json()["scope"], "openid");
+    assert_eq!(
+        jwt_payload(narrow.json()["access_token"].as_str().unwrap())["scope"],
+        "openid"
+    );
+    let wide = app
+        .post_form(
+            "/token",
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", narrow.json()["refresh_token"].as_str().unwrap()),
+                ("client_id", &client.client_id),
+                ("scope", "openid admin"),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(wide.json()["error"], "invalid_scope");
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn tampered_alg_none_and_foreign_tokens_load_nothing() {
+    let app = TestApp::spawn().await;
+    let client = app.register_public().await;
+    let (access, _) = tokens_for(&app, &client).await;
+    let parts: Vec<&str> = access.split('.').collect();
+    let mut payload = jwt_payload(&access);
+    payload["scope"] = json!("admin");
+    let edited_payload = format!(
+        "{}.{}.{}",
+        parts[0],
+        URL_SAFE_NO_PAD.encode(payload.to_string()),
+        parts[2]
+    );
+    let mut signature = parts[2].to_string();
+    signature.replace_range(0..1, if signature.starts_with('A') { "B" } else { "A" });
+    let edited_signature = format!("{}.{}.{signature}", parts[0], parts[1]);
+    let none = format!(
+        "{}.{}.",
+        URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"JWT"}"#),
+        parts[1]
+    );
+    for token in [
+        edited_payload,
+        edited_signature,
+        none,
+        "garbage".to_string(),
+        String::new(),
+    ] {
+        assert!(app.proxy.load_upstream_tokens(&token).await.is_none(), "{token}");
+    }
+    let answer = app.refresh(&client, "not-a-jwt").await;
+    assert_eq!(answer.json()["error"], "invalid_grant");
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn an_expired_access_token_loads_nothing() {
+    let app = TestApp::spawn_with(&[("OAUTH_PROXY_ACCESS_TOKEN_TTL", "1")], MockUpstreamConfig::default()).await;
+    let client = app.register_public().await;
+    let (access, _) = tokens_for(&app, &client).await;
+    assert!(app.proxy.load_upstream_tokens(&access).await.is_some());
+    actix_rt::time::sleep(std::time::Duration::from_millis(2100)).await;
+    assert!(app.proxy.load_upstream_tokens(&access).await.is_none());
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn malformed_token_requests_get_rfc_6749_errors() {
+    let app = TestApp::spawn().await;
+    let client = app.register_public().await;
+    let id = client.client_id.as_str();
+    let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
+        (
+            vec![("grant_type", "password"), ("client_id", id)],
+            "unsupported_grant_type",
+        ),
+        (vec![("client_id", id)], "invalid_request"),
+        (
+            vec![
+                ("grant_type", "authorization_code"),
+                ("client_id", id),
+                ("code_verifier", "x"),
+            ],
+            "invalid_request",
+        ),
+        (
+            vec![
+                ("grant_type", "refresh_token"),
+                ("grant_type", "refresh_token"),
+                ("client_id", id),
+            ],
+            "invalid_request",
+        ),
+    ];
+    for (form, error) in cases {
+        let answer = app.post_form("/token", &form, None).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{form:?}");
+        assert_eq!(answer.json()["error"], error, "{form:?}");
+        assert_eq!(answer.header("cache-control").as_deref(), Some("no-store"));
+        assert_eq!(answer.header("pragma").as_deref(), Some("no-cache"));
+    }
+    let json_body = awc::Client::default()
+        .post(format!("{}/token", app.address))
+        .send_json(&json!({"grant_type": "refresh_token"}))
+        .await
+        .unwrap();
+    assert_eq!(json_body.status(), StatusCode::BAD_REQUEST);
+    app.stop().await;
+}
