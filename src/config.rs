@@ -96,6 +96,44 @@ pub enum EncryptionSetting {
     Disabled,
 }
 
+/// How proxy JWTs are signed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JwtAlgorithm {
+    /// A shared secret (`OAUTH_PROXY_JWT_SIGNING_KEY`).
+    Hs256,
+    /// ECDSA P-256; the public key is served at `/jwks.json`.
+    Es256,
+    /// Ed25519; the public key is served at `/jwks.json`.
+    EdDsa,
+}
+
+/// The JWT signing set-up.
+#[derive(Debug, Clone)]
+pub struct JwtConfig {
+    pub algorithm: JwtAlgorithm,
+    /// HS256: the shared secret.
+    pub signing_key: KeySetting,
+    /// ES256 / EdDSA: the private key PEM (from the variable or its file).
+    pub private_key_pem: Option<Secret>,
+    /// A previous verification key kept during rotation: the old HS256 secret,
+    /// or the old public (or private) key PEM.
+    pub previous_key: Option<Secret>,
+}
+
+/// The guarded MCP endpoint and the server behind it.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// The MCP server (streamable HTTP) requests are forwarded to.
+    pub upstream_url: Option<Url>,
+    pub connect_timeout: Duration,
+    /// Longest wait for the backend's response to start (headers).
+    pub response_timeout: Duration,
+    /// Browser origins allowed to call the MCP endpoint besides the proxy's own.
+    pub allowed_origins: Vec<String>,
+    /// Scopes a token must carry to use the MCP endpoint.
+    pub required_scopes: Vec<String>,
+}
+
 /// Where the stores keep their data.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StorageSetting {
@@ -137,14 +175,16 @@ pub struct Config {
     /// Operator patterns for client redirect URIs; `None` keeps the defaults.
     pub allowed_redirect_uri_patterns: Option<Vec<String>>,
     pub lifetimes: Lifetimes,
-    pub jwt_signing_key: KeySetting,
+    pub jwt: JwtConfig,
     pub encryption: EncryptionSetting,
     pub consent_signing_key: KeySetting,
     pub storage: StorageSetting,
     pub custom_claims: Vec<String>,
     pub forward_pkce: bool,
     pub mcp_path: String,
-    pub mcp_upstream_url: Option<Url>,
+    pub gateway: GatewayConfig,
+    /// Secret a resource server presents (as a Bearer token) to `/introspect`.
+    pub introspection_secret: Option<Secret>,
     pub registration: RegistrationLimits,
     /// Directory of static assets served under `/static` (the embedded
     /// defaults are used for files missing there).
@@ -310,15 +350,49 @@ impl Config {
                 .to_vec(),
         };
 
-        match env.get("OAUTH_PROXY_JWT_ALGORITHM").as_deref() {
-            None | Some("HS256") => {}
-            Some(other) => {
+        let jwt = JwtConfig {
+            algorithm: match env.get("OAUTH_PROXY_JWT_ALGORITHM").as_deref() {
+                None | Some("HS256") => JwtAlgorithm::Hs256,
+                Some("ES256") => JwtAlgorithm::Es256,
+                Some("EdDSA") => JwtAlgorithm::EdDsa,
+                Some(other) => {
+                    return Err(bad(
+                        "OAUTH_PROXY_JWT_ALGORITHM",
+                        format!("`{other}` is not HS256, ES256 or EdDSA"),
+                    ))
+                }
+            },
+            signing_key: jwt_signing_key,
+            private_key_pem: env.pem_or_file("OAUTH_PROXY_JWT_PRIVATE_KEY")?,
+            previous_key: env.pem_or_file("OAUTH_PROXY_JWT_PREVIOUS_KEY")?,
+        };
+        if jwt.algorithm == JwtAlgorithm::Hs256 && jwt.private_key_pem.is_some() {
+            return Err(bad(
+                "OAUTH_PROXY_JWT_PRIVATE_KEY",
+                "is only used with OAUTH_PROXY_JWT_ALGORITHM=ES256 or EdDSA",
+            ));
+        }
+
+        let gateway = GatewayConfig {
+            upstream_url: env.url("OAUTH_PROXY_MCP_UPSTREAM_URL")?,
+            connect_timeout: env.seconds("OAUTH_PROXY_MCP_CONNECT_TIMEOUT", 5)?,
+            response_timeout: env.seconds("OAUTH_PROXY_MCP_RESPONSE_TIMEOUT", 60)?,
+            allowed_origins: env
+                .list("OAUTH_PROXY_ALLOWED_ORIGINS")
+                .into_iter()
+                .map(|o| o.trim_end_matches('/').to_string())
+                .collect(),
+            required_scopes: env.list("OAUTH_PROXY_MCP_REQUIRED_SCOPES"),
+        };
+        let introspection_secret = match env.get("OAUTH_PROXY_INTROSPECTION_SECRET") {
+            Some(secret) if secret.len() < 32 => {
                 return Err(bad(
-                    "OAUTH_PROXY_JWT_ALGORITHM",
-                    format!("`{other}` is not supported by this build; use HS256"),
+                    "OAUTH_PROXY_INTROSPECTION_SECRET",
+                    "must be at least 32 characters",
                 ))
             }
-        }
+            other => other.map(Secret::new),
+        };
 
         let registration = RegistrationLimits {
             max_clients: env.number("OAUTH_PROXY_MAX_CLIENTS", 10_000)?,
@@ -346,14 +420,15 @@ impl Config {
             redirect_path,
             allowed_redirect_uri_patterns,
             lifetimes,
-            jwt_signing_key,
+            jwt,
             encryption,
             consent_signing_key,
             storage,
             custom_claims,
             forward_pkce: env.boolean("OAUTH_PROXY_FORWARD_PKCE", false)?,
             mcp_path,
-            mcp_upstream_url: env.url("OAUTH_PROXY_MCP_UPSTREAM_URL")?,
+            gateway,
+            introspection_secret,
             registration,
             static_dir: env.get("OAUTH_PROXY_STATIC_DIR").unwrap_or_else(|| "static".into()),
             provider_name,
@@ -451,6 +526,24 @@ impl<F: Fn(&str) -> Option<String>> Env<'_, F> {
             return Err(bad(name, "must be at least 1 second"));
         }
         Ok(Duration::from_secs(secs))
+    }
+
+    /// A PEM given inline, or the path of a file holding one.
+    fn pem_or_file(&self, name: &'static str) -> Result<Option<Secret>, ConfigError> {
+        let Some(value) = self.get(name) else {
+            return Ok(None);
+        };
+        if value.starts_with("-----BEGIN") {
+            // Environment files often carry PEMs with literal `\n`.
+            return Ok(Some(Secret::new(value.replace("\\n", "\n"))));
+        }
+        if !value.contains('/') && !value.contains('.') && value.len() >= 32 {
+            // A plain secret (a previous HS256 key).
+            return Ok(Some(Secret::new(value)));
+        }
+        std::fs::read_to_string(&value)
+            .map(|pem| Some(Secret::new(pem)))
+            .map_err(|e| bad(name, format!("is neither a PEM nor a readable file ({e})")))
     }
 
     fn key(&self, name: &'static str) -> Result<KeySetting, ConfigError> {

@@ -15,6 +15,7 @@ pub mod actors;
 pub mod config;
 pub mod crypto;
 pub mod error;
+pub mod gateway;
 pub mod oauth;
 pub mod proxy;
 pub mod routes;

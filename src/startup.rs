@@ -8,9 +8,12 @@ use actix_web::dev::Server;
 use actix_web::middleware::Logger;
 use actix_web::{web, App, HttpResponse, HttpServer};
 
+use crate::gateway::Gateway;
 use crate::proxy::OAuthProxy;
 use crate::routes::static_files::StaticAssets;
-use crate::routes::{authorize, callback, health, preflight, register, static_files, token, well_known};
+use crate::routes::{
+    authorize, callback, gateway, health, introspect, preflight, register, revoke, static_files, token, well_known,
+};
 
 /// Mounts every endpoint of the proxy on an actix-web app:
 /// `App::new().configure(|cfg| configure_routes(cfg, &proxy, &assets))`.
@@ -61,6 +64,28 @@ pub fn configure_routes(cfg: &mut web::ServiceConfig, proxy: &OAuthProxy, assets
                 .app_data(web::PayloadConfig::new(token::MAX_TOKEN_BODY))
                 .route(web::post().to(token::token))
                 .route(web::method(actix_web::http::Method::OPTIONS).to(preflight)),
+        )
+        .service(
+            web::resource("/revoke")
+                .app_data(web::PayloadConfig::new(token::MAX_TOKEN_BODY))
+                .route(web::post().to(revoke::revoke))
+                .route(web::method(actix_web::http::Method::OPTIONS).to(preflight)),
+        )
+        .service(
+            web::resource("/introspect")
+                .app_data(web::PayloadConfig::new(token::MAX_TOKEN_BODY))
+                .route(web::post().to(introspect::introspect)),
+        )
+        .service(
+            web::resource("/jwks.json")
+                .route(web::get().to(well_known::jwks))
+                .route(web::method(actix_web::http::Method::OPTIONS).to(preflight)),
+        )
+        .service(
+            web::resource([mcp_path.clone(), format!("{mcp_path}/{{tail:.*}}")])
+                .app_data(web::PayloadConfig::new(gateway::MAX_MCP_BODY))
+                .app_data(web::Data::new(Gateway::new(&config.gateway)))
+                .to(gateway::mcp),
         )
         .service(web::resource("/static/{name}").route(web::get().to(static_files::serve)));
     if !base_path.is_empty() {

@@ -191,26 +191,10 @@ impl Upstream {
 
     async fn token_request(
         &self,
-        mut form: Vec<(&str, &str)>,
+        form: Vec<(&str, &str)>,
         previous_refresh: Option<&str>,
     ) -> Result<UpstreamTokens, UpstreamError> {
-        let client = http_client(self.timeout);
-        let mut request = client
-            .post(self.token_endpoint.as_str())
-            .insert_header((header::ACCEPT, "application/json"));
-        match self.auth_method {
-            UpstreamAuthMethod::ClientSecretBasic => {
-                // RFC 6749 §2.3.1: form-urlencode id and secret before base64.
-                let id: String = byte_serialize(self.client_id.as_bytes()).collect();
-                let secret: String = byte_serialize(self.client_secret.expose().as_bytes()).collect();
-                let credentials = STANDARD.encode(format!("{id}:{secret}"));
-                request = request.insert_header((header::AUTHORIZATION, format!("Basic {credentials}")));
-            }
-            UpstreamAuthMethod::ClientSecretPost => {
-                form.push(("client_id", &self.client_id));
-                form.push(("client_secret", self.client_secret.expose()));
-            }
-        }
+        let (request, form) = self.authenticated(self.token_endpoint.as_str(), form);
         let mut response = request.send_form(&form).await.map_err(|e| self.send_error(e))?;
         let status = response.status();
         let body = response.body().limit(MAX_BODY).await.map_err(|e| match e {
@@ -256,6 +240,45 @@ impl Upstream {
             expires_at: expires_in.map(|s| now_secs() + s),
             scope: parsed.scope,
         })
+    }
+
+    /// A POST to an upstream endpoint with the proxy's client authentication.
+    fn authenticated<'a>(
+        &'a self,
+        url: &str,
+        mut form: Vec<(&'a str, &'a str)>,
+    ) -> (awc::ClientRequest, Vec<(&'a str, &'a str)>) {
+        let mut request = http_client(self.timeout)
+            .post(url)
+            .insert_header((header::ACCEPT, "application/json"));
+        match self.auth_method {
+            UpstreamAuthMethod::ClientSecretBasic => {
+                // RFC 6749 §2.3.1: form-urlencode id and secret before base64.
+                let id: String = byte_serialize(self.client_id.as_bytes()).collect();
+                let secret: String = byte_serialize(self.client_secret.expose().as_bytes()).collect();
+                let credentials = STANDARD.encode(format!("{id}:{secret}"));
+                request = request.insert_header((header::AUTHORIZATION, format!("Basic {credentials}")));
+            }
+            UpstreamAuthMethod::ClientSecretPost => {
+                form.push(("client_id", &self.client_id));
+                form.push(("client_secret", self.client_secret.expose()));
+            }
+        }
+        (request, form)
+    }
+
+    /// RFC 7009 revocation at the upstream, when it has an endpoint.
+    pub async fn revoke(&self, token: &str, hint: &str) -> Result<(), UpstreamError> {
+        let Some(endpoint) = &self.revocation_endpoint else {
+            return Ok(());
+        };
+        let (request, form) = self.authenticated(endpoint.as_str(), vec![("token", token), ("token_type_hint", hint)]);
+        let response = request.send_form(&form).await.map_err(|e| self.send_error(e))?;
+        if response.status().is_success() {
+            Ok(())
+        } else {
+            Err(UpstreamError::Status(response.status().as_u16()))
+        }
     }
 
     /// Fetches userinfo with the upstream access token.

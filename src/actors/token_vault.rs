@@ -187,18 +187,56 @@ impl Handler<GetGrant> for TokenVault {
     }
 }
 
-/// Finds the grant of a proxy access token.
+/// Finds the grant (and its id) of a proxy access token.
 #[derive(Message)]
-#[rtype(result = "Result<Option<Grant>, StoreError>")]
+#[rtype(result = "Result<Option<(String, Grant)>, StoreError>")]
 pub struct LookupAccessToken {
     pub jti: String,
 }
 
 impl Handler<LookupAccessToken> for TokenVault {
-    type Result = Result<Option<Grant>, StoreError>;
+    type Result = Result<Option<(String, Grant)>, StoreError>;
 
     fn handle(&mut self, msg: LookupAccessToken, _: &mut Self::Context) -> Self::Result {
-        Ok(self.grant_of(&access_key(&msg.jti))?.map(|(_, grant)| grant))
+        self.grant_of(&access_key(&msg.jti))
+    }
+}
+
+/// Finds the grant of a proxy refresh token that is still current (or in
+/// its grace window).
+#[derive(Message)]
+#[rtype(result = "Result<Option<(String, Grant)>, StoreError>")]
+pub struct LookupRefreshToken {
+    pub jti: String,
+}
+
+impl Handler<LookupRefreshToken> for TokenVault {
+    type Result = Result<Option<(String, Grant)>, StoreError>;
+
+    fn handle(&mut self, msg: LookupRefreshToken, _: &mut Self::Context) -> Self::Result {
+        let Some((grant_id, grant)) = self.grant_of(&refresh_key(&msg.jti))? else {
+            return Ok(None);
+        };
+        let current = grant.current.as_ref().is_some_and(|c| c.refresh_jti == msg.jti);
+        let in_grace = grant.previous.as_ref().is_some_and(|r| {
+            r.old_refresh_jti == msg.jti && now_secs().saturating_sub(r.rotated_at) <= REFRESH_GRACE.as_secs()
+        });
+        Ok((current || in_grace).then_some((grant_id, grant)))
+    }
+}
+
+/// Revokes one proxy access token: it fails at once everywhere.
+#[derive(Message)]
+#[rtype(result = "Result<(), StoreError>")]
+pub struct RevokeAccessToken {
+    pub jti: String,
+}
+
+impl Handler<RevokeAccessToken> for TokenVault {
+    type Result = Result<(), StoreError>;
+
+    fn handle(&mut self, msg: RevokeAccessToken, _: &mut Self::Context) -> Self::Result {
+        self.index.delete(&access_key(&msg.jti)).map(|_| ())
     }
 }
 
@@ -371,16 +409,19 @@ impl Handler<LookupPassThrough> for TokenVault {
     }
 }
 
-/// Revokes a grant and with it every token issued from it.
+/// Revokes a grant and with it every token issued from it; answers the
+/// grant that was revoked (to revoke its upstream tokens too).
 #[derive(Message)]
-#[rtype(result = "Result<(), StoreError>")]
+#[rtype(result = "Result<Option<Grant>, StoreError>")]
 pub struct RevokeGrant(pub String);
 
 impl Handler<RevokeGrant> for TokenVault {
-    type Result = Result<(), StoreError>;
+    type Result = Result<Option<Grant>, StoreError>;
 
     fn handle(&mut self, msg: RevokeGrant, _: &mut Self::Context) -> Self::Result {
-        self.grants.delete(&msg.0).map(|_| ())
+        let grant = self.grants.get(&msg.0)?;
+        self.grants.delete(&msg.0)?;
+        Ok(grant)
     }
 }
 

@@ -5,6 +5,7 @@
 //! HS/RS confusion), checks `iss`, `aud`, `exp`, and the token type: an access
 //! token is never accepted as a refresh token, nor the reverse.
 
+use jsonwebtoken::jwk::{Jwk, JwkSet, PublicKeyUse, ThumbprintHash};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -56,43 +57,190 @@ pub enum JwtError {
     WrongType { expected: TokenUse, found: TokenUse },
 }
 
-/// Signs and verifies proxy tokens with one key.
+/// Why a signing set-up could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("{0}: {1}")]
+    Invalid(&'static str, String),
+}
+
+/// A key the proxy accepts signatures from.
+#[derive(Clone)]
+struct VerificationKey {
+    kid: Option<String>,
+    key: DecodingKey,
+}
+
+/// Signs proxy tokens with the current key and verifies them with the current
+/// key or a previous one kept for rotation.
 #[derive(Clone)]
 pub struct TokenSigner {
-    encoding: EncodingKey,
-    decoding: DecodingKey,
-    validation: Validation,
     algorithm: Algorithm,
+    encoding: EncodingKey,
+    kid: Option<String>,
+    verification: Vec<VerificationKey>,
+    validation: Validation,
+    /// The public keys (asymmetric algorithms only), served at `/jwks.json`.
+    jwks: Option<JwkSet>,
 }
 
 impl std::fmt::Debug for TokenSigner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TokenSigner")
             .field("algorithm", &self.algorithm)
+            .field("kid", &self.kid)
             .finish()
     }
+}
+
+fn validation(algorithm: Algorithm, issuer: &str, audience: &str) -> Validation {
+    let mut validation = Validation::new(algorithm);
+    validation.set_issuer(&[issuer]);
+    validation.set_audience(&[audience]);
+    validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
+    // The proxy is both issuer and verifier: no clock skew to allow for.
+    validation.leeway = 0;
+    validation
+}
+
+/// A public JWK with its RFC 7638 thumbprint as `kid`, `use: sig` and `alg`.
+fn public_jwk(key: &EncodingKey, algorithm: Algorithm) -> Result<(Jwk, String), jsonwebtoken::errors::Error> {
+    let mut jwk = Jwk::from_encoding_key(key, algorithm)?;
+    let kid = jwk.thumbprint(ThumbprintHash::SHA256)?;
+    jwk.common.key_id = Some(kid.clone());
+    jwk.common.public_key_use = Some(PublicKeyUse::Signature);
+    Ok((jwk, kid))
 }
 
 impl TokenSigner {
     /// An HS256 signer keyed by the secret's UTF-8 bytes, as given, so a
     /// resource server holding the same string can verify the tokens.
     pub fn hs256(secret: &[u8], issuer: &str, audience: &str) -> Self {
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.set_issuer(&[issuer]);
-        validation.set_audience(&[audience]);
-        validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
-        // The proxy is both issuer and verifier: no clock skew to allow for.
-        validation.leeway = 0;
         TokenSigner {
-            encoding: EncodingKey::from_secret(secret),
-            decoding: DecodingKey::from_secret(secret),
-            validation,
             algorithm: Algorithm::HS256,
+            encoding: EncodingKey::from_secret(secret),
+            kid: None,
+            verification: vec![VerificationKey {
+                kid: None,
+                key: DecodingKey::from_secret(secret),
+            }],
+            validation: validation(Algorithm::HS256, issuer, audience),
+            jwks: None,
         }
+    }
+
+    /// An ES256 or EdDSA signer from a PKCS#8 private key PEM.
+    pub fn asymmetric(
+        algorithm: Algorithm,
+        private_pem: &[u8],
+        issuer: &str,
+        audience: &str,
+    ) -> Result<Self, KeyError> {
+        let invalid = |e: jsonwebtoken::errors::Error| KeyError::Invalid("OAUTH_PROXY_JWT_PRIVATE_KEY", e.to_string());
+        let encoding = match algorithm {
+            Algorithm::ES256 => EncodingKey::from_ec_pem(private_pem),
+            Algorithm::EdDSA => EncodingKey::from_ed_pem(private_pem),
+            _ => {
+                return Err(KeyError::Invalid(
+                    "OAUTH_PROXY_JWT_ALGORITHM",
+                    "not an asymmetric algorithm".into(),
+                ))
+            }
+        }
+        .map_err(invalid)?;
+        Self::from_asymmetric_key(algorithm, encoding, issuer, audience).map_err(invalid)
+    }
+
+    /// An ES256 or EdDSA signer with a freshly generated key.
+    pub fn generated(algorithm: Algorithm, issuer: &str, audience: &str) -> Result<Self, KeyError> {
+        use aws_lc_rs::rand::SystemRandom;
+        use aws_lc_rs::signature::{EcdsaKeyPair, Ed25519KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+        let failed =
+            |what: &str| KeyError::Invalid("OAUTH_PROXY_JWT_PRIVATE_KEY", format!("key generation failed: {what}"));
+        let rng = SystemRandom::new();
+        let encoding = match algorithm {
+            Algorithm::ES256 => {
+                let der = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+                    .map_err(|_| failed("P-256"))?;
+                EncodingKey::from_ec_der(der.as_ref())
+            }
+            Algorithm::EdDSA => {
+                // jsonwebtoken takes PKCS#8 v1 Ed25519 keys.
+                let der = Ed25519KeyPair::generate_pkcs8v1(&rng).map_err(|_| failed("Ed25519"))?;
+                EncodingKey::from_ed_der(der.as_ref())
+            }
+            _ => return Err(failed("not an asymmetric algorithm")),
+        };
+        Self::from_asymmetric_key(algorithm, encoding, issuer, audience)
+            .map_err(|e| KeyError::Invalid("OAUTH_PROXY_JWT_PRIVATE_KEY", e.to_string()))
+    }
+
+    fn from_asymmetric_key(
+        algorithm: Algorithm,
+        encoding: EncodingKey,
+        issuer: &str,
+        audience: &str,
+    ) -> Result<Self, jsonwebtoken::errors::Error> {
+        let (jwk, kid) = public_jwk(&encoding, algorithm)?;
+        let decoding = DecodingKey::from_jwk(&jwk)?;
+        Ok(TokenSigner {
+            algorithm,
+            encoding,
+            kid: Some(kid.clone()),
+            verification: vec![VerificationKey {
+                kid: Some(kid),
+                key: decoding,
+            }],
+            validation: validation(algorithm, issuer, audience),
+            jwks: Some(JwkSet { keys: vec![jwk] }),
+        })
+    }
+
+    /// Keeps accepting tokens signed with a previous key (rotation overlap):
+    /// the old HS256 secret, or the old public or private key PEM.
+    pub fn with_previous_key(mut self, previous: &[u8]) -> Result<Self, KeyError> {
+        let invalid = |e: jsonwebtoken::errors::Error| KeyError::Invalid("OAUTH_PROXY_JWT_PREVIOUS_KEY", e.to_string());
+        let (key, jwk) = match self.algorithm {
+            Algorithm::HS256 => (DecodingKey::from_secret(previous), None),
+            algorithm => {
+                let is_private = previous.windows(11).any(|w| w == b"PRIVATE KEY");
+                let jwk = if is_private {
+                    let encoding = match algorithm {
+                        Algorithm::ES256 => EncodingKey::from_ec_pem(previous),
+                        _ => EncodingKey::from_ed_pem(previous),
+                    }
+                    .map_err(invalid)?;
+                    public_jwk(&encoding, algorithm).map_err(invalid)?.0
+                } else {
+                    let decoding = match algorithm {
+                        Algorithm::ES256 => DecodingKey::from_ec_pem(previous),
+                        _ => DecodingKey::from_ed_pem(previous),
+                    }
+                    .map_err(invalid)?;
+                    let mut jwk = Jwk::from_decoding_key(&decoding, Some(algorithm)).map_err(invalid)?;
+                    jwk.common.key_id = Some(jwk.thumbprint(ThumbprintHash::SHA256).map_err(invalid)?);
+                    jwk.common.public_key_use = Some(PublicKeyUse::Signature);
+                    jwk
+                };
+                (DecodingKey::from_jwk(&jwk).map_err(invalid)?, Some(jwk))
+            }
+        };
+        let kid = jwk.as_ref().and_then(|j| j.common.key_id.clone());
+        self.verification.push(VerificationKey { kid, key });
+        if let (Some(jwks), Some(jwk)) = (self.jwks.as_mut(), jwk) {
+            jwks.keys.push(jwk);
+        }
+        Ok(self)
+    }
+
+    /// The JWK Set to publish, for asymmetric algorithms.
+    pub fn jwks(&self) -> Option<&JwkSet> {
+        self.jwks.as_ref()
     }
 
     pub fn sign(&self, claims: &Claims) -> Result<String, jsonwebtoken::errors::Error> {
         let mut header = Header::new(self.algorithm);
+        header.kid = self.kid.clone();
         // RFC 9068 §2.1 media type for JWT access tokens.
         header.typ = Some(match claims.token_use {
             TokenUse::Access => "at+jwt".into(),
@@ -101,16 +249,31 @@ impl TokenSigner {
         jsonwebtoken::encode(&header, claims, &self.encoding)
     }
 
-    /// Verifies signature, algorithm, issuer, audience, expiry and type.
+    /// Verifies signature, algorithm, issuer, audience, expiry and type, with
+    /// the key the header names (or each key in turn when it names none).
     pub fn verify(&self, token: &str, expected: TokenUse) -> Result<Claims, JwtError> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)?;
-        if data.claims.token_use != expected {
-            return Err(JwtError::WrongType {
-                expected,
-                found: data.claims.token_use,
-            });
+        let header = jsonwebtoken::decode_header(token)?;
+        let mut last_error = None;
+        for candidate in &self.verification {
+            if header.kid.is_some() && candidate.kid.is_some() && header.kid != candidate.kid {
+                continue;
+            }
+            match jsonwebtoken::decode::<Claims>(token, &candidate.key, &self.validation) {
+                Ok(data) => {
+                    if data.claims.token_use != expected {
+                        return Err(JwtError::WrongType {
+                            expected,
+                            found: data.claims.token_use,
+                        });
+                    }
+                    return Ok(data.claims);
+                }
+                Err(e) => last_error = Some(e),
+            }
         }
-        Ok(data.claims)
+        Err(JwtError::Invalid(last_error.unwrap_or_else(|| {
+            jsonwebtoken::errors::ErrorKind::InvalidSignature.into()
+        })))
     }
 }
 
@@ -193,5 +356,43 @@ mod tests {
         foreign.aud = "https://other/mcp".into();
         let token = signer().sign(&foreign).unwrap();
         assert!(signer().verify(&token, TokenUse::Access).is_err());
+    }
+
+    #[test]
+    fn es256_and_eddsa_tokens_verify_with_the_published_key() {
+        for algorithm in [Algorithm::ES256, Algorithm::EdDSA] {
+            let signer = TokenSigner::generated(algorithm, "https://proxy", "https://proxy/mcp").unwrap();
+            let token = signer.sign(&claims(TokenUse::Access)).unwrap();
+            let jwks = signer.jwks().unwrap();
+            let kid = jsonwebtoken::decode_header(&token).unwrap().kid.unwrap();
+            let jwk = jwks.find(&kid).expect("the token's kid is published");
+            let mut validation = Validation::new(algorithm);
+            validation.set_audience(&["https://proxy/mcp"]);
+            let key = DecodingKey::from_jwk(jwk).unwrap();
+            assert!(jsonwebtoken::decode::<Claims>(&token, &key, &validation).is_ok());
+            assert!(signer.verify(&token, TokenUse::Access).is_ok());
+        }
+    }
+
+    #[test]
+    fn a_previous_key_keeps_verifying_during_rotation() {
+        let old = TokenSigner::hs256(
+            b"the-old-signing-key-of-32-bytes-or-more",
+            "https://proxy",
+            "https://proxy/mcp",
+        );
+        let token = old.sign(&claims(TokenUse::Access)).unwrap();
+        assert!(signer().verify(&token, TokenUse::Access).is_err());
+        let rotated = signer()
+            .with_previous_key(b"the-old-signing-key-of-32-bytes-or-more")
+            .unwrap();
+        assert!(rotated.verify(&token, TokenUse::Access).is_ok());
+    }
+
+    #[test]
+    fn an_hs256_token_is_refused_by_an_es256_signer() {
+        let es = TokenSigner::generated(Algorithm::ES256, "https://proxy", "https://proxy/mcp").unwrap();
+        let hs_token = signer().sign(&claims(TokenUse::Access)).unwrap();
+        assert!(es.verify(&hs_token, TokenUse::Access).is_err());
     }
 }

@@ -6,8 +6,8 @@ use serde_json::{json, Value};
 use crate::config::Config;
 
 /// RFC 8414 §2 metadata. `issuer` is exactly the configured base URL.
-pub fn authorization_server(config: &Config) -> Value {
-    json!({
+pub fn authorization_server(config: &Config, has_jwks: bool) -> Value {
+    let mut document = json!({
         "issuer": config.issuer,
         "authorization_endpoint": config.url_for("/authorize"),
         "token_endpoint": config.url_for("/token"),
@@ -21,7 +21,15 @@ pub fn authorization_server(config: &Config) -> Value {
         "service_documentation": "https://modelcontextprotocol.io/specification/draft/basic/authorization",
         // RFC 9207: every authorization response carries `iss`.
         "authorization_response_iss_parameter_supported": true,
-    })
+        "revocation_endpoint": config.url_for("/revoke"),
+        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+        "introspection_endpoint": config.url_for("/introspect"),
+        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "bearer"],
+    });
+    if has_jwks {
+        document["jwks_uri"] = config.url_for("/jwks.json").into();
+    }
+    document
 }
 
 /// RFC 9728 §2 metadata for the guarded MCP endpoint.

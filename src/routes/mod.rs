@@ -3,8 +3,12 @@
 
 pub mod authorize;
 pub mod callback;
+pub mod client_auth;
+pub mod gateway;
 pub mod health;
+pub mod introspect;
 pub mod register;
+pub mod revoke;
 pub mod static_files;
 pub mod token;
 pub mod well_known;

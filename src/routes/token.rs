@@ -7,74 +7,14 @@ use std::collections::HashMap;
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
-use url::form_urlencoded;
 
 use super::add_cors_headers;
-use crate::config::Secret;
+use super::client_auth::{client_credentials, is_form, parse_form};
 use crate::error::{Error, ErrorCode};
-use crate::proxy::{ClientCredentials, CodeExchange, OAuthProxy, RefreshExchange};
+use crate::proxy::{CodeExchange, OAuthProxy, RefreshExchange};
 
 /// Token requests are small; anything bigger is refused.
 pub const MAX_TOKEN_BODY: usize = 16 * 1024;
-
-/// Parses a form body, refusing repeated parameters.
-fn parse_form(body: &[u8]) -> Result<HashMap<String, String>, Error> {
-    let mut params = HashMap::new();
-    for (name, value) in form_urlencoded::parse(body) {
-        if params.insert(name.to_string(), value.to_string()).is_some() {
-            return Err(Error::invalid_request(format!("parameter `{name}` is repeated")));
-        }
-    }
-    Ok(params)
-}
-
-/// RFC 6749 §2.3.1: HTTP Basic with form-urlencoded id and secret, or the
-/// credentials in the body, but not both.
-fn client_credentials(req: &HttpRequest, params: &mut HashMap<String, String>) -> Result<ClientCredentials, Error> {
-    let basic = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Basic ").or_else(|| v.strip_prefix("basic ")));
-    let body_id = params.remove("client_id");
-    let body_secret = params.remove("client_secret");
-    if let Some(encoded) = basic {
-        if body_secret.is_some() {
-            return Err(Error::invalid_request("use one client authentication method, not two"));
-        }
-        let malformed = || Error::invalid_client("malformed HTTP Basic credentials", true);
-        let decoded = STANDARD.decode(encoded.trim()).map_err(|_| malformed())?;
-        let decoded = String::from_utf8(decoded).map_err(|_| malformed())?;
-        let (id, secret) = decoded.split_once(':').ok_or_else(malformed)?;
-        let unescape = |s: &str| -> String {
-            form_urlencoded::parse(format!("x={s}").as_bytes())
-                .map(|(_, v)| v.into_owned())
-                .next()
-                .unwrap_or_default()
-        };
-        let client_id = unescape(id);
-        if body_id.as_deref().is_some_and(|b| b != client_id) {
-            return Err(Error::invalid_request(
-                "client_id in the body differs from the authenticated client",
-            ));
-        }
-        return Ok(ClientCredentials {
-            client_id,
-            client_secret: Some(Secret::new(unescape(secret))),
-            via_basic: true,
-        });
-    }
-    let client_id = body_id
-        .filter(|id| !id.is_empty())
-        .ok_or_else(|| Error::invalid_client("client authentication is required (client_id)", false))?;
-    Ok(ClientCredentials {
-        client_id,
-        client_secret: body_secret.map(Secret::new),
-        via_basic: false,
-    })
-}
 
 fn required(params: &mut HashMap<String, String>, name: &str) -> Result<String, Error> {
     params
@@ -84,16 +24,7 @@ fn required(params: &mut HashMap<String, String>, name: &str) -> Result<String, 
 }
 
 async fn exchange(req: &HttpRequest, body: &[u8], proxy: &OAuthProxy) -> Result<HttpResponse, Error> {
-    let is_form = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.trim_start()
-                .to_ascii_lowercase()
-                .starts_with("application/x-www-form-urlencoded")
-        });
-    if !is_form {
+    if !is_form(req) {
         return Err(Error::invalid_request(
             "token requests must be application/x-www-form-urlencoded",
         ));

@@ -22,3 +22,15 @@ pub async fn authorization_server(proxy: web::Data<OAuthProxy>) -> HttpResponse 
 pub async fn protected_resource(proxy: web::Data<OAuthProxy>) -> HttpResponse {
     json_with_cors(proxy.protected_resource_metadata())
 }
+
+/// `GET /jwks.json`: the public keys of ES256 / EdDSA signing (RFC 7517),
+/// current first, then any previous key kept for rotation.
+pub async fn jwks(proxy: web::Data<OAuthProxy>) -> HttpResponse {
+    match proxy.signer().jwks() {
+        Some(jwks) => json_with_cors(serde_json::to_value(jwks).unwrap_or_default()),
+        None => HttpResponse::NotFound().json(serde_json::json!({
+            "error": "not_found",
+            "error_description": "tokens are signed with a shared secret (HS256); there is no public key",
+        })),
+    }
+}

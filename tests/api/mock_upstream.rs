@@ -229,6 +229,11 @@ impl MockUpstream {
         lock(&self.state).deny_authorization = deny;
     }
 
+    /// Changes the `expires_in` sent with tokens issued from now on.
+    pub fn set_access_token_expires_in(&self, expires_in: Option<u64>) {
+        lock(&self.state).config.access_token_expires_in = expires_in;
+    }
+
     /// Query parameters of every `/authorize` call, in order.
     pub fn authorize_requests(&self) -> Vec<HashMap<String, String>> {
         lock(&self.state).authorize_requests.clone()

@@ -1,6 +1,14 @@
 //! [`OAuthProxy`]: the library face of the service, with the methods of the
 //! original `OAuthProxy` class. The HTTP handlers in `routes` parse requests,
 //! call these methods and turn the outcomes into responses.
+//!
+//! This file holds the authorization-server side (registration, authorize,
+//! consent, callback, token); `resource` holds the resource-server side
+//! (bearer checks for the MCP endpoint, revocation, introspection).
+
+mod resource;
+
+pub use resource::{AccessGrant, IntrospectionCaller};
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -14,21 +22,22 @@ use url::Url;
 use crate::actors::client_registry::{GetClient, MarkClientUsed, RegisterClient, RegisterError};
 use crate::actors::codes::{CodeOutcome, CodeRecord, CodeRefusal, RedeemCode, StoreCode};
 use crate::actors::token_vault::{
-    ClaimRefresh, CreateGrant, GetGrant, Grant, IssuePassThrough, IssueTokens, IssuedPair, LookupAccessToken,
-    LookupPassThrough, RefreshClaim, RevokeGrant, UndoRotation, UpdateUpstreamTokens, UpstreamTokens,
+    ClaimRefresh, CreateGrant, GetGrant, Grant, IssuePassThrough, IssueTokens, IssuedPair, LookupPassThrough,
+    RefreshClaim, RevokeGrant, UndoRotation, UpdateUpstreamTokens, UpstreamTokens,
 };
 use crate::actors::transactions::{GetTransaction, PutTransaction, TakeTransaction, Transaction};
-use crate::actors::{ClientRegistry, CodeStore, Shutdown, TokenVault, TransactionStore};
-use crate::config::{Config, EncryptionSetting, KeySetting, Secret};
+use crate::actors::{ClientRegistry, CodeStore, Shutdown, TokenVault, TransactionStore, UpstreamRefresher};
+use crate::config::{Config, EncryptionSetting, JwtAlgorithm, KeySetting, Secret};
 use crate::crypto::{constant_time_eq, random_token, sha256_b64url, Sealer};
 use crate::error::{ClientRedirect, Error, ErrorCode};
 use crate::oauth::client::{RegisteredClient, RegistrationRequest};
-use crate::oauth::jwt::{Claims, TokenSigner, TokenUse, RESERVED_CLAIMS};
+use crate::oauth::jwt::{Claims, KeyError, TokenSigner, TokenUse, RESERVED_CLAIMS};
 use crate::oauth::pkce::{CodeChallenge, PkcePair};
 use crate::oauth::scope::Scopes;
 use crate::oauth::{metadata, now_secs};
 use crate::store::{open_table, SealedTable};
 use crate::upstream::{unverified_jwt_claims, Upstream, UpstreamError};
+use jsonwebtoken::Algorithm;
 
 /// Parameters of `GET /authorize` (RFC 6749 §4.1.1, RFC 7636, RFC 8707).
 #[derive(Debug, Clone, Default, serde::Deserialize)]
@@ -145,6 +154,37 @@ pub struct RefreshExchange {
 pub enum StartError {
     #[error("the upstream endpoints could not be discovered: {0}")]
     Discovery(#[from] UpstreamError),
+    #[error("the JWT signing key is unusable: {0}")]
+    Key(#[from] KeyError),
+}
+
+/// The JWT signer the configuration asks for.
+fn token_signer(config: &Config) -> Result<TokenSigner, KeyError> {
+    let (issuer, audience) = (config.issuer.as_str(), config.resource());
+    let jwt = &config.jwt;
+    let signer = match (jwt.algorithm, &jwt.private_key_pem) {
+        (JwtAlgorithm::Hs256, _) => {
+            let secret = key_bytes(&jwt.signing_key, "OAUTH_PROXY_JWT_SIGNING_KEY");
+            TokenSigner::hs256(&secret, issuer, &audience)
+        }
+        (algorithm, pem) => {
+            let algorithm = match algorithm {
+                JwtAlgorithm::Es256 => Algorithm::ES256,
+                _ => Algorithm::EdDSA,
+            };
+            match pem {
+                Some(pem) => TokenSigner::asymmetric(algorithm, pem.expose().as_bytes(), issuer, &audience)?,
+                None => {
+                    log::warn!("OAUTH_PROXY_JWT_PRIVATE_KEY not configured: generated a key for this run");
+                    TokenSigner::generated(algorithm, issuer, &audience)?
+                }
+            }
+        }
+    };
+    match &jwt.previous_key {
+        Some(previous) => signer.with_previous_key(previous.expose().as_bytes()),
+        None => Ok(signer),
+    }
 }
 
 struct Inner {
@@ -156,6 +196,7 @@ struct Inner {
     transactions: Addr<TransactionStore>,
     codes: Addr<CodeStore>,
     vault: Addr<TokenVault>,
+    refresher: Addr<UpstreamRefresher>,
 }
 
 /// The OAuth proxy: cheap to clone, shared by every worker.
@@ -204,8 +245,7 @@ impl OAuthProxy {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let upstream = Upstream::resolve(&config.upstream).await?;
 
-        let signing_key = key_bytes(&config.jwt_signing_key, "OAUTH_PROXY_JWT_SIGNING_KEY");
-        let signer = TokenSigner::hs256(&signing_key, &config.issuer, &config.resource());
+        let signer = token_signer(&config)?;
         let sealer = match &config.encryption {
             EncryptionSetting::Key(setting) => Sealer::new(&key_bytes(setting, "OAUTH_PROXY_ENCRYPTION_KEY")),
             EncryptionSetting::Disabled => {
@@ -244,6 +284,7 @@ impl OAuthProxy {
             lifetimes.refresh_token,
         )
         .start();
+        let refresher = UpstreamRefresher::new(upstream.clone(), vault.clone()).start();
 
         Ok(OAuthProxy {
             inner: Arc::new(Inner {
@@ -255,12 +296,18 @@ impl OAuthProxy {
                 transactions,
                 codes,
                 vault,
+                refresher,
             }),
         })
     }
 
     pub fn config(&self) -> &Config {
         &self.inner.config
+    }
+
+    /// The JWT signer (its JWK Set is published at `/jwks.json`).
+    pub fn signer(&self) -> &TokenSigner {
+        &self.inner.signer
     }
 
     pub fn upstream(&self) -> &Upstream {
@@ -287,7 +334,7 @@ impl OAuthProxy {
 
     /// RFC 8414 metadata.
     pub fn authorization_server_metadata(&self) -> Value {
-        metadata::authorization_server(&self.inner.config)
+        metadata::authorization_server(&self.inner.config, self.inner.signer.jwks().is_some())
     }
 
     /// RFC 9728 metadata.
@@ -1080,39 +1127,6 @@ impl OAuthProxy {
         self.token_response(&grant, &pair)
     }
 
-    /// The upstream token set behind a token the proxy issued, or `None` for an
-    /// invalid, expired, wrong-type or revoked token.
-    pub async fn load_upstream_tokens(&self, token: &str) -> Option<UpstreamTokens> {
-        if !self.inner.config.token_swap {
-            let found = self
-                .inner
-                .vault
-                .send(LookupPassThrough {
-                    token_hash: sha256_b64url(token.as_bytes()),
-                })
-                .await
-                .ok()?
-                .ok()??;
-            let (_, grant) = found;
-            return constant_time_eq(grant.upstream.access_token.as_bytes(), token.as_bytes())
-                .then_some(grant.upstream);
-        }
-        let claims = self.inner.signer.verify(token, TokenUse::Access).ok()?;
-        let grant = self
-            .inner
-            .vault
-            .send(LookupAccessToken { jti: claims.jti })
-            .await
-            .ok()?
-            .ok()??;
-        (grant.client_id == claims.client_id).then_some(grant.upstream)
-    }
-
-    /// Verifies a proxy access token and answers its claims (swap mode).
-    pub fn verify_access_token(&self, token: &str) -> Option<Claims> {
-        self.inner.signer.verify(token, TokenUse::Access).ok()
-    }
-
     /// Stops the actors and their expiry timers (the original `destroy`).
     pub async fn shutdown(&self) {
         let inner = &self.inner;
@@ -1120,6 +1134,7 @@ impl OAuthProxy {
         let _ = inner.transactions.send(Shutdown).await;
         let _ = inner.codes.send(Shutdown).await;
         let _ = inner.vault.send(Shutdown).await;
+        let _ = inner.refresher.send(Shutdown).await;
     }
 }
 

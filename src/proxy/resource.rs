@@ -1,0 +1,271 @@
+//! The resource-server side of the proxy: checking bearer tokens for the MCP
+//! endpoint, the upstream token to forward, RFC 7009 revocation and RFC 7662
+//! introspection.
+
+use serde_json::{json, Value};
+
+use super::OAuthProxy;
+use crate::actors::token_vault::{
+    Grant, LookupAccessToken, LookupPassThrough, LookupRefreshToken, RevokeAccessToken, RevokeGrant, UpstreamTokens,
+};
+use crate::actors::upstream_refresher::{RefreshFailed, RefreshUpstream};
+use crate::crypto::{constant_time_eq, sha256_b64url};
+use crate::error::Error;
+use crate::oauth::client::RegisteredClient;
+use crate::oauth::jwt::{Claims, TokenUse};
+use crate::oauth::now_secs;
+use crate::oauth::scope::Scopes;
+
+/// Refresh an upstream token this long before it expires.
+const UPSTREAM_EXPIRY_MARGIN_SECS: u64 = 10;
+
+/// A bearer token that passed every check, with what it grants.
+#[derive(Debug, Clone)]
+pub struct AccessGrant {
+    pub grant_id: String,
+    pub grant: Grant,
+    /// The token's own scope (a refresh may have narrowed it).
+    pub scopes: Scopes,
+    /// Swap mode: the proxy JWT's claims.
+    pub claims: Option<Claims>,
+}
+
+/// Who calls `/introspect`.
+#[derive(Debug, Clone)]
+pub enum IntrospectionCaller {
+    /// The resource server holding `OAUTH_PROXY_INTROSPECTION_SECRET`: any token.
+    ResourceServer,
+    /// A registered confidential client: only its own tokens.
+    Client(String),
+}
+
+impl OAuthProxy {
+    /// Checks a bearer token for the MCP endpoint: signature, type, audience,
+    /// expiry and revocation (swap mode), or that the proxy handed it out and
+    /// it is current (pass-through). The error is a description for
+    /// `WWW-Authenticate`.
+    pub async fn check_bearer(&self, token: &str) -> Result<AccessGrant, String> {
+        if !self.inner.config.token_swap {
+            let (grant_id, grant) = self.passthrough_grant(token).await?;
+            if !constant_time_eq(grant.upstream.access_token.as_bytes(), token.as_bytes()) {
+                return Err("the token is not current".into());
+            }
+            if grant.upstream.expires_at.is_some_and(|at| at <= now_secs()) {
+                return Err("the token has expired".into());
+            }
+            let scopes = grant.scopes.clone();
+            return Ok(AccessGrant {
+                grant_id,
+                grant,
+                scopes,
+                claims: None,
+            });
+        }
+        let claims = self
+            .inner
+            .signer
+            .verify(token, TokenUse::Access)
+            .map_err(|e| format!("the access token is not valid: {e}"))?;
+        let found = self
+            .inner
+            .vault
+            .send(LookupAccessToken {
+                jti: claims.jti.clone(),
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        let Some((grant_id, grant)) = found else {
+            return Err("the access token was revoked".into());
+        };
+        if grant.client_id != claims.client_id {
+            return Err("the access token does not match its grant".into());
+        }
+        Ok(AccessGrant {
+            grant_id,
+            grant,
+            scopes: Scopes::parse(&claims.scope),
+            claims: Some(claims),
+        })
+    }
+
+    async fn passthrough_grant(&self, token: &str) -> Result<(String, Grant), String> {
+        self.inner
+            .vault
+            .send(LookupPassThrough {
+                token_hash: sha256_b64url(token.as_bytes()),
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| "the token is unknown, expired or revoked".to_string())
+    }
+
+    /// The upstream token set behind a token the proxy issued, or `None` for an
+    /// invalid, expired, wrong-type or revoked token.
+    pub async fn load_upstream_tokens(&self, token: &str) -> Option<UpstreamTokens> {
+        self.check_bearer(token).await.ok().map(|access| access.grant.upstream)
+    }
+
+    /// The upstream access token to forward for a checked bearer: in swap mode
+    /// an expired one is refreshed first (one refresh shared by concurrent
+    /// requests); in pass-through mode it is the client's own token.
+    pub async fn upstream_access_token(&self, access: &AccessGrant) -> Result<String, RefreshFailed> {
+        let upstream = &access.grant.upstream;
+        let expiring = upstream
+            .expires_at
+            .is_some_and(|at| at <= now_secs() + UPSTREAM_EXPIRY_MARGIN_SECS);
+        let refresh_token = match (&upstream.refresh_token, self.inner.config.token_swap) {
+            (Some(refresh_token), true) if expiring => refresh_token.clone(),
+            _ => return Ok(upstream.access_token.clone()),
+        };
+        let refreshed = self
+            .inner
+            .refresher
+            .send(RefreshUpstream {
+                grant_id: access.grant_id.clone(),
+                refresh_token,
+            })
+            .await
+            .map_err(|e| RefreshFailed::Unavailable(e.to_string()))??;
+        Ok(refreshed.access_token)
+    }
+
+    /// RFC 7009: revokes a token issued to `client`. Unknown tokens and tokens
+    /// of other clients are ignored (the answer is 200 either way, §2.2).
+    pub async fn revoke_token(&self, client: &RegisteredClient, token: &str, hint: Option<&str>) -> Result<(), Error> {
+        let vault = &self.inner.vault;
+        if !self.inner.config.token_swap {
+            if let Ok((grant_id, grant)) = self.passthrough_grant(token).await {
+                if grant.client_id == client.client_id {
+                    self.revoke_grant(&grant_id).await?;
+                }
+            }
+            return Ok(());
+        }
+        let signer = &self.inner.signer;
+        let order = if hint == Some("refresh_token") {
+            [TokenUse::Refresh, TokenUse::Access]
+        } else {
+            [TokenUse::Access, TokenUse::Refresh]
+        };
+        for token_use in order {
+            let Ok(claims) = signer.verify(token, token_use) else {
+                continue;
+            };
+            if claims.client_id != client.client_id {
+                return Ok(());
+            }
+            match token_use {
+                TokenUse::Access => vault.send(RevokeAccessToken { jti: claims.jti }).await??,
+                TokenUse::Refresh => {
+                    // Revoking a refresh token revokes its grant: every access
+                    // token and the stored upstream tokens (RFC 7009 §2.1).
+                    if let Some((grant_id, _)) = vault.send(LookupRefreshToken { jti: claims.jti }).await?? {
+                        self.revoke_grant(&grant_id).await?;
+                    }
+                }
+            }
+            return Ok(());
+        }
+        Ok(())
+    }
+
+    /// Revokes a grant, and its upstream tokens when the upstream can.
+    async fn revoke_grant(&self, grant_id: &str) -> Result<(), Error> {
+        let revoked = self.inner.vault.send(RevokeGrant(grant_id.to_string())).await??;
+        if let Some(grant) = revoked {
+            let (token, hint) = match &grant.upstream.refresh_token {
+                Some(refresh) => (refresh.as_str(), "refresh_token"),
+                None => (grant.upstream.access_token.as_str(), "access_token"),
+            };
+            if let Err(e) = self.inner.upstream.revoke(token, hint).await {
+                log::warn!("upstream revocation failed: {e}");
+            }
+        }
+        Ok(())
+    }
+
+    /// RFC 7662 introspection. Inactive tokens answer only `{"active": false}`;
+    /// the upstream token is never part of the answer.
+    pub async fn introspect(&self, caller: &IntrospectionCaller, token: &str) -> Result<Value, Error> {
+        let inactive = json!({ "active": false });
+        let config = &self.inner.config;
+        let (grant, token_use, claims) = if config.token_swap {
+            let signer = &self.inner.signer;
+            if let Ok(claims) = signer.verify(token, TokenUse::Access) {
+                match self
+                    .inner
+                    .vault
+                    .send(LookupAccessToken {
+                        jti: claims.jti.clone(),
+                    })
+                    .await??
+                {
+                    Some((_, grant)) => (grant, TokenUse::Access, Some(claims)),
+                    None => return Ok(inactive),
+                }
+            } else if let Ok(claims) = signer.verify(token, TokenUse::Refresh) {
+                match self
+                    .inner
+                    .vault
+                    .send(LookupRefreshToken {
+                        jti: claims.jti.clone(),
+                    })
+                    .await??
+                {
+                    Some((_, grant)) => (grant, TokenUse::Refresh, Some(claims)),
+                    None => return Ok(inactive),
+                }
+            } else {
+                return Ok(inactive);
+            }
+        } else {
+            let Ok((_, grant)) = self.passthrough_grant(token).await else {
+                return Ok(inactive);
+            };
+            let hash = sha256_b64url(token.as_bytes());
+            let token_use = if constant_time_eq(grant.upstream.access_token.as_bytes(), token.as_bytes()) {
+                TokenUse::Access
+            } else if grant.passthrough_refresh_hash.as_deref() == Some(hash.as_str()) {
+                TokenUse::Refresh
+            } else {
+                return Ok(inactive);
+            };
+            (grant, token_use, None)
+        };
+        if let IntrospectionCaller::Client(client_id) = caller {
+            if client_id != &grant.client_id {
+                return Ok(inactive);
+            }
+        }
+        let (scope, iat, exp) = match &claims {
+            Some(claims) => (claims.scope.clone(), Some(claims.iat), Some(claims.exp)),
+            None => (grant.scopes.to_oauth_string(), None, grant.upstream.expires_at),
+        };
+        if exp.is_some_and(|exp| exp <= now_secs()) {
+            return Ok(inactive);
+        }
+        let mut answer = json!({
+            "active": true,
+            "client_id": grant.client_id,
+            "scope": scope,
+            "sub": grant.subject,
+            "aud": grant.resource,
+            "iss": config.issuer,
+            "token_type": "Bearer",
+            "token_use": match token_use { TokenUse::Access => "access", TokenUse::Refresh => "refresh" },
+        });
+        let fields = answer.as_object_mut().expect("a JSON object literal");
+        if let Some(exp) = exp {
+            fields.insert("exp".into(), exp.into());
+        }
+        if let Some(iat) = iat {
+            fields.insert("iat".into(), iat.into());
+        }
+        if let Some(jti) = claims.as_ref().map(|c| c.jti.clone()) {
+            fields.insert("jti".into(), jti.into());
+        }
+        Ok(answer)
+    }
+}

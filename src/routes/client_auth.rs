@@ -1,0 +1,93 @@
+//! Client authentication for the token, revocation and introspection
+//! endpoints (RFC 6749 §2.3.1), and their form parsing.
+
+use std::collections::HashMap;
+
+use actix_web::http::header;
+use actix_web::HttpRequest;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use url::form_urlencoded;
+
+use crate::config::Secret;
+use crate::error::Error;
+use crate::proxy::ClientCredentials;
+
+/// Whether the request body is form-encoded.
+pub fn is_form(req: &HttpRequest) -> bool {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("application/x-www-form-urlencoded")
+        })
+}
+
+/// The `Authorization: Bearer` token of a request, if any.
+pub fn bearer_token(req: &HttpRequest) -> Option<&str> {
+    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// Parses a form body, refusing repeated parameters.
+pub fn parse_form(body: &[u8]) -> Result<HashMap<String, String>, Error> {
+    let mut params = HashMap::new();
+    for (name, value) in form_urlencoded::parse(body) {
+        if params.insert(name.to_string(), value.to_string()).is_some() {
+            return Err(Error::invalid_request(format!("parameter `{name}` is repeated")));
+        }
+    }
+    Ok(params)
+}
+
+/// RFC 6749 §2.3.1: HTTP Basic with form-urlencoded id and secret, or the
+/// credentials in the body, but not both.
+pub fn client_credentials(req: &HttpRequest, params: &mut HashMap<String, String>) -> Result<ClientCredentials, Error> {
+    let basic = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic ").or_else(|| v.strip_prefix("basic ")));
+    let body_id = params.remove("client_id");
+    let body_secret = params.remove("client_secret");
+    if let Some(encoded) = basic {
+        if body_secret.is_some() {
+            return Err(Error::invalid_request("use one client authentication method, not two"));
+        }
+        let malformed = || Error::invalid_client("malformed HTTP Basic credentials", true);
+        let decoded = STANDARD.decode(encoded.trim()).map_err(|_| malformed())?;
+        let decoded = String::from_utf8(decoded).map_err(|_| malformed())?;
+        let (id, secret) = decoded.split_once(':').ok_or_else(malformed)?;
+        let unescape = |s: &str| -> String {
+            form_urlencoded::parse(format!("x={s}").as_bytes())
+                .map(|(_, v)| v.into_owned())
+                .next()
+                .unwrap_or_default()
+        };
+        let client_id = unescape(id);
+        if body_id.as_deref().is_some_and(|b| b != client_id) {
+            return Err(Error::invalid_request(
+                "client_id in the body differs from the authenticated client",
+            ));
+        }
+        return Ok(ClientCredentials {
+            client_id,
+            client_secret: Some(Secret::new(unescape(secret))),
+            via_basic: true,
+        });
+    }
+    let client_id = body_id
+        .filter(|id| !id.is_empty())
+        .ok_or_else(|| Error::invalid_client("client authentication is required (client_id)", false))?;
+    Ok(ClientCredentials {
+        client_id,
+        client_secret: body_secret.map(Secret::new),
+        via_basic: false,
+    })
+}
