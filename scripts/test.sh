@@ -4,6 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The real MCP server used by the gateway tests (official TypeScript SDK).
+if [ ! -d tests/mcp-server/node_modules ] || [ tests/mcp-server/package-lock.json -nt tests/mcp-server/node_modules ]; then
+  (cd tests/mcp-server && npm ci --no-audit --no-fund)
+  touch tests/mcp-server/node_modules
+fi
+
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --all-targets 2>&1 | tee "$log"

@@ -400,3 +400,57 @@ pub fn jwt_payload(token: &str) -> Value {
     let payload = token.split('.').nth(1).expect("a JWT");
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
 }
+
+impl TestApp {
+    /// A request to the guarded MCP endpoint (path below the proxy).
+    pub async fn mcp_request(
+        &self,
+        method: awc::http::Method,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> Answer {
+        let mut request = self.http.request(method, self.url(path));
+        if let Some(token) = token {
+            request = request.insert_header(("Authorization", format!("Bearer {token}")));
+        }
+        for (name, value) in headers {
+            request = request.insert_header((*name, *value));
+        }
+        let response = match body {
+            Some(body) => request
+                .insert_header(("Accept", "application/json, text/event-stream"))
+                .send_json(&body)
+                .await
+                .unwrap(),
+            None => request.send().await.unwrap(),
+        };
+        self.read(response, false).await
+    }
+
+    /// A JSON-RPC POST to `/mcp`.
+    pub async fn mcp_post(&self, token: Option<&str>, body: Value) -> Answer {
+        self.mcp_request(awc::http::Method::POST, "/mcp", token, &[], Some(body))
+            .await
+    }
+
+    /// The raw HTTP client (for streaming reads).
+    pub fn http(&self) -> &awc::Client {
+        &self.http
+    }
+}
+
+/// The parameters of a `WWW-Authenticate: Bearer` challenge.
+pub fn bearer_challenge(answer: &Answer) -> HashMap<String, String> {
+    let value = answer.header("www-authenticate").expect("a WWW-Authenticate header");
+    let params = value.strip_prefix("Bearer ").expect("a Bearer challenge");
+    let mut map = HashMap::new();
+    let mut rest = params;
+    while let Some((name, after)) = rest.split_once("=\"") {
+        let (value, tail) = after.split_once('"').unwrap();
+        map.insert(name.trim_start_matches(", ").trim().to_string(), value.to_string());
+        rest = tail;
+    }
+    map
+}

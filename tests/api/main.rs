@@ -1,6 +1,7 @@
 //! Integration tests: the proxy on a real port, a mock upstream OAuth
 //! provider on another, and HTTP between them. One binary (one link).
 
+mod backend_double;
 mod helpers;
 mod mock_upstream;
 
@@ -8,7 +9,11 @@ mod authorize;
 mod discovery;
 mod expiry;
 mod flows;
+mod gateway;
+mod jwks;
+mod mcp_server;
 mod register;
+mod revocation;
 mod service;
 mod token;
 mod upstream_errors;

@@ -1,0 +1,413 @@
+//! The guarded MCP endpoint against a recording backend double: who gets
+//! in, which token reaches the MCP server, streaming, and failures.
+
+use std::time::{Duration, Instant};
+
+use awc::http::{Method, StatusCode};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use futures_util::StreamExt;
+use serde_json::json;
+
+use crate::backend_double::BackendDouble;
+use crate::helpers::{bearer_challenge, TestApp};
+use crate::mock_upstream::{MockUpstreamConfig, TokenBehavior};
+
+const PING: &str = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+
+fn ping() -> serde_json::Value {
+    serde_json::from_str(PING).unwrap()
+}
+
+async fn spawn_with_backend(extra: &[(&str, &str)], upstream: MockUpstreamConfig) -> (TestApp, BackendDouble) {
+    let backend = BackendDouble::start().await;
+    let mut settings = vec![("OAUTH_PROXY_MCP_UPSTREAM_URL", backend.url.as_str())];
+    settings.extend_from_slice(extra);
+    (TestApp::spawn_with(&settings, upstream).await, backend)
+}
+
+async fn access_token(app: &TestApp) -> (String, String) {
+    let client = app.register_public().await;
+    let tokens = app.full_flow(&client).await;
+    (
+        tokens["access_token"].as_str().unwrap().to_string(),
+        tokens["refresh_token"].as_str().unwrap().to_string(),
+    )
+}
+
+#[actix_web::test]
+async fn no_token_gets_401_with_the_resource_metadata_url() {
+    let (app, backend) = spawn_with_backend(&[], MockUpstreamConfig::default()).await;
+    let answer = app.mcp_post(None, ping()).await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    let challenge = bearer_challenge(&answer);
+    assert_eq!(
+        challenge["resource_metadata"],
+        format!("{}/.well-known/oauth-protected-resource/mcp", app.address)
+    );
+    assert!(!challenge.contains_key("error"), "no error when no token was sent");
+    assert_eq!(challenge["scope"], "openid profile email");
+    // The metadata URL in the challenge really serves the document.
+    assert_eq!(app.get(&challenge["resource_metadata"]).await.status, StatusCode::OK);
+    assert!(
+        backend.recorded.authorization.lock().unwrap().is_empty(),
+        "nothing reached the backend"
+    );
+    app.stop().await;
+    backend.stop().await;
+}
+
+#[actix_web::test]
+async fn bad_tokens_get_401_invalid_token() {
+    let (app, backend) = spawn_with_backend(&[], MockUpstreamConfig::default()).await;
+    let (access, refresh) = access_token(&app).await;
+    let parts: Vec<&str> = access.split('.').collect();
+    let mut payload: serde_json::Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+    payload["sub"] = json!("admin");
+    let tampered = format!(
+        "{}.{}.{}",
+        parts[0],
+        URL_SAFE_NO_PAD.encode(payload.to_string()),
+        parts[2]
+    );
+    let alg_none = format!("{}.{}.", URL_SAFE_NO_PAD.encode(r#"{"alg":"none"}"#), parts[1]);
+    payload["aud"] = json!("https://other.example/mcp");
+    let foreign_audience = {
+        // Signed with the right key, but for another resource.
+        let header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+        let key = jsonwebtoken::EncodingKey::from_secret(b"test-signing-key-test-signing-key-0123");
+        jsonwebtoken::encode(&header, &payload, &key).unwrap()
+    };
+    for (what, token) in [
+        ("garbage", "not-a-token".to_string()),
+        ("tampered", tampered),
+        ("alg none", alg_none),
+        ("refresh token", refresh),
+        ("foreign audience", foreign_audience),
+    ] {
+        let answer = app.mcp_post(Some(&token), ping()).await;
+        assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{what}");
+        let challenge = bearer_challenge(&answer);
+        assert_eq!(challenge["error"], "invalid_token", "{what}");
+        assert!(challenge.contains_key("resource_metadata"), "{what}");
+    }
+    assert!(backend.recorded.authorization.lock().unwrap().is_empty());
+    app.stop().await;
+    backend.stop().await;
+}
+
+#[actix_web::test]
+async fn an_expired_token_gets_401_invalid_token() {
+    let (app, backend) =
+        spawn_with_backend(&[("OAUTH_PROXY_ACCESS_TOKEN_TTL", "1")], MockUpstreamConfig::default()).await;
+    let (access, _) = access_token(&app).await;
+    assert_eq!(app.mcp_post(Some(&access), ping()).await.status, StatusCode::OK);
+    actix_rt::time::sleep(Duration::from_millis(2100)).await;
+    let answer = app.mcp_post(Some(&access), ping()).await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(bearer_challenge(&answer)["error"], "invalid_token");
+    app.stop().await;
+    backend.stop().await;
+}
+
+#[actix_web::test]
+async fn swap_mode_forwards_the_upstream_token_never_the_proxy_jwt_or_cookies() {
+    let (app, backend) = spawn_with_backend(&[], MockUpstreamConfig::default()).await;
+    let (access, _) = access_token(&app).await;
+    let answer = app
+        .mcp_request(
+            Method::POST,
+            "/mcp",
+            Some(&access),
+            &[
+                ("Cookie", "mcp_proxy_browser=secret"),
+                ("Mcp-Session-Id", "s-1"),
+                ("MCP-Protocol-Version", "2025-06-18"),
+            ],
+            Some(ping()),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert_eq!(answer.json()["result"]["echo"], "ping");
+    assert_eq!(answer.header("mcp-session-id").as_deref(), Some("session-1"));
+    assert!(
+        answer.header("set-cookie").is_none(),
+        "backend cookies stay off the proxy's origin"
+    );
+    let upstream_token = app.upstream.issued_access_tokens()[0].clone();
+    assert_eq!(backend.last_authorization(), Some(format!("Bearer {upstream_token}")));
+    assert!(!backend.last_authorization().unwrap().contains(&access));
+    assert_eq!(backend.recorded.cookies.lock().unwrap().last().cloned().flatten(), None);
+    let headers = backend.recorded.other_headers.lock().unwrap().last().cloned().unwrap();
+    assert!(headers.contains(&"mcp-session-id".to_string()));
+    assert!(headers.contains(&"mcp-protocol-version".to_string()));
+    app.stop().await;
+    backend.stop().await;
+}
+
+#[actix_web::test]
+async fn pass_through_mode_forwards_the_clients_own_token() {
+    let (app, backend) = spawn_with_backend(
+        &[("OAUTH_PROXY_ENABLE_TOKEN_SWAP", "false")],
+        MockUpstreamConfig::default(),
+    )
+    .await;
+    let (access, _) = access_token(&app).await;
+    assert_eq!(app.mcp_post(Some(&access), ping()).await.status, StatusCode::OK);
+    assert_eq!(backend.last_authorization(), Some(format!("Bearer {access}")));
+    // A token the proxy never handed out is refused.
+    let answer = app.mcp_post(Some("up-at-999-made-up"), ping()).await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    app.stop().await;
+    backend.stop().await;
+}
+
+#[actix_web::test]
+async fn get_and_delete_pass_through_and_options_needs_no_token() {
+    let (app, backend) = spawn_with_backend(&[], MockUpstreamConfig::default()).await;
+    let (access, _) = access_token(&app).await;
+    let delete = app
+        .mcp_request(Method::DELETE, "/mcp", Some(&access), &[("Mcp-Session-Id", "s")], None)
+        .await;
+    assert_eq!(delete.status, StatusCode::OK);
+    let get = app
+        .mcp_request(Method::GET, "/mcp/events/2", Some(&access), &[], None)
+        .await;
+    assert_eq!(get.status, StatusCode::OK);
+    assert!(get.body.contains("data: {\"n\":1}"));
+    let options = app
+        .mcp_request(
+            Method::OPTIONS,
+            "/mcp",
+            None,
+            &[("Origin", &app.address), ("Access-Control-Request-Method", "POST")],
+            None,
+        )
+        .await;
+    assert_eq!(options.status, StatusCode::NO_CONTENT);
+    assert!(options
+        .header("access-control-allow-headers")
+        .unwrap()
+        .contains("Mcp-Session-Id"));
+    app.stop().await;
+    backend.stop().await;
+}
+
+#[actix_web::test]
+async fn a_foreign_origin_gets_403_and_an_allowed_one_passes() {
+    let (app, backend) = spawn_with_backend(
+        &[("OAUTH_PROXY_ALLOWED_ORIGINS", "https://inspector.example")],
+        MockUpstreamConfig::default(),
+    )
+    .await;
+    let (access, _) = access_token(&app).await;
+    let evil = app
+        .mcp_request(
+            Method::POST,
+            "/mcp",
+            Some(&access),
+            &[("Origin", "https://evil.example")],
+            Some(ping()),
+        )
+        .await;
+    assert_eq!(evil.status, StatusCode::FORBIDDEN);
+    assert_eq!(evil.json()["error"]["code"], -32000);
+    let allowed = app
+        .mcp_request(
+            Method::POST,
+            "/mcp",
+            Some(&access),
+            &[("Origin", "https://inspector.example")],
+            Some(ping()),
+        )
+        .await;
+    assert_eq!(allowed.status, StatusCode::OK);
+    assert_eq!(
+        allowed.header("access-control-allow-origin").as_deref(),
+        Some("https://inspector.example")
+    );
+    assert!(allowed
+        .header("access-control-expose-headers")
+        .unwrap()
+        .contains("Mcp-Session-Id"));
+    app.stop().await;
+    backend.stop().await;
+}
+
+#[actix_web::test]
+async fn a_token_without_the_required_scope_gets_403_insufficient_scope() {
+    let (app, backend) = spawn_with_backend(
+        &[
+            ("OAUTH_PROXY_SCOPES", "openid mcp:admin"),
+            ("OAUTH_PROXY_MCP_REQUIRED_SCOPES", "mcp:admin"),
+        ],
+        MockUpstreamConfig::default(),
+    )
+    .await;
+    let client = app.register_public().await;
+    let pkce = crate::helpers::Pkce::new();
+    let page = app
+        .browser_get(&format!("{}&scope=openid", app.authorize_path(&client, &pkce, "s")))
+        .await;
+    let back = app.through_upstream(&app.approve(&page).await).await;
+    let code = crate::helpers::query_param(&back.location(), "code").unwrap();
+    let tokens = app.exchange_code(&client, &code, &pkce.verifier).await.json();
+    let answer = app.mcp_post(tokens["access_token"].as_str(), ping()).await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN);
+    let challenge = bearer_challenge(&answer);
+    assert_eq!(challenge["error"], "insufficient_scope");
+    assert_eq!(challenge["scope"], "mcp:admin");
+    app.stop().await;
+    backend.stop().await;
+}
+
+#[actix_web::test]
+async fn an_expired_upstream_token_is_refreshed_once_for_twenty_concurrent_requests() {
+    let upstream = MockUpstreamConfig {
+        access_token_expires_in: Some(1),
+        ..Default::default()
+    };
+    let (app, backend) = spawn_with_backend(&[], upstream).await;
+    let (access, _) = access_token(&app).await;
+    app.upstream.set_access_token_expires_in(Some(3600));
+    let refreshes_before = app.upstream.token_requests().len();
+    let answers = futures_util::future::join_all((0..20).map(|_| app.mcp_post(Some(&access), ping()))).await;
+    for answer in &answers {
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    }
+    let upstream_refreshes: Vec<_> = app.upstream.token_requests()[refreshes_before..]
+        .iter()
+        .filter(|r| r.form.get("grant_type").map(String::as_str) == Some("refresh_token"))
+        .cloned()
+        .collect();
+    assert_eq!(upstream_refreshes.len(), 1, "one upstream refresh for all twenty");
+    let fresh = app.upstream.issued_access_tokens().last().unwrap().clone();
+    let seen = backend.recorded.authorization.lock().unwrap().clone();
+    assert_eq!(seen.len(), 20);
+    assert!(
+        seen.iter()
+            .all(|a| a.as_deref() == Some(format!("Bearer {fresh}").as_str())),
+        "all forwarded with the fresh token"
+    );
+    app.stop().await;
+    backend.stop().await;
+}
+
+#[actix_web::test]
+async fn a_refused_upstream_refresh_answers_401_so_the_client_re_authorizes() {
+    let upstream = MockUpstreamConfig {
+        access_token_expires_in: Some(1),
+        ..Default::default()
+    };
+    let (app, backend) = spawn_with_backend(&[], upstream).await;
+    let (access, _) = access_token(&app).await;
+    app.upstream.set_token_behavior(TokenBehavior::InvalidGrant);
+    let answer = app.mcp_post(Some(&access), ping()).await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(bearer_challenge(&answer)["error"], "invalid_token");
+    assert!(backend.recorded.authorization.lock().unwrap().is_empty());
+    app.stop().await;
+    backend.stop().await;
+}
+
+#[actix_web::test]
+async fn a_backend_that_refuses_the_upstream_token_gives_401() {
+    let (app, backend) = spawn_with_backend(&[], MockUpstreamConfig::default()).await;
+    let (access, _) = access_token(&app).await;
+    let answer = app
+        .mcp_request(Method::POST, "/mcp/refuse", Some(&access), &[], Some(ping()))
+        .await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    let challenge = bearer_challenge(&answer);
+    assert_eq!(challenge["error"], "invalid_token");
+    assert!(
+        challenge["resource_metadata"].starts_with(&app.address),
+        "our metadata, not the backend's"
+    );
+    app.stop().await;
+    backend.stop().await;
+}
+
+#[actix_web::test]
+async fn a_backend_that_is_down_gives_502_quickly_and_a_slow_one_504() {
+    let (app, backend) = spawn_with_backend(
+        &[("OAUTH_PROXY_MCP_RESPONSE_TIMEOUT", "1")],
+        MockUpstreamConfig::default(),
+    )
+    .await;
+    let (access, _) = access_token(&app).await;
+    let slow = app
+        .mcp_request(Method::POST, "/mcp/slow", Some(&access), &[], Some(ping()))
+        .await;
+    assert_eq!(slow.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(slow.json()["jsonrpc"], "2.0");
+    backend.stop().await;
+    let started = Instant::now();
+    let down = app.mcp_post(Some(&access), ping()).await;
+    assert_eq!(down.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(down.json()["error"]["code"], -32603);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "no hang: {:?}",
+        started.elapsed()
+    );
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn sse_events_stream_through_as_they_come_and_a_leaving_client_closes_the_backend() {
+    let (app, backend) = spawn_with_backend(&[], MockUpstreamConfig::default()).await;
+    let (access, _) = access_token(&app).await;
+    let started = Instant::now();
+    let mut response = app
+        .http()
+        .get(format!("{}/mcp/events/4", app.address))
+        .insert_header(("Authorization", format!("Bearer {access}")))
+        .insert_header(("Accept", "text/event-stream"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers().get("content-type").unwrap(), "text/event-stream");
+    let mut arrivals = Vec::new();
+    let mut seen = String::new();
+    while let Some(chunk) = response.next().await {
+        seen.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        while seen.matches("\n\n").count() > arrivals.len() {
+            arrivals.push(started.elapsed());
+        }
+    }
+    assert_eq!(arrivals.len(), 4, "{seen}");
+    // The backend spaces events 300 ms apart: buffering would bunch them.
+    assert!(arrivals[3] - arrivals[0] >= Duration::from_millis(800), "{arrivals:?}");
+    assert!(arrivals[1] - arrivals[0] >= Duration::from_millis(200), "{arrivals:?}");
+
+    // A client that leaves a long stream: the proxy drops the backend side.
+    let dropped_before = backend
+        .recorded
+        .streams_dropped
+        .load(std::sync::atomic::Ordering::SeqCst);
+    let mut response = app
+        .http()
+        .get(format!("{}/mcp/events/100", app.address))
+        .insert_header(("Authorization", format!("Bearer {access}")))
+        .send()
+        .await
+        .unwrap();
+    let _first = response.next().await.unwrap().unwrap();
+    drop(response);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while backend
+        .recorded
+        .streams_dropped
+        .load(std::sync::atomic::Ordering::SeqCst)
+        == dropped_before
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the backend stream was not closed after the client left"
+        );
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    app.stop().await;
+    backend.stop().await;
+}

@@ -1,0 +1,197 @@
+//! RFC 7009 revocation and RFC 7662 introspection.
+
+use awc::http::StatusCode;
+
+use crate::backend_double::BackendDouble;
+use crate::helpers::{TestApp, TestClient};
+use crate::mock_upstream::MockUpstreamConfig;
+
+const RESOURCE_SERVER_SECRET: &str = "resource-server-secret-of-32-chars-min";
+
+async fn spawn(extra: &[(&str, &str)]) -> (TestApp, BackendDouble) {
+    let backend = BackendDouble::start().await;
+    let mut settings = vec![
+        ("OAUTH_PROXY_MCP_UPSTREAM_URL", backend.url.as_str()),
+        ("OAUTH_PROXY_INTROSPECTION_SECRET", RESOURCE_SERVER_SECRET),
+        ("OAUTH_PROXY_UPSTREAM_REVOCATION_ENDPOINT", "{upstream}/revoke"),
+    ];
+    settings.extend_from_slice(extra);
+    (
+        TestApp::spawn_with(&settings, MockUpstreamConfig::default()).await,
+        backend,
+    )
+}
+
+async fn revoke(app: &TestApp, client: &TestClient, token: &str, hint: Option<&str>) -> crate::helpers::Answer {
+    let mut form = vec![("token", token)];
+    if let Some(hint) = hint {
+        form.push(("token_type_hint", hint));
+    }
+    match &client.client_secret {
+        Some(secret) => app.post_form("/revoke", &form, Some((&client.client_id, secret))).await,
+        None => {
+            form.push(("client_id", &client.client_id));
+            app.post_form("/revoke", &form, None).await
+        }
+    }
+}
+
+async fn introspect_as_resource_server(app: &TestApp, token: &str) -> serde_json::Value {
+    let response = app
+        .http()
+        .post(format!("{}/introspect", app.address))
+        .insert_header(("Authorization", format!("Bearer {RESOURCE_SERVER_SECRET}")))
+        .send_form(&[("token", token)])
+        .await
+        .unwrap();
+    let mut response = response;
+    assert_eq!(response.status(), StatusCode::OK);
+    response.json().await.unwrap()
+}
+
+fn ping() -> serde_json::Value {
+    serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "ping"})
+}
+
+#[actix_web::test]
+async fn revoking_an_access_token_fails_it_at_once_on_the_mcp_endpoint_and_at_introspect() {
+    let (app, backend) = spawn(&[]).await;
+    let client = app.register_public().await;
+    let tokens = app.full_flow(&client).await;
+    let access = tokens["access_token"].as_str().unwrap();
+    assert_eq!(app.mcp_post(Some(access), ping()).await.status, StatusCode::OK);
+    assert_eq!(introspect_as_resource_server(&app, access).await["active"], true);
+    let answer = revoke(&app, &client, access, Some("access_token")).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(
+        app.mcp_post(Some(access), ping()).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        introspect_as_resource_server(&app, access).await,
+        serde_json::json!({"active": false})
+    );
+    // The refresh token still works: only the access token was revoked.
+    assert_eq!(
+        app.refresh(&client, tokens["refresh_token"].as_str().unwrap())
+            .await
+            .status,
+        StatusCode::OK
+    );
+    app.stop().await;
+    backend.stop().await;
+}
+
+#[actix_web::test]
+async fn revoking_a_refresh_token_revokes_the_grant_and_the_upstream_tokens() {
+    let (app, backend) = spawn(&[]).await;
+    let client = app.register_confidential().await;
+    let tokens = app.full_flow(&client).await;
+    let access = tokens["access_token"].as_str().unwrap();
+    let refresh = tokens["refresh_token"].as_str().unwrap();
+    assert_eq!(revoke(&app, &client, refresh, None).await.status, StatusCode::OK);
+    assert_eq!(
+        app.mcp_post(Some(access), ping()).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(app.refresh(&client, refresh).await.json()["error"], "invalid_grant");
+    assert!(app.proxy.load_upstream_tokens(access).await.is_none());
+    assert_eq!(
+        app.upstream.revoked_tokens(),
+        vec![app.upstream.issued_refresh_tokens()[0].clone()]
+    );
+    app.stop().await;
+    backend.stop().await;
+}
+
+#[actix_web::test]
+async fn revocation_answers_200_for_unknown_tokens_and_ignores_other_clients_tokens() {
+    let (app, backend) = spawn(&[]).await;
+    let client = app.register_public().await;
+    let other = app.register_public().await;
+    let tokens = app.full_flow(&client).await;
+    assert_eq!(
+        revoke(&app, &client, "unknown-token", None).await.status,
+        StatusCode::OK
+    );
+    let access = tokens["access_token"].as_str().unwrap();
+    assert_eq!(revoke(&app, &other, access, None).await.status, StatusCode::OK);
+    assert_eq!(
+        app.mcp_post(Some(access), ping()).await.status,
+        StatusCode::OK,
+        "not revoked by another client"
+    );
+    let unauthenticated = app.post_form("/revoke", &[("token", access)], None).await;
+    assert_eq!(unauthenticated.status, StatusCode::UNAUTHORIZED);
+    app.stop().await;
+    backend.stop().await;
+}
+
+#[actix_web::test]
+async fn introspection_requires_authentication_and_never_shows_the_upstream_token() {
+    let (app, backend) = spawn(&[]).await;
+    let client = app.register_confidential().await;
+    let tokens = app.full_flow(&client).await;
+    let access = tokens["access_token"].as_str().unwrap();
+    let unauthenticated = app.post_form("/introspect", &[("token", access)], None).await;
+    assert_eq!(unauthenticated.status, StatusCode::UNAUTHORIZED);
+    let wrong_secret = app
+        .http()
+        .post(format!("{}/introspect", app.address))
+        .insert_header(("Authorization", "Bearer wrong"))
+        .send_form(&[("token", access)])
+        .await
+        .unwrap();
+    assert_eq!(wrong_secret.status(), StatusCode::UNAUTHORIZED);
+
+    let active = introspect_as_resource_server(&app, access).await;
+    assert_eq!(active["active"], true);
+    assert_eq!(active["client_id"], client.client_id);
+    assert_eq!(active["sub"], "user-123");
+    assert_eq!(active["aud"], format!("{}/mcp", app.address));
+    assert_eq!(active["iss"], app.address);
+    assert_eq!(active["token_type"], "Bearer");
+    for claim in ["scope", "exp", "iat"] {
+        assert!(active.get(claim).is_some(), "{claim}");
+    }
+    let upstream_token = app.upstream.issued_access_tokens()[0].clone();
+    assert!(!active.to_string().contains(&upstream_token));
+
+    // The client itself, with its secret, may introspect its own token.
+    let own = app
+        .post_form(
+            "/introspect",
+            &[("token", access)],
+            Some((&client.client_id, client.client_secret.as_deref().unwrap())),
+        )
+        .await;
+    assert_eq!(own.json()["active"], true);
+    // Another confidential client sees it inactive.
+    let other = app.register_confidential().await;
+    let foreign = app
+        .post_form(
+            "/introspect",
+            &[("token", access)],
+            Some((&other.client_id, other.client_secret.as_deref().unwrap())),
+        )
+        .await;
+    assert_eq!(foreign.json(), serde_json::json!({"active": false}));
+    assert_eq!(
+        introspect_as_resource_server(&app, "garbage").await,
+        serde_json::json!({"active": false})
+    );
+    app.stop().await;
+    backend.stop().await;
+}
+
+#[actix_web::test]
+async fn metadata_lists_revocation_and_introspection() {
+    let (app, backend) = spawn(&[]).await;
+    let doc = app.get("/.well-known/oauth-authorization-server").await.json();
+    assert_eq!(doc["revocation_endpoint"], format!("{}/revoke", app.address));
+    assert_eq!(doc["introspection_endpoint"], format!("{}/introspect", app.address));
+    assert!(doc.get("jwks_uri").is_none(), "HS256: no public key to publish");
+    assert_eq!(app.get("/jwks.json").await.status, StatusCode::NOT_FOUND);
+    app.stop().await;
+    backend.stop().await;
+}
