@@ -12,7 +12,7 @@ fi
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-cargo test --all-targets 2>&1 | tee "$log"
+cargo test --lib --bins --tests 2>&1 | tee "$log"
 passed=$(grep -Eo 'test result: ok\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')
 echo "== total tests passed: $passed"
 if [ "$passed" -lt 1 ]; then

@@ -163,6 +163,8 @@ pub struct RegistrationLimits {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub bind: SocketAddr,
+    /// HTTP worker threads (default: one per CPU).
+    pub workers: usize,
     /// The issuer: exactly the configured base URL, without a trailing slash.
     pub issuer: String,
     pub base_url: Url,
@@ -211,6 +213,12 @@ impl Config {
                 v.parse::<SocketAddr>().ok()
             })?
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+
+        let default_workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let workers = env.number("OAUTH_PROXY_WORKERS", default_workers)?;
+        if workers == 0 {
+            return Err(bad("OAUTH_PROXY_WORKERS", "must be at least 1"));
+        }
 
         let base_raw = env.required("OAUTH_PROXY_BASE_URL")?;
         let issuer = base_raw.trim_end_matches('/').to_string();
@@ -411,6 +419,7 @@ impl Config {
 
         Ok(Config {
             bind,
+            workers,
             issuer,
             base_url,
             upstream,

@@ -8,8 +8,14 @@ use mcp_oauth_proxy::{startup, Config, OAuthProxy};
 
 #[actix_web::main]
 async fn main() -> ExitCode {
-    // A missing .env is fine: the environment alone may configure the service.
-    let _ = dotenvy::dotenv();
+    // A missing .env is fine (the environment alone may configure the
+    // service); a broken one stops start-up.
+    if let Err(e) = dotenvy::dotenv() {
+        if !e.not_found() {
+            eprintln!("mcp-oauth-proxy: cannot read .env: {e}");
+            return ExitCode::from(2);
+        }
+    }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
 
     let config = match Config::from_env() {

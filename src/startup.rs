@@ -107,13 +107,18 @@ async fn not_found() -> HttpResponse {
 /// Starts the HTTP server on `listener` (port 0 in tests).
 pub fn run(listener: TcpListener, proxy: OAuthProxy) -> std::io::Result<Server> {
     let assets = StaticAssets::load(Path::new(&proxy.config().static_dir));
+    let workers = proxy.config().workers;
     let server = HttpServer::new(move || {
         App::new()
             // `%U` is the path without the query: codes and states stay out of logs.
-            .wrap(Logger::new("%a \"%m %U\" %s %b %Dms"))
+            .wrap(
+                Logger::new("%a \"%{method}xi %U\" %s %b %Dms")
+                    .custom_request_replace("method", |req| req.method().to_string()),
+            )
             .configure(|cfg| configure_routes(cfg, &proxy, &assets))
             .default_service(web::to(not_found))
     })
+    .workers(workers)
     .listen(listener)?
     .run();
     Ok(server)

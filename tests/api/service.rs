@@ -98,3 +98,15 @@ async fn sigterm_stops_the_service_cleanly() {
     assert!(status.success(), "clean exit after SIGTERM: {status:?}");
     upstream.stop().await;
 }
+
+#[test]
+fn the_env_example_is_a_valid_configuration() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".env.example");
+    let values: std::collections::HashMap<String, String> = dotenvy::from_path_iter(&path)
+        .expect(".env.example exists")
+        .map(|item| item.expect(".env.example parses as a .env file"))
+        .collect();
+    let config = mcp_oauth_proxy::Config::from_lookup(|name| values.get(name).cloned()).expect("a valid configuration");
+    assert_eq!(config.upstream.scopes, ["read:user", "user:email"]);
+    assert_eq!(config.provider_name, "GitHub");
+}
