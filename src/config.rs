@@ -137,7 +137,12 @@ pub struct GatewayConfig {
 /// Where the stores keep their data.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StorageSetting {
+    /// In this process only (tests, throwaway runs).
     Memory,
+    /// The embedded store in this directory; generated keys are kept there.
+    Directory(std::path::PathBuf),
+    /// Redis, shared by several instances (`redis://` or `rediss://`).
+    Redis(String),
 }
 
 /// Expiry of each kind of record.
@@ -341,15 +346,41 @@ impl Config {
         };
         let consent_signing_key = env.key("OAUTH_PROXY_CONSENT_SIGNING_KEY")?;
 
-        let storage = match env.get("OAUTH_PROXY_STORAGE").as_deref() {
-            None | Some("memory") => StorageSetting::Memory,
-            Some(other) => {
+        let storage = match env.get("OAUTH_PROXY_STORAGE") {
+            None => StorageSetting::Directory("./data".into()),
+            Some(value) if value == "memory" => StorageSetting::Memory,
+            Some(value) if value.starts_with("redis://") || value.starts_with("rediss://") => {
+                StorageSetting::Redis(value)
+            }
+            Some(value) if value.contains("://") => {
                 return Err(bad(
                     "OAUTH_PROXY_STORAGE",
-                    format!("`{other}` is not supported by this build; use `memory`"),
+                    "use `memory`, a directory path, or a redis:// / rediss:// URL",
                 ))
             }
+            Some(dir) => StorageSetting::Directory(dir.into()),
         };
+        if let StorageSetting::Redis(_) = storage {
+            // Every instance must sign and encrypt with the same keys.
+            for (name, setting) in [
+                ("OAUTH_PROXY_JWT_SIGNING_KEY", Some(&jwt_signing_key)),
+                ("OAUTH_PROXY_CONSENT_SIGNING_KEY", Some(&consent_signing_key)),
+                (
+                    "OAUTH_PROXY_ENCRYPTION_KEY",
+                    match &encryption {
+                        EncryptionSetting::Key(key) => Some(key),
+                        EncryptionSetting::Disabled => None,
+                    },
+                ),
+            ] {
+                if let Some(KeySetting::Generate) = setting {
+                    return Err(bad(
+                        name,
+                        "is required with Redis storage: every instance needs the same key (e.g. `openssl rand -base64 32`)",
+                    ));
+                }
+            }
+        }
 
         let custom_claims = match env.get("OAUTH_PROXY_CUSTOM_CLAIMS") {
             Some(_) => env.list("OAUTH_PROXY_CUSTOM_CLAIMS"),
@@ -374,6 +405,15 @@ impl Config {
             private_key_pem: env.pem_or_file("OAUTH_PROXY_JWT_PRIVATE_KEY")?,
             previous_key: env.pem_or_file("OAUTH_PROXY_JWT_PREVIOUS_KEY")?,
         };
+        if jwt.algorithm != JwtAlgorithm::Hs256
+            && jwt.private_key_pem.is_none()
+            && matches!(storage, StorageSetting::Redis(_))
+        {
+            return Err(bad(
+                "OAUTH_PROXY_JWT_PRIVATE_KEY",
+                "is required with Redis storage: every instance needs the same signing key",
+            ));
+        }
         if jwt.algorithm == JwtAlgorithm::Hs256 && jwt.private_key_pem.is_some() {
             return Err(bad(
                 "OAUTH_PROXY_JWT_PRIVATE_KEY",

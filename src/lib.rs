@@ -16,6 +16,7 @@ pub mod config;
 pub mod crypto;
 pub mod error;
 pub mod gateway;
+pub mod keys;
 pub mod oauth;
 pub mod proxy;
 pub mod routes;

@@ -2,7 +2,7 @@
 //!
 //! Contract: a client secret is stored only as a hash; unused registrations
 //! expire; registration is capped and rate limited per address, so an open
-//! `/register` cannot exhaust memory.
+//! `/register` cannot exhaust memory or disk.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -10,12 +10,12 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
-use super::purge_interval;
+use super::{purge_interval, sweep_every};
 use crate::config::RegistrationLimits;
 use crate::crypto::{random_token, sha256_b64url};
 use crate::oauth::client::{RegisteredClient, ValidRegistration};
 use crate::oauth::now_secs;
-use crate::store::{SealedTable, StoreError};
+use crate::store::{Change, SealedTable, StoreError};
 
 pub struct ClientRegistry {
     clients: SealedTable<RegisteredClient>,
@@ -63,10 +63,13 @@ impl Actor for ClientRegistry {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.run_interval(purge_interval(self.unused_ttl), |registry, _| {
-            if let Err(e) = registry.clients.purge_expired() {
-                log::error!("client registry sweep failed: {e}");
-            }
+        sweep_every(
+            ctx,
+            purge_interval(self.unused_ttl),
+            "client registry",
+            self.clients.clone(),
+        );
+        ctx.run_interval(Duration::from_secs(60), |registry, _| {
             let minute = now_secs() / 60;
             registry.recent.retain(|_, (m, _)| *m == minute);
         });
@@ -92,34 +95,38 @@ pub enum RegisterError {
 }
 
 impl Handler<RegisterClient> for ClientRegistry {
-    type Result = Result<(RegisteredClient, Option<String>), RegisterError>;
+    type Result = ResponseFuture<Result<(RegisteredClient, Option<String>), RegisterError>>;
 
     fn handle(&mut self, msg: RegisterClient, _: &mut Self::Context) -> Self::Result {
-        if self.rate_limited(msg.client_ip) {
-            return Err(RegisterError::RateLimited);
-        }
-        if self.clients.len()? >= self.limits.max_clients {
-            // Expired registrations may still be counted; sweep before refusing.
-            self.clients.purge_expired()?;
-            if self.clients.len()? >= self.limits.max_clients {
-                return Err(RegisterError::Full);
+        let limited = self.rate_limited(msg.client_ip);
+        let (clients, max_clients, ttl) = (self.clients.clone(), self.limits.max_clients, self.unused_ttl);
+        Box::pin(async move {
+            if limited {
+                return Err(RegisterError::RateLimited);
             }
-        }
-        let reg = msg.registration;
-        let secret = reg.auth_method.is_confidential().then(|| random_token(32));
-        let client = RegisteredClient {
-            client_id: random_token(16),
-            client_secret_hash: secret.as_deref().map(|s| sha256_b64url(s.as_bytes())),
-            redirect_uris: reg.redirect_uris,
-            token_endpoint_auth_method: reg.auth_method,
-            grant_types: reg.grant_types,
-            client_name: reg.client_name,
-            client_uri: reg.client_uri,
-            scope: reg.scope,
-            issued_at: now_secs(),
-        };
-        self.clients.put(&client.client_id, &client, self.unused_ttl)?;
-        Ok((client, secret))
+            if clients.count().await? >= max_clients {
+                // Expired registrations may still be counted; sweep before refusing.
+                clients.purge_expired().await?;
+                if clients.count().await? >= max_clients {
+                    return Err(RegisterError::Full);
+                }
+            }
+            let reg = msg.registration;
+            let secret = reg.auth_method.is_confidential().then(|| random_token(32));
+            let client = RegisteredClient {
+                client_id: random_token(16),
+                client_secret_hash: secret.as_deref().map(|s| sha256_b64url(s.as_bytes())),
+                redirect_uris: reg.redirect_uris,
+                token_endpoint_auth_method: reg.auth_method,
+                grant_types: reg.grant_types,
+                client_name: reg.client_name,
+                client_uri: reg.client_uri,
+                scope: reg.scope,
+                issued_at: now_secs(),
+            };
+            clients.put(&client.client_id, &client, ttl).await?;
+            Ok((client, secret))
+        })
     }
 }
 
@@ -128,10 +135,11 @@ impl Handler<RegisterClient> for ClientRegistry {
 pub struct GetClient(pub String);
 
 impl Handler<GetClient> for ClientRegistry {
-    type Result = Result<Option<RegisteredClient>, StoreError>;
+    type Result = ResponseFuture<Result<Option<RegisteredClient>, StoreError>>;
 
     fn handle(&mut self, msg: GetClient, _: &mut Self::Context) -> Self::Result {
-        self.clients.get(&msg.0)
+        let clients = self.clients.clone();
+        Box::pin(async move { clients.get(&msg.0).await })
     }
 }
 
@@ -141,13 +149,18 @@ impl Handler<GetClient> for ClientRegistry {
 pub struct MarkClientUsed(pub String);
 
 impl Handler<MarkClientUsed> for ClientRegistry {
-    type Result = Result<(), StoreError>;
+    type Result = ResponseFuture<Result<(), StoreError>>;
 
     fn handle(&mut self, msg: MarkClientUsed, _: &mut Self::Context) -> Self::Result {
-        if let Some(client) = self.clients.get(&msg.0)? {
-            self.clients.put(&msg.0, &client, self.active_ttl)?;
-        }
-        Ok(())
+        let (clients, ttl) = (self.clients.clone(), self.active_ttl);
+        Box::pin(async move {
+            clients
+                .update(&msg.0, |client| match client {
+                    Some(client) => (Change::Put(client, ttl), ()),
+                    None => (Change::Keep, ()),
+                })
+                .await
+        })
     }
 }
 

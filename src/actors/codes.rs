@@ -11,12 +11,12 @@ use std::time::Duration;
 use actix::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::purge_interval;
+use super::{purge_interval, sweep_every};
 use crate::crypto::{constant_time_eq, sha256_b64url};
 use crate::oauth::now_secs;
 use crate::oauth::pkce::CodeChallenge;
 use crate::oauth::scope::Scopes;
-use crate::store::{SealedTable, StoreError};
+use crate::store::{Change, SealedTable, StoreError};
 
 /// Some clients send the token request twice in a row.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(5);
@@ -88,11 +88,7 @@ impl Actor for CodeStore {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.run_interval(purge_interval(self.ttl), |store, _| {
-            if let Err(e) = store.codes.purge_expired() {
-                log::error!("code sweep failed: {e}");
-            }
-        });
+        sweep_every(ctx, purge_interval(self.ttl), "code", self.codes.clone());
     }
 }
 
@@ -105,15 +101,15 @@ pub struct StoreCode {
 }
 
 impl Handler<StoreCode> for CodeStore {
-    type Result = Result<(), StoreError>;
+    type Result = ResponseFuture<Result<(), StoreError>>;
 
     fn handle(&mut self, msg: StoreCode, _: &mut Self::Context) -> Self::Result {
-        self.codes
-            .put(&sha256_b64url(msg.code.as_bytes()), &msg.record, self.ttl)
+        let (codes, ttl) = (self.codes.clone(), self.ttl);
+        Box::pin(async move { codes.put(&sha256_b64url(msg.code.as_bytes()), &msg.record, ttl).await })
     }
 }
 
-/// Redeems a code in one step: checks it, and records the tokens issued.
+/// Redeems a code in one atomic step: checks it, and records the tokens issued.
 #[derive(Message)]
 #[rtype(result = "Result<CodeOutcome, StoreError>")]
 pub struct RedeemCode {
@@ -141,39 +137,55 @@ pub enum CodeOutcome {
     Refused(CodeRefusal),
 }
 
+/// What a redemption attempt does to the code record, and its outcome.
+fn redeem(
+    record: Option<CodeRecord>,
+    msg: &RedeemCode,
+    verifier_hash: &str,
+    ttl: Duration,
+) -> (Change<CodeRecord>, CodeOutcome) {
+    let Some(mut record) = record else {
+        return (Change::Keep, CodeOutcome::Refused(CodeRefusal::Unknown));
+    };
+    if let Some(redemption) = record.redemption.clone() {
+        let immediate = now_secs().saturating_sub(redemption.at) <= DUPLICATE_WINDOW.as_secs();
+        let same_request = record.client_id == msg.client_id
+            && constant_time_eq(redemption.verifier_hash.as_bytes(), verifier_hash.as_bytes())
+            && record.redirect_uri.as_str() == msg.redirect_uri.as_deref().unwrap_or_default();
+        if immediate && same_request {
+            return (Change::Keep, CodeOutcome::Duplicate(record, redemption));
+        }
+        let grant_id = record.grant_id;
+        return (Change::Keep, CodeOutcome::Replayed { grant_id });
+    }
+    if let Err(refusal) = record.check(&msg.client_id, msg.redirect_uri.as_deref(), &msg.verifier) {
+        return (Change::Keep, CodeOutcome::Refused(refusal));
+    }
+    record.redemption = Some(Redemption {
+        at: msg.issued_at,
+        verifier_hash: verifier_hash.to_string(),
+        access_jti: msg.access_jti.clone(),
+        refresh_jti: msg.refresh_jti.clone(),
+    });
+    // Kept until it expires, to recognise duplicates and replays.
+    (
+        Change::Put(record.clone(), ttl),
+        CodeOutcome::Redeemed(record, msg.verifier.clone()),
+    )
+}
+
 impl Handler<RedeemCode> for CodeStore {
-    type Result = Result<CodeOutcome, StoreError>;
+    type Result = ResponseFuture<Result<CodeOutcome, StoreError>>;
 
     fn handle(&mut self, msg: RedeemCode, _: &mut Self::Context) -> Self::Result {
-        let key = sha256_b64url(msg.code.as_bytes());
-        let Some(mut record) = self.codes.get(&key)? else {
-            return Ok(CodeOutcome::Refused(CodeRefusal::Unknown));
-        };
-        let verifier_hash = sha256_b64url(msg.verifier.as_bytes());
-        if let Some(redemption) = record.redemption.clone() {
-            let immediate = now_secs().saturating_sub(redemption.at) <= DUPLICATE_WINDOW.as_secs();
-            let same_request = record.client_id == msg.client_id
-                && constant_time_eq(redemption.verifier_hash.as_bytes(), verifier_hash.as_bytes())
-                && record.redirect_uri.as_str() == msg.redirect_uri.as_deref().unwrap_or_default();
-            if immediate && same_request {
-                return Ok(CodeOutcome::Duplicate(record, redemption));
-            }
-            return Ok(CodeOutcome::Replayed {
-                grant_id: record.grant_id,
-            });
-        }
-        if let Err(refusal) = record.check(&msg.client_id, msg.redirect_uri.as_deref(), &msg.verifier) {
-            return Ok(CodeOutcome::Refused(refusal));
-        }
-        record.redemption = Some(Redemption {
-            at: msg.issued_at,
-            verifier_hash,
-            access_jti: msg.access_jti,
-            refresh_jti: msg.refresh_jti,
-        });
-        // Kept until it expires, to recognise duplicates and replays.
-        self.codes.put(&key, &record, self.ttl)?;
-        Ok(CodeOutcome::Redeemed(record, msg.verifier))
+        let (codes, ttl) = (self.codes.clone(), self.ttl);
+        Box::pin(async move {
+            let key = sha256_b64url(msg.code.as_bytes());
+            let verifier_hash = sha256_b64url(msg.verifier.as_bytes());
+            codes
+                .update(&key, |record| redeem(record, &msg, &verifier_hash, ttl))
+                .await
+        })
     }
 }
 

@@ -32,14 +32,38 @@ pub struct Shutdown;
 #[rtype(result = "Result<usize, crate::store::StoreError>")]
 pub struct CountRecords;
 
+/// Sweeps expired records of `table` every `interval` (errors are logged).
+pub(crate) fn sweep_every<T, A>(
+    ctx: &mut actix::Context<A>,
+    interval: Duration,
+    what: &'static str,
+    table: crate::store::SealedTable<T>,
+) where
+    T: serde::Serialize + serde::de::DeserializeOwned + 'static,
+    A: actix::Actor<Context = actix::Context<A>>,
+{
+    actix::AsyncContext::run_interval(ctx, interval, move |_, ctx| {
+        let table = table.clone();
+        actix::AsyncContext::spawn(
+            ctx,
+            actix::fut::wrap_future(async move {
+                if let Err(e) = table.purge_expired().await {
+                    log::error!("{what} sweep failed: {e}");
+                }
+            }),
+        );
+    });
+}
+
 /// `CountRecords` and `Shutdown` for an actor whose main table is `$table`.
 macro_rules! lifecycle_handlers {
     ($actor:ty, $table:ident) => {
         impl actix::Handler<$crate::actors::CountRecords> for $actor {
-            type Result = Result<usize, $crate::store::StoreError>;
+            type Result = actix::ResponseFuture<Result<usize, $crate::store::StoreError>>;
 
             fn handle(&mut self, _: $crate::actors::CountRecords, _: &mut Self::Context) -> Self::Result {
-                self.$table.len()
+                let table = self.$table.clone();
+                Box::pin(async move { table.count().await })
             }
         }
 

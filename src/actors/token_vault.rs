@@ -9,8 +9,8 @@
 //! - Refresh tokens rotate on every use. A rotated-out token presented again
 //!   within [`REFRESH_GRACE`] and before its successor was used gets the same
 //!   successor; any other reuse revokes the whole family (RFC 9700 §4.14.2).
-//!   The actor handles one message at a time, so concurrent refreshes of one
-//!   token never fork the family.
+//!   The decision is a compare-and-swap on the stored grant, so concurrent
+//!   refreshes of one token never fork the family, even across instances.
 //! - In pass-through mode the client holds the upstream tokens; the vault keeps
 //!   their hashes so a refresh is only accepted from the client it was issued to.
 
@@ -20,10 +20,10 @@ use actix::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::purge_interval;
+use super::{purge_interval, sweep_every};
 use crate::oauth::now_secs;
 use crate::oauth::scope::Scopes;
-use crate::store::{SealedTable, StoreError};
+use crate::store::{Change, SealedTable, StoreError};
 
 /// Clients that race two refreshes get the same answer within this window.
 pub const REFRESH_GRACE: Duration = Duration::from_secs(5);
@@ -76,6 +76,12 @@ pub struct Grant {
 }
 
 pub struct TokenVault {
+    tables: VaultTables,
+}
+
+/// The vault's tables, cloned into each message's future.
+#[derive(Clone)]
+struct VaultTables {
     grants: SealedTable<Grant>,
     /// `jti` or pass-through token hash -> grant id.
     index: SealedTable<String>,
@@ -91,25 +97,58 @@ impl TokenVault {
         refresh_ttl: Duration,
     ) -> Self {
         TokenVault {
-            grants,
-            index,
-            refresh_ttl,
-            access_ttl,
+            tables: VaultTables {
+                grants,
+                index,
+                refresh_ttl,
+                access_ttl,
+            },
         }
     }
 
-    fn grant_of(&self, index_key: &str) -> Result<Option<(String, Grant)>, StoreError> {
-        let Some(grant_id) = self.index.get(index_key)? else {
+    /// Runs `work` on a clone of the tables, as the message's answer.
+    fn run<T: 'static, F>(&self, work: impl FnOnce(VaultTables) -> F) -> ResponseFuture<Result<T, StoreError>>
+    where
+        F: std::future::Future<Output = Result<T, StoreError>> + 'static,
+    {
+        Box::pin(work(self.tables.clone()))
+    }
+}
+
+impl VaultTables {
+    async fn grant_of(&self, index_key: &str) -> Result<Option<(String, Grant)>, StoreError> {
+        let Some(grant_id) = self.index.get(index_key).await? else {
             return Ok(None);
         };
-        Ok(self.grants.get(&grant_id)?.map(|grant| (grant_id, grant)))
+        Ok(self.grants.get(&grant_id).await?.map(|grant| (grant_id, grant)))
     }
 
-    fn index_pair(&self, grant_id: &str, pair: &IssuedPair) -> Result<(), StoreError> {
+    async fn index_pair(&self, grant_id: &str, pair: &IssuedPair) -> Result<(), StoreError> {
+        let grant_id = grant_id.to_string();
         self.index
-            .put(&access_key(&pair.access_jti), &grant_id.to_string(), self.access_ttl)?;
+            .put(&access_key(&pair.access_jti), &grant_id, self.access_ttl)
+            .await?;
         self.index
-            .put(&refresh_key(&pair.refresh_jti), &grant_id.to_string(), self.refresh_ttl)
+            .put(&refresh_key(&pair.refresh_jti), &grant_id, self.refresh_ttl)
+            .await
+    }
+
+    async fn index_passthrough(
+        &self,
+        grant_id: &str,
+        access_hash: &str,
+        refresh_hash: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let grant_id = grant_id.to_string();
+        self.index
+            .put(&passthrough_key(access_hash), &grant_id, self.access_ttl)
+            .await?;
+        if let Some(refresh_hash) = refresh_hash {
+            self.index
+                .put(&passthrough_key(refresh_hash), &grant_id, self.refresh_ttl)
+                .await?;
+        }
+        Ok(())
     }
 }
 
@@ -127,11 +166,9 @@ impl Actor for TokenVault {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.run_interval(purge_interval(self.access_ttl.min(self.refresh_ttl)), |vault, _| {
-            if let Err(e) = vault.grants.purge_expired().and_then(|_| vault.index.purge_expired()) {
-                log::error!("token vault sweep failed: {e}");
-            }
-        });
+        let interval = purge_interval(self.tables.access_ttl.min(self.tables.refresh_ttl));
+        sweep_every(ctx, interval, "grant", self.tables.grants.clone());
+        sweep_every(ctx, interval, "token index", self.tables.index.clone());
     }
 }
 
@@ -145,10 +182,10 @@ pub struct CreateGrant {
 }
 
 impl Handler<CreateGrant> for TokenVault {
-    type Result = Result<(), StoreError>;
+    type Result = ResponseFuture<Result<(), StoreError>>;
 
     fn handle(&mut self, msg: CreateGrant, _: &mut Self::Context) -> Self::Result {
-        self.grants.put(&msg.grant_id, &msg.grant, msg.ttl)
+        self.run(|t| async move { t.grants.put(&msg.grant_id, &msg.grant, msg.ttl).await })
     }
 }
 
@@ -161,16 +198,26 @@ pub struct IssueTokens {
 }
 
 impl Handler<IssueTokens> for TokenVault {
-    type Result = Result<Option<Grant>, StoreError>;
+    type Result = ResponseFuture<Result<Option<Grant>, StoreError>>;
 
     fn handle(&mut self, msg: IssueTokens, _: &mut Self::Context) -> Self::Result {
-        let Some(mut grant) = self.grants.get(&msg.grant_id)? else {
-            return Ok(None);
-        };
-        grant.current = Some(msg.pair.clone());
-        self.grants.put(&msg.grant_id, &grant, self.refresh_ttl)?;
-        self.index_pair(&msg.grant_id, &msg.pair)?;
-        Ok(Some(grant))
+        self.run(|t| async move {
+            let ttl = t.refresh_ttl;
+            let grant = t
+                .grants
+                .update(&msg.grant_id, |grant| match grant {
+                    Some(mut grant) => {
+                        grant.current = Some(msg.pair.clone());
+                        (Change::Put(grant.clone(), ttl), Some(grant))
+                    }
+                    None => (Change::Keep, None),
+                })
+                .await?;
+            if grant.is_some() {
+                t.index_pair(&msg.grant_id, &msg.pair).await?;
+            }
+            Ok(grant)
+        })
     }
 }
 
@@ -180,10 +227,10 @@ impl Handler<IssueTokens> for TokenVault {
 pub struct GetGrant(pub String);
 
 impl Handler<GetGrant> for TokenVault {
-    type Result = Result<Option<Grant>, StoreError>;
+    type Result = ResponseFuture<Result<Option<Grant>, StoreError>>;
 
     fn handle(&mut self, msg: GetGrant, _: &mut Self::Context) -> Self::Result {
-        self.grants.get(&msg.0)
+        self.run(|t| async move { t.grants.get(&msg.0).await })
     }
 }
 
@@ -195,10 +242,10 @@ pub struct LookupAccessToken {
 }
 
 impl Handler<LookupAccessToken> for TokenVault {
-    type Result = Result<Option<(String, Grant)>, StoreError>;
+    type Result = ResponseFuture<Result<Option<(String, Grant)>, StoreError>>;
 
     fn handle(&mut self, msg: LookupAccessToken, _: &mut Self::Context) -> Self::Result {
-        self.grant_of(&access_key(&msg.jti))
+        self.run(|t| async move { t.grant_of(&access_key(&msg.jti)).await })
     }
 }
 
@@ -211,17 +258,19 @@ pub struct LookupRefreshToken {
 }
 
 impl Handler<LookupRefreshToken> for TokenVault {
-    type Result = Result<Option<(String, Grant)>, StoreError>;
+    type Result = ResponseFuture<Result<Option<(String, Grant)>, StoreError>>;
 
     fn handle(&mut self, msg: LookupRefreshToken, _: &mut Self::Context) -> Self::Result {
-        let Some((grant_id, grant)) = self.grant_of(&refresh_key(&msg.jti))? else {
-            return Ok(None);
-        };
-        let current = grant.current.as_ref().is_some_and(|c| c.refresh_jti == msg.jti);
-        let in_grace = grant.previous.as_ref().is_some_and(|r| {
-            r.old_refresh_jti == msg.jti && now_secs().saturating_sub(r.rotated_at) <= REFRESH_GRACE.as_secs()
-        });
-        Ok((current || in_grace).then_some((grant_id, grant)))
+        self.run(|t| async move {
+            let Some((grant_id, grant)) = t.grant_of(&refresh_key(&msg.jti)).await? else {
+                return Ok(None);
+            };
+            let current = grant.current.as_ref().is_some_and(|c| c.refresh_jti == msg.jti);
+            let in_grace = grant.previous.as_ref().is_some_and(|r| {
+                r.old_refresh_jti == msg.jti && now_secs().saturating_sub(r.rotated_at) <= REFRESH_GRACE.as_secs()
+            });
+            Ok((current || in_grace).then_some((grant_id, grant)))
+        })
     }
 }
 
@@ -233,10 +282,10 @@ pub struct RevokeAccessToken {
 }
 
 impl Handler<RevokeAccessToken> for TokenVault {
-    type Result = Result<(), StoreError>;
+    type Result = ResponseFuture<Result<(), StoreError>>;
 
     fn handle(&mut self, msg: RevokeAccessToken, _: &mut Self::Context) -> Self::Result {
-        self.index.delete(&access_key(&msg.jti)).map(|_| ())
+        self.run(|t| async move { t.index.delete(&access_key(&msg.jti)).await.map(|_| ()) })
     }
 }
 
@@ -271,47 +320,72 @@ pub enum RefreshClaim {
     Unknown,
 }
 
+/// RFC 9700 §4.14.2 rotation with reuse detection, decided on the grant as
+/// stored; the store applies the change only if nobody changed it meanwhile.
+fn claim(grant: Option<Grant>, msg: &ClaimRefresh, ttl: Duration) -> (Change<Grant>, RefreshClaim) {
+    let Some(mut grant) = grant else {
+        return (Change::Keep, RefreshClaim::Unknown);
+    };
+    if grant.client_id != msg.client_id {
+        return (Change::Keep, RefreshClaim::WrongClient);
+    }
+    if grant.current.as_ref().is_some_and(|c| c.refresh_jti == msg.refresh_jti) {
+        let before = Box::new(grant.clone());
+        grant.previous = Some(Rotation {
+            old_refresh_jti: msg.refresh_jti.clone(),
+            rotated_at: now_secs(),
+            successor: msg.successor.clone(),
+        });
+        grant.current = Some(msg.successor.clone());
+        let claim = RefreshClaim::Rotated {
+            grant_id: String::new(),
+            grant: grant.clone(),
+            before,
+        };
+        return (Change::Put(grant, ttl), claim);
+    }
+    if let Some(rotation) = &grant.previous {
+        let within_grace = now_secs().saturating_sub(rotation.rotated_at) <= REFRESH_GRACE.as_secs();
+        let successor_unused = grant.current.as_ref() == Some(&rotation.successor);
+        if rotation.old_refresh_jti == msg.refresh_jti && within_grace && successor_unused {
+            let pair = rotation.successor.clone();
+            return (Change::Keep, RefreshClaim::GraceReplay { grant, pair });
+        }
+    }
+    (Change::Delete, RefreshClaim::ReuseDetected)
+}
+
 impl Handler<ClaimRefresh> for TokenVault {
-    type Result = Result<RefreshClaim, StoreError>;
+    type Result = ResponseFuture<Result<RefreshClaim, StoreError>>;
 
     fn handle(&mut self, msg: ClaimRefresh, _: &mut Self::Context) -> Self::Result {
-        let Some((grant_id, mut grant)) = self.grant_of(&refresh_key(&msg.refresh_jti))? else {
-            return Ok(RefreshClaim::Unknown);
-        };
-        if grant.client_id != msg.client_id {
-            return Ok(RefreshClaim::WrongClient);
-        }
-        let is_current = grant.current.as_ref().is_some_and(|c| c.refresh_jti == msg.refresh_jti);
-        if is_current {
-            let before = Box::new(grant.clone());
-            grant.previous = Some(Rotation {
-                old_refresh_jti: msg.refresh_jti,
-                rotated_at: now_secs(),
-                successor: msg.successor.clone(),
-            });
-            grant.current = Some(msg.successor.clone());
-            self.grants.put(&grant_id, &grant, self.refresh_ttl)?;
-            self.index_pair(&grant_id, &msg.successor)?;
-            return Ok(RefreshClaim::Rotated {
-                grant_id,
-                grant,
-                before,
-            });
-        }
-        if let Some(rotation) = &grant.previous {
-            let within_grace = now_secs().saturating_sub(rotation.rotated_at) <= REFRESH_GRACE.as_secs();
-            let successor_unused = grant.current.as_ref() == Some(&rotation.successor);
-            if rotation.old_refresh_jti == msg.refresh_jti && within_grace && successor_unused {
-                let pair = rotation.successor.clone();
-                return Ok(RefreshClaim::GraceReplay { grant, pair });
+        self.run(|t| async move {
+            let Some(grant_id) = t.index.get(&refresh_key(&msg.refresh_jti)).await? else {
+                return Ok(RefreshClaim::Unknown);
+            };
+            let outcome = t
+                .grants
+                .update(&grant_id, |grant| claim(grant, &msg, t.refresh_ttl))
+                .await?;
+            match outcome {
+                RefreshClaim::Rotated { grant, before, .. } => {
+                    t.index_pair(&grant_id, &msg.successor).await?;
+                    Ok(RefreshClaim::Rotated {
+                        grant_id,
+                        grant,
+                        before,
+                    })
+                }
+                RefreshClaim::ReuseDetected => {
+                    log::warn!(
+                        "refresh token reuse detected for client {}; its grant was revoked",
+                        msg.client_id
+                    );
+                    Ok(RefreshClaim::ReuseDetected)
+                }
+                other => Ok(other),
             }
-        }
-        log::warn!(
-            "refresh token reuse detected for client {}; revoking its grant",
-            grant.client_id
-        );
-        self.grants.delete(&grant_id)?;
-        Ok(RefreshClaim::ReuseDetected)
+        })
     }
 }
 
@@ -322,16 +396,24 @@ impl Handler<ClaimRefresh> for TokenVault {
 pub struct UndoRotation {
     pub grant_id: String,
     pub restored: Grant,
+    /// The pair the rotation made current; undone only if still current.
+    pub successor: IssuedPair,
 }
 
 impl Handler<UndoRotation> for TokenVault {
-    type Result = Result<(), StoreError>;
+    type Result = ResponseFuture<Result<(), StoreError>>;
 
     fn handle(&mut self, msg: UndoRotation, _: &mut Self::Context) -> Self::Result {
-        if self.grants.get(&msg.grant_id)?.is_some() {
-            self.grants.put(&msg.grant_id, &msg.restored, self.refresh_ttl)?;
-        }
-        Ok(())
+        self.run(|t| async move {
+            t.grants
+                .update(&msg.grant_id, |grant| match grant {
+                    Some(grant) if grant.current.as_ref() == Some(&msg.successor) => {
+                        (Change::Put(msg.restored.clone(), t.refresh_ttl), ())
+                    }
+                    _ => (Change::Keep, ()),
+                })
+                .await
+        })
     }
 }
 
@@ -346,23 +428,30 @@ pub struct UpdateUpstreamTokens {
 }
 
 impl Handler<UpdateUpstreamTokens> for TokenVault {
-    type Result = Result<(), StoreError>;
+    type Result = ResponseFuture<Result<(), StoreError>>;
 
     fn handle(&mut self, msg: UpdateUpstreamTokens, _: &mut Self::Context) -> Self::Result {
-        let Some(mut grant) = self.grants.get(&msg.grant_id)? else {
-            return Ok(());
-        };
-        grant.upstream = msg.upstream;
-        if let Some((access_hash, refresh_hash)) = msg.passthrough_hashes {
-            self.index
-                .put(&passthrough_key(&access_hash), &msg.grant_id, self.access_ttl)?;
-            if let Some(refresh_hash) = refresh_hash {
-                self.index
-                    .put(&passthrough_key(&refresh_hash), &msg.grant_id, self.refresh_ttl)?;
-                grant.passthrough_refresh_hash = Some(refresh_hash);
+        self.run(|t| async move {
+            let refresh_hash = msg.passthrough_hashes.as_ref().and_then(|(_, r)| r.clone());
+            let updated = t
+                .grants
+                .update(&msg.grant_id, |grant| match grant {
+                    Some(mut grant) => {
+                        grant.upstream = msg.upstream.clone();
+                        if refresh_hash.is_some() {
+                            grant.passthrough_refresh_hash = refresh_hash.clone();
+                        }
+                        (Change::Put(grant, t.refresh_ttl), true)
+                    }
+                    None => (Change::Keep, false),
+                })
+                .await?;
+            if let (true, Some((access_hash, refresh_hash))) = (updated, &msg.passthrough_hashes) {
+                t.index_passthrough(&msg.grant_id, access_hash, refresh_hash.as_deref())
+                    .await?;
             }
-        }
-        self.grants.put(&msg.grant_id, &grant, self.refresh_ttl)
+            Ok(())
+        })
     }
 }
 
@@ -376,21 +465,26 @@ pub struct IssuePassThrough {
 }
 
 impl Handler<IssuePassThrough> for TokenVault {
-    type Result = Result<Option<Grant>, StoreError>;
+    type Result = ResponseFuture<Result<Option<Grant>, StoreError>>;
 
     fn handle(&mut self, msg: IssuePassThrough, _: &mut Self::Context) -> Self::Result {
-        let Some(mut grant) = self.grants.get(&msg.grant_id)? else {
-            return Ok(None);
-        };
-        self.index
-            .put(&passthrough_key(&msg.access_hash), &msg.grant_id, self.access_ttl)?;
-        if let Some(refresh_hash) = &msg.refresh_hash {
-            self.index
-                .put(&passthrough_key(refresh_hash), &msg.grant_id, self.refresh_ttl)?;
-        }
-        grant.passthrough_refresh_hash = msg.refresh_hash;
-        self.grants.put(&msg.grant_id, &grant, self.refresh_ttl)?;
-        Ok(Some(grant))
+        self.run(|t| async move {
+            let grant = t
+                .grants
+                .update(&msg.grant_id, |grant| match grant {
+                    Some(mut grant) => {
+                        grant.passthrough_refresh_hash = msg.refresh_hash.clone();
+                        (Change::Put(grant.clone(), t.refresh_ttl), Some(grant))
+                    }
+                    None => (Change::Keep, None),
+                })
+                .await?;
+            if grant.is_some() {
+                t.index_passthrough(&msg.grant_id, &msg.access_hash, msg.refresh_hash.as_deref())
+                    .await?;
+            }
+            Ok(grant)
+        })
     }
 }
 
@@ -402,10 +496,10 @@ pub struct LookupPassThrough {
 }
 
 impl Handler<LookupPassThrough> for TokenVault {
-    type Result = Result<Option<(String, Grant)>, StoreError>;
+    type Result = ResponseFuture<Result<Option<(String, Grant)>, StoreError>>;
 
     fn handle(&mut self, msg: LookupPassThrough, _: &mut Self::Context) -> Self::Result {
-        self.grant_of(&passthrough_key(&msg.token_hash))
+        self.run(|t| async move { t.grant_of(&passthrough_key(&msg.token_hash)).await })
     }
 }
 
@@ -416,13 +510,25 @@ impl Handler<LookupPassThrough> for TokenVault {
 pub struct RevokeGrant(pub String);
 
 impl Handler<RevokeGrant> for TokenVault {
-    type Result = Result<Option<Grant>, StoreError>;
+    type Result = ResponseFuture<Result<Option<Grant>, StoreError>>;
 
     fn handle(&mut self, msg: RevokeGrant, _: &mut Self::Context) -> Self::Result {
-        let grant = self.grants.get(&msg.0)?;
-        self.grants.delete(&msg.0)?;
-        Ok(grant)
+        self.run(|t| async move { t.grants.take(&msg.0).await })
     }
 }
 
-super::lifecycle_handlers!(TokenVault, grants);
+impl Handler<super::CountRecords> for TokenVault {
+    type Result = ResponseFuture<Result<usize, StoreError>>;
+
+    fn handle(&mut self, _: super::CountRecords, _: &mut Self::Context) -> Self::Result {
+        self.run(|t| async move { t.grants.count().await })
+    }
+}
+
+impl Handler<super::Shutdown> for TokenVault {
+    type Result = ();
+
+    fn handle(&mut self, _: super::Shutdown, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}

@@ -2,14 +2,14 @@
 //! upstream callback.
 //!
 //! Contract: a transaction id (the upstream `state`) is random, expires after
-//! the transaction TTL, and is taken once at the callback.
+//! the transaction TTL, and is taken once (atomically) at the callback.
 
 use std::time::Duration;
 
 use actix::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::purge_interval;
+use super::{purge_interval, sweep_every};
 use crate::oauth::pkce::CodeChallenge;
 use crate::oauth::scope::Scopes;
 use crate::store::{SealedTable, StoreError};
@@ -49,11 +49,7 @@ impl Actor for TransactionStore {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.run_interval(purge_interval(self.ttl), |store, _| {
-            if let Err(e) = store.transactions.purge_expired() {
-                log::error!("transaction sweep failed: {e}");
-            }
-        });
+        sweep_every(ctx, purge_interval(self.ttl), "transaction", self.transactions.clone());
     }
 }
 
@@ -66,10 +62,11 @@ pub struct PutTransaction {
 }
 
 impl Handler<PutTransaction> for TransactionStore {
-    type Result = Result<(), StoreError>;
+    type Result = ResponseFuture<Result<(), StoreError>>;
 
     fn handle(&mut self, msg: PutTransaction, _: &mut Self::Context) -> Self::Result {
-        self.transactions.put(&msg.id, &msg.transaction, self.ttl)
+        let (transactions, ttl) = (self.transactions.clone(), self.ttl);
+        Box::pin(async move { transactions.put(&msg.id, &msg.transaction, ttl).await })
     }
 }
 
@@ -78,10 +75,11 @@ impl Handler<PutTransaction> for TransactionStore {
 pub struct GetTransaction(pub String);
 
 impl Handler<GetTransaction> for TransactionStore {
-    type Result = Result<Option<Transaction>, StoreError>;
+    type Result = ResponseFuture<Result<Option<Transaction>, StoreError>>;
 
     fn handle(&mut self, msg: GetTransaction, _: &mut Self::Context) -> Self::Result {
-        self.transactions.get(&msg.0)
+        let transactions = self.transactions.clone();
+        Box::pin(async move { transactions.get(&msg.0).await })
     }
 }
 
@@ -91,10 +89,11 @@ impl Handler<GetTransaction> for TransactionStore {
 pub struct TakeTransaction(pub String);
 
 impl Handler<TakeTransaction> for TransactionStore {
-    type Result = Result<Option<Transaction>, StoreError>;
+    type Result = ResponseFuture<Result<Option<Transaction>, StoreError>>;
 
     fn handle(&mut self, msg: TakeTransaction, _: &mut Self::Context) -> Self::Result {
-        self.transactions.take(&msg.0)
+        let transactions = self.transactions.clone();
+        Box::pin(async move { transactions.take(&msg.0).await })
     }
 }
 

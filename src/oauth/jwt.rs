@@ -64,6 +64,33 @@ pub enum KeyError {
     Invalid(&'static str, String),
 }
 
+/// A new PKCS#8 private key PEM for ES256 (P-256) or EdDSA (Ed25519).
+pub fn generate_private_pem(algorithm: Algorithm) -> Option<String> {
+    use aws_lc_rs::rand::SystemRandom;
+    use aws_lc_rs::signature::{EcdsaKeyPair, Ed25519KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+    use base64::Engine;
+    let rng = SystemRandom::new();
+    let der = match algorithm {
+        Algorithm::ES256 => EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+            .ok()?
+            .as_ref()
+            .to_vec(),
+        // jsonwebtoken reads PKCS#8 v1 Ed25519 keys.
+        Algorithm::EdDSA => Ed25519KeyPair::generate_pkcs8v1(&rng).ok()?.as_ref().to_vec(),
+        _ => return None,
+    };
+    let body = base64::engine::general_purpose::STANDARD.encode(der);
+    let lines: Vec<&str> = body
+        .as_bytes()
+        .chunks(64)
+        .filter_map(|c| std::str::from_utf8(c).ok())
+        .collect();
+    Some(format!(
+        "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+        lines.join("\n")
+    ))
+}
+
 /// A key the proxy accepts signatures from.
 #[derive(Clone)]
 struct VerificationKey {
@@ -153,26 +180,9 @@ impl TokenSigner {
 
     /// An ES256 or EdDSA signer with a freshly generated key.
     pub fn generated(algorithm: Algorithm, issuer: &str, audience: &str) -> Result<Self, KeyError> {
-        use aws_lc_rs::rand::SystemRandom;
-        use aws_lc_rs::signature::{EcdsaKeyPair, Ed25519KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
-        let failed =
-            |what: &str| KeyError::Invalid("OAUTH_PROXY_JWT_PRIVATE_KEY", format!("key generation failed: {what}"));
-        let rng = SystemRandom::new();
-        let encoding = match algorithm {
-            Algorithm::ES256 => {
-                let der = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
-                    .map_err(|_| failed("P-256"))?;
-                EncodingKey::from_ec_der(der.as_ref())
-            }
-            Algorithm::EdDSA => {
-                // jsonwebtoken takes PKCS#8 v1 Ed25519 keys.
-                let der = Ed25519KeyPair::generate_pkcs8v1(&rng).map_err(|_| failed("Ed25519"))?;
-                EncodingKey::from_ed_der(der.as_ref())
-            }
-            _ => return Err(failed("not an asymmetric algorithm")),
-        };
-        Self::from_asymmetric_key(algorithm, encoding, issuer, audience)
-            .map_err(|e| KeyError::Invalid("OAUTH_PROXY_JWT_PRIVATE_KEY", e.to_string()))
+        let pem = generate_private_pem(algorithm)
+            .ok_or_else(|| KeyError::Invalid("OAUTH_PROXY_JWT_PRIVATE_KEY", "key generation failed".into()))?;
+        Self::asymmetric(algorithm, pem.as_bytes(), issuer, audience)
     }
 
     fn from_asymmetric_key(

@@ -27,15 +27,17 @@ use crate::actors::token_vault::{
 };
 use crate::actors::transactions::{GetTransaction, PutTransaction, TakeTransaction, Transaction};
 use crate::actors::{ClientRegistry, CodeStore, Shutdown, TokenVault, TransactionStore, UpstreamRefresher};
-use crate::config::{Config, EncryptionSetting, JwtAlgorithm, KeySetting, Secret};
+use crate::config::{Config, JwtAlgorithm, Secret};
 use crate::crypto::{constant_time_eq, random_token, sha256_b64url, Sealer};
 use crate::error::{ClientRedirect, Error, ErrorCode};
+use crate::keys::{KeyFileError, Keys};
 use crate::oauth::client::{RegisteredClient, RegistrationRequest};
+use crate::oauth::jwt::generate_private_pem;
 use crate::oauth::jwt::{Claims, KeyError, TokenSigner, TokenUse, RESERVED_CLAIMS};
 use crate::oauth::pkce::{CodeChallenge, PkcePair};
 use crate::oauth::scope::Scopes;
 use crate::oauth::{metadata, now_secs};
-use crate::store::{open_table, SealedTable};
+use crate::store::{Backend, SealedTable, StoreError};
 use crate::upstream::{unverified_jwt_claims, Upstream, UpstreamError};
 use jsonwebtoken::Algorithm;
 
@@ -156,29 +158,29 @@ pub enum StartError {
     Discovery(#[from] UpstreamError),
     #[error("the JWT signing key is unusable: {0}")]
     Key(#[from] KeyError),
+    #[error("the storage cannot be opened (OAUTH_PROXY_STORAGE): {0}")]
+    Storage(#[from] StoreError),
+    #[error(transparent)]
+    KeyFile(#[from] KeyFileError),
 }
 
 /// The JWT signer the configuration asks for.
-fn token_signer(config: &Config) -> Result<TokenSigner, KeyError> {
+fn token_signer(config: &Config, keys: &Keys) -> Result<TokenSigner, KeyError> {
     let (issuer, audience) = (config.issuer.as_str(), config.resource());
     let jwt = &config.jwt;
-    let signer = match (jwt.algorithm, &jwt.private_key_pem) {
-        (JwtAlgorithm::Hs256, _) => {
-            let secret = key_bytes(&jwt.signing_key, "OAUTH_PROXY_JWT_SIGNING_KEY");
-            TokenSigner::hs256(&secret, issuer, &audience)
+    let signer = match (jwt.algorithm, &keys.jwt_private_pem) {
+        (JwtAlgorithm::Hs256, _) => TokenSigner::hs256(&keys.jwt_secret, issuer, &audience),
+        (JwtAlgorithm::Es256, Some(pem)) => {
+            TokenSigner::asymmetric(Algorithm::ES256, pem.as_bytes(), issuer, &audience)?
         }
-        (algorithm, pem) => {
-            let algorithm = match algorithm {
-                JwtAlgorithm::Es256 => Algorithm::ES256,
-                _ => Algorithm::EdDSA,
-            };
-            match pem {
-                Some(pem) => TokenSigner::asymmetric(algorithm, pem.expose().as_bytes(), issuer, &audience)?,
-                None => {
-                    log::warn!("OAUTH_PROXY_JWT_PRIVATE_KEY not configured: generated a key for this run");
-                    TokenSigner::generated(algorithm, issuer, &audience)?
-                }
-            }
+        (JwtAlgorithm::EdDsa, Some(pem)) => {
+            TokenSigner::asymmetric(Algorithm::EdDSA, pem.as_bytes(), issuer, &audience)?
+        }
+        (_, None) => {
+            return Err(KeyError::Invalid(
+                "OAUTH_PROXY_JWT_PRIVATE_KEY",
+                "no key could be generated".into(),
+            ));
         }
     };
     match &jwt.previous_key {
@@ -203,16 +205,6 @@ struct Inner {
 #[derive(Clone)]
 pub struct OAuthProxy {
     inner: Arc<Inner>,
-}
-
-fn key_bytes(setting: &KeySetting, what: &str) -> Vec<u8> {
-    match setting {
-        KeySetting::Given(secret) => secret.expose().as_bytes().to_vec(),
-        KeySetting::Generate => {
-            log::warn!("{what} not configured: generated one for this run (tokens will not survive a restart)");
-            random_token(32).into_bytes()
-        }
-    }
 }
 
 /// Where a browser-facing request goes once the redirect URI is validated.
@@ -245,20 +237,26 @@ impl OAuthProxy {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let upstream = Upstream::resolve(&config.upstream).await?;
 
-        let signer = token_signer(&config)?;
-        let sealer = match &config.encryption {
-            EncryptionSetting::Key(setting) => Sealer::new(&key_bytes(setting, "OAUTH_PROXY_ENCRYPTION_KEY")),
-            EncryptionSetting::Disabled => {
+        let backend = Backend::open(&config.storage)?;
+        let keys = Keys::resolve(&config, |algorithm| {
+            generate_private_pem(match algorithm {
+                JwtAlgorithm::Es256 => Algorithm::ES256,
+                _ => Algorithm::EdDSA,
+            })
+        })?;
+        let signer = token_signer(&config, &keys)?;
+        let sealer = match &keys.encryption {
+            Some(secret) => Sealer::new(secret),
+            None => {
                 log::warn!("OAUTH_PROXY_ENCRYPTION_KEY=false: upstream tokens are stored unencrypted");
                 Sealer::disabled()
             }
         };
-        let consent_secret = key_bytes(&config.consent_signing_key, "OAUTH_PROXY_CONSENT_SIGNING_KEY");
         // The cookie library wants 64 bytes of key material: derive them.
         let consent_key =
-            actix_web::cookie::Key::from(&crate::crypto::derive_key::<64>(&consent_secret, "consent-cookie"));
+            actix_web::cookie::Key::from(&crate::crypto::derive_key::<64>(&keys.consent, "consent-cookie"));
 
-        let table = |name: &'static str| open_table(&config.storage, name);
+        let table = |name: &'static str| backend.table(name);
         let lifetimes = config.lifetimes;
         let clients = ClientRegistry::new(
             SealedTable::new("client", table("client"), sealer.clone()),
@@ -1023,7 +1021,7 @@ impl OAuthProxy {
             .send(ClaimRefresh {
                 refresh_jti: claims.jti,
                 client_id: client.client_id.clone(),
-                successor,
+                successor: successor.clone(),
             })
             .await??;
         match claim {
@@ -1057,6 +1055,7 @@ impl OAuthProxy {
                                 .send(UndoRotation {
                                     grant_id,
                                     restored: *before,
+                                    successor: grant.current.clone().unwrap_or_else(|| successor.clone()),
                                 })
                                 .await??;
                             return Err(upstream_token_error(e));

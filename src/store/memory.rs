@@ -1,12 +1,14 @@
 //! The in-memory backend: a map per table with an expiry instant per record.
 //! Expired records are invisible at once and removed by the owning actor's
-//! timer.
+//! timer. Nothing survives a restart.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::{StoreError, Table};
+use futures_util::future::{ready, FutureExt};
+
+use super::{StoreError, StoreFuture, Table};
 
 /// Record bytes and the instant they expire, by key.
 type Records = HashMap<String, (Vec<u8>, Instant)>;
@@ -16,74 +18,122 @@ pub struct MemoryTable {
     records: Mutex<Records>,
 }
 
+fn done<T: 'static>(result: Result<T, StoreError>) -> StoreFuture<T> {
+    ready(result).boxed_local()
+}
+
 impl MemoryTable {
-    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Records>, StoreError> {
+    fn lock(&self) -> Result<MutexGuard<'_, Records>, StoreError> {
         self.records
             .lock()
             .map_err(|_| StoreError::Unavailable("memory table lock poisoned".into()))
     }
+
+    fn live(records: &Records, key: &str) -> Option<Vec<u8>> {
+        records
+            .get(key)
+            .filter(|(_, expires)| *expires > Instant::now())
+            .map(|(value, _)| value.clone())
+    }
 }
 
 impl Table for MemoryTable {
-    fn put(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<(), StoreError> {
-        let expires = Instant::now() + ttl;
-        self.lock()?.insert(key.to_string(), (value, expires));
-        Ok(())
+    fn put(&self, key: &str, value: Vec<u8>, ttl: Duration) -> StoreFuture<()> {
+        done(self.lock().map(|mut records| {
+            records.insert(key.to_string(), (value, Instant::now() + ttl));
+        }))
     }
 
-    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let records = self.lock()?;
-        Ok(records
-            .get(key)
-            .filter(|(_, expires)| *expires > Instant::now())
-            .map(|(value, _)| value.clone()))
+    fn get(&self, key: &str) -> StoreFuture<Option<Vec<u8>>> {
+        done(self.lock().map(|records| Self::live(&records, key)))
     }
 
-    fn take(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let mut records = self.lock()?;
-        Ok(records
-            .remove(key)
-            .filter(|(_, expires)| *expires > Instant::now())
-            .map(|(value, _)| value))
+    fn take(&self, key: &str) -> StoreFuture<Option<Vec<u8>>> {
+        done(self.lock().map(|mut records| {
+            records
+                .remove(key)
+                .filter(|(_, expires)| *expires > Instant::now())
+                .map(|(value, _)| value)
+        }))
     }
 
-    fn delete(&self, key: &str) -> Result<bool, StoreError> {
-        Ok(self.lock()?.remove(key).is_some())
+    fn delete(&self, key: &str) -> StoreFuture<bool> {
+        done(self.lock().map(|mut records| records.remove(key).is_some()))
     }
 
-    fn purge_expired(&self) -> Result<usize, StoreError> {
-        let mut records = self.lock()?;
-        let before = records.len();
-        let now = Instant::now();
-        records.retain(|_, (_, expires)| *expires > now);
-        Ok(before - records.len())
+    fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: Option<Vec<u8>>,
+        new: Option<(Vec<u8>, Duration)>,
+    ) -> StoreFuture<bool> {
+        done(self.lock().map(|mut records| {
+            if Self::live(&records, key) != expected {
+                return false;
+            }
+            match new {
+                Some((value, ttl)) => records.insert(key.to_string(), (value, Instant::now() + ttl)),
+                None => records.remove(key),
+            };
+            true
+        }))
     }
 
-    fn len(&self) -> Result<usize, StoreError> {
-        Ok(self.lock()?.len())
+    fn purge_expired(&self) -> StoreFuture<usize> {
+        done(self.lock().map(|mut records| {
+            let before = records.len();
+            let now = Instant::now();
+            records.retain(|_, (_, expires)| *expires > now);
+            before - records.len()
+        }))
+    }
+
+    fn count(&self) -> StoreFuture<usize> {
+        done(self.lock().map(|records| records.len()))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures_util::FutureExt;
+
+    fn now<T>(future: StoreFuture<T>) -> T {
+        future.now_or_never().expect("memory futures are ready").unwrap()
+    }
 
     #[test]
     fn expired_records_are_invisible_and_purged() {
         let table = MemoryTable::default();
-        table.put("a", b"1".to_vec(), Duration::from_millis(1)).unwrap();
-        table.put("b", b"2".to_vec(), Duration::from_secs(60)).unwrap();
+        now(table.put("a", b"1".to_vec(), Duration::from_millis(1)));
+        now(table.put("b", b"2".to_vec(), Duration::from_secs(60)));
         std::thread::sleep(Duration::from_millis(5));
-        assert_eq!(table.get("a").unwrap(), None);
-        assert_eq!(table.purge_expired().unwrap(), 1);
-        assert_eq!(table.len().unwrap(), 1);
+        assert_eq!(now(table.get("a")), None);
+        assert_eq!(now(table.purge_expired()), 1);
+        assert_eq!(now(table.count()), 1);
     }
 
     #[test]
     fn take_returns_a_record_once() {
         let table = MemoryTable::default();
-        table.put("a", b"1".to_vec(), Duration::from_secs(60)).unwrap();
-        assert_eq!(table.take("a").unwrap(), Some(b"1".to_vec()));
-        assert_eq!(table.take("a").unwrap(), None);
+        now(table.put("a", b"1".to_vec(), Duration::from_secs(60)));
+        assert_eq!(now(table.take("a")), Some(b"1".to_vec()));
+        assert_eq!(now(table.take("a")), None);
+    }
+
+    #[test]
+    fn compare_and_swap_replaces_only_the_expected_value() {
+        let table = MemoryTable::default();
+        let ttl = Duration::from_secs(60);
+        assert!(now(table.compare_and_swap("a", None, Some((b"1".to_vec(), ttl)))));
+        assert!(!now(table.compare_and_swap("a", None, Some((b"2".to_vec(), ttl)))));
+        assert!(now(table.compare_and_swap(
+            "a",
+            Some(b"1".to_vec()),
+            Some((b"2".to_vec(), ttl))
+        )));
+        assert_eq!(now(table.get("a")), Some(b"2".to_vec()));
+        assert!(now(table.compare_and_swap("a", Some(b"2".to_vec()), None)));
+        assert_eq!(now(table.get("a")), None);
     }
 }

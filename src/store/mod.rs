@@ -1,56 +1,104 @@
 //! Storage behind the actors.
 //!
-//! A [`Table`] is one namespace of byte records with a time to live; a backend
-//! (memory today; an embedded database and Redis can be added by implementing
-//! [`Table`] and extending [`open_table`]) provides the tables. Actors never see
-//! plain bytes: they use a [`SealedTable`], which serializes a typed record and
-//! seals it with AES-256-GCM, the record's key being the associated data.
+//! A [`Table`] is one namespace of byte records with a time to live. Three
+//! backends provide tables:
+//! - [`memory`]: maps in this process (tests, throwaway runs);
+//! - [`embedded`]: a redb database in a directory, crash-safe, every write
+//!   fsynced before it is acknowledged (group commit keeps that fast);
+//! - [`shared`]: Redis, so several proxy instances share all state.
+//!
+//! Actors never see plain bytes: they use a [`SealedTable`], which serializes
+//! a typed record and seals it with AES-256-GCM (the record's key as
+//! associated data), so token material is never stored in clear in any
+//! backend. Read-modify-write goes through [`SealedTable::update`], a
+//! compare-and-swap loop, so it is atomic across threads and instances.
 //! Handlers never see storage at all: they send messages to the actors.
 
-mod memory;
+pub mod embedded;
+pub mod memory;
+pub mod shared;
 
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::LocalBoxFuture;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-
-pub use memory::MemoryTable;
 
 use crate::config::StorageSetting;
 use crate::crypto::Sealer;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("storage backend unavailable: {0}")]
     Unavailable(String),
     #[error("record could not be encoded: {0}")]
     Encoding(String),
+    #[error("too much contention on one record; try again")]
+    Contention,
 }
 
-/// One namespace of records with expiry. Implementations are internally
-/// synchronised; `take` must be atomic (a record is taken once).
+/// The future every storage call returns. Not `Send`: actors run on one
+/// thread each.
+pub type StoreFuture<T> = LocalBoxFuture<'static, Result<T, StoreError>>;
+
+/// One namespace of records with expiry.
 pub trait Table: Send + Sync + 'static {
-    fn put(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<(), StoreError>;
-    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
-    /// Reads and removes a record in one step.
-    fn take(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
-    fn delete(&self, key: &str) -> Result<bool, StoreError>;
-    /// Removes expired records; returns how many went.
-    fn purge_expired(&self) -> Result<usize, StoreError>;
-    /// Records currently held (expired ones not yet purged included).
-    fn len(&self) -> Result<usize, StoreError>;
-    fn is_empty(&self) -> Result<bool, StoreError> {
-        Ok(self.len()? == 0)
+    fn put(&self, key: &str, value: Vec<u8>, ttl: Duration) -> StoreFuture<()>;
+    fn get(&self, key: &str) -> StoreFuture<Option<Vec<u8>>>;
+    /// Reads and removes a record in one atomic step: a record is taken once.
+    fn take(&self, key: &str) -> StoreFuture<Option<Vec<u8>>>;
+    fn delete(&self, key: &str) -> StoreFuture<bool>;
+    /// Atomically replaces the record if it still holds `expected` (`None`:
+    /// absent); `new` `None` deletes it. Answers whether it was replaced.
+    fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: Option<Vec<u8>>,
+        new: Option<(Vec<u8>, Duration)>,
+    ) -> StoreFuture<bool>;
+    /// Removes expired records; answers how many went.
+    fn purge_expired(&self) -> StoreFuture<usize>;
+    /// Records currently held.
+    fn count(&self) -> StoreFuture<usize>;
+}
+
+/// Opens tables on the configured backend.
+#[derive(Clone)]
+pub enum Backend {
+    Memory,
+    Embedded(embedded::Database),
+    Shared(shared::RedisStore),
+}
+
+impl Backend {
+    /// Opens the backend; an embedded database is created when missing.
+    pub fn open(storage: &StorageSetting) -> Result<Backend, StoreError> {
+        match storage {
+            StorageSetting::Memory => Ok(Backend::Memory),
+            StorageSetting::Directory(dir) => Ok(Backend::Embedded(embedded::Database::open(dir)?)),
+            StorageSetting::Redis(url) => Ok(Backend::Shared(shared::RedisStore::connect(url)?)),
+        }
+    }
+
+    pub fn table(&self, name: &'static str) -> Arc<dyn Table> {
+        match self {
+            Backend::Memory => Arc::new(memory::MemoryTable::default()),
+            Backend::Embedded(db) => Arc::new(db.table(name)),
+            Backend::Shared(redis) => Arc::new(redis.table(name)),
+        }
     }
 }
 
-/// Opens the table `name` on the configured backend.
-pub fn open_table(storage: &StorageSetting, _name: &str) -> Arc<dyn Table> {
-    match storage {
-        StorageSetting::Memory => Arc::new(MemoryTable::default()),
-    }
+/// Attempts of one compare-and-swap update before giving up.
+const MAX_UPDATE_ATTEMPTS: usize = 64;
+
+/// What an update does to the record.
+pub enum Change<T> {
+    Keep,
+    Put(T, Duration),
+    Delete,
 }
 
 /// A typed table whose records are JSON sealed with the vault's sealer.
@@ -61,7 +109,18 @@ pub struct SealedTable<T> {
     _record: PhantomData<fn() -> T>,
 }
 
-impl<T: Serialize + DeserializeOwned> SealedTable<T> {
+impl<T> Clone for SealedTable<T> {
+    fn clone(&self) -> Self {
+        SealedTable {
+            name: self.name,
+            table: self.table.clone(),
+            sealer: self.sealer.clone(),
+            _record: PhantomData,
+        }
+    }
+}
+
+impl<T: Serialize + DeserializeOwned + 'static> SealedTable<T> {
     pub fn new(name: &'static str, table: Arc<dyn Table>, sealer: Sealer) -> Self {
         SealedTable {
             name,
@@ -75,34 +134,9 @@ impl<T: Serialize + DeserializeOwned> SealedTable<T> {
         format!("{}:{key}", self.name)
     }
 
-    pub fn put(&self, key: &str, record: &T, ttl: Duration) -> Result<(), StoreError> {
+    fn seal(&self, key: &str, record: &T) -> Result<Vec<u8>, StoreError> {
         let plain = serde_json::to_vec(record).map_err(|e| StoreError::Encoding(e.to_string()))?;
-        let sealed = self.sealer.seal(&self.record_key(key), &plain);
-        self.table.put(key, sealed, ttl)
-    }
-
-    pub fn get(&self, key: &str) -> Result<Option<T>, StoreError> {
-        Ok(self.table.get(key)?.and_then(|bytes| self.open(key, &bytes)))
-    }
-
-    pub fn take(&self, key: &str) -> Result<Option<T>, StoreError> {
-        Ok(self.table.take(key)?.and_then(|bytes| self.open(key, &bytes)))
-    }
-
-    pub fn delete(&self, key: &str) -> Result<bool, StoreError> {
-        self.table.delete(key)
-    }
-
-    pub fn purge_expired(&self) -> Result<usize, StoreError> {
-        self.table.purge_expired()
-    }
-
-    pub fn len(&self) -> Result<usize, StoreError> {
-        self.table.len()
-    }
-
-    pub fn is_empty(&self) -> Result<bool, StoreError> {
-        self.table.is_empty()
+        Ok(self.sealer.seal(&self.record_key(key), &plain))
     }
 
     /// A record that fails to open (wrong key, tampering) is treated as absent
@@ -122,5 +156,55 @@ impl<T: Serialize + DeserializeOwned> SealedTable<T> {
                 None
             }
         }
+    }
+
+    pub async fn put(&self, key: &str, record: &T, ttl: Duration) -> Result<(), StoreError> {
+        let sealed = self.seal(key, record)?;
+        self.table.put(key, sealed, ttl).await
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Option<T>, StoreError> {
+        Ok(self.table.get(key).await?.and_then(|bytes| self.open(key, &bytes)))
+    }
+
+    pub async fn take(&self, key: &str) -> Result<Option<T>, StoreError> {
+        Ok(self.table.take(key).await?.and_then(|bytes| self.open(key, &bytes)))
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<bool, StoreError> {
+        self.table.delete(key).await
+    }
+
+    pub async fn purge_expired(&self) -> Result<usize, StoreError> {
+        self.table.purge_expired().await
+    }
+
+    pub async fn count(&self) -> Result<usize, StoreError> {
+        self.table.count().await
+    }
+
+    /// Atomic read-modify-write: `decide` sees the current record and says
+    /// what to do with it; when another writer got there first, it runs
+    /// again on the newer record. `decide` must have no side effects.
+    pub async fn update<R>(
+        &self,
+        key: &str,
+        mut decide: impl FnMut(Option<T>) -> (Change<T>, R),
+    ) -> Result<R, StoreError> {
+        for _ in 0..MAX_UPDATE_ATTEMPTS {
+            let raw = self.table.get(key).await?;
+            let current = raw.as_deref().and_then(|bytes| self.open(key, bytes));
+            let (change, result) = decide(current);
+            let new = match change {
+                Change::Keep => return Ok(result),
+                Change::Put(record, ttl) => Some((self.seal(key, &record)?, ttl)),
+                Change::Delete if raw.is_none() => return Ok(result),
+                Change::Delete => None,
+            };
+            if self.table.compare_and_swap(key, raw, new).await? {
+                return Ok(result);
+            }
+        }
+        Err(StoreError::Contention)
     }
 }

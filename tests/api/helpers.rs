@@ -113,6 +113,7 @@ fn base_settings(address: &str, upstream: &MockUpstream) -> HashMap<String, Stri
         ),
         ("OAUTH_PROXY_UPSTREAM_TIMEOUT", "2".to_string()),
         ("OAUTH_PROXY_REGISTRATION_RATE_LIMIT", "0".to_string()),
+        ("OAUTH_PROXY_STORAGE", "memory".to_string()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))

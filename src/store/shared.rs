@@ -1,0 +1,233 @@
+//! The shared backend: Redis, so several proxy instances behind a load
+//! balancer share every client, transaction, code and grant.
+//!
+//! - Expiry is Redis's own (`SET … PX`); a sorted-set index per table (score:
+//!   expiry) lets `len` count live records without scanning the keyspace.
+//! - Every operation is one Lua script, so it is atomic on the server:
+//!   `take` is `GETDEL`, and compare-and-swap compares and writes in one
+//!   step. That makes single-use codes and refresh rotation atomic across
+//!   instances.
+//! - Keys carry the table as a hash tag (`mcp-oauth-proxy:{grant}:…`), so a
+//!   record and its index live in one Redis Cluster slot.
+//! - The connection manager reconnects by itself after a Redis restart; until
+//!   then calls fail fast with [`StoreError::Unavailable`] (HTTP 503).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::FutureExt;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::Script;
+
+use super::{StoreError, StoreFuture, Table};
+
+const PREFIX: &str = "mcp-oauth-proxy";
+
+fn now_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn unavailable(e: redis::RedisError) -> StoreError {
+    StoreError::Unavailable(format!("redis: {e}"))
+}
+
+struct Scripts {
+    put: Script,
+    take: Script,
+    delete: Script,
+    swap: Script,
+    purge: Script,
+}
+
+fn scripts() -> &'static Scripts {
+    static SCRIPTS: std::sync::OnceLock<Scripts> = std::sync::OnceLock::new();
+    SCRIPTS.get_or_init(|| Scripts {
+        put: Script::new(
+            "redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) \
+             redis.call('ZADD', KEYS[2], ARGV[3], KEYS[1]) return 1",
+        ),
+        take: Script::new(
+            "local v = redis.call('GETDEL', KEYS[1]) \
+             redis.call('ZREM', KEYS[2], KEYS[1]) return v",
+        ),
+        delete: Script::new(
+            "local n = redis.call('DEL', KEYS[1]) \
+             redis.call('ZREM', KEYS[2], KEYS[1]) return n",
+        ),
+        swap: Script::new(
+            "local cur = redis.call('GET', KEYS[1]) \
+             if ARGV[1] == '1' then if cur ~= ARGV[2] then return 0 end \
+             elseif cur then return 0 end \
+             if ARGV[3] == '1' then \
+               redis.call('SET', KEYS[1], ARGV[4], 'PX', ARGV[5]) \
+               redis.call('ZADD', KEYS[2], ARGV[6], KEYS[1]) \
+             else \
+               redis.call('DEL', KEYS[1]) redis.call('ZREM', KEYS[2], KEYS[1]) \
+             end return 1",
+        ),
+        purge: Script::new("return redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])"),
+    })
+}
+
+/// A connection to Redis shared by every table.
+#[derive(Clone)]
+pub struct RedisStore {
+    connection: ConnectionManager,
+}
+
+impl RedisStore {
+    /// Connects lazily: the service starts while Redis is down and serves
+    /// 503s until it is back.
+    pub fn connect(url: &str) -> Result<RedisStore, StoreError> {
+        let client = redis::Client::open(url).map_err(unavailable)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_secs(1));
+        let connection = ConnectionManager::new_lazy_with_config(client, config).map_err(unavailable)?;
+        Ok(RedisStore { connection })
+    }
+
+    pub fn table(&self, name: &'static str) -> RedisTable {
+        RedisTable {
+            prefix: format!("{PREFIX}:{{{name}}}:"),
+            index: format!("{PREFIX}:{{{name}}}:~index"),
+            connection: self.connection.clone(),
+        }
+    }
+}
+
+/// One table: keys `mcp-oauth-proxy:{name}:<key>`.
+pub struct RedisTable {
+    prefix: String,
+    index: String,
+    connection: ConnectionManager,
+}
+
+fn ttl_millis(ttl: Duration) -> u64 {
+    (ttl.as_millis() as u64).max(1)
+}
+
+impl Table for RedisTable {
+    fn put(&self, key: &str, value: Vec<u8>, ttl: Duration) -> StoreFuture<()> {
+        let mut invocation = scripts().put.prepare_invoke();
+        invocation
+            .key(format!("{}{key}", self.prefix))
+            .key(&self.index)
+            .arg(value)
+            .arg(ttl_millis(ttl))
+            .arg(now_millis() + ttl_millis(ttl));
+        let mut connection = self.connection.clone();
+        async move {
+            invocation
+                .invoke_async::<i64>(&mut connection)
+                .await
+                .map(|_| ())
+                .map_err(unavailable)
+        }
+        .boxed_local()
+    }
+
+    fn get(&self, key: &str) -> StoreFuture<Option<Vec<u8>>> {
+        let mut connection = self.connection.clone();
+        let key = format!("{}{key}", self.prefix);
+        async move {
+            redis::cmd("GET")
+                .arg(key)
+                .query_async::<Option<Vec<u8>>>(&mut connection)
+                .await
+                .map_err(unavailable)
+        }
+        .boxed_local()
+    }
+
+    fn take(&self, key: &str) -> StoreFuture<Option<Vec<u8>>> {
+        let mut invocation = scripts().take.prepare_invoke();
+        invocation.key(format!("{}{key}", self.prefix)).key(&self.index);
+        let mut connection = self.connection.clone();
+        async move {
+            invocation
+                .invoke_async::<Option<Vec<u8>>>(&mut connection)
+                .await
+                .map_err(unavailable)
+        }
+        .boxed_local()
+    }
+
+    fn delete(&self, key: &str) -> StoreFuture<bool> {
+        let mut invocation = scripts().delete.prepare_invoke();
+        invocation.key(format!("{}{key}", self.prefix)).key(&self.index);
+        let mut connection = self.connection.clone();
+        async move {
+            invocation
+                .invoke_async::<i64>(&mut connection)
+                .await
+                .map(|n| n > 0)
+                .map_err(unavailable)
+        }
+        .boxed_local()
+    }
+
+    fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: Option<Vec<u8>>,
+        new: Option<(Vec<u8>, Duration)>,
+    ) -> StoreFuture<bool> {
+        let mut invocation = scripts().swap.prepare_invoke();
+        invocation.key(format!("{}{key}", self.prefix)).key(&self.index);
+        match expected {
+            Some(expected) => invocation.arg("1").arg(expected),
+            None => invocation.arg("0").arg(""),
+        };
+        match new {
+            Some((value, ttl)) => invocation
+                .arg("1")
+                .arg(value)
+                .arg(ttl_millis(ttl))
+                .arg(now_millis() + ttl_millis(ttl)),
+            None => invocation.arg("0").arg("").arg(0).arg(0),
+        };
+        let mut connection = self.connection.clone();
+        async move {
+            invocation
+                .invoke_async::<i64>(&mut connection)
+                .await
+                .map(|n| n == 1)
+                .map_err(unavailable)
+        }
+        .boxed_local()
+    }
+
+    /// Records expire by themselves; this trims the index.
+    fn purge_expired(&self) -> StoreFuture<usize> {
+        let mut invocation = scripts().purge.prepare_invoke();
+        invocation.key(&self.index).arg(now_millis());
+        let mut connection = self.connection.clone();
+        async move {
+            invocation
+                .invoke_async::<usize>(&mut connection)
+                .await
+                .map_err(unavailable)
+        }
+        .boxed_local()
+    }
+
+    fn count(&self) -> StoreFuture<usize> {
+        let mut connection = self.connection.clone();
+        let index = self.index.clone();
+        async move {
+            redis::cmd("ZCOUNT")
+                .arg(index)
+                .arg(now_millis())
+                .arg("+inf")
+                .query_async::<usize>(&mut connection)
+                .await
+                .map_err(unavailable)
+        }
+        .boxed_local()
+    }
+}
