@@ -4,6 +4,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::TcpListener;
+use std::rc::Rc;
 use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
@@ -19,13 +20,26 @@ use crate::mock_upstream::{MockUpstream, MockUpstreamConfig};
 
 pub const REDIRECT_URI: &str = "http://127.0.0.1:7777/callback";
 
-pub struct TestApp {
+/// An HTTP client for one proxy address, with a browser's cookie jar.
+pub struct Driver {
     pub address: String,
-    pub proxy: OAuthProxy,
-    pub upstream: MockUpstream,
     http: awc::Client,
     cookies: RefCell<HashMap<String, String>>,
+}
+
+/// The proxy in this process, its mock upstream, and a driver for it.
+pub struct TestApp {
+    pub driver: Driver,
+    pub proxy: OAuthProxy,
+    pub upstream: Rc<MockUpstream>,
     server: ServerHandle,
+}
+
+impl std::ops::Deref for TestApp {
+    type Target = Driver;
+    fn deref(&self) -> &Driver {
+        &self.driver
+    }
 }
 
 /// An HTTP answer read whole.
@@ -127,8 +141,13 @@ impl TestApp {
 
     /// Starts the mock upstream and the proxy with extra settings.
     pub async fn spawn_with(settings: &[(&str, &str)], upstream_config: MockUpstreamConfig) -> TestApp {
+        let upstream = Rc::new(MockUpstream::start(upstream_config).await);
+        TestApp::spawn_instance(settings, upstream).await
+    }
+
+    /// Starts a proxy in front of an upstream that other instances may share.
+    pub async fn spawn_instance(settings: &[(&str, &str)], upstream: Rc<MockUpstream>) -> TestApp {
         let _ = env_logger::builder().is_test(true).try_init();
-        let upstream = MockUpstream::start(upstream_config).await;
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let address = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
         let mut env = base_settings(&address, &upstream);
@@ -141,16 +160,10 @@ impl TestApp {
         let server = startup::run(listener, proxy.clone()).unwrap();
         let handle = server.handle();
         actix_rt::spawn(server);
-        let http = awc::Client::builder()
-            .disable_redirects()
-            .timeout(Duration::from_secs(10))
-            .finish();
         TestApp {
-            address,
+            driver: Driver::new(&address),
             proxy,
             upstream,
-            http,
-            cookies: RefCell::new(HashMap::new()),
             server: handle,
         }
     }
@@ -158,7 +171,22 @@ impl TestApp {
     pub async fn stop(self) {
         self.server.stop(false).await;
         self.proxy.shutdown().await;
-        self.upstream.stop().await;
+        if let Ok(upstream) = Rc::try_unwrap(self.upstream) {
+            upstream.stop().await;
+        }
+    }
+}
+
+impl Driver {
+    pub fn new(address: &str) -> Driver {
+        Driver {
+            address: address.to_string(),
+            http: awc::Client::builder()
+                .disable_redirects()
+                .timeout(Duration::from_secs(10))
+                .finish(),
+            cookies: RefCell::new(HashMap::new()),
+        }
     }
 
     /// Forgets the browser's cookies (a different browser).
@@ -402,7 +430,7 @@ pub fn jwt_payload(token: &str) -> Value {
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
 }
 
-impl TestApp {
+impl Driver {
     /// A request to the guarded MCP endpoint (path below the proxy).
     pub async fn mcp_request(
         &self,

@@ -15,5 +15,6 @@ mod mcp_server;
 mod register;
 mod revocation;
 mod service;
+mod storage;
 mod token;
 mod upstream_errors;

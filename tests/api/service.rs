@@ -8,7 +8,7 @@ use crate::mock_upstream::{MockUpstream, MockUpstreamConfig};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_mcp-oauth-proxy");
 
-fn service() -> Command {
+pub fn service() -> Command {
     let mut command = Command::new(BINARY);
     // An empty directory, so no developer `.env` leaks into the test.
     let dir = std::env::temp_dir().join(format!("mcp-oauth-proxy-test-{}", std::process::id()));
@@ -109,4 +109,64 @@ fn the_env_example_is_a_valid_configuration() {
     let config = mcp_oauth_proxy::Config::from_lookup(|name| values.get(name).cloned()).expect("a valid configuration");
     assert_eq!(config.upstream.scopes, ["read:user", "user:email"]);
     assert_eq!(config.provider_name, "GitHub");
+}
+
+/// The service binary running as its own process, stopped by its PID.
+pub struct RunningService {
+    child: std::process::Child,
+    pub address: String,
+}
+
+impl RunningService {
+    /// Starts the binary with these variables on `port` and waits for `/healthz`.
+    pub async fn start(port: u16, variables: &[(&str, String)]) -> RunningService {
+        let address = format!("127.0.0.1:{port}");
+        let mut command = service();
+        command
+            .env("OAUTH_PROXY_BIND", &address)
+            .env("OAUTH_PROXY_BASE_URL", format!("http://{address}"))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        for (name, value) in variables {
+            command.env(name, value);
+        }
+        let child = command.spawn().unwrap();
+        let service = RunningService {
+            child,
+            address: format!("http://{address}"),
+        };
+        let client = awc::Client::default();
+        let started = Instant::now();
+        while client.get(format!("{}/healthz", service.address)).send().await.is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "the service did not come up"
+            );
+            actix_rt::time::sleep(Duration::from_millis(50)).await;
+        }
+        service
+    }
+
+    /// Stops it with a signal (`TERM` or `KILL`) and waits for it to exit.
+    pub async fn stop_with(mut self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "the service did not stop after SIG{signal}");
+            actix_rt::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for RunningService {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

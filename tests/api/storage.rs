@@ -1,0 +1,375 @@
+//! Storage backends through HTTP: the directory store survives restarts
+//! (SIGTERM and SIGKILL); Redis lets two instances share one flow, keeps
+//! codes single-use and refresh rotation atomic across them, and a Redis
+//! outage gives 503s until it comes back.
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Child, Command, Stdio};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use awc::http::StatusCode;
+use serde_json::json;
+
+use crate::backend_double::BackendDouble;
+use crate::helpers::{query_param, Driver, Pkce, TestApp, REDIRECT_URI};
+use crate::mock_upstream::{MockUpstream, MockUpstreamConfig};
+use crate::service::RunningService;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("mcp-oauth-proxy-{name}-{}-{}", std::process::id(), free_port()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn ping() -> serde_json::Value {
+    json!({"jsonrpc": "2.0", "id": 1, "method": "ping"})
+}
+
+#[actix_web::test]
+async fn the_directory_store_keeps_clients_grants_and_tokens_across_restarts_and_sigkill() {
+    let upstream = MockUpstream::start(MockUpstreamConfig::default()).await;
+    let backend = BackendDouble::start().await;
+    let dir = temp_dir("data");
+    let port = free_port();
+    let variables = vec![
+        ("OAUTH_PROXY_STORAGE", dir.display().to_string()),
+        (
+            "OAUTH_PROXY_UPSTREAM_AUTHORIZATION_ENDPOINT",
+            upstream.authorization_endpoint(),
+        ),
+        ("OAUTH_PROXY_UPSTREAM_TOKEN_ENDPOINT", upstream.token_endpoint()),
+        ("OAUTH_PROXY_UPSTREAM_CLIENT_ID", "upstream-client".to_string()),
+        (
+            "OAUTH_PROXY_UPSTREAM_CLIENT_SECRET",
+            MockUpstreamConfig::default().client_secret,
+        ),
+        ("OAUTH_PROXY_MCP_UPSTREAM_URL", backend.url.clone()),
+    ];
+    let service = RunningService::start(port, &variables).await;
+    let driver = Driver::new(&service.address);
+    let client = driver.register_confidential().await;
+    let tokens = driver.full_flow(&client).await;
+    let access = tokens["access_token"].as_str().unwrap().to_string();
+    let refresh = tokens["refresh_token"].as_str().unwrap().to_string();
+    let upstream_token = upstream.issued_access_tokens()[0].clone();
+
+    // Generated keys were kept in the directory, readable by the owner only.
+    let keys = dir.join("keys.json");
+    assert_eq!(std::fs::metadata(&keys).unwrap().permissions().mode() & 0o777, 0o600);
+    let key_file = std::fs::read_to_string(&keys).unwrap();
+    assert!(!key_file.contains(&upstream_token), "no token material in the key file");
+    let database = std::fs::read(dir.join("store.redb")).unwrap();
+    assert!(
+        !database
+            .windows(upstream_token.len())
+            .any(|w| w == upstream_token.as_bytes()),
+        "tokens at rest are encrypted"
+    );
+
+    service.stop_with("TERM").await;
+    let service = RunningService::start(port, &variables).await;
+    // The same access token still maps to the same upstream tokens.
+    assert_eq!(driver.mcp_post(Some(&access), ping()).await.status, StatusCode::OK);
+    assert_eq!(backend.last_authorization(), Some(format!("Bearer {upstream_token}")));
+    // The client is still registered and its refresh token still works.
+    let refreshed = driver.refresh(&client, &refresh).await;
+    assert_eq!(refreshed.status, StatusCode::OK, "{}", refreshed.body);
+    let refreshed = refreshed.json();
+
+    // SIGKILL right after the answer: what the answer promised was durable.
+    service.stop_with("KILL").await;
+    let service = RunningService::start(port, &variables).await;
+    let new_access = refreshed["access_token"].as_str().unwrap();
+    assert_eq!(driver.mcp_post(Some(new_access), ping()).await.status, StatusCode::OK);
+    let again = driver
+        .refresh(&client, refreshed["refresh_token"].as_str().unwrap())
+        .await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.body);
+    // The old refresh token stays rotated out.
+    assert_eq!(driver.refresh(&client, &refresh).await.json()["error"], "invalid_grant");
+    // New flows work after the restarts too.
+    let other = driver.register_public().await;
+    assert!(driver.full_flow(&other).await["access_token"].is_string());
+
+    service.stop_with("TERM").await;
+    backend.stop().await;
+    upstream.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A redis-server of the test's own on a free loopback port.
+pub struct RedisServer {
+    child: Option<Child>,
+    pub port: u16,
+}
+
+impl RedisServer {
+    pub async fn start() -> RedisServer {
+        let mut server = RedisServer {
+            child: None,
+            port: free_port(),
+        };
+        server.restart().await;
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// (Re)starts it on the same port, empty, and waits until it answers.
+    pub async fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (.ci/run installs the redis-server package)");
+        self.child = Some(child);
+        let started = Instant::now();
+        loop {
+            let pong = Command::new("redis-cli")
+                .args(["-p", &self.port.to_string(), "ping"])
+                .output();
+            if pong.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "PONG") {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "redis-server did not start"
+            );
+            actix_rt::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Kills it (SIGKILL, by its PID).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn redis_settings(redis: &RedisServer, base_url: Option<&str>) -> Vec<(&'static str, String)> {
+    let mut settings = vec![
+        ("OAUTH_PROXY_STORAGE", redis.url()),
+        (
+            "OAUTH_PROXY_ENCRYPTION_KEY",
+            "test-encryption-key-test-encryption-key".to_string(),
+        ),
+        (
+            "OAUTH_PROXY_CONSENT_SIGNING_KEY",
+            "test-consent-key-test-consent-key-01234".to_string(),
+        ),
+    ];
+    if let Some(base) = base_url {
+        settings.push(("OAUTH_PROXY_BASE_URL", base.to_string()));
+    }
+    settings
+}
+
+fn as_refs<'a>(settings: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    settings.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+/// Two instances behind one issuer URL (A's), sharing a Redis and an upstream.
+async fn two_instances(redis: &RedisServer) -> (TestApp, TestApp) {
+    let upstream = Rc::new(MockUpstream::start(MockUpstreamConfig::default()).await);
+    let a = TestApp::spawn_instance(&as_refs(&redis_settings(redis, None)), upstream.clone()).await;
+    let b = TestApp::spawn_instance(&as_refs(&redis_settings(redis, Some(&a.address))), upstream).await;
+    (a, b)
+}
+
+#[actix_web::test]
+async fn redis_refuses_to_start_with_generated_keys() {
+    let config = mcp_oauth_proxy::Config::from_lookup(|name| match name {
+        "OAUTH_PROXY_BASE_URL" => Some("http://127.0.0.1:1".into()),
+        "OAUTH_PROXY_UPSTREAM_AUTHORIZATION_ENDPOINT" => Some("https://up.example/a".into()),
+        "OAUTH_PROXY_UPSTREAM_TOKEN_ENDPOINT" => Some("https://up.example/t".into()),
+        "OAUTH_PROXY_UPSTREAM_CLIENT_ID" | "OAUTH_PROXY_UPSTREAM_CLIENT_SECRET" => Some("x".into()),
+        "OAUTH_PROXY_STORAGE" => Some("redis://127.0.0.1:1/".into()),
+        _ => None,
+    });
+    let error = config.unwrap_err();
+    assert_eq!(error.variable, "OAUTH_PROXY_JWT_SIGNING_KEY");
+    assert!(error.problem.contains("Redis"));
+}
+
+#[actix_web::test]
+async fn a_flow_started_on_one_instance_finishes_on_another() {
+    let redis = RedisServer::start().await;
+    let (a, b) = two_instances(&redis).await;
+    let client = a.register_confidential().await;
+    let pkce = Pkce::new();
+    // Register, authorize and consent on A...
+    let page = a.browser_get(&a.authorize_path(&client, &pkce, "st")).await;
+    let to_upstream = a.approve(&page).await;
+    let upstream_answer = a.browser_get(to_upstream.location().as_str()).await;
+    // ...the upstream sends the browser back, and the balancer picks B.
+    let callback_on_b = upstream_answer.location().as_str().replacen(&a.address, &b.address, 1);
+    let back = a.browser_get(&callback_on_b).await;
+    assert_eq!(back.status, StatusCode::FOUND, "{}", back.body);
+    let to_client = back.location();
+    assert!(to_client.as_str().starts_with(REDIRECT_URI));
+    let code = query_param(&to_client, "code").unwrap();
+    let tokens = b.exchange_code(&client, &code, &pkce.verifier).await;
+    assert_eq!(tokens.status, StatusCode::OK, "{}", tokens.body);
+    let refreshed = b
+        .refresh(&client, tokens.json()["refresh_token"].as_str().unwrap())
+        .await;
+    assert_eq!(refreshed.status, StatusCode::OK, "{}", refreshed.body);
+    // And A accepts what B issued.
+    assert!(a
+        .proxy
+        .load_upstream_tokens(refreshed.json()["access_token"].as_str().unwrap())
+        .await
+        .is_some());
+    a.stop().await;
+    b.stop().await;
+}
+
+#[actix_web::test]
+async fn a_code_redeemed_on_one_instance_cannot_be_redeemed_on_another() {
+    let redis = RedisServer::start().await;
+    let (a, b) = two_instances(&redis).await;
+    let client = a.register_public().await;
+    let pkce = Pkce::new();
+    let code = a.code_for(&client, &pkce).await;
+    let first = a.exchange_code(&client, &code, &pkce.verifier).await.json();
+    // Another redemption on B, not an immediate duplicate of the same request:
+    let mut other = client.clone();
+    other.client_id = b.register_public().await.client_id;
+    let replay = b.exchange_code(&other, &code, &pkce.verifier).await;
+    assert_eq!(replay.status, StatusCode::BAD_REQUEST);
+    assert_eq!(replay.json()["error"], "invalid_grant");
+    // The replay revoked what A issued, on both instances.
+    let access = first["access_token"].as_str().unwrap();
+    assert!(a.proxy.load_upstream_tokens(access).await.is_none());
+    assert!(b.proxy.load_upstream_tokens(access).await.is_none());
+    a.stop().await;
+    b.stop().await;
+}
+
+#[actix_web::test]
+async fn twenty_concurrent_refreshes_across_two_instances_never_fork_the_family() {
+    let redis = RedisServer::start().await;
+    let (a, b) = two_instances(&redis).await;
+    let client = a.register_public().await;
+    let tokens = a.full_flow(&client).await;
+    let refresh = tokens["refresh_token"].as_str().unwrap();
+    let requests = (0..20).map(|i| {
+        let instance = if i % 2 == 0 { &a } else { &b };
+        instance.refresh(&client, refresh)
+    });
+    let answers = futures_util::future::join_all(requests).await;
+    let issued: std::collections::HashSet<String> = answers
+        .iter()
+        .filter(|answer| answer.status == StatusCode::OK)
+        .map(|answer| answer.json()["refresh_token"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        issued.len(),
+        1,
+        "exactly one new refresh token (others: the grace answer): {issued:?}"
+    );
+    for answer in &answers {
+        assert!(
+            answer.status == StatusCode::OK || answer.json()["error"] == "invalid_grant",
+            "{}",
+            answer.body
+        );
+    }
+    // The one successor works on either instance.
+    let successor = issued.into_iter().next().unwrap();
+    assert_eq!(b.refresh(&client, &successor).await.status, StatusCode::OK);
+    a.stop().await;
+    b.stop().await;
+}
+
+#[actix_web::test]
+async fn a_redis_outage_gives_503s_and_the_service_recovers_when_it_returns() {
+    let mut redis = RedisServer::start().await;
+    let (a, b) = two_instances(&redis).await;
+    let client = a.register_public().await;
+    assert!(a.full_flow(&client).await["access_token"].is_string());
+    redis.kill();
+    let started = Instant::now();
+    let registration = a
+        .post_json("/register", &json!({"redirect_uris": [REDIRECT_URI]}))
+        .await;
+    assert_eq!(
+        registration.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        registration.body
+    );
+    assert_eq!(registration.json()["error"], "temporarily_unavailable");
+    let refresh = a
+        .post_form(
+            "/token",
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", "x"),
+                ("client_id", &client.client_id),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(refresh.status, StatusCode::SERVICE_UNAVAILABLE, "{}", refresh.body);
+    let page = a.browser_get(&a.authorize_path(&client, &Pkce::new(), "s")).await;
+    assert_eq!(page.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(page.header("content-type").unwrap().starts_with("text/html"));
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "failures are fast: {:?}",
+        started.elapsed()
+    );
+
+    redis.restart().await;
+    // Redis came back empty: a new registration and flow work without a restart.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let new_client = loop {
+        let answer = a
+            .post_json(
+                "/register",
+                &json!({"redirect_uris": [REDIRECT_URI], "token_endpoint_auth_method": "none"}),
+            )
+            .await;
+        if answer.status == StatusCode::CREATED {
+            break answer.json()["client_id"].as_str().unwrap().to_string();
+        }
+        assert!(Instant::now() < deadline, "no recovery: {}", answer.body);
+        actix_rt::time::sleep(Duration::from_millis(200)).await;
+    };
+    let mut recovered = client.clone();
+    recovered.client_id = new_client;
+    recovered.client_secret = None;
+    assert!(b.full_flow(&recovered).await["access_token"].is_string());
+    a.stop().await;
+    b.stop().await;
+}
