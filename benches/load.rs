@@ -1,13 +1,17 @@
 //! Load benchmark: `cargo bench --bench load`.
 //!
-//! Starts a mock upstream OAuth provider and a fast mock MCP backend in this
-//! process, the proxy (the release binary) as its own process pinned to one
-//! core with `taskset`, obtains a token through a real authorization flow,
-//! and drives HTTP load with `wrk` (Debian package `wrk`) on the other core.
-//! Every run is bounded in time and concurrency.
+//! Runs the proxy binary as its own process pinned to core 0 with one worker
+//! (`taskset`), and this process (load generator, mock upstream OAuth
+//! provider, fast mock MCP backend) pinned to core 1. Multi-step scenarios
+//! (full flows, refresh chains) use the built-in async load generator;
+//! single-request scenarios use `wrk` (Debian package `wrk`). Every
+//! measurement is bounded in time and concurrency.
 //!
-//! Options (environment): `BENCH_DURATION` seconds per measurement (default 10),
-//! `BENCH_CONCURRENCY` (default 16).
+//! Environment: `BENCH_DURATION` seconds per measurement (default 10),
+//! `BENCH_SCENARIOS` a comma list of `flow,refresh,register,metadata,mcp,memory`
+//! (default all), `BENCH_BACKENDS` a comma list of `memory,directory,redis`
+//! (default all), `BENCH_GRANTS` grants stored for the memory scenario
+//! (default 100000).
 
 #[path = "../tests/api/mock_upstream.rs"]
 mod mock_upstream;
@@ -15,57 +19,37 @@ mod mock_upstream;
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::TcpListener;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use actix_web::web::Bytes;
 use actix_web::{web, App, HttpResponse, HttpServer};
+use base64::Engine;
 use mock_upstream::{MockUpstream, MockUpstreamConfig};
+use sha2::Digest;
 use url::Url;
 
 const PROXY_BINARY: &str = env!("CARGO_BIN_EXE_mcp-oauth-proxy");
+const REDIRECT: &str = "http://127.0.0.1:9/callback";
+const VERIFIER: &str = "bench-verifier-0123456789-0123456789-0123456789";
 
 fn env_number(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
+fn env_list(name: &str, default: &str) -> Vec<String> {
+    std::env::var(name)
+        .unwrap_or_else(|_| default.to_string())
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// A fast MCP backend: answers every JSON-RPC POST with a small result.
-async fn fast_backend_answer(body: Bytes) -> HttpResponse {
-    let id = serde_json::from_slice::<serde_json::Value>(&body)
-        .ok()
-        .and_then(|v| v.get("id").cloned())
-        .unwrap_or(serde_json::Value::Null);
-    HttpResponse::Ok().json(serde_json::json!({"jsonrpc": "2.0", "id": id, "result": {}}))
-}
-
-fn start_fast_backend() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://127.0.0.1:{}/mcp", listener.local_addr().unwrap().port());
-    let server = HttpServer::new(|| App::new().route("/mcp", web::post().to(fast_backend_answer)))
-        .workers(1)
-        .disable_signals()
-        .listen(listener)
-        .unwrap()
-        .run();
-    actix_rt::spawn(server);
-    url
-}
-
-/// The proxy process, killed by its PID when dropped.
-struct ProxyProcess {
-    child: Child,
-    base: String,
-}
-
-impl Drop for ProxyProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn has_command(name: &str) -> bool {
@@ -76,22 +60,114 @@ fn has_command(name: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-async fn start_proxy(upstream: &MockUpstream, backend: &str, extra: &[(&str, &str)]) -> ProxyProcess {
+/// Cores of the machine, read once before this process pins itself (after
+/// that, `available_parallelism` sees only its own core).
+fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
+}
+
+/// `taskset -c <core>` before a command, when there are two cores to split.
+fn pinned(core: usize, program: &str) -> Command {
+    if cores() >= 2 && has_command("taskset") {
+        let mut command = Command::new("taskset");
+        command.args(["-c", &core.to_string(), program]);
+        command
+    } else {
+        Command::new(program)
+    }
+}
+
+/// Pins this process (and every thread it starts from now on) to core 1.
+fn pin_self() {
+    if cores() >= 2 && has_command("taskset") {
+        let _ = Command::new("taskset")
+            .args(["-p", "-c", "1", &std::process::id().to_string()])
+            .stdout(Stdio::null())
+            .status();
+    }
+}
+
+// ---------------------------------------------------------------- services
+
+/// A fast MCP backend: answers every JSON-RPC POST with a small result.
+async fn fast_backend_answer(body: Bytes) -> HttpResponse {
+    let id = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v.get("id").cloned())
+        .unwrap_or(serde_json::Value::Null);
+    HttpResponse::Ok().json(serde_json::json!({"jsonrpc": "2.0", "id": id, "result": {}}))
+}
+
+/// A bare handler: what the load generator reaches with no work behind it.
+async fn bare() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({"ok": true}))
+}
+
+fn start_fast_backend() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    let server = HttpServer::new(|| {
+        App::new()
+            .route("/mcp", web::post().to(fast_backend_answer))
+            .route("/bare", web::get().to(bare))
+    })
+    .workers(1)
+    .disable_signals()
+    .listen(listener)
+    .unwrap()
+    .run();
+    actix_rt::spawn(server);
+    url
+}
+
+/// A child process killed by its PID when dropped.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Proxy {
+    process: Process,
+    base: String,
+}
+
+async fn wait_until_up(url: &str) {
+    let client = awc::Client::default();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client.get(url).send().await.is_err() {
+        assert!(Instant::now() < deadline, "{url} did not come up");
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn start_proxy(upstream: &MockUpstream, backend: &str, storage: &str) -> Proxy {
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let mut command = if has_command("taskset") {
-        let mut c = Command::new("taskset");
-        c.args(["-c", "0", PROXY_BINARY]);
-        c
-    } else {
-        Command::new(PROXY_BINARY)
-    };
+    let mut command = pinned(0, PROXY_BINARY);
     command
         .env_clear()
         .env("RUST_LOG", "error")
         .env("OAUTH_PROXY_BIND", format!("127.0.0.1:{port}"))
         .env("OAUTH_PROXY_BASE_URL", &base)
         .env("OAUTH_PROXY_WORKERS", "1")
+        .env("OAUTH_PROXY_STORAGE", storage)
+        .env(
+            "OAUTH_PROXY_JWT_SIGNING_KEY",
+            "bench-signing-key-bench-signing-key-0123",
+        )
+        .env(
+            "OAUTH_PROXY_ENCRYPTION_KEY",
+            "bench-encryption-key-bench-encryption-key",
+        )
+        .env(
+            "OAUTH_PROXY_CONSENT_SIGNING_KEY",
+            "bench-consent-key-bench-consent-key-0123",
+        )
         .env(
             "OAUTH_PROXY_UPSTREAM_AUTHORIZATION_ENDPOINT",
             upstream.authorization_endpoint(),
@@ -104,133 +180,339 @@ async fn start_proxy(upstream: &MockUpstream, backend: &str, extra: &[(&str, &st
         )
         .env("OAUTH_PROXY_CONSENT_REQUIRED", "false")
         .env("OAUTH_PROXY_REGISTRATION_RATE_LIMIT", "0")
-        .env("OAUTH_PROXY_MAX_CLIENTS", "1000000")
-        .env("OAUTH_PROXY_MCP_UPSTREAM_URL", backend)
+        .env("OAUTH_PROXY_MAX_CLIENTS", "10000000")
+        .env("OAUTH_PROXY_MCP_UPSTREAM_URL", format!("{backend}/mcp"))
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
-    for (k, v) in extra {
-        command.env(k, v);
-    }
-    let child = command.spawn().expect("the proxy binary starts");
-    let proxy = ProxyProcess { child, base };
-    let client = awc::Client::default();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while client.get(format!("{}/healthz", proxy.base)).send().await.is_err() {
-        assert!(Instant::now() < deadline, "the proxy did not come up");
-        actix_rt::time::sleep(Duration::from_millis(50)).await;
-    }
-    proxy
+    let process = Process(command.spawn().expect("the proxy binary starts"));
+    wait_until_up(&format!("{base}/healthz")).await;
+    Proxy { process, base }
 }
 
-/// Register → authorize → upstream → callback → token, consent off: an
-/// access token for the benchmark.
-async fn obtain_access_token(proxy: &ProxyProcess) -> String {
-    let http = awc::Client::builder().disable_redirects().finish();
-    let base = &proxy.base;
-    let redirect = "http://127.0.0.1:9/callback";
+fn resident_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next().map(String::from))
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+struct Redis {
+    _process: Process,
+    port: u16,
+}
+
+impl Redis {
+    async fn start() -> Redis {
+        let port = free_port();
+        let process = Process(
+            pinned(1, "redis-server")
+                .args([
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ])
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("redis-server runs (apt-get install redis-server)"),
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let pong = Command::new("redis-cli")
+                .args(["-p", &port.to_string(), "ping"])
+                .output();
+            if pong.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "PONG") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            actix_rt::time::sleep(Duration::from_millis(50)).await;
+        }
+        Redis {
+            _process: process,
+            port,
+        }
+    }
+
+    fn used_memory(&self) -> u64 {
+        let output = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "info", "memory"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("used_memory:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+// ---------------------------------------------------------- flows and load
+
+fn challenge() -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(VERIFIER.as_bytes()))
+}
+
+fn location(response: &awc::ClientResponse<impl futures_util::Stream>) -> Result<String, String> {
+    response
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .map(String::from)
+        .ok_or_else(|| format!("no Location (HTTP {})", response.status()))
+}
+
+/// One full flow with consent off: register → authorize → upstream →
+/// callback → token. Answers the token response.
+async fn full_flow(http: &awc::Client, base: &str) -> Result<serde_json::Value, String> {
+    let e = |e: &dyn std::fmt::Display| e.to_string();
     let mut registered = http
         .post(format!("{base}/register"))
-        .send_json(&serde_json::json!({"redirect_uris": [redirect], "token_endpoint_auth_method": "none"}))
+        .send_json(&serde_json::json!({"redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none"}))
         .await
-        .unwrap();
-    let client: serde_json::Value = registered.json().await.unwrap();
-    let client_id = client["client_id"].as_str().unwrap().to_string();
-    let verifier = "bench-verifier-0123456789-0123456789-0123456789";
-    let challenge = {
-        use base64::Engine;
-        use sha2::Digest;
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier.as_bytes()))
-    };
+        .map_err(|x| e(&x))?;
+    let client: serde_json::Value = registered.json().await.map_err(|x| e(&x))?;
+    let client_id = client["client_id"].as_str().ok_or("registration failed")?.to_string();
     let authorize = format!(
-        "{base}/authorize?response_type=code&client_id={client_id}&redirect_uri={redirect}&state=s&code_challenge={challenge}&code_challenge_method=S256"
+        "{base}/authorize?response_type=code&client_id={client_id}&redirect_uri={REDIRECT}&state=s&code_challenge={}&code_challenge_method=S256",
+        challenge()
     );
-    let response = http.get(authorize).send().await.unwrap();
+    let mut response = http.get(authorize).send().await.map_err(|x| e(&x))?;
+    let _ = response.body().await;
     let cookie = response
         .headers()
         .get_all("set-cookie")
-        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_string())
+        .filter_map(|v| v.to_str().ok()?.split(';').next().map(String::from))
         .collect::<Vec<_>>()
         .join("; ");
-    let to_upstream = response
-        .headers()
-        .get("location")
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_string();
-    let upstream_answer = http.get(to_upstream).send().await.unwrap();
-    let callback = upstream_answer
-        .headers()
-        .get("location")
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_string();
-    let back = http
-        .get(callback)
+    let mut upstream = http.get(location(&response)?).send().await.map_err(|x| e(&x))?;
+    let _ = upstream.body().await;
+    let mut back = http
+        .get(location(&upstream)?)
         .insert_header(("Cookie", cookie))
         .send()
         .await
-        .unwrap();
-    let location = Url::parse(back.headers().get("location").unwrap().to_str().unwrap()).unwrap();
-    let code = location.query_pairs().find(|(k, _)| k == "code").unwrap().1.to_string();
+        .map_err(|x| e(&x))?;
+    let _ = back.body().await;
+    let to_client = Url::parse(&location(&back)?).map_err(|x| e(&x))?;
+    let code = to_client
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .map(|(_, v)| v.to_string())
+        .ok_or("no code")?;
     let mut token = http
         .post(format!("{base}/token"))
         .send_form(&[
             ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", redirect),
-            ("code_verifier", verifier),
-            ("client_id", &client_id),
+            ("code", code.as_str()),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", VERIFIER),
+            ("client_id", client_id.as_str()),
         ])
         .await
-        .unwrap();
-    let tokens: serde_json::Value = token.json().await.unwrap();
-    tokens["access_token"].as_str().expect("an access token").to_string()
+        .map_err(|x| e(&x))?;
+    let mut tokens: serde_json::Value = token.json().await.map_err(|x| e(&x))?;
+    tokens["client_id"] = client_id.into();
+    if tokens.get("access_token").is_none() {
+        return Err(format!("token failed: {tokens}"));
+    }
+    Ok(tokens)
 }
 
-/// One wrk measurement.
+async fn refresh(http: &awc::Client, base: &str, client_id: &str, refresh_token: &str) -> Result<String, String> {
+    let mut answer = http
+        .post(format!("{base}/token"))
+        .send_form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+            ("client_id", client_id),
+        ])
+        .await
+        .map_err(|e| e.to_string())?;
+    let tokens: serde_json::Value = answer.json().await.map_err(|e| e.to_string())?;
+    tokens["refresh_token"]
+        .as_str()
+        .map(String::from)
+        .ok_or_else(|| format!("refresh failed: {tokens}"))
+}
+
+/// Completed operations per second and latency percentiles.
 struct Measurement {
-    requests_per_sec: f64,
-    latency_p50_ms: f64,
-    latency_p99_ms: f64,
-    non_2xx: u64,
+    per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    errors: u64,
 }
 
-fn wrk_script(method: &str, body: &str, headers: &HashMap<&str, String>) -> tempfile_path::TempPath {
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let index = ((sorted.len() as f64 * p / 100.0).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[index].as_secs_f64() * 1000.0
+}
+
+/// What one operation of a load loop came to.
+enum Step {
+    Done,
+    Failed(String),
+    /// The loop has nothing more to do.
+    Stop,
+}
+
+impl From<Result<(), String>> for Step {
+    fn from(result: Result<(), String>) -> Step {
+        match result {
+            Ok(()) => Step::Done,
+            Err(e) => Step::Failed(e),
+        }
+    }
+}
+
+/// Runs `concurrency` loops of `operation` for `seconds` (or until they
+/// stop); each loop keeps its own state (`T`), e.g. its current refresh token.
+async fn run_load<T, F, Fut>(concurrency: usize, seconds: u64, states: Vec<T>, operation: F) -> Measurement
+where
+    T: 'static,
+    F: Fn(T) -> Fut + 'static,
+    Fut: std::future::Future<Output = (T, Step)> + 'static,
+{
+    let operation = Rc::new(operation);
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for state in states.into_iter().take(concurrency) {
+        let operation = operation.clone();
+        tasks.push(actix_rt::spawn(async move {
+            let (mut latencies, mut errors, mut state) = (Vec::new(), 0u64, state);
+            while Instant::now() < deadline {
+                let began = Instant::now();
+                let (next, result) = operation(state).await;
+                state = next;
+                match result {
+                    Step::Done => latencies.push(began.elapsed()),
+                    Step::Failed(e) => {
+                        errors += 1;
+                        if errors == 1 {
+                            eprintln!("load error: {e}");
+                        }
+                    }
+                    Step::Stop => break,
+                }
+            }
+            (latencies, errors)
+        }));
+    }
+    let (mut all, mut errors) = (Vec::new(), 0);
+    for task in tasks {
+        let (latencies, task_errors) = task.await.unwrap();
+        all.extend(latencies);
+        errors += task_errors;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    all.sort();
+    Measurement {
+        per_sec: all.len() as f64 / elapsed,
+        p50_ms: percentile(&all, 50.0),
+        p99_ms: percentile(&all, 99.0),
+        errors,
+    }
+}
+
+fn load_client(concurrency: usize) -> awc::Client {
+    awc::Client::builder()
+        .disable_redirects()
+        .timeout(Duration::from_secs(30))
+        .connector(awc::Connector::new().limit(concurrency * 4))
+        .finish()
+}
+
+async fn measure_flows(base: &str, concurrency: usize, seconds: u64) -> Measurement {
+    let http = load_client(concurrency);
+    let base = base.to_string();
+    let states = vec![(); concurrency];
+    run_load(concurrency, seconds, states, move |_| {
+        let (http, base) = (http.clone(), base.clone());
+        async move { ((), full_flow(&http, &base).await.map(|_| ()).into()) }
+    })
+    .await
+}
+
+async fn measure_refresh(base: &str, concurrency: usize, seconds: u64) -> Measurement {
+    let http = load_client(concurrency);
+    let mut states = Vec::new();
+    for _ in 0..concurrency {
+        let tokens = full_flow(&http, base).await.expect("a flow for the refresh chain");
+        states.push((
+            tokens["client_id"].as_str().unwrap().to_string(),
+            tokens["refresh_token"].as_str().unwrap().to_string(),
+        ));
+    }
+    let base = base.to_string();
+    run_load(
+        concurrency,
+        seconds,
+        states,
+        move |(client_id, token): (String, String)| {
+            let (http, base) = (http.clone(), base.clone());
+            async move {
+                match refresh(&http, &base, &client_id, &token).await {
+                    Ok(next) => ((client_id, next), Step::Done),
+                    Err(e) => ((client_id, token), Step::Failed(e)),
+                }
+            }
+        },
+    )
+    .await
+}
+
+// -------------------------------------------------------------------- wrk
+
+struct TempFile(PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn wrk_script(method: &str, body: &str, headers: &HashMap<&str, String>) -> TempFile {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
     let mut script = format!("wrk.method = \"{method}\"\nwrk.body = [[{body}]]\n");
     for (name, value) in headers {
         script.push_str(&format!("wrk.headers[\"{name}\"] = \"{value}\"\n"));
     }
-    // Percentiles and the error count, machine-readable.
     script.push_str(
         "done = function(summary, latency, requests)\n  io.write(string.format(\"WRK p50=%f p99=%f non2xx=%d\\n\", latency:percentile(50)/1000, latency:percentile(99)/1000, summary.errors.status))\nend\n",
     );
-    tempfile_path::write(&script)
+    let path = std::env::temp_dir().join(format!(
+        "mcp-oauth-proxy-bench-{}-{}.lua",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    ));
+    std::fs::write(&path, script).unwrap();
+    TempFile(path)
 }
 
-fn run_wrk(url: &str, concurrency: u64, seconds: u64, script: &std::path::Path) -> Measurement {
-    let mut command = if has_command("taskset") {
-        let mut c = Command::new("taskset");
-        c.args(["-c", "1", "wrk"]);
-        c
-    } else {
-        Command::new("wrk")
-    };
-    let output = command
-        .args([
-            "-t1",
-            &format!("-c{concurrency}"),
-            &format!("-d{seconds}s"),
-            "--latency",
-            "-s",
-        ])
+fn run_wrk(url: &str, concurrency: usize, seconds: u64, script: &Path) -> Measurement {
+    let output = pinned(1, "wrk")
+        .args(["-t1", &format!("-c{concurrency}"), &format!("-d{seconds}s"), "-s"])
         .arg(script)
         .arg(url)
         .output()
         .expect("wrk runs (apt-get install wrk)");
     let text = String::from_utf8_lossy(&output.stdout);
-    let requests_per_sec = text
+    let per_sec = text
         .lines()
         .find_map(|l| l.strip_prefix("Requests/sec:"))
         .and_then(|v| v.trim().parse().ok())
@@ -244,51 +526,45 @@ fn run_wrk(url: &str, concurrency: u64, seconds: u64, script: &std::path::Path) 
             .unwrap_or(f64::NAN)
     };
     Measurement {
-        requests_per_sec,
-        latency_p50_ms: field("p50"),
-        latency_p99_ms: field("p99"),
-        non_2xx: field("non2xx") as u64,
+        per_sec,
+        p50_ms: field("p50"),
+        p99_ms: field("p99"),
+        errors: field("non2xx") as u64,
     }
 }
 
-/// Temporary files for wrk scripts, removed on drop.
-mod tempfile_path {
-    use std::path::{Path, PathBuf};
+// ------------------------------------------------------------------ report
 
-    pub struct TempPath(PathBuf);
-
-    impl std::ops::Deref for TempPath {
-        type Target = Path;
-        fn deref(&self) -> &Path {
-            &self.0
-        }
-    }
-
-    impl Drop for TempPath {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
-        }
-    }
-
-    pub fn write(content: &str) -> TempPath {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "mcp-oauth-proxy-bench-{}-{}.lua",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::SeqCst)
-        ));
-        std::fs::write(&path, content).unwrap();
-        TempPath(path)
-    }
+fn header() {
+    println!(
+        "| {:<58} | {:>10} | {:>8} | {:>8} | {:>6} | {:>7} |",
+        "scenario", "per sec", "p50 ms", "p99 ms", "errors", "ratio"
+    );
+    println!(
+        "|{:-<60}|{:-<12}|{:-<10}|{:-<10}|{:-<8}|{:-<9}|",
+        "", "", "", "", "", ""
+    );
 }
 
-fn print_row(name: &str, m: &Measurement, ratio: Option<f64>) {
+fn row(name: &str, m: &Measurement, ratio: Option<f64>) {
     let ratio = ratio.map(|r| format!("{:.0}%", r * 100.0)).unwrap_or_default();
     println!(
-        "| {name:<44} | {:>10.0} | {:>8.2} | {:>8.2} | {:>6} | {ratio:>6} |",
-        m.requests_per_sec, m.latency_p50_ms, m.latency_p99_ms, m.non_2xx
+        "| {name:<58} | {:>10.0} | {:>8.2} | {:>8.2} | {:>6} | {ratio:>7} |",
+        m.per_sec, m.p50_ms, m.p99_ms, m.errors
     );
+    let _ = std::io::stdout().flush();
+}
+
+fn dir_size(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
 }
 
 #[actix_rt::main]
@@ -298,46 +574,158 @@ async fn main() {
         println!("load benchmark: run it with `cargo bench --bench load`");
         return;
     }
+    let _ = cores();
+    pin_self();
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let seconds = env_number("BENCH_DURATION", 10);
+    let scenarios = env_list("BENCH_SCENARIOS", "flow,refresh,register,metadata,mcp,memory");
+    let backends = env_list("BENCH_BACKENDS", "memory,directory,redis");
+    let wants = |s: &str| scenarios.iter().any(|x| x == s);
     if !has_command("wrk") {
         eprintln!("the load benchmark needs wrk: apt-get install -y wrk");
         std::process::exit(2);
     }
-    let seconds = env_number("BENCH_DURATION", 10);
-    let concurrency = env_number("BENCH_CONCURRENCY", 16);
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
 
     let upstream = MockUpstream::start(MockUpstreamConfig::default()).await;
     let backend = start_fast_backend();
-    let proxy = start_proxy(&upstream, &backend, &[]).await;
-    let token = obtain_access_token(&proxy).await;
-
+    wait_until_up(&format!("{backend}/bare")).await;
+    wait_until_up(&format!("{}/.well-known/openid-configuration", upstream.base_url())).await;
     println!();
     println!(
-        "mcp-oauth-proxy load benchmark: {cores} cores, proxy pinned to core 0 with 1 worker, wrk on core 1, c={concurrency}, {seconds}s each"
+        "mcp-oauth-proxy load benchmark: {} cores; proxy pinned to core 0 with 1 worker; load generator, mock upstream and mock backend on core 1; {seconds}s per row",
+        cores()
     );
-    println!(
-        "| {:<44} | {:>10} | {:>8} | {:>8} | {:>6} | {:>6} |",
-        "scenario", "req/s", "p50 ms", "p99 ms", "non2xx", "ratio"
-    );
-    println!(
-        "|{:-<46}|{:-<12}|{:-<10}|{:-<10}|{:-<8}|{:-<8}|",
-        "", "", "", "", "", ""
-    );
-    let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
-    let mut headers = HashMap::from([("Content-Type", "application/json".to_string())]);
-    let direct_script = wrk_script("POST", body, &headers);
-    let direct = run_wrk(&backend, concurrency, seconds, &direct_script);
-    print_row("MCP POST, backend called directly", &direct, None);
-    headers.insert("Authorization", format!("Bearer {token}"));
-    let proxy_script = wrk_script("POST", body, &headers);
-    let through = run_wrk(&format!("{}/mcp", proxy.base), concurrency, seconds, &proxy_script);
-    print_row(
-        "MCP POST through the proxy (token swap)",
-        &through,
-        Some(through.requests_per_sec / direct.requests_per_sec),
-    );
-    let _ = std::io::stdout().flush();
-    drop(proxy);
+    header();
+    let json_headers = HashMap::from([("Content-Type", "application/json".to_string())]);
+    let bare_script = wrk_script("GET", "", &HashMap::new());
+    let bare = run_wrk(&format!("{backend}/bare"), 16, seconds, &bare_script.0);
+    row("load generator ceiling: wrk -> bare actix handler (c=16)", &bare, None);
+
+    for storage_kind in &backends {
+        let data_dir = std::env::temp_dir().join(format!("mcp-oauth-proxy-bench-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&data_dir);
+        let redis = if storage_kind == "redis" {
+            Some(Redis::start().await)
+        } else {
+            None
+        };
+        let storage = match storage_kind.as_str() {
+            "memory" => "memory".to_string(),
+            "directory" => data_dir.display().to_string(),
+            "redis" => format!("redis://127.0.0.1:{}/", redis.as_ref().unwrap().port),
+            other => panic!("unknown backend {other}"),
+        };
+        let proxy = start_proxy(&upstream, &backend, &storage).await;
+        let base = proxy.base.clone();
+        let redis_before = redis.as_ref().map(|r| r.used_memory()).unwrap_or(0);
+        let mut flows_done = 0.0;
+        if wants("flow") {
+            for concurrency in [1, 16, 64] {
+                let m = measure_flows(&base, concurrency, seconds).await;
+                flows_done += m.per_sec * seconds as f64;
+                row(
+                    &format!("[{storage_kind}] full flow (4 proxy requests + 1 upstream call), c={concurrency}"),
+                    &m,
+                    None,
+                );
+            }
+        }
+        if wants("refresh") {
+            let m = measure_refresh(&base, 16, seconds).await;
+            row(
+                &format!("[{storage_kind}] refresh grant (+ upstream refresh), c=16"),
+                &m,
+                None,
+            );
+        }
+        if wants("register") && storage_kind == "memory" {
+            let script = wrk_script(
+                "POST",
+                r#"{"redirect_uris":["http://127.0.0.1:9/cb"],"token_endpoint_auth_method":"none"}"#,
+                &json_headers,
+            );
+            row(
+                "[memory] registrations (wrk), c=16",
+                &run_wrk(&format!("{base}/register"), 16, seconds, &script.0),
+                None,
+            );
+        }
+        if wants("metadata") && storage_kind == "memory" {
+            let script = wrk_script("GET", "", &HashMap::new());
+            let url = format!("{base}/.well-known/oauth-authorization-server");
+            row(
+                "[memory] metadata GETs (wrk), c=16",
+                &run_wrk(&url, 16, seconds, &script.0),
+                None,
+            );
+        }
+        if wants("mcp") && storage_kind == "memory" {
+            let http = load_client(1);
+            let token = full_flow(&http, &base).await.expect("a token")["access_token"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+            let direct_script = wrk_script("POST", body, &json_headers);
+            let direct = run_wrk(&format!("{backend}/mcp"), 16, seconds, &direct_script.0);
+            row("MCP POST, backend called directly (wrk), c=16", &direct, None);
+            let mut headers = json_headers.clone();
+            headers.insert("Authorization", format!("Bearer {token}"));
+            let proxy_script = wrk_script("POST", body, &headers);
+            let through = run_wrk(&format!("{base}/mcp"), 16, seconds, &proxy_script.0);
+            row(
+                "MCP POST through the proxy, token swap (wrk), c=16",
+                &through,
+                Some(through.per_sec / direct.per_sec),
+            );
+        }
+        if flows_done > 0.0 {
+            let grants = flows_done;
+            let per_grant = match storage_kind.as_str() {
+                "directory" => Some(("on disk", dir_size(&data_dir) as f64 / grants)),
+                "redis" => Some((
+                    "in Redis",
+                    (redis.as_ref().unwrap().used_memory() - redis_before) as f64 / grants,
+                )),
+                _ => None,
+            };
+            if let Some((place, bytes)) = per_grant {
+                println!(
+                    "| [{storage_kind}] bytes {place} per completed flow (client + grant + code + indexes): {bytes:.0} over {grants:.0} flows"
+                );
+            }
+        }
+        if wants("memory") && storage_kind == "memory" {
+            let pid = proxy.process.0.id();
+            let count = env_number("BENCH_GRANTS", 100_000) as usize;
+            let before = resident_kib(pid);
+            let http = load_client(16);
+            let started = Instant::now();
+            let states = vec![(); 16];
+            let done = std::rc::Rc::new(std::cell::Cell::new(0usize));
+            let counter = done.clone();
+            let base_for = base.clone();
+            let _ = run_load(16, 600, states, move |_| {
+                let (http, base, counter) = (http.clone(), base_for.clone(), counter.clone());
+                async move {
+                    if counter.get() >= count {
+                        return ((), Step::Stop);
+                    }
+                    counter.set(counter.get() + 1);
+                    ((), full_flow(&http, &base).await.map(|_| ()).into())
+                }
+            })
+            .await;
+            let after = resident_kib(pid);
+            println!(
+                "| [memory] resident memory: {before} KiB at start, {after} KiB after {} stored grants ({:.0} bytes per grant, {:.0}s to store)",
+                done.get().min(count),
+                (after.saturating_sub(before) as f64 * 1024.0) / count as f64,
+                started.elapsed().as_secs_f64()
+            );
+        }
+        drop(proxy);
+        let _ = std::fs::remove_dir_all(&data_dir);
+    }
     upstream.stop().await;
 }
