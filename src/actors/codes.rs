@@ -117,9 +117,10 @@ pub struct RedeemCode {
     pub client_id: String,
     pub redirect_uri: Option<String>,
     pub verifier: String,
-    /// The token ids to issue if this is the first redemption.
-    pub access_jti: String,
-    pub refresh_jti: String,
+    /// Random parts of the token ids to issue if this is the first
+    /// redemption; the ids are `<grant id>.<random>`.
+    pub access_nonce: String,
+    pub refresh_nonce: String,
     pub issued_at: u64,
 }
 
@@ -164,8 +165,8 @@ fn redeem(
     record.redemption = Some(Redemption {
         at: msg.issued_at,
         verifier_hash: verifier_hash.to_string(),
-        access_jti: msg.access_jti.clone(),
-        refresh_jti: msg.refresh_jti.clone(),
+        access_jti: format!("{}.{}", record.grant_id, msg.access_nonce),
+        refresh_jti: format!("{}.{}", record.grant_id, msg.refresh_nonce),
     });
     // Kept until it expires, to recognise duplicates and replays.
     (

@@ -4,8 +4,9 @@
 //! - A grant (one completed authorization) holds the upstream tokens, sealed
 //!   with AES-256-GCM like every record; they are never handed to clients in
 //!   swap mode.
-//! - Proxy access and refresh token ids (`jti`) map to their grant; revoking
-//!   the grant revokes every token issued from it.
+//! - Proxy token ids (`jti`) are `<grant id>.<random>`, so a token leads to
+//!   its grant in one read; revoking the grant revokes every token issued
+//!   from it, and a single access token can be revoked on its own.
 //! - Refresh tokens rotate on every use. A rotated-out token presented again
 //!   within [`REFRESH_GRACE`] and before its successor was used gets the same
 //!   successor; any other reuse revokes the whole family (RFC 9700 §4.14.2).
@@ -73,6 +74,22 @@ pub struct Grant {
     pub previous: Option<Rotation>,
     /// Pass-through mode: hash of the upstream refresh token the client holds.
     pub passthrough_refresh_hash: Option<String>,
+    /// Access tokens revoked one by one (RFC 7009), with their expiry.
+    #[serde(default)]
+    pub revoked_access: Vec<(String, u64)>,
+}
+
+impl Grant {
+    fn access_revoked(&self, jti: &str) -> bool {
+        self.revoked_access.iter().any(|(revoked, _)| revoked == jti)
+    }
+}
+
+/// Token ids are `<grant id>.<random>`: the grant is found without an index.
+pub fn grant_id_of(jti: &str) -> Option<&str> {
+    jti.split_once('.')
+        .map(|(grant_id, _)| grant_id)
+        .filter(|g| !g.is_empty())
 }
 
 pub struct TokenVault {
@@ -83,7 +100,7 @@ pub struct TokenVault {
 #[derive(Clone)]
 struct VaultTables {
     grants: SealedTable<Grant>,
-    /// `jti` or pass-through token hash -> grant id.
+    /// Pass-through token hash -> grant id.
     index: SealedTable<String>,
     refresh_ttl: Duration,
     access_ttl: Duration,
@@ -123,16 +140,6 @@ impl VaultTables {
         Ok(self.grants.get(&grant_id).await?.map(|grant| (grant_id, grant)))
     }
 
-    async fn index_pair(&self, grant_id: &str, pair: &IssuedPair) -> Result<(), StoreError> {
-        let grant_id = grant_id.to_string();
-        self.index
-            .put(&access_key(&pair.access_jti), &grant_id, self.access_ttl)
-            .await?;
-        self.index
-            .put(&refresh_key(&pair.refresh_jti), &grant_id, self.refresh_ttl)
-            .await
-    }
-
     async fn index_passthrough(
         &self,
         grant_id: &str,
@@ -152,12 +159,6 @@ impl VaultTables {
     }
 }
 
-fn access_key(jti: &str) -> String {
-    format!("at.{jti}")
-}
-fn refresh_key(jti: &str) -> String {
-    format!("rt.{jti}")
-}
 fn passthrough_key(token_hash: &str) -> String {
     format!("pt.{token_hash}")
 }
@@ -213,9 +214,6 @@ impl Handler<IssueTokens> for TokenVault {
                     None => (Change::Keep, None),
                 })
                 .await?;
-            if grant.is_some() {
-                t.index_pair(&msg.grant_id, &msg.pair).await?;
-            }
             Ok(grant)
         })
     }
@@ -245,7 +243,15 @@ impl Handler<LookupAccessToken> for TokenVault {
     type Result = ResponseFuture<Result<Option<(String, Grant)>, StoreError>>;
 
     fn handle(&mut self, msg: LookupAccessToken, _: &mut Self::Context) -> Self::Result {
-        self.run(|t| async move { t.grant_of(&access_key(&msg.jti)).await })
+        self.run(|t| async move {
+            let Some(grant_id) = grant_id_of(&msg.jti) else {
+                return Ok(None);
+            };
+            let grant = t.grants.get(grant_id).await?;
+            Ok(grant
+                .filter(|grant| !grant.access_revoked(&msg.jti))
+                .map(|grant| (grant_id.to_string(), grant)))
+        })
     }
 }
 
@@ -262,7 +268,10 @@ impl Handler<LookupRefreshToken> for TokenVault {
 
     fn handle(&mut self, msg: LookupRefreshToken, _: &mut Self::Context) -> Self::Result {
         self.run(|t| async move {
-            let Some((grant_id, grant)) = t.grant_of(&refresh_key(&msg.jti)).await? else {
+            let Some(grant_id) = grant_id_of(&msg.jti).map(String::from) else {
+                return Ok(None);
+            };
+            let Some(grant) = t.grants.get(&grant_id).await? else {
                 return Ok(None);
             };
             let current = grant.current.as_ref().is_some_and(|c| c.refresh_jti == msg.jti);
@@ -279,13 +288,30 @@ impl Handler<LookupRefreshToken> for TokenVault {
 #[rtype(result = "Result<(), StoreError>")]
 pub struct RevokeAccessToken {
     pub jti: String,
+    /// The token's own expiry: after it, the revocation need not be kept.
+    pub exp: u64,
 }
 
 impl Handler<RevokeAccessToken> for TokenVault {
     type Result = ResponseFuture<Result<(), StoreError>>;
 
     fn handle(&mut self, msg: RevokeAccessToken, _: &mut Self::Context) -> Self::Result {
-        self.run(|t| async move { t.index.delete(&access_key(&msg.jti)).await.map(|_| ()) })
+        self.run(|t| async move {
+            let Some(grant_id) = grant_id_of(&msg.jti) else {
+                return Ok(());
+            };
+            t.grants
+                .update(grant_id, |grant| match grant {
+                    Some(mut grant) if !grant.access_revoked(&msg.jti) => {
+                        let now = now_secs();
+                        grant.revoked_access.retain(|(_, exp)| *exp > now);
+                        grant.revoked_access.push((msg.jti.clone(), msg.exp));
+                        (Change::Put(grant, t.refresh_ttl), ())
+                    }
+                    _ => (Change::Keep, ()),
+                })
+                .await
+        })
     }
 }
 
@@ -360,7 +386,7 @@ impl Handler<ClaimRefresh> for TokenVault {
 
     fn handle(&mut self, msg: ClaimRefresh, _: &mut Self::Context) -> Self::Result {
         self.run(|t| async move {
-            let Some(grant_id) = t.index.get(&refresh_key(&msg.refresh_jti)).await? else {
+            let Some(grant_id) = grant_id_of(&msg.refresh_jti).map(String::from) else {
                 return Ok(RefreshClaim::Unknown);
             };
             let outcome = t
@@ -368,14 +394,11 @@ impl Handler<ClaimRefresh> for TokenVault {
                 .update(&grant_id, |grant| claim(grant, &msg, t.refresh_ttl))
                 .await?;
             match outcome {
-                RefreshClaim::Rotated { grant, before, .. } => {
-                    t.index_pair(&grant_id, &msg.successor).await?;
-                    Ok(RefreshClaim::Rotated {
-                        grant_id,
-                        grant,
-                        before,
-                    })
-                }
+                RefreshClaim::Rotated { grant, before, .. } => Ok(RefreshClaim::Rotated {
+                    grant_id,
+                    grant,
+                    before,
+                }),
                 RefreshClaim::ReuseDetected => {
                     log::warn!(
                         "refresh token reuse detected for client {}; its grant was revoked",

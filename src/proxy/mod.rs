@@ -770,6 +770,7 @@ impl OAuthProxy {
             current: None,
             previous: None,
             passthrough_refresh_hash: None,
+            revoked_access: Vec::new(),
         }
     }
 
@@ -802,12 +803,6 @@ impl OAuthProxy {
         exchange: CodeExchange,
     ) -> Result<TokenResponse, Error> {
         let config = &self.inner.config;
-        let pair = IssuedPair {
-            access_jti: random_token(16),
-            refresh_jti: random_token(16),
-            issued_at: now_secs(),
-            scope: String::new(),
-        };
         let outcome = self
             .inner
             .codes
@@ -816,9 +811,9 @@ impl OAuthProxy {
                 client_id: client.client_id.clone(),
                 redirect_uri: exchange.redirect_uri,
                 verifier: exchange.code_verifier,
-                access_jti: pair.access_jti.clone(),
-                refresh_jti: pair.refresh_jti.clone(),
-                issued_at: pair.issued_at,
+                access_nonce: random_token(16),
+                refresh_nonce: random_token(16),
+                issued_at: now_secs(),
             })
             .await??;
         let (record, verifier) = match outcome {
@@ -881,9 +876,15 @@ impl OAuthProxy {
         }
 
         let _ = self.inner.clients.send(MarkClientUsed(client.client_id.clone())).await;
+        let redemption = record
+            .redemption
+            .clone()
+            .ok_or_else(|| Error::internal("a redeemed code without its redemption"))?;
         let pair = IssuedPair {
+            access_jti: redemption.access_jti,
+            refresh_jti: redemption.refresh_jti,
+            issued_at: redemption.at,
             scope: record.scopes.to_oauth_string(),
-            ..pair
         };
         let grant = if config.token_swap {
             self.inner
@@ -1009,9 +1010,12 @@ impl OAuthProxy {
             Some(requested) => requested,
             None => granted,
         };
+        let Some((grant_id, _)) = claims.jti.split_once('.') else {
+            return Err(Error::invalid_grant("the refresh token is invalid, expired or revoked"));
+        };
         let successor = IssuedPair {
-            access_jti: random_token(16),
-            refresh_jti: random_token(16),
+            access_jti: format!("{grant_id}.{}", random_token(16)),
+            refresh_jti: format!("{grant_id}.{}", random_token(16)),
             issued_at: now_secs(),
             scope: scope.to_oauth_string(),
         };

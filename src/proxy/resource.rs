@@ -157,7 +157,14 @@ impl OAuthProxy {
                 return Ok(());
             }
             match token_use {
-                TokenUse::Access => vault.send(RevokeAccessToken { jti: claims.jti }).await??,
+                TokenUse::Access => {
+                    vault
+                        .send(RevokeAccessToken {
+                            jti: claims.jti,
+                            exp: claims.exp,
+                        })
+                        .await??
+                }
                 TokenUse::Refresh => {
                     // Revoking a refresh token revokes its grant: every access
                     // token and the stored upstream tokens (RFC 7009 §2.1).

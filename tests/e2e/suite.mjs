@@ -1,0 +1,824 @@
+// End-to-end suite for mcp-oauth-proxy with real software on loopback ports:
+//
+//   official MCP SDK client ──▶ mcp-oauth-proxy ──▶ MCP server (official SDK, `whoami`)
+//            │                       │
+//            └── chromium ──────────▶└──▶ oidc-provider (upstream OAuth/OIDC server)
+//
+// Prints `PASS <scenario>` / `FAIL <scenario>: <reason>` for each scenario and
+// a closing `e2e: N passed, N failed` line; exits 1 on any FAIL.
+//
+// Environment (all optional):
+//   E2E_PROXY_BIN   proxy binary (default <repo>/target/release/mcp-oauth-proxy)
+//   E2E_CHROMIUM    browser (default /usr/bin/chromium)
+//   E2E_ARTIFACTS   screenshots and proxy logs (default tests/e2e/artifacts)
+//   E2E_ONLY        comma-separated scenario numbers to run, e.g. "1,2"
+
+import { existsSync, mkdirSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { randomBytes } from 'node:crypto';
+import { SignJWT, decodeJwt, decodeProtectedHeader } from 'jose';
+
+import { ACCOUNT, startUpstream } from './upstream.mjs';
+import { startMcpServer } from './mcp-server.mjs';
+import { InMemoryOAuthProvider, McpSession, startCallbackListener } from './client.mjs';
+import { CHROMIUM, authorizeInBrowser, launchBrowser, newContext } from './browser.mjs';
+import { freePort, killAllProxies, startProxy } from './proxy.mjs';
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+const REPO = resolve(HERE, '../..');
+const ARTIFACTS = resolve(process.env.E2E_ARTIFACTS || join(HERE, 'artifacts'));
+const BINARY = resolve(process.env.E2E_PROXY_BIN || join(REPO, 'target/release/mcp-oauth-proxy'));
+const SCENARIO_TIMEOUT_MS = 120000;
+const REFRESH_GRACE_MS = 5000; // the proxy's documented reuse grace window
+const ONLY = (process.env.E2E_ONLY || '')
+    .split(',')
+    .map(s => s.trim())
+    .filter(Boolean);
+
+// Keys shared with the proxy: the suite forges tokens with the JWT key.
+const JWT_SIGNING_KEY = `e2e-jwt-${randomBytes(24).toString('hex')}`;
+const ENCRYPTION_KEY = `e2e-enc-${randomBytes(24).toString('hex')}`;
+const CONSENT_SIGNING_KEY = `e2e-consent-${randomBytes(24).toString('hex')}`;
+const JWT_KEY_BYTES = new TextEncoder().encode(JWT_SIGNING_KEY);
+const UPSTREAM_SCOPES = 'openid profile email offline_access';
+
+// ---------------------------------------------------------------- helpers
+
+function expect(condition, message) {
+    if (!condition) throw new Error(message);
+}
+
+function detail(message) {
+    console.log(`    - ${message}`);
+}
+
+function sleep(ms) {
+    return new Promise(r => setTimeout(r, ms));
+}
+
+function short(s, n = 24) {
+    if (typeof s !== 'string') return String(s);
+    return s.length > n ? `${s.slice(0, n)}…` : s;
+}
+
+function oneLine(s) {
+    return String(s).replace(/\s+/g, ' ').trim().slice(0, 600);
+}
+
+function withTimeout(promise, ms, what) {
+    let timer;
+    return Promise.race([
+        promise,
+        new Promise((_, reject) => {
+            timer = setTimeout(() => reject(new Error(`${what} timed out after ${ms} ms`)), ms);
+        })
+    ]).finally(() => clearTimeout(timer));
+}
+
+/** Claims of a JWT, or null for anything that is not one. */
+function jwtClaims(token) {
+    try {
+        return decodeJwt(token);
+    } catch {
+        return null;
+    }
+}
+
+function isProxyJwt(token, proxyBase) {
+    const claims = jwtClaims(token);
+    return !!claims && claims.iss === proxyBase;
+}
+
+function audList(aud) {
+    return Array.isArray(aud) ? aud : [aud];
+}
+
+const INITIALIZE = {
+    jsonrpc: '2.0',
+    id: 1,
+    method: 'initialize',
+    params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'e2e-raw', version: '1.0.0' } }
+};
+
+/** A raw MCP initialize POST to the proxy with the given bearer (or none). */
+async function rawMcpPost(mcpUrl, token) {
+    const headers = { 'content-type': 'application/json', accept: 'application/json, text/event-stream' };
+    if (token !== undefined) headers.authorization = `Bearer ${token}`;
+    const res = await fetch(mcpUrl, {
+        method: 'POST',
+        headers,
+        body: JSON.stringify(INITIALIZE),
+        signal: AbortSignal.timeout(15000)
+    });
+    const body = await res.text();
+    return { status: res.status, www: res.headers.get('www-authenticate') || '', body };
+}
+
+/** A token endpoint request authenticated as the registered client (as the SDK would). */
+async function tokenRequest(proxyBase, clientInfo, params) {
+    const body = new URLSearchParams(params);
+    const headers = { 'content-type': 'application/x-www-form-urlencoded', accept: 'application/json' };
+    const method = clientInfo.token_endpoint_auth_method || (clientInfo.client_secret ? 'client_secret_basic' : 'none');
+    if (method === 'client_secret_basic') {
+        const creds = `${encodeURIComponent(clientInfo.client_id)}:${encodeURIComponent(clientInfo.client_secret)}`;
+        headers.authorization = `Basic ${Buffer.from(creds).toString('base64')}`;
+    } else if (method === 'client_secret_post') {
+        body.set('client_id', clientInfo.client_id);
+        body.set('client_secret', clientInfo.client_secret);
+    } else {
+        body.set('client_id', clientInfo.client_id);
+    }
+    const res = await fetch(`${proxyBase}/token`, {
+        method: 'POST',
+        headers,
+        body,
+        signal: AbortSignal.timeout(15000)
+    });
+    const text = await res.text();
+    let json = null;
+    try {
+        json = JSON.parse(text);
+    } catch {
+        // not JSON
+    }
+    return { status: res.status, json, text };
+}
+
+function expectChallenge(r, proxy, what) {
+    expect(r.status === 401, `${what}: expected 401, got ${r.status} (${oneLine(r.body).slice(0, 200)})`);
+    const expected = `resource_metadata="${proxy.base}/.well-known/oauth-protected-resource/mcp"`;
+    expect(
+        r.www.includes(expected),
+        `${what}: WWW-Authenticate lacks ${expected}: "${r.www}"`
+    );
+}
+
+function clientMetadata(name, redirectUrl, authMethod = 'client_secret_basic') {
+    return {
+        client_name: name,
+        redirect_uris: [redirectUrl],
+        grant_types: ['authorization_code', 'refresh_token'],
+        response_types: ['code'],
+        token_endpoint_auth_method: authMethod
+    };
+}
+
+// ---------------------------------------------------------------- world
+
+const world = {};
+
+async function setUp() {
+    mkdirSync(ARTIFACTS, { recursive: true });
+    expect(existsSync(BINARY), `proxy binary not found at ${BINARY} (cargo build --release --bin mcp-oauth-proxy)`);
+    expect(existsSync(CHROMIUM), `browser not found at ${CHROMIUM} (apt-get install -y chromium)`);
+
+    const ports = new Set();
+    while (ports.size < 3) ports.add(await freePort());
+    const [upstreamPort, swapPort, passPort] = [...ports];
+
+    const secrets = {
+        basic: randomBytes(24).toString('base64url'),
+        post: randomBytes(24).toString('base64url')
+    };
+    world.upstream = await startUpstream({
+        port: upstreamPort,
+        clients: [
+            {
+                client_id: 'mcp-proxy-basic',
+                client_secret: secrets.basic,
+                redirect_uri: `http://127.0.0.1:${swapPort}/oauth/callback`,
+                auth_method: 'client_secret_basic'
+            },
+            {
+                client_id: 'mcp-proxy-post',
+                client_secret: secrets.post,
+                redirect_uri: `http://127.0.0.1:${passPort}/oauth/callback`,
+                auth_method: 'client_secret_post'
+            }
+        ]
+    });
+    world.mcp = await startMcpServer({ userinfoUrl: world.upstream.userinfoUrl });
+
+    const common = {
+        OAUTH_PROXY_STORAGE: 'memory',
+        OAUTH_PROXY_UPSTREAM_ISSUER: world.upstream.issuer,
+        OAUTH_PROXY_UPSTREAM_NAME: 'Example Identity',
+        OAUTH_PROXY_UPSTREAM_SCOPES: UPSTREAM_SCOPES,
+        OAUTH_PROXY_UPSTREAM_EXTRA_AUTHORIZE_PARAMS: 'prompt=consent',
+        OAUTH_PROXY_CONSENT_REQUIRED: 'true',
+        OAUTH_PROXY_JWT_SIGNING_KEY: JWT_SIGNING_KEY,
+        OAUTH_PROXY_ENCRYPTION_KEY: ENCRYPTION_KEY,
+        OAUTH_PROXY_CONSENT_SIGNING_KEY: CONSENT_SIGNING_KEY,
+        OAUTH_PROXY_MCP_UPSTREAM_URL: world.mcp.url,
+        OAUTH_PROXY_REGISTRATION_RATE_LIMIT: '0',
+        OAUTH_PROXY_STATIC_DIR: join(REPO, 'static')
+    };
+    world.swap = await startProxy({
+        name: 'swap',
+        binary: BINARY,
+        port: swapPort,
+        logDir: ARTIFACTS,
+        env: {
+            ...common,
+            OAUTH_PROXY_ENABLE_TOKEN_SWAP: 'true',
+            OAUTH_PROXY_UPSTREAM_CLIENT_ID: 'mcp-proxy-basic',
+            OAUTH_PROXY_UPSTREAM_CLIENT_SECRET: secrets.basic,
+            OAUTH_PROXY_UPSTREAM_TOKEN_ENDPOINT_AUTH_METHOD: 'client_secret_basic'
+        }
+    });
+    world.pass = await startProxy({
+        name: 'passthrough',
+        binary: BINARY,
+        port: passPort,
+        logDir: ARTIFACTS,
+        env: {
+            ...common,
+            OAUTH_PROXY_ENABLE_TOKEN_SWAP: 'false',
+            OAUTH_PROXY_UPSTREAM_CLIENT_ID: 'mcp-proxy-post',
+            OAUTH_PROXY_UPSTREAM_CLIENT_SECRET: secrets.post,
+            OAUTH_PROXY_UPSTREAM_TOKEN_ENDPOINT_AUTH_METHOD: 'client_secret_post'
+        }
+    });
+    world.callbacks = await startCallbackListener();
+    world.browser = await launchBrowser();
+    console.log(
+        `setup: upstream ${world.upstream.issuer}, MCP server ${world.mcp.url}, ` +
+            `proxy swap ${world.swap.base}, proxy pass-through ${world.pass.base}, ` +
+            `chromium ${world.browser.version()}`
+    );
+}
+
+async function tearDown() {
+    const steps = [
+        () => world.browser?.close(),
+        () => world.swap?.stop(),
+        () => world.pass?.stop(),
+        () => world.callbacks?.close(),
+        () => world.mcp?.close(),
+        () => world.upstream?.close()
+    ];
+    for (const step of steps) {
+        try {
+            await withTimeout(Promise.resolve().then(step), 10000, 'tear-down step');
+        } catch (e) {
+            console.error(`tear-down: ${e.message}`);
+        }
+    }
+}
+
+/**
+ * A full interactive authorization through the SDK and the browser, approving
+ * on our consent page. Returns the session, provider and what the browser saw.
+ */
+async function authorize({ proxy, context, label, name, authMethod, onConsentPage, provider }) {
+    const redirectUrl = world.callbacks.redirectUrl(label);
+    provider ??= new InMemoryOAuthProvider({ redirectUrl, clientMetadata: clientMetadata(name, redirectUrl, authMethod) });
+    const session = new McpSession({ mcpUrl: proxy.mcpUrl, provider });
+    const authUrl = await session.start();
+    expect(authUrl, 'the SDK connected without authorization: the proxy did not ask for a token');
+    const flow = await authorizeInBrowser({
+        context,
+        url: authUrl,
+        proxyOrigin: proxy.base,
+        upstreamOrigin: world.upstream.issuer,
+        callbackOrigin: world.callbacks.origin,
+        decision: 'approve',
+        onConsentPage
+    });
+    const params = await world.callbacks.wait(provider.lastState);
+    expect(
+        typeof params.code === 'string' && !params.error,
+        `authorization response has no code: ${JSON.stringify(params)}`
+    );
+    await session.complete(params.code);
+    return { session, provider, flow, authUrl, params };
+}
+
+async function readConsentPage(page) {
+    const text = async sel => (await page.locator(sel).first().innerText()).trim();
+    return {
+        title: await page.title(),
+        clientName: await text('.client-name'),
+        host: await text('.host'),
+        uri: await text('code.uri'),
+        scopes: (await page.locator('ul.scopes li').allInnerTexts()).map(s => s.trim()),
+        rememberChecked: await page.locator('input[name="remember"]').isChecked(),
+        hasTransaction: (await page.locator('form.decision input[name="transaction_id"]').count()) === 1,
+        hasCsrf: (await page.locator('form.decision input[name="csrf_token"]').count()) === 1
+    };
+}
+
+function checkConsentPage(seen, name, redirectUrl) {
+    expect(seen, 'our consent page was not shown');
+    expect(seen.clientName === name, `consent page shows client name "${seen.clientName}", expected "${name}"`);
+    expect(seen.uri === redirectUrl, `consent page shows redirect URI "${seen.uri}", expected "${redirectUrl}"`);
+    const host = new URL(redirectUrl).host;
+    const hostname = new URL(redirectUrl).hostname;
+    expect(
+        seen.host === host || seen.host === hostname,
+        `consent page shows redirect host "${seen.host}", expected "${host}"`
+    );
+    expect(seen.hasTransaction && seen.hasCsrf, 'consent form lacks transaction_id or csrf_token');
+}
+
+// ---------------------------------------------------------------- scenarios
+
+async function scenario1() {
+    const proxy = world.swap;
+    const context = await newContext(world.browser);
+    world.s1 = { context };
+
+    // The unauthenticated request: 401 with the RFC 9728 pointer.
+    const bare = await rawMcpPost(proxy.mcpUrl);
+    expectChallenge(bare, proxy, 'request without a token');
+    detail(`no token: 401, WWW-Authenticate: ${bare.www}`);
+
+    const name = 'E2E Swap Client';
+    const redirectUrl = world.callbacks.redirectUrl('swap');
+    let consent = null;
+    const { session, provider, flow, authUrl, params } = await authorize({
+        proxy,
+        context,
+        label: 'swap',
+        name,
+        onConsentPage: async page => {
+            consent = await readConsentPage(page);
+            await page.screenshot({ path: join(ARTIFACTS, 'consent.png'), fullPage: true });
+            // The same page on a phone-sized screen.
+            const size = page.viewportSize();
+            await page.setViewportSize({ width: 390, height: 844 });
+            await page.screenshot({ path: join(ARTIFACTS, 'consent-mobile.png'), fullPage: true });
+            await page.setViewportSize(size);
+        }
+    });
+    world.s1 = { context, session, provider };
+
+    // What the SDK did by itself before the browser opened.
+    const log = session.fetchLog.map(e => `${e.method} ${new URL(e.url).pathname} ${e.status}`);
+    detail(`SDK requests: ${log.join(' → ')}`);
+    const find = (method, path, status) =>
+        session.fetchLog.findIndex(
+            e => e.method === method && new URL(e.url).pathname === path && (status === undefined || e.status === status)
+        );
+    const i401 = find('POST', '/mcp', 401);
+    const iPrm = session.fetchLog.findIndex(
+        e => new URL(e.url).pathname.startsWith('/.well-known/oauth-protected-resource') && e.status === 200
+    );
+    const iAs = session.fetchLog.findIndex(
+        e =>
+            /^\/\.well-known\/(oauth-authorization-server|openid-configuration)/.test(new URL(e.url).pathname) &&
+            e.status === 200
+    );
+    const iReg = find('POST', '/register', 201);
+    const iTok = find('POST', '/token', 200);
+    expect(i401 === 0, 'the first SDK request was not a 401 from /mcp');
+    expect(iPrm > i401, 'the SDK did not fetch the protected resource metadata after the 401');
+    expect(iAs > iPrm, 'the SDK did not fetch the authorization server metadata');
+    expect(iReg > iAs, 'the SDK did not register dynamically (no 201 from /register)');
+    expect(iTok > iReg, 'the SDK did not exchange the code at /token');
+
+    // The authorization request the SDK built.
+    const q = authUrl.searchParams;
+    expect(authUrl.origin === proxy.base && authUrl.pathname === '/authorize', `authorization URL is ${authUrl}`);
+    expect(q.get('code_challenge_method') === 'S256' && q.get('code_challenge'), 'no S256 PKCE challenge');
+    expect(q.get('state') === provider.lastState, 'state in the authorization URL is not the provider\'s');
+    expect(q.get('client_id') === provider.clientInformation()?.client_id, 'client_id is not the registered one');
+    detail(
+        `authorization URL: client_id=${short(q.get('client_id'), 12)} scope="${q.get('scope')}" resource=${q.get('resource')} PKCE S256`
+    );
+
+    // Our consent page, then the upstream.
+    checkConsentPage(consent, name, redirectUrl);
+    detail(
+        `consent page: "${consent.title}", client "${consent.clientName}", host ${consent.host}, ` +
+            `URI ${consent.uri}, scopes [${consent.scopes.join(', ')}], remember ${consent.rememberChecked ? 'checked' : 'unchecked'}`
+    );
+    const expectedSteps = ['proxy-consent', 'upstream-login', 'upstream-consent', 'client-callback'];
+    expect(
+        flow.steps.join(',') === expectedSteps.join(','),
+        `browser steps were ${flow.steps.join(' > ')}, expected ${expectedSteps.join(' > ')}`
+    );
+    detail(`browser: ${flow.steps.join(' > ')}`);
+    expect(params.state === provider.lastState, 'callback state does not match');
+    detail(`callback: code ${short(params.code, 8)}, state matches, iss=${params.iss ?? '(none)'}`);
+
+    // Tokens: the proxy's own JWTs.
+    const tokens = provider.tokens();
+    expect(tokens?.access_token && tokens?.refresh_token, 'the SDK holds no access + refresh token');
+    const claims = jwtClaims(tokens.access_token);
+    expect(claims, 'the access token is not a JWT (swap mode issues the proxy\'s JWTs)');
+    expect(claims.iss === proxy.base, `access token iss ${claims.iss}`);
+    expect(audList(claims.aud).includes(proxy.mcpUrl), `access token aud ${JSON.stringify(claims.aud)}`);
+    expect(claims.sub === ACCOUNT.sub, `access token sub "${claims.sub}", expected "${ACCOUNT.sub}"`);
+    expect(claims.client_id === provider.clientInformation().client_id, 'access token client_id');
+    expect(claims.token_use === 'access', `access token token_use ${claims.token_use}`);
+    detail(
+        `tokens: access JWT (alg ${decodeProtectedHeader(tokens.access_token).alg}, sub ${claims.sub}, ` +
+            `aud ${claims.aud}, exp in ${claims.exp - Math.floor(Date.now() / 1000)} s), refresh token ${short(tokens.refresh_token, 10)}`
+    );
+
+    // MCP through the proxy.
+    const tools = await session.listTools();
+    const names = tools.tools.map(t => t.name);
+    expect(names.includes('whoami'), `tools/list: ${names.join(', ')}`);
+    const seenBefore = world.mcp.received.length;
+    const who = await session.whoami();
+    expect(who.sub === ACCOUNT.sub, `whoami: ${JSON.stringify(who)}`);
+    expect(who.bearer && who.bearer !== tokens.access_token, 'the MCP server received the proxy\'s access token');
+    expect(!isProxyJwt(who.bearer, proxy.base), 'the MCP server received a proxy JWT');
+    detail(`tools/list: [${names.join(', ')}]; whoami: sub "${who.sub}" via upstream userinfo (${who.userinfo_status})`);
+    detail(`bearer at the MCP server: ${short(who.bearer, 12)} (upstream token, not the proxy JWT)`);
+    const leaked = world.mcp.received.slice(seenBefore).filter(r => {
+        const b = /^Bearer\s+(\S+)/i.exec(r.authorization || '')?.[1];
+        return !b || isProxyJwt(b, proxy.base);
+    });
+    expect(leaked.length === 0, `${leaked.length} request(s) reached the MCP server without the upstream token`);
+
+    // The proxy authenticated to the upstream with client_secret_basic.
+    const exchange = world.upstream.tokenRequests.filter(
+        r => r.client_id === 'mcp-proxy-basic' && r.grant_type === 'authorization_code'
+    );
+    expect(exchange.length >= 1, 'the upstream saw no code exchange from the swap proxy');
+    const last = exchange.at(-1);
+    expect(
+        last.basic_header && !last.secret_in_body && last.status === 200,
+        `upstream code exchange: ${JSON.stringify(last)}`
+    );
+    detail('upstream code exchange used client_secret_basic (Authorization: Basic, no secret in body): 200');
+}
+
+async function scenario2() {
+    const proxy = world.swap;
+    let s = world.s1;
+    if (!s?.session) {
+        detail('scenario 1 left no session; authorizing afresh');
+        const context = s?.context || (await newContext(world.browser));
+        const r = await authorize({ proxy, context, label: 'refresh', name: 'E2E Refresh Client' });
+        s = { context, session: r.session, provider: r.provider };
+    }
+    const { session, provider } = s;
+    const before = provider.tokens();
+    const claims = jwtClaims(before.access_token);
+    const now = Math.floor(Date.now() / 1000);
+    const expired = await new SignJWT({ ...claims, iat: now - 3720, exp: now - 120 })
+        .setProtectedHeader(decodeProtectedHeader(before.access_token))
+        .sign(JWT_KEY_BYTES);
+    const refused = await rawMcpPost(proxy.mcpUrl, expired);
+    expectChallenge(refused, proxy, 'expired access token');
+    detail(`the access token, re-signed with exp in the past: 401 (${oneLine(refused.www).slice(0, 120)}…)`);
+
+    provider.setTokens({ ...before, access_token: expired });
+    const redirects = provider.redirects.length;
+    const logStart = session.fetchLog.length;
+    const who = await session.whoami();
+    expect(who.sub === ACCOUNT.sub, `whoami after refresh: ${JSON.stringify(who)}`);
+    const after = provider.tokens();
+    const log = session.fetchLog.slice(logStart).map(e => `${e.method} ${new URL(e.url).pathname} ${e.status}`);
+    detail(`SDK requests: ${log.join(' → ')}`);
+    expect(provider.redirects.length === redirects, 'the SDK started a new browser authorization instead of refreshing');
+    expect(provider.invalidations.length === 0, `the SDK invalidated credentials: ${provider.invalidations}`);
+    expect(
+        log.some(l => l === 'POST /token 200'),
+        'the SDK did not refresh at /token'
+    );
+    expect(after.access_token !== expired && after.access_token !== before.access_token, 'no new access token');
+    expect(after.refresh_token && after.refresh_token !== before.refresh_token, 'the refresh token did not rotate');
+    const newClaims = jwtClaims(after.access_token);
+    expect(newClaims?.sub === ACCOUNT.sub && newClaims.jti !== claims.jti, 'the new access token is not a fresh JWT for the user');
+    detail(`refreshed: new access token jti ${short(newClaims.jti, 8)}, refresh token rotated; whoami → "${who.sub}"`);
+
+    // The rotated-out refresh token, after the grace window.
+    await sleep(REFRESH_GRACE_MS + 1500);
+    const clientInfo = provider.clientInformation();
+    const reuse = await tokenRequest(proxy.base, clientInfo, {
+        grant_type: 'refresh_token',
+        refresh_token: before.refresh_token
+    });
+    expect(
+        reuse.status === 400 && reuse.json?.error === 'invalid_grant',
+        `rotated-out refresh token: expected 400 invalid_grant, got ${reuse.status} ${oneLine(reuse.text).slice(0, 200)}`
+    );
+    detail(`rotated-out refresh token presented ${(REFRESH_GRACE_MS + 1500) / 1000} s later: 400 invalid_grant`);
+    // Reuse revokes the family: the successor is refused too.
+    const successor = await tokenRequest(proxy.base, clientInfo, {
+        grant_type: 'refresh_token',
+        refresh_token: after.refresh_token
+    });
+    expect(
+        successor.status === 400 && successor.json?.error === 'invalid_grant',
+        `after reuse, the current refresh token: expected 400 invalid_grant (family revoked), got ${successor.status} ${oneLine(successor.text).slice(0, 200)}`
+    );
+    detail('after the reuse, the family is revoked: the current refresh token gets 400 invalid_grant too');
+    const current = await rawMcpPost(proxy.mcpUrl, after.access_token);
+    detail(`the current access token at /mcp after the family was revoked: ${current.status}`);
+    await session.close();
+}
+
+async function scenario3() {
+    const proxy = world.swap;
+    const context = await newContext(world.browser);
+    try {
+        const name = 'E2E Deny Client';
+        const redirectUrl = world.callbacks.redirectUrl('deny');
+        const provider = new InMemoryOAuthProvider({ redirectUrl, clientMetadata: clientMetadata(name, redirectUrl) });
+        const session = new McpSession({ mcpUrl: proxy.mcpUrl, provider });
+        const authUrl = await session.start();
+        expect(authUrl, 'no authorization URL');
+        let consent = null;
+        const flow = await authorizeInBrowser({
+            context,
+            url: authUrl,
+            proxyOrigin: proxy.base,
+            upstreamOrigin: world.upstream.issuer,
+            callbackOrigin: world.callbacks.origin,
+            decision: 'deny',
+            onConsentPage: async page => {
+                consent = await readConsentPage(page);
+            }
+        });
+        checkConsentPage(consent, name, redirectUrl);
+        expect(
+            flow.steps.join(',') === 'proxy-consent,client-callback',
+            `browser steps: ${flow.steps.join(' > ')} (a denial must not reach the upstream)`
+        );
+        const params = await world.callbacks.wait(provider.lastState);
+        expect(params.error === 'access_denied', `error=${params.error}`);
+        expect(!('code' in params), 'a code came back with the denial');
+        expect(params.state === provider.lastState, `state ${params.state} is not the client's ${provider.lastState}`);
+        const consentPost = flow.proxyResponses.find(r => new URL(r.url).pathname === '/consent');
+        detail(
+            `browser: ${flow.steps.join(' > ')}; POST /consent → ${consentPost?.status ?? '?'}; ` +
+                `callback: error=${params.error}, state matches, no code, iss=${params.iss ?? '(none)'}, ` +
+                `error_description="${params.error_description ?? ''}"`
+        );
+        expect(provider.tokens() === undefined, 'the client has tokens after a denial');
+        await session.close();
+    } finally {
+        await context.close().catch(() => {});
+    }
+}
+
+async function scenario4() {
+    const proxy = world.pass;
+    const context = await newContext(world.browser);
+    try {
+        const name = 'E2E Pass-through Client';
+        const redirectUrl = world.callbacks.redirectUrl('passthrough');
+        let consent = null;
+        const seenBefore = world.mcp.received.length;
+        const { session, provider, flow } = await authorize({
+            proxy,
+            context,
+            label: 'passthrough',
+            name,
+            authMethod: 'client_secret_post',
+            onConsentPage: async page => {
+                consent = await readConsentPage(page);
+            }
+        });
+        checkConsentPage(consent, name, redirectUrl);
+        detail(`browser: ${flow.steps.join(' > ')}`);
+        const tokens = provider.tokens();
+        expect(tokens?.access_token, 'no access token');
+        expect(!isProxyJwt(tokens.access_token, proxy.base), 'pass-through mode handed out a proxy JWT');
+        detail(
+            `client's token: ${short(tokens.access_token, 12)} (${jwtClaims(tokens.access_token) ? 'JWT' : 'opaque'}, from the upstream), ` +
+                `refresh token ${tokens.refresh_token ? 'present' : 'absent'}`
+        );
+        const tools = await session.listTools();
+        expect(tools.tools.some(t => t.name === 'whoami'), 'tools/list lacks whoami');
+        const who = await session.whoami();
+        expect(who.sub === ACCOUNT.sub, `whoami: ${JSON.stringify(who)}`);
+        expect(who.bearer === tokens.access_token, 'the MCP server did not receive the client\'s own upstream token');
+        detail(`whoami → "${who.sub}" with the client's own token (upstream userinfo ${who.userinfo_status})`);
+        const seen = world.mcp.received.slice(seenBefore);
+        expect(
+            seen.every(r => r.authorization === `Bearer ${tokens.access_token}`),
+            'a request reached the MCP server with another Authorization header'
+        );
+        const exchange = world.upstream.tokenRequests.filter(
+            r => r.client_id === 'mcp-proxy-post' && r.grant_type === 'authorization_code'
+        );
+        expect(exchange.length >= 1, 'the upstream saw no code exchange from the pass-through proxy');
+        const last = exchange.at(-1);
+        expect(
+            last.secret_in_body && !last.basic_header && last.status === 200,
+            `upstream code exchange: ${JSON.stringify(last)}`
+        );
+        detail('upstream code exchange used client_secret_post (secret in the body, no Basic header): 200');
+        await session.close();
+    } finally {
+        await context.close().catch(() => {});
+    }
+}
+
+async function scenario5() {
+    const proxy = world.swap;
+    const context = await newContext(world.browser);
+    try {
+        // First authorization of client X: our consent page, approved with "remember".
+        const nameX = 'E2E Remember Client X';
+        const redirectX = world.callbacks.redirectUrl('remember-x');
+        let consentX = null;
+        const first = await authorize({
+            proxy,
+            context,
+            label: 'remember-x',
+            name: nameX,
+            onConsentPage: async page => {
+                consentX = await readConsentPage(page);
+            }
+        });
+        checkConsentPage(consentX, nameX, redirectX);
+        expect(consentX.rememberChecked, '"remember" is not checked by default');
+        expect((await first.session.whoami()).sub === ACCOUNT.sub, 'whoami after the first authorization');
+        detail(`client X, first authorization: ${first.flow.steps.join(' > ')}`);
+        await first.session.close();
+
+        // Second authorization for the same client in the same browser.
+        const providerX2 = new InMemoryOAuthProvider({
+            redirectUrl: redirectX,
+            clientMetadata: clientMetadata(nameX, redirectX),
+            clientInformation: first.provider.clientInformation()
+        });
+        const second = await authorize({ proxy, context, label: 'remember-x', name: nameX, provider: providerX2 });
+        expect(
+            !second.session.fetchLog.some(e => new URL(e.url).pathname === '/register'),
+            'the second authorization registered a new client'
+        );
+        expect(
+            !second.flow.steps.includes('proxy-consent'),
+            `our consent page was shown again: ${second.flow.steps.join(' > ')}`
+        );
+        const authorizeHop = second.flow.proxyResponses.find(r => new URL(r.url).pathname === '/authorize');
+        expect(authorizeHop?.status === 302 || authorizeHop?.status === 303, `GET /authorize answered ${authorizeHop?.status}`);
+        expect((await second.session.whoami()).sub === ACCOUNT.sub, 'whoami after the second authorization');
+        detail(
+            `client X, second authorization: GET /authorize → ${authorizeHop.status} straight to the upstream; ` +
+                `${second.flow.steps.join(' > ')}`
+        );
+        await second.session.close();
+
+        // Another client in the same browser sees the page again.
+        const nameY = 'E2E Remember Client Y';
+        const redirectY = world.callbacks.redirectUrl('remember-y');
+        let consentY = null;
+        const third = await authorize({
+            proxy,
+            context,
+            label: 'remember-y',
+            name: nameY,
+            onConsentPage: async page => {
+                consentY = await readConsentPage(page);
+            }
+        });
+        checkConsentPage(consentY, nameY, redirectY);
+        expect(
+            third.provider.clientInformation().client_id !== first.provider.clientInformation().client_id,
+            'client Y got client X\'s id'
+        );
+        expect((await third.session.whoami()).sub === ACCOUNT.sub, 'whoami for client Y');
+        detail(`client Y in the same browser: ${third.flow.steps.join(' > ')}`);
+        await third.session.close();
+    } finally {
+        await context.close().catch(() => {});
+    }
+}
+
+async function scenario6() {
+    const proxy = world.swap;
+    const context = await newContext(world.browser);
+    try {
+        const { session, provider } = await authorize({ proxy, context, label: 'negative', name: 'E2E Negative Client' });
+        const valid = provider.tokens().access_token;
+        const header = decodeProtectedHeader(valid);
+        const claims = jwtClaims(valid);
+        const now = Math.floor(Date.now() / 1000);
+        const b64 = obj => Buffer.from(JSON.stringify(obj)).toString('base64url');
+        const [h, , sig] = valid.split('.');
+
+        const control = await rawMcpPost(proxy.mcpUrl, valid);
+        expect(control.status === 200, `the valid token got ${control.status} (control request)`);
+        detail('control: the valid access token → 200');
+
+        const cases = [
+            ['tampered payload (sub changed, signature kept)', `${h}.${b64({ ...claims, sub: 'mallory' })}.${sig}`],
+            ['alg=none', `${b64({ alg: 'none', typ: 'JWT' })}.${b64(claims)}.`],
+            [
+                'expired (right key, iss and aud)',
+                await new SignJWT({ ...claims, iat: now - 7200, exp: now - 3600 }).setProtectedHeader(header).sign(JWT_KEY_BYTES)
+            ],
+            [
+                'foreign audience (right key)',
+                await new SignJWT({ ...claims, aud: 'https://other-resource.example/mcp' })
+                    .setProtectedHeader(header)
+                    .sign(JWT_KEY_BYTES)
+            ],
+            ['refresh token used as access token', provider.tokens().refresh_token],
+            ['garbage', 'not-a-token']
+        ];
+        for (const [what, token] of cases) {
+            const r = await rawMcpPost(proxy.mcpUrl, token);
+            expectChallenge(r, proxy, what);
+            expect(/error="invalid_token"/.test(r.www), `${what}: WWW-Authenticate lacks error="invalid_token": ${r.www}`);
+            const description = /error_description="([^"]*)"/.exec(r.www)?.[1] ?? '';
+            detail(`${what}: 401 invalid_token (${description})`);
+        }
+        await session.close();
+
+        // An error page: an unknown client at /authorize.
+        const page = await context.newPage();
+        try {
+            const q = new URLSearchParams({
+                response_type: 'code',
+                client_id: 'no-such-client',
+                redirect_uri: world.callbacks.redirectUrl('unknown'),
+                state: 'xyz',
+                code_challenge: 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM',
+                code_challenge_method: 'S256'
+            });
+            const res = await page.goto(`${proxy.base}/authorize?${q}`, { waitUntil: 'load' });
+            expect(res.status() === 400, `unknown client at /authorize: ${res.status()}`);
+            expect(/text\/html/.test(res.headers()['content-type'] || ''), 'the error page is not HTML');
+            expect(new URL(page.url()).origin === proxy.base, 'the unknown client was redirected away');
+            const heading = (await page.locator('h1').first().innerText()).trim();
+            await page.screenshot({ path: join(ARTIFACTS, 'error.png'), fullPage: true });
+            detail(`unknown client at /authorize: 400 HTML error page "${heading}" (no redirect)`);
+        } finally {
+            await page.close().catch(() => {});
+        }
+    } finally {
+        await context.close().catch(() => {});
+    }
+}
+
+const SCENARIOS = [
+    ['1', 'scenario 1: swap mode, consent on (401, discovery, DCR, consent page, upstream login, tools/list, whoami)', scenario1],
+    ['2', 'scenario 2: refresh on 401, rotated-out refresh token refused', scenario2],
+    ['3', 'scenario 3: deny on our consent page', scenario3],
+    ['4', 'scenario 4: pass-through mode (upstream client_secret_post)', scenario4],
+    ['5', 'scenario 5: remembered consent', scenario5],
+    ['6', 'scenario 6: tampered, alg=none, expired, foreign-audience tokens; error page', scenario6]
+];
+
+// ---------------------------------------------------------------- main
+
+async function main() {
+    const started = Date.now();
+    const selected = SCENARIOS.filter(([n]) => ONLY.length === 0 || ONLY.includes(n));
+    const results = [];
+    let setupError = null;
+    try {
+        await withTimeout(setUp(), 90000, 'set-up');
+    } catch (e) {
+        setupError = e;
+        console.log(`FAIL setup: ${oneLine(e.message)}`);
+    }
+    for (const [, name, fn] of selected) {
+        if (setupError) {
+            results.push({ name, ok: false });
+            console.log(`FAIL ${name}: not run, set-up failed`);
+            continue;
+        }
+        console.log(`--- ${name}`);
+        const t0 = Date.now();
+        try {
+            await withTimeout(fn(), SCENARIO_TIMEOUT_MS, name);
+            results.push({ name, ok: true });
+            console.log(`PASS ${name} (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
+        } catch (e) {
+            results.push({ name, ok: false });
+            console.log(`FAIL ${name}: ${oneLine(e.message)}`);
+            if (process.env.E2E_DEBUG) console.error(e);
+        }
+    }
+    await tearDown();
+    const passed = results.filter(r => r.ok).length;
+    const failed = results.length - passed;
+    console.log('');
+    console.log('=== end-to-end summary');
+    const failedNames = results.filter(r => !r.ok).map(r => r.name.split(':')[0]);
+    if (failedNames.length) console.log(`failed: ${failedNames.join(', ')}`);
+    console.log(`artifacts: ${ARTIFACTS} (consent.png, consent-mobile.png, error.png, proxy-*.log)`);
+    console.log(`duration: ${((Date.now() - started) / 1000).toFixed(1)} s`);
+    console.log(`e2e: ${passed} passed, ${failed} failed`);
+    return failed === 0 && passed > 0 && !setupError ? 0 : 1;
+}
+
+for (const signal of ['SIGINT', 'SIGTERM']) {
+    process.on(signal, () => {
+        console.log(`FAIL suite: interrupted by ${signal}`);
+        killAllProxies();
+        process.exit(1);
+    });
+}
+
+main().then(
+    code => process.exit(code),
+    e => {
+        console.log(`FAIL suite: ${oneLine(e?.stack || e)}`);
+        killAllProxies();
+        process.exit(1);
+    }
+);
