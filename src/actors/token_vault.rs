@@ -19,7 +19,6 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
 
 use super::{purge_interval, sweep_every};
 use crate::oauth::now_secs;
@@ -66,8 +65,9 @@ pub struct Grant {
     pub subject: String,
     pub scopes: Scopes,
     pub resource: String,
-    /// Custom claims copied into proxy JWTs.
-    pub claims: Map<String, Value>,
+    /// Custom claims copied into proxy JWTs, as a JSON object (records are
+    /// stored in a binary format that cannot hold free-form JSON values).
+    pub claims: String,
     pub upstream: UpstreamTokens,
     /// Swap mode: the pair currently valid for refresh.
     pub current: Option<IssuedPair>,

@@ -754,12 +754,13 @@ impl OAuthProxy {
             })
             // An upstream that names nobody: a stable id for this grant's tokens.
             .unwrap_or_else(|| format!("anonymous-{}", &sha256_b64url(upstream.access_token.as_bytes())[..16]));
-        let claims = config
+        let claims: Map<String, Value> = config
             .custom_claims
             .iter()
             .filter(|name| !RESERVED_CLAIMS.contains(&name.as_str()))
             .filter_map(|name| source.get(name).map(|value| (name.clone(), value.clone())))
             .collect();
+        let claims = Value::Object(claims).to_string();
         Grant {
             client_id: client_id.to_string(),
             subject,
@@ -933,6 +934,7 @@ impl OAuthProxy {
             });
         }
         let access_ttl = config.lifetimes.access_token.as_secs();
+        let extra_claims: Map<String, Value> = serde_json::from_str(&grant.claims).unwrap_or_default();
         let claims = |jti: &str, token_use: TokenUse, scope: String, ttl: u64| Claims {
             iss: config.issuer.clone(),
             aud: grant.resource.clone(),
@@ -943,7 +945,7 @@ impl OAuthProxy {
             iat: pair.issued_at,
             exp: pair.issued_at + ttl,
             token_use,
-            extra: grant.claims.clone(),
+            extra: extra_claims.clone(),
         };
         let signer = &self.inner.signer;
         let access = signer

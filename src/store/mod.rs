@@ -101,7 +101,8 @@ pub enum Change<T> {
     Delete,
 }
 
-/// A typed table whose records are JSON sealed with the vault's sealer.
+/// A typed table whose records are postcard-encoded and sealed with the
+/// vault's sealer.
 pub struct SealedTable<T> {
     name: &'static str,
     table: Arc<dyn Table>,
@@ -135,7 +136,7 @@ impl<T: Serialize + DeserializeOwned + 'static> SealedTable<T> {
     }
 
     fn seal(&self, key: &str, record: &T) -> Result<Vec<u8>, StoreError> {
-        let plain = serde_json::to_vec(record).map_err(|e| StoreError::Encoding(e.to_string()))?;
+        let plain = postcard::to_stdvec(record).map_err(|e| StoreError::Encoding(e.to_string()))?;
         Ok(self.sealer.seal(&self.record_key(key), &plain))
     }
 
@@ -149,7 +150,7 @@ impl<T: Serialize + DeserializeOwned + 'static> SealedTable<T> {
                 return None;
             }
         };
-        match serde_json::from_slice(&plain) {
+        match postcard::from_bytes(&plain) {
             Ok(record) => Some(record),
             Err(e) => {
                 log::warn!("{} record could not be decoded ({e}); treating it as absent", self.name);

@@ -488,9 +488,23 @@ async function scenario2() {
     expect(newClaims?.sub === ACCOUNT.sub && newClaims.jti !== claims.jti, 'the new access token is not a fresh JWT for the user');
     detail(`refreshed: new access token jti ${short(newClaims.jti, 8)}, refresh token rotated; whoami → "${who.sub}"`);
 
+    const clientInfo = provider.clientInformation();
+    // Within the grace window (a retried refresh whose answer was lost), the
+    // rotated-out token gets the same pair back.
+    const retried = await tokenRequest(proxy.base, clientInfo, {
+        grant_type: 'refresh_token',
+        refresh_token: before.refresh_token
+    });
+    expect(
+        retried.status === 200 &&
+            retried.json?.access_token === after.access_token &&
+            retried.json?.refresh_token === after.refresh_token,
+        `rotated-out refresh token within the grace window: expected 200 with the same pair, got ${retried.status} ${oneLine(retried.text).slice(0, 200)}`
+    );
+    detail('rotated-out refresh token presented again at once (grace window): 200 with the same pair');
+
     // The rotated-out refresh token, after the grace window.
     await sleep(REFRESH_GRACE_MS + 1500);
-    const clientInfo = provider.clientInformation();
     const reuse = await tokenRequest(proxy.base, clientInfo, {
         grant_type: 'refresh_token',
         refresh_token: before.refresh_token
@@ -607,6 +621,29 @@ async function scenario4() {
             `upstream code exchange: ${JSON.stringify(last)}`
         );
         detail('upstream code exchange used client_secret_post (secret in the body, no Basic header): 200');
+
+        // A refresh in pass-through mode goes upstream with the proxy's credentials.
+        expect(tokens.refresh_token, 'pass-through mode handed out no refresh token');
+        provider.setTokens({ ...tokens, access_token: 'no-longer-valid' });
+        const upstreamBefore = world.upstream.tokenRequests.length;
+        const redirects = provider.redirects.length;
+        const who2 = await session.whoami();
+        const after = provider.tokens();
+        expect(provider.redirects.length === redirects, 'the SDK started a new browser authorization instead of refreshing');
+        expect(who2.sub === ACCOUNT.sub, `whoami after refresh: ${JSON.stringify(who2)}`);
+        expect(after.access_token !== tokens.access_token, 'no new access token after the refresh');
+        expect(who2.bearer === after.access_token, 'the MCP server did not receive the refreshed upstream token');
+        const refresh = world.upstream.tokenRequests
+            .slice(upstreamBefore)
+            .filter(r => r.client_id === 'mcp-proxy-post' && r.grant_type === 'refresh_token');
+        expect(
+            refresh.length === 1 && refresh[0].secret_in_body && !refresh[0].basic_header && refresh[0].status === 200,
+            `upstream refresh: ${JSON.stringify(refresh)}`
+        );
+        detail(
+            `refresh: the SDK refreshed on 401; the proxy refreshed upstream with client_secret_post (200); ` +
+                `whoami → "${who2.sub}" with the new upstream token ${short(after.access_token, 12)}`
+        );
         await session.close();
     } finally {
         await context.close().catch(() => {});
