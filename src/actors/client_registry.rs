@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -17,13 +18,18 @@ use crate::oauth::client::{RegisteredClient, ValidRegistration};
 use crate::oauth::now_secs;
 use crate::store::{Change, SealedTable, StoreError};
 
+/// Registrations per address in the current minute, shared by replicas.
+type RecentRegistrations = Arc<Mutex<HashMap<IpAddr, (u64, u32)>>>;
+
+#[derive(Clone)]
 pub struct ClientRegistry {
     clients: SealedTable<RegisteredClient>,
     limits: RegistrationLimits,
     unused_ttl: Duration,
     active_ttl: Duration,
-    /// Registrations per address in the current minute.
-    recent: HashMap<IpAddr, (u64, u32)>,
+    recent: RecentRegistrations,
+    /// Only the primary instance sweeps; replicas on worker threads do not.
+    sweeping: bool,
 }
 
 impl ClientRegistry {
@@ -38,7 +44,16 @@ impl ClientRegistry {
             limits,
             unused_ttl,
             active_ttl,
-            recent: HashMap::new(),
+            recent: Arc::new(Mutex::new(HashMap::new())),
+            sweeping: true,
+        }
+    }
+
+    /// A copy for another thread, sharing the tables and the rate limiter.
+    pub fn replica(&self) -> Self {
+        ClientRegistry {
+            sweeping: false,
+            ..self.clone()
         }
     }
 
@@ -50,7 +65,10 @@ impl ClientRegistry {
             return false;
         }
         let minute = now_secs() / 60;
-        let entry = self.recent.entry(ip).or_insert((minute, 0));
+        let Ok(mut recent) = self.recent.lock() else {
+            return false;
+        };
+        let entry = recent.entry(ip).or_insert((minute, 0));
         if entry.0 != minute {
             *entry = (minute, 0);
         }
@@ -63,6 +81,9 @@ impl Actor for ClientRegistry {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        if !self.sweeping {
+            return;
+        }
         sweep_every(
             ctx,
             purge_interval(self.unused_ttl),
@@ -71,7 +92,9 @@ impl Actor for ClientRegistry {
         );
         ctx.run_interval(Duration::from_secs(60), |registry, _| {
             let minute = now_secs() / 60;
-            registry.recent.retain(|_, (m, _)| *m == minute);
+            if let Ok(mut recent) = registry.recent.lock() {
+                recent.retain(|_, (m, _)| *m == minute);
+            }
         });
     }
 }

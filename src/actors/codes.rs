@@ -73,14 +73,29 @@ impl CodeRecord {
     }
 }
 
+#[derive(Clone)]
 pub struct CodeStore {
+    /// Only the primary instance sweeps; replicas on worker threads do not.
+    sweeping: bool,
     codes: SealedTable<CodeRecord>,
     ttl: Duration,
 }
 
 impl CodeStore {
     pub fn new(codes: SealedTable<CodeRecord>, ttl: Duration) -> Self {
-        CodeStore { codes, ttl }
+        CodeStore {
+            sweeping: true,
+            codes,
+            ttl,
+        }
+    }
+
+    /// A copy for another thread, sharing the tables.
+    pub fn replica(&self) -> Self {
+        CodeStore {
+            sweeping: false,
+            ..self.clone()
+        }
     }
 }
 
@@ -88,6 +103,9 @@ impl Actor for CodeStore {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        if !self.sweeping {
+            return;
+        }
         sweep_every(ctx, purge_interval(self.ttl), "code", self.codes.clone());
     }
 }

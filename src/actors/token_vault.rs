@@ -92,8 +92,11 @@ pub fn grant_id_of(jti: &str) -> Option<&str> {
         .filter(|g| !g.is_empty())
 }
 
+#[derive(Clone)]
 pub struct TokenVault {
     tables: VaultTables,
+    /// Only the primary instance sweeps; replicas on worker threads do not.
+    sweeping: bool,
 }
 
 /// The vault's tables, cloned into each message's future.
@@ -120,6 +123,15 @@ impl TokenVault {
                 refresh_ttl,
                 access_ttl,
             },
+            sweeping: true,
+        }
+    }
+
+    /// A copy for another thread, sharing the tables.
+    pub fn replica(&self) -> Self {
+        TokenVault {
+            sweeping: false,
+            ..self.clone()
         }
     }
 
@@ -167,6 +179,9 @@ impl Actor for TokenVault {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        if !self.sweeping {
+            return;
+        }
         let interval = purge_interval(self.tables.access_ttl.min(self.tables.refresh_ttl));
         sweep_every(ctx, interval, "grant", self.tables.grants.clone());
         sweep_every(ctx, interval, "token index", self.tables.index.clone());

@@ -34,14 +34,29 @@ pub struct Transaction {
     pub approved: bool,
 }
 
+#[derive(Clone)]
 pub struct TransactionStore {
+    /// Only the primary instance sweeps; replicas on worker threads do not.
+    sweeping: bool,
     transactions: SealedTable<Transaction>,
     ttl: Duration,
 }
 
 impl TransactionStore {
     pub fn new(transactions: SealedTable<Transaction>, ttl: Duration) -> Self {
-        TransactionStore { transactions, ttl }
+        TransactionStore {
+            sweeping: true,
+            transactions,
+            ttl,
+        }
+    }
+
+    /// A copy for another thread, sharing the tables.
+    pub fn replica(&self) -> Self {
+        TransactionStore {
+            sweeping: false,
+            ..self.clone()
+        }
     }
 }
 
@@ -49,6 +64,9 @@ impl Actor for TransactionStore {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        if !self.sweeping {
+            return;
+        }
         sweep_every(ctx, purge_interval(self.ttl), "transaction", self.transactions.clone());
     }
 }

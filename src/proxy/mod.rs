@@ -189,15 +189,51 @@ fn token_signer(config: &Config, keys: &Keys) -> Result<TokenSigner, KeyError> {
     }
 }
 
+/// The addresses of the store actors one thread talks to.
+#[derive(Clone)]
+pub struct StoreActors {
+    pub clients: Addr<ClientRegistry>,
+    pub transactions: Addr<TransactionStore>,
+    pub codes: Addr<CodeStore>,
+    pub vault: Addr<TokenVault>,
+}
+
+/// The store actors as built, before starting: each worker thread starts
+/// replicas of them (sharing the tables), so a handler's message never
+/// crosses threads.
+struct ActorPrototypes {
+    clients: ClientRegistry,
+    transactions: TransactionStore,
+    codes: CodeStore,
+    vault: TokenVault,
+}
+
+impl ActorPrototypes {
+    fn start_replicas(&self) -> StoreActors {
+        StoreActors {
+            clients: self.clients.replica().start(),
+            transactions: self.transactions.replica().start(),
+            codes: self.codes.replica().start(),
+            vault: self.vault.replica().start(),
+        }
+    }
+}
+
+thread_local! {
+    /// This thread's replicas, by proxy instance.
+    static REPLICAS: std::cell::RefCell<Vec<(usize, StoreActors)>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 struct Inner {
     config: Config,
     upstream: Upstream,
     signer: TokenSigner,
     consent_key: actix_web::cookie::Key,
-    clients: Addr<ClientRegistry>,
-    transactions: Addr<TransactionStore>,
-    codes: Addr<CodeStore>,
-    vault: Addr<TokenVault>,
+    /// The primary actors (on the thread that started the proxy); they run
+    /// the expiry timers.
+    primary: StoreActors,
+    primary_thread: std::thread::ThreadId,
+    prototypes: ActorPrototypes,
     refresher: Addr<UpstreamRefresher>,
 }
 
@@ -258,31 +294,35 @@ impl OAuthProxy {
 
         let table = |name: &'static str| backend.table(name);
         let lifetimes = config.lifetimes;
-        let clients = ClientRegistry::new(
-            SealedTable::new("client", table("client"), sealer.clone()),
-            config.registration,
-            lifetimes.unused_client,
-            lifetimes.refresh_token.max(lifetimes.unused_client),
-        )
-        .start();
-        let transactions = TransactionStore::new(
-            SealedTable::new("transaction", table("transaction"), sealer.clone()),
-            lifetimes.transaction,
-        )
-        .start();
-        let codes = CodeStore::new(
-            SealedTable::new("code", table("code"), sealer.clone()),
-            lifetimes.authorization_code,
-        )
-        .start();
-        let vault = TokenVault::new(
-            SealedTable::new("grant", table("grant"), sealer.clone()),
-            SealedTable::new("token", table("token"), sealer),
-            lifetimes.access_token,
-            lifetimes.refresh_token,
-        )
-        .start();
-        let refresher = UpstreamRefresher::new(upstream.clone(), vault.clone()).start();
+        let prototypes = ActorPrototypes {
+            clients: ClientRegistry::new(
+                SealedTable::new("client", table("client"), sealer.clone()),
+                config.registration,
+                lifetimes.unused_client,
+                lifetimes.refresh_token.max(lifetimes.unused_client),
+            ),
+            transactions: TransactionStore::new(
+                SealedTable::new("transaction", table("transaction"), sealer.clone()),
+                lifetimes.transaction,
+            ),
+            codes: CodeStore::new(
+                SealedTable::new("code", table("code"), sealer.clone()),
+                lifetimes.authorization_code,
+            ),
+            vault: TokenVault::new(
+                SealedTable::new("grant", table("grant"), sealer.clone()),
+                SealedTable::new("token", table("token"), sealer),
+                lifetimes.access_token,
+                lifetimes.refresh_token,
+            ),
+        };
+        let primary = StoreActors {
+            clients: prototypes.clients.clone().start(),
+            transactions: prototypes.transactions.clone().start(),
+            codes: prototypes.codes.clone().start(),
+            vault: prototypes.vault.clone().start(),
+        };
+        let refresher = UpstreamRefresher::new(upstream.clone(), primary.vault.clone()).start();
 
         Ok(OAuthProxy {
             inner: Arc::new(Inner {
@@ -290,10 +330,9 @@ impl OAuthProxy {
                 upstream,
                 signer,
                 consent_key,
-                clients,
-                transactions,
-                codes,
-                vault,
+                primary,
+                primary_thread: std::thread::current().id(),
+                prototypes,
                 refresher,
             }),
         })
@@ -317,17 +356,41 @@ impl OAuthProxy {
         &self.inner.consent_key
     }
 
+    /// The store actors of the calling thread: the primary ones on the
+    /// thread that started the proxy (or outside any actix runtime), else
+    /// this thread's replicas, started on first use.
+    pub fn actors(&self) -> StoreActors {
+        let inner = &self.inner;
+        if std::thread::current().id() == inner.primary_thread || actix::Arbiter::try_current().is_none() {
+            return inner.primary.clone();
+        }
+        let id = Arc::as_ptr(inner) as usize;
+        REPLICAS.with(|replicas| {
+            let mut replicas = replicas.borrow_mut();
+            if let Some((_, actors)) = replicas
+                .iter()
+                .find(|(owner, actors)| *owner == id && actors.vault.connected())
+            {
+                return actors.clone();
+            }
+            replicas.retain(|(_, actors)| actors.vault.connected());
+            let actors = inner.prototypes.start_replicas();
+            replicas.push((id, actors.clone()));
+            actors
+        })
+    }
+
     pub fn client_registry(&self) -> &Addr<ClientRegistry> {
-        &self.inner.clients
+        &self.inner.primary.clients
     }
     pub fn transaction_store(&self) -> &Addr<TransactionStore> {
-        &self.inner.transactions
+        &self.inner.primary.transactions
     }
     pub fn code_store(&self) -> &Addr<CodeStore> {
-        &self.inner.codes
+        &self.inner.primary.codes
     }
     pub fn token_vault(&self) -> &Addr<TokenVault> {
-        &self.inner.vault
+        &self.inner.primary.vault
     }
 
     /// RFC 8414 metadata.
@@ -349,7 +412,7 @@ impl OAuthProxy {
         let config = &self.inner.config;
         let registration = request.validate(config.allowed_redirect_uri_patterns.as_deref())?;
         let (client, secret) = self
-            .inner
+            .actors()
             .clients
             .send(RegisterClient {
                 registration,
@@ -387,7 +450,7 @@ impl OAuthProxy {
     }
 
     async fn client(&self, client_id: &str) -> Result<Option<RegisteredClient>, Error> {
-        Ok(self.inner.clients.send(GetClient(client_id.to_string())).await??)
+        Ok(self.actors().clients.send(GetClient(client_id.to_string())).await??)
     }
 
     /// `GET /authorize`: validates the request and either asks for consent or
@@ -479,7 +542,7 @@ impl OAuthProxy {
             .unwrap_or_else(|| code_challenge.as_str().to_string());
         let approved = transaction.approved;
         let csrf_token = transaction.csrf_token.clone();
-        self.inner
+        self.actors()
             .transactions
             .send(PutTransaction {
                 id: transaction_id.clone(),
@@ -539,7 +602,7 @@ impl OAuthProxy {
     /// `access_denied`).
     pub async fn handle_consent(&self, form: ConsentForm, browser: &BrowserContext) -> Result<ConsentOutcome, Error> {
         let transaction = self
-            .inner
+            .actors()
             .transactions
             .send(GetTransaction(form.transaction_id.clone()))
             .await?
@@ -569,7 +632,7 @@ impl OAuthProxy {
                     None => transaction.code_challenge.as_str().to_string(),
                 };
                 let client_id = transaction.client_id.clone();
-                self.inner
+                self.actors()
                     .transactions
                     .send(PutTransaction {
                         id: form.transaction_id.clone(),
@@ -585,7 +648,7 @@ impl OAuthProxy {
             }
             "deny" => {
                 let _ = self
-                    .inner
+                    .actors()
                     .transactions
                     .send(TakeTransaction(form.transaction_id))
                     .await?;
@@ -613,7 +676,7 @@ impl OAuthProxy {
             return Err(expired_page());
         };
         let transaction = self
-            .inner
+            .actors()
             .transactions
             .send(TakeTransaction(state.to_string()))
             .await?
@@ -680,7 +743,7 @@ impl OAuthProxy {
                         &transaction.resource,
                     )
                     .await;
-                self.inner
+                self.actors()
                     .vault
                     .send(CreateGrant {
                         grant_id: grant_id.clone(),
@@ -698,7 +761,7 @@ impl OAuthProxy {
         };
 
         let code = random_token(32);
-        self.inner
+        self.actors()
             .codes
             .send(StoreCode {
                 code: code.clone(),
@@ -805,7 +868,7 @@ impl OAuthProxy {
     ) -> Result<TokenResponse, Error> {
         let config = &self.inner.config;
         let outcome = self
-            .inner
+            .actors()
             .codes
             .send(RedeemCode {
                 code: exchange.code,
@@ -820,7 +883,7 @@ impl OAuthProxy {
         let (record, verifier) = match outcome {
             CodeOutcome::Redeemed(record, verifier) => (record, verifier),
             CodeOutcome::Duplicate(record, redemption) => {
-                let grant = self.inner.vault.send(GetGrant(record.grant_id.clone())).await??;
+                let grant = self.actors().vault.send(GetGrant(record.grant_id.clone())).await??;
                 let grant = grant.ok_or_else(|| Error::invalid_grant("the authorization code was already used"))?;
                 let pair = IssuedPair {
                     access_jti: redemption.access_jti,
@@ -835,7 +898,7 @@ impl OAuthProxy {
                     "authorization code replayed by client {}; revoking its tokens",
                     client.client_id
                 );
-                self.inner.vault.send(RevokeGrant(grant_id)).await??;
+                self.actors().vault.send(RevokeGrant(grant_id)).await??;
                 return Err(Error::invalid_grant("the authorization code was already used"));
             }
             CodeOutcome::Refused(refusal) => {
@@ -866,7 +929,7 @@ impl OAuthProxy {
             let grant = self
                 .grant_from_upstream(tokens, &record.client_id, &record.scopes, &record.resource)
                 .await;
-            self.inner
+            self.actors()
                 .vault
                 .send(CreateGrant {
                     grant_id: record.grant_id.clone(),
@@ -876,7 +939,11 @@ impl OAuthProxy {
                 .await??;
         }
 
-        let _ = self.inner.clients.send(MarkClientUsed(client.client_id.clone())).await;
+        let _ = self
+            .actors()
+            .clients
+            .send(MarkClientUsed(client.client_id.clone()))
+            .await;
         let redemption = record
             .redemption
             .clone()
@@ -888,7 +955,7 @@ impl OAuthProxy {
             scope: record.scopes.to_oauth_string(),
         };
         let grant = if config.token_swap {
-            self.inner
+            self.actors()
                 .vault
                 .send(IssueTokens {
                     grant_id: record.grant_id,
@@ -896,10 +963,10 @@ impl OAuthProxy {
                 })
                 .await??
         } else {
-            let grant = self.inner.vault.send(GetGrant(record.grant_id.clone())).await??;
+            let grant = self.actors().vault.send(GetGrant(record.grant_id.clone())).await??;
             match grant {
                 Some(grant) => {
-                    self.inner
+                    self.actors()
                         .vault
                         .send(IssuePassThrough {
                             grant_id: record.grant_id,
@@ -1022,7 +1089,7 @@ impl OAuthProxy {
             scope: scope.to_oauth_string(),
         };
         let claim = self
-            .inner
+            .actors()
             .vault
             .send(ClaimRefresh {
                 refresh_jti: claims.jti,
@@ -1040,7 +1107,7 @@ impl OAuthProxy {
                     match self.inner.upstream.refresh(&upstream_refresh).await {
                         Ok(tokens) => {
                             grant.upstream = tokens.clone();
-                            self.inner
+                            self.actors()
                                 .vault
                                 .send(UpdateUpstreamTokens {
                                     grant_id,
@@ -1050,13 +1117,13 @@ impl OAuthProxy {
                                 .await??;
                         }
                         Err(e) if e.is_grant_refused() => {
-                            self.inner.vault.send(RevokeGrant(grant_id)).await??;
+                            self.actors().vault.send(RevokeGrant(grant_id)).await??;
                             return Err(Error::invalid_grant(format!(
                                 "the upstream grant is no longer valid: {e}"
                             )));
                         }
                         Err(e) => {
-                            self.inner
+                            self.actors()
                                 .vault
                                 .send(UndoRotation {
                                     grant_id,
@@ -1090,7 +1157,7 @@ impl OAuthProxy {
     ) -> Result<TokenResponse, Error> {
         let token_hash = sha256_b64url(exchange.refresh_token.as_bytes());
         let found = self
-            .inner
+            .actors()
             .vault
             .send(LookupPassThrough {
                 token_hash: token_hash.clone(),
@@ -1106,13 +1173,13 @@ impl OAuthProxy {
         let tokens = match self.inner.upstream.refresh(&exchange.refresh_token).await {
             Ok(tokens) => tokens,
             Err(e) if e.is_grant_refused() => {
-                self.inner.vault.send(RevokeGrant(grant_id)).await??;
+                self.actors().vault.send(RevokeGrant(grant_id)).await??;
                 return Err(Error::invalid_grant(format!("the upstream refused the refresh: {e}")));
             }
             Err(e) => return Err(upstream_token_error(e)),
         };
         grant.upstream = tokens.clone();
-        self.inner
+        self.actors()
             .vault
             .send(UpdateUpstreamTokens {
                 grant_id,
@@ -1134,12 +1201,12 @@ impl OAuthProxy {
 
     /// Stops the actors and their expiry timers (the original `destroy`).
     pub async fn shutdown(&self) {
-        let inner = &self.inner;
-        let _ = inner.clients.send(Shutdown).await;
-        let _ = inner.transactions.send(Shutdown).await;
-        let _ = inner.codes.send(Shutdown).await;
-        let _ = inner.vault.send(Shutdown).await;
-        let _ = inner.refresher.send(Shutdown).await;
+        let actors = &self.inner.primary;
+        let _ = actors.clients.send(Shutdown).await;
+        let _ = actors.transactions.send(Shutdown).await;
+        let _ = actors.codes.send(Shutdown).await;
+        let _ = actors.vault.send(Shutdown).await;
+        let _ = self.inner.refresher.send(Shutdown).await;
     }
 }
 

@@ -67,7 +67,7 @@ impl OAuthProxy {
             .verify(token, TokenUse::Access)
             .map_err(|e| format!("the access token is not valid: {e}"))?;
         let found = self
-            .inner
+            .actors()
             .vault
             .send(LookupAccessToken {
                 jti: claims.jti.clone(),
@@ -90,7 +90,7 @@ impl OAuthProxy {
     }
 
     async fn passthrough_grant(&self, token: &str) -> Result<(String, Grant), String> {
-        self.inner
+        self.actors()
             .vault
             .send(LookupPassThrough {
                 token_hash: sha256_b64url(token.as_bytes()),
@@ -134,7 +134,7 @@ impl OAuthProxy {
     /// RFC 7009: revokes a token issued to `client`. Unknown tokens and tokens
     /// of other clients are ignored (the answer is 200 either way, §2.2).
     pub async fn revoke_token(&self, client: &RegisteredClient, token: &str, hint: Option<&str>) -> Result<(), Error> {
-        let vault = &self.inner.vault;
+        let vault = &self.actors().vault;
         if !self.inner.config.token_swap {
             if let Ok((grant_id, grant)) = self.passthrough_grant(token).await {
                 if grant.client_id == client.client_id {
@@ -180,7 +180,7 @@ impl OAuthProxy {
 
     /// Revokes a grant, and its upstream tokens when the upstream can.
     async fn revoke_grant(&self, grant_id: &str) -> Result<(), Error> {
-        let revoked = self.inner.vault.send(RevokeGrant(grant_id.to_string())).await??;
+        let revoked = self.actors().vault.send(RevokeGrant(grant_id.to_string())).await??;
         if let Some(grant) = revoked {
             let (token, hint) = match &grant.upstream.refresh_token {
                 Some(refresh) => (refresh.as_str(), "refresh_token"),
@@ -202,7 +202,7 @@ impl OAuthProxy {
             let signer = &self.inner.signer;
             if let Ok(claims) = signer.verify(token, TokenUse::Access) {
                 match self
-                    .inner
+                    .actors()
                     .vault
                     .send(LookupAccessToken {
                         jti: claims.jti.clone(),
@@ -214,7 +214,7 @@ impl OAuthProxy {
                 }
             } else if let Ok(claims) = signer.verify(token, TokenUse::Refresh) {
                 match self
-                    .inner
+                    .actors()
                     .vault
                     .send(LookupRefreshToken {
                         jti: claims.jti.clone(),
