@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Runs every test: unit tests, the HTTP integration suite, and doc tests.
-# Fails when any test fails, and when no test ran at all.
+# Runs every test: unit tests, the HTTP integration suite (tests/api), and
+# the end-to-end suite with real software (tests/e2e: official MCP SDK
+# client, Debian's chromium, oidc-provider). Fails when any test fails, and
+# when no test ran at all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,8 +16,15 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --lib --bins --tests 2>&1 | tee "$log"
 passed=$(grep -Eo 'test result: ok\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')
-echo "== total tests passed: $passed"
 if [ "$passed" -lt 1 ]; then
-  echo "no test ran: refusing to pass" >&2
+  echo "no Rust test ran: refusing to pass" >&2
   exit 1
 fi
+
+tests/e2e/run.sh 2>&1 | tee "$log"
+e2e_passed=$(grep -Eo '^e2e: [0-9]+ passed' "$log" | awk '{print $2}')
+if [ -z "$e2e_passed" ] || [ "$e2e_passed" -lt 6 ]; then
+  echo "the end-to-end suite did not run all scenarios: refusing to pass" >&2
+  exit 1
+fi
+echo "== all tests passed: $passed Rust tests, $e2e_passed end-to-end scenarios"

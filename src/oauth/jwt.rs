@@ -57,6 +57,28 @@ pub enum JwtError {
     WrongType { expected: TokenUse, found: TokenUse },
 }
 
+impl JwtError {
+    /// A short description for clients (`error_description`): what is wrong,
+    /// without library internals or the accepted algorithms.
+    pub fn public_description(&self) -> &'static str {
+        use jsonwebtoken::errors::ErrorKind;
+        match self {
+            JwtError::WrongType {
+                expected: TokenUse::Access,
+                ..
+            } => "the token is not an access token",
+            JwtError::WrongType { .. } => "the token is not a refresh token",
+            JwtError::Invalid(e) => match e.kind() {
+                ErrorKind::ExpiredSignature => "the token has expired",
+                ErrorKind::InvalidAudience => "the token is meant for another resource",
+                ErrorKind::InvalidIssuer => "the token was issued by another server",
+                ErrorKind::InvalidSignature | ErrorKind::InvalidAlgorithm => "the token signature is not valid",
+                _ => "the token is malformed",
+            },
+        }
+    }
+}
+
 /// Why a signing set-up could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {

@@ -1055,7 +1055,7 @@ impl OAuthProxy {
             .inner
             .signer
             .verify(&exchange.refresh_token, TokenUse::Refresh)
-            .map_err(|e| Error::invalid_grant(format!("refresh token refused: {e}")))?;
+            .map_err(|e| Error::invalid_grant(e.public_description()))?;
         if !constant_time_eq(claims.client_id.as_bytes(), client.client_id.as_bytes()) {
             return Err(Error::invalid_grant("the refresh token was issued to another client"));
         }

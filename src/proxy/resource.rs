@@ -65,7 +65,7 @@ impl OAuthProxy {
             .inner
             .signer
             .verify(token, TokenUse::Access)
-            .map_err(|e| format!("the access token is not valid: {e}"))?;
+            .map_err(|e| e.public_description().to_string())?;
         let found = self
             .actors()
             .vault

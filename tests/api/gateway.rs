@@ -90,6 +90,12 @@ async fn bad_tokens_get_401_invalid_token() {
         let challenge = bearer_challenge(&answer);
         assert_eq!(challenge["error"], "invalid_token", "{what}");
         assert!(challenge.contains_key("resource_metadata"), "{what}");
+        // A short reason, without library internals or the accepted algorithms.
+        let description = &challenge["error_description"];
+        assert!(
+            !description.contains("HS256") && !description.contains("JSON"),
+            "{what}: {description}"
+        );
     }
     assert!(backend.recorded.authorization.lock().unwrap().is_empty());
     app.stop().await;
