@@ -189,6 +189,27 @@ async fn start_proxy(upstream: &MockUpstream, backend: &str, storage: &str) -> P
     Proxy { process, base }
 }
 
+/// CPU time (user + system) of a process so far, in clock ticks (1/100 s).
+fn cpu_ticks(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            // Fields after the command name, which is in parentheses.
+            let rest = stat.rsplit_once(')')?.1;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+        })
+        .unwrap_or(0)
+}
+
+/// Measures the share of one core a process used while `work` ran.
+async fn with_cpu<T>(pid: u32, work: impl std::future::Future<Output = T>) -> (T, f64) {
+    let (ticks, started) = (cpu_ticks(pid), Instant::now());
+    let result = work.await;
+    let used = (cpu_ticks(pid) - ticks) as f64 / 100.0;
+    (result, used / started.elapsed().as_secs_f64())
+}
+
 fn resident_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -351,6 +372,8 @@ struct Measurement {
     p50_ms: f64,
     p99_ms: f64,
     errors: u64,
+    /// Share of its core the proxy used (1.0 = saturated), when measured.
+    proxy_cpu: Option<f64>,
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
@@ -425,6 +448,7 @@ where
         p50_ms: percentile(&all, 50.0),
         p99_ms: percentile(&all, 99.0),
         errors,
+        proxy_cpu: None,
     }
 }
 
@@ -530,6 +554,7 @@ fn run_wrk(url: &str, concurrency: usize, seconds: u64, script: &Path) -> Measur
         p50_ms: field("p50"),
         p99_ms: field("p99"),
         errors: field("non2xx") as u64,
+        proxy_cpu: None,
     }
 }
 
@@ -537,19 +562,17 @@ fn run_wrk(url: &str, concurrency: usize, seconds: u64, script: &Path) -> Measur
 
 fn header() {
     println!(
-        "| {:<58} | {:>10} | {:>8} | {:>8} | {:>6} | {:>7} |",
-        "scenario", "per sec", "p50 ms", "p99 ms", "errors", "ratio"
+        "| {:<66} | {:>9} | {:>7} | {:>7} | {:>6} | {:>9} | {:>6} |",
+        "scenario", "per sec", "p50 ms", "p99 ms", "errors", "proxy CPU", "ratio"
     );
-    println!(
-        "|{:-<60}|{:-<12}|{:-<10}|{:-<10}|{:-<8}|{:-<9}|",
-        "", "", "", "", "", ""
-    );
+    println!("|{:-<68}|{:-<11}|{:-<9}|{:-<9}|{:-<8}|{:-<11}|{:-<8}|", "", "", "", "", "", "", "");
 }
 
 fn row(name: &str, m: &Measurement, ratio: Option<f64>) {
     let ratio = ratio.map(|r| format!("{:.0}%", r * 100.0)).unwrap_or_default();
+    let cpu = m.proxy_cpu.map(|c| format!("{:.0}%", c * 100.0)).unwrap_or_default();
     println!(
-        "| {name:<58} | {:>10.0} | {:>8.2} | {:>8.2} | {:>6} | {ratio:>7} |",
+        "| {name:<66} | {:>9.0} | {:>7.2} | {:>7.2} | {:>6} | {cpu:>9} | {ratio:>6} |",
         m.per_sec, m.p50_ms, m.p99_ms, m.errors
     );
     let _ = std::io::stdout().flush();
@@ -617,11 +640,13 @@ async fn main() {
         };
         let proxy = start_proxy(&upstream, &backend, &storage).await;
         let base = proxy.base.clone();
+        let pid = proxy.process.0.id();
         let redis_before = redis.as_ref().map(|r| r.used_memory()).unwrap_or(0);
         let mut flows_done = 0.0;
         if wants("flow") {
             for concurrency in [1, 16, 64] {
-                let m = measure_flows(&base, concurrency, seconds).await;
+                let (mut m, cpu) = with_cpu(pid, measure_flows(&base, concurrency, seconds)).await;
+                m.proxy_cpu = Some(cpu);
                 flows_done += m.per_sec * seconds as f64;
                 row(
                     &format!("[{storage_kind}] full flow (4 proxy requests + 1 upstream call), c={concurrency}"),
@@ -631,7 +656,8 @@ async fn main() {
             }
         }
         if wants("refresh") {
-            let m = measure_refresh(&base, 16, seconds).await;
+            let (mut m, cpu) = with_cpu(pid, measure_refresh(&base, 16, seconds)).await;
+            m.proxy_cpu = Some(cpu);
             row(
                 &format!("[{storage_kind}] refresh grant (+ upstream refresh), c=16"),
                 &m,
@@ -672,7 +698,9 @@ async fn main() {
             let mut headers = json_headers.clone();
             headers.insert("Authorization", format!("Bearer {token}"));
             let proxy_script = wrk_script("POST", body, &headers);
-            let through = run_wrk(&format!("{base}/mcp"), 16, seconds, &proxy_script.0);
+            let (mut through, cpu) =
+                with_cpu(pid, async { run_wrk(&format!("{base}/mcp"), 16, seconds, &proxy_script.0) }).await;
+            through.proxy_cpu = Some(cpu);
             row(
                 "MCP POST through the proxy, token swap (wrk), c=16",
                 &through,
@@ -696,7 +724,6 @@ async fn main() {
             }
         }
         if wants("memory") && storage_kind == "memory" {
-            let pid = proxy.process.0.id();
             let count = env_number("BENCH_GRANTS", 100_000) as usize;
             let before = resident_kib(pid);
             let http = load_client(16);

@@ -2,8 +2,8 @@
 //! key derivation, hashing and constant-time comparison. Everything here uses
 //! well-kept crates (aes-gcm, hkdf, sha2, subtle); nothing is hand-rolled.
 
-use aes_gcm::aead::rand_core::RngCore;
-use aes_gcm::aead::{Aead, KeyInit, OsRng, Payload};
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use rand::RngCore;
 use aes_gcm::{Aes256Gcm, Nonce};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -11,10 +11,11 @@ use hkdf::Hkdf;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-/// `n` random bytes from the operating system.
+/// `n` random bytes from the thread's CSPRNG (ChaCha12 seeded and
+/// periodically reseeded from the operating system).
 pub fn random_bytes(n: usize) -> Vec<u8> {
     let mut bytes = vec![0u8; n];
-    OsRng.fill_bytes(&mut bytes);
+    rand::thread_rng().fill_bytes(&mut bytes);
     bytes
 }
 
@@ -90,7 +91,7 @@ impl Sealer {
             return out;
         };
         let mut nonce = [0u8; NONCE_LEN];
-        OsRng.fill_bytes(&mut nonce);
+        rand::thread_rng().fill_bytes(&mut nonce);
         let ciphertext = cipher
             .encrypt(
                 Nonce::from_slice(&nonce),

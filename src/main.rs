@@ -6,6 +6,11 @@ use std::process::ExitCode;
 
 use mcp_oauth_proxy::{startup, Config, OAuthProxy};
 
+/// mimalloc: allocation-heavy request handling runs markedly faster than
+/// with the system allocator (see README, Performance).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[actix_web::main]
 async fn main() -> ExitCode {
     // A missing .env is fine (the environment alone may configure the

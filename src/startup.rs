@@ -5,7 +5,7 @@ use std::net::TcpListener;
 use std::path::Path;
 
 use actix_web::dev::Server;
-use actix_web::middleware::Logger;
+use actix_web::middleware::{Condition, Logger};
 use actix_web::{web, App, HttpResponse, HttpServer};
 
 use crate::gateway::Gateway;
@@ -111,10 +111,13 @@ pub fn run(listener: TcpListener, proxy: OAuthProxy) -> std::io::Result<Server> 
     let server = HttpServer::new(move || {
         App::new()
             // `%U` is the path without the query: codes and states stay out of logs.
-            .wrap(
+            // The access log costs allocations per request even when filtered
+            // out: mount it only when info logging is on.
+            .wrap(Condition::new(
+                log::log_enabled!(log::Level::Info),
                 Logger::new("%a \"%{method}xi %U\" %s %b %Dms")
                     .custom_request_replace("method", |req| req.method().to_string()),
-            )
+            ))
             .configure(|cfg| configure_routes(cfg, &proxy, &assets))
             .default_service(web::to(not_found))
     })
