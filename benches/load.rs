@@ -277,6 +277,67 @@ impl Redis {
     }
 }
 
+/// nginx (Debian's nginx-light) as a plain reverse proxy to the backend, one
+/// process pinned to core 0 like the proxy: the reference hop.
+struct Nginx {
+    _process: Process,
+    base: String,
+    _dir: TempDir,
+}
+
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+async fn start_nginx(backend: &str) -> Option<Nginx> {
+    let binary = ["/usr/sbin/nginx", "/usr/bin/nginx"].into_iter().find(|p| Path::new(p).exists())?;
+    let port = free_port();
+    let dir = std::env::temp_dir().join(format!("mcp-oauth-proxy-bench-nginx-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).ok()?;
+    let backend = backend.trim_start_matches("http://");
+    let d = dir.display();
+    let config = format!(
+        "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+         events {{ worker_connections 4096; }}\n\
+         http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
+           fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
+           upstream backend {{ server {backend}; keepalive 64; }}\n\
+           server {{ listen 127.0.0.1:{port}; location / {{ proxy_pass http://backend; proxy_http_version 1.1; \
+           proxy_set_header Connection \"\"; }} }}\n}}\n"
+    );
+    let config_path = dir.join("nginx.conf");
+    std::fs::write(&config_path, config).ok()?;
+    let process = Process(
+        pinned(0, binary)
+            .arg("-c")
+            .arg(&config_path)
+            .arg("-p")
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?,
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    let client = awc::Client::default();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while client.post(format!("{base}/mcp")).send_body("{}").await.is_err() {
+        if Instant::now() > deadline {
+            return None;
+        }
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    Some(Nginx {
+        _process: process,
+        base,
+        _dir: TempDir(dir),
+    })
+}
+
 // ---------------------------------------------------------- flows and load
 
 fn challenge() -> String {
@@ -698,6 +759,17 @@ async fn main() {
             let mut headers = json_headers.clone();
             headers.insert("Authorization", format!("Bearer {token}"));
             let proxy_script = wrk_script("POST", body, &headers);
+            let nginx = start_nginx(&backend).await;
+            let via_nginx = nginx.as_ref().map(|n| run_wrk(&format!("{}/mcp", n.base), 16, seconds, &direct_script.0));
+            match &via_nginx {
+                Some(m) => row(
+                    "MCP POST through nginx proxy_pass, no auth (wrk), c=16",
+                    m,
+                    Some(m.per_sec / direct.per_sec),
+                ),
+                None => println!("| nginx not found (apt-get install nginx-light): no nginx row"),
+            }
+            drop(nginx);
             let (mut through, cpu) =
                 with_cpu(pid, async { run_wrk(&format!("{base}/mcp"), 16, seconds, &proxy_script.0) }).await;
             through.proxy_cpu = Some(cpu);
@@ -706,6 +778,12 @@ async fn main() {
                 &through,
                 Some(through.per_sec / direct.per_sec),
             );
+            if let Some(nginx) = &via_nginx {
+                println!(
+                    "| proxy / nginx hop: {:.0}% (target >= 75%)",
+                    100.0 * through.per_sec / nginx.per_sec
+                );
+            }
         }
         if flows_done > 0.0 {
             let grants = flows_done;

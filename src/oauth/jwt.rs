@@ -131,6 +131,26 @@ pub struct TokenSigner {
     validation: Validation,
     /// The public keys (asymmetric algorithms only), served at `/jwks.json`.
     jwks: Option<JwkSet>,
+    /// Distinguishes signers (and their keys) in the verified-token cache.
+    id: u64,
+}
+
+/// Access tokens this thread has fully verified, by signer: a client sends
+/// the same token with every MCP request, and signature checking and JSON
+/// parsing are the largest part of a guarded request's CPU. Only tokens that
+/// passed every check are kept; expiry is checked on every use, and
+/// revocation is not cached at all (the vault is asked each time).
+const VERIFIED_CACHE_CAPACITY: usize = 4096;
+
+thread_local! {
+    static VERIFIED: std::cell::RefCell<std::collections::HashMap<(u64, Box<str>), Claims>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+fn next_signer_id() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 impl std::fmt::Debug for TokenSigner {
@@ -175,6 +195,7 @@ impl TokenSigner {
             }],
             validation: validation(Algorithm::HS256, issuer, audience),
             jwks: None,
+            id: next_signer_id(),
         }
     }
 
@@ -225,6 +246,7 @@ impl TokenSigner {
             }],
             validation: validation(algorithm, issuer, audience),
             jwks: Some(JwkSet { keys: vec![jwk] }),
+            id: next_signer_id(),
         })
     }
 
@@ -279,6 +301,34 @@ impl TokenSigner {
             TokenUse::Refresh => "JWT".into(),
         });
         jsonwebtoken::encode(&header, claims, &self.encoding)
+    }
+
+    /// [`TokenSigner::verify`] for access tokens, remembering tokens that
+    /// passed on this thread so a repeated token costs a map lookup and an
+    /// expiry check.
+    pub fn verify_access(&self, token: &str) -> Result<Claims, JwtError> {
+        let now = super::now_secs();
+        let key = (self.id, Box::<str>::from(token));
+        let cached = VERIFIED.with(|cache| cache.borrow().get(&key).cloned());
+        if let Some(claims) = cached {
+            if claims.exp > now {
+                return Ok(claims);
+            }
+            VERIFIED.with(|cache| cache.borrow_mut().remove(&key));
+            return Err(JwtError::Invalid(jsonwebtoken::errors::ErrorKind::ExpiredSignature.into()));
+        }
+        let claims = self.verify(token, TokenUse::Access)?;
+        VERIFIED.with(|cache| {
+            let mut cache = cache.borrow_mut();
+            if cache.len() >= VERIFIED_CACHE_CAPACITY {
+                cache.retain(|_, c| c.exp > now);
+                if cache.len() >= VERIFIED_CACHE_CAPACITY {
+                    cache.clear();
+                }
+            }
+            cache.insert(key, claims.clone());
+        });
+        Ok(claims)
     }
 
     /// Verifies signature, algorithm, issuer, audience, expiry and type, with
@@ -426,5 +476,21 @@ mod tests {
         let es = TokenSigner::generated(Algorithm::ES256, "https://proxy", "https://proxy/mcp").unwrap();
         let hs_token = signer().sign(&claims(TokenUse::Access)).unwrap();
         assert!(es.verify(&hs_token, TokenUse::Access).is_err());
+    }
+
+    #[test]
+    fn cached_access_tokens_still_expire_and_stay_per_signer() {
+        let mut short = claims(TokenUse::Access);
+        short.exp = crate::oauth::now_secs() + 1;
+        let token = signer().sign(&short).unwrap();
+        let verifier = signer();
+        assert!(verifier.verify_access(&token).is_ok());
+        assert!(verifier.verify_access(&token).is_ok(), "served from the cache");
+        let other = TokenSigner::hs256(b"another-key-another-key-another-key-0", "https://proxy", "https://proxy/mcp");
+        assert!(other.verify_access(&token).is_err(), "another signer verifies for itself");
+        std::thread::sleep(std::time::Duration::from_millis(2100));
+        assert!(verifier.verify_access(&token).is_err(), "expired while cached");
+        let refresh = signer().sign(&claims(TokenUse::Refresh)).unwrap();
+        assert!(verifier.verify_access(&refresh).is_err());
     }
 }

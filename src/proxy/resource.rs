@@ -64,7 +64,7 @@ impl OAuthProxy {
         let claims = self
             .inner
             .signer
-            .verify(token, TokenUse::Access)
+            .verify_access(token)
             .map_err(|e| e.public_description().to_string())?;
         let found = self
             .actors()
