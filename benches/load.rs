@@ -294,7 +294,9 @@ impl Drop for TempDir {
 }
 
 async fn start_nginx(backend: &str) -> Option<Nginx> {
-    let binary = ["/usr/sbin/nginx", "/usr/bin/nginx"].into_iter().find(|p| Path::new(p).exists())?;
+    let binary = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())?;
     let port = free_port();
     let dir = std::env::temp_dir().join(format!("mcp-oauth-proxy-bench-nginx-{}", std::process::id()));
     std::fs::create_dir_all(&dir).ok()?;
@@ -626,7 +628,10 @@ fn header() {
         "| {:<66} | {:>9} | {:>7} | {:>7} | {:>6} | {:>9} | {:>6} |",
         "scenario", "per sec", "p50 ms", "p99 ms", "errors", "proxy CPU", "ratio"
     );
-    println!("|{:-<68}|{:-<11}|{:-<9}|{:-<9}|{:-<8}|{:-<11}|{:-<8}|", "", "", "", "", "", "", "");
+    println!(
+        "|{:-<68}|{:-<11}|{:-<9}|{:-<9}|{:-<8}|{:-<11}|{:-<8}|",
+        "", "", "", "", "", "", ""
+    );
 }
 
 fn row(name: &str, m: &Measurement, ratio: Option<f64>) {
@@ -760,7 +765,9 @@ async fn main() {
             headers.insert("Authorization", format!("Bearer {token}"));
             let proxy_script = wrk_script("POST", body, &headers);
             let nginx = start_nginx(&backend).await;
-            let via_nginx = nginx.as_ref().map(|n| run_wrk(&format!("{}/mcp", n.base), 16, seconds, &direct_script.0));
+            let via_nginx = nginx
+                .as_ref()
+                .map(|n| run_wrk(&format!("{}/mcp", n.base), 16, seconds, &direct_script.0));
             match &via_nginx {
                 Some(m) => row(
                     "MCP POST through nginx proxy_pass, no auth (wrk), c=16",
@@ -770,8 +777,10 @@ async fn main() {
                 None => println!("| nginx not found (apt-get install nginx-light): no nginx row"),
             }
             drop(nginx);
-            let (mut through, cpu) =
-                with_cpu(pid, async { run_wrk(&format!("{base}/mcp"), 16, seconds, &proxy_script.0) }).await;
+            let (mut through, cpu) = with_cpu(pid, async {
+                run_wrk(&format!("{base}/mcp"), 16, seconds, &proxy_script.0)
+            })
+            .await;
             through.proxy_cpu = Some(cpu);
             row(
                 "MCP POST through the proxy, token swap (wrk), c=16",

@@ -3,11 +3,11 @@
 //! well-kept crates (aes-gcm, hkdf, sha2, subtle); nothing is hand-rolled.
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
-use rand::RngCore;
 use aes_gcm::{Aes256Gcm, Nonce};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use hkdf::Hkdf;
+use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 

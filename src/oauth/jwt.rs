@@ -142,8 +142,11 @@ pub struct TokenSigner {
 /// revocation is not cached at all (the vault is asked each time).
 const VERIFIED_CACHE_CAPACITY: usize = 4096;
 
+/// Verified claims by (signer id, token).
+type VerifiedTokens = std::collections::HashMap<(u64, Box<str>), std::sync::Arc<Claims>>;
+
 thread_local! {
-    static VERIFIED: std::cell::RefCell<std::collections::HashMap<(u64, Box<str>), Claims>> =
+    static VERIFIED: std::cell::RefCell<VerifiedTokens> =
         std::cell::RefCell::new(std::collections::HashMap::new());
 }
 
@@ -306,7 +309,7 @@ impl TokenSigner {
     /// [`TokenSigner::verify`] for access tokens, remembering tokens that
     /// passed on this thread so a repeated token costs a map lookup and an
     /// expiry check.
-    pub fn verify_access(&self, token: &str) -> Result<Claims, JwtError> {
+    pub fn verify_access(&self, token: &str) -> Result<std::sync::Arc<Claims>, JwtError> {
         let now = super::now_secs();
         let key = (self.id, Box::<str>::from(token));
         let cached = VERIFIED.with(|cache| cache.borrow().get(&key).cloned());
@@ -315,9 +318,11 @@ impl TokenSigner {
                 return Ok(claims);
             }
             VERIFIED.with(|cache| cache.borrow_mut().remove(&key));
-            return Err(JwtError::Invalid(jsonwebtoken::errors::ErrorKind::ExpiredSignature.into()));
+            return Err(JwtError::Invalid(
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature.into(),
+            ));
         }
-        let claims = self.verify(token, TokenUse::Access)?;
+        let claims = std::sync::Arc::new(self.verify(token, TokenUse::Access)?);
         VERIFIED.with(|cache| {
             let mut cache = cache.borrow_mut();
             if cache.len() >= VERIFIED_CACHE_CAPACITY {
@@ -486,8 +491,15 @@ mod tests {
         let verifier = signer();
         assert!(verifier.verify_access(&token).is_ok());
         assert!(verifier.verify_access(&token).is_ok(), "served from the cache");
-        let other = TokenSigner::hs256(b"another-key-another-key-another-key-0", "https://proxy", "https://proxy/mcp");
-        assert!(other.verify_access(&token).is_err(), "another signer verifies for itself");
+        let other = TokenSigner::hs256(
+            b"another-key-another-key-another-key-0",
+            "https://proxy",
+            "https://proxy/mcp",
+        );
+        assert!(
+            other.verify_access(&token).is_err(),
+            "another signer verifies for itself"
+        );
         std::thread::sleep(std::time::Duration::from_millis(2100));
         assert!(verifier.verify_access(&token).is_err(), "expired while cached");
         let refresh = signer().sign(&claims(TokenUse::Refresh)).unwrap();

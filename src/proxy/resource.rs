@@ -24,10 +24,18 @@ const UPSTREAM_EXPIRY_MARGIN_SECS: u64 = 10;
 pub struct AccessGrant {
     pub grant_id: String,
     pub grant: Grant,
-    /// The token's own scope (a refresh may have narrowed it).
-    pub scopes: Scopes,
     /// Swap mode: the proxy JWT's claims.
-    pub claims: Option<Claims>,
+    pub claims: Option<std::sync::Arc<Claims>>,
+}
+
+impl AccessGrant {
+    /// The token's own scope (a refresh may have narrowed it).
+    pub fn scopes(&self) -> Scopes {
+        match &self.claims {
+            Some(claims) => Scopes::parse(&claims.scope),
+            None => self.grant.scopes.clone(),
+        }
+    }
 }
 
 /// Who calls `/introspect`.
@@ -53,11 +61,9 @@ impl OAuthProxy {
             if grant.upstream.expires_at.is_some_and(|at| at <= now_secs()) {
                 return Err("the token has expired".into());
             }
-            let scopes = grant.scopes.clone();
             return Ok(AccessGrant {
                 grant_id,
                 grant,
-                scopes,
                 claims: None,
             });
         }
@@ -84,7 +90,6 @@ impl OAuthProxy {
         Ok(AccessGrant {
             grant_id,
             grant,
-            scopes: Scopes::parse(&claims.scope),
             claims: Some(claims),
         })
     }

@@ -117,8 +117,8 @@ async fn guarded(req: &HttpRequest, body: Bytes, proxy: &OAuthProxy, gateway: &G
         Ok(access) => access,
         Err(why) => return challenge(proxy, StatusCode::UNAUTHORIZED, Some(("invalid_token", &why))),
     };
-    let required = Scopes::from_list(&proxy.config().gateway.required_scopes);
-    if !required.is_subset_of(&access.scopes) {
+    let required = &proxy.config().gateway.required_scopes;
+    if !required.is_empty() && !Scopes::from_list(required).is_subset_of(&access.scopes()) {
         return challenge(
             proxy,
             StatusCode::FORBIDDEN,
