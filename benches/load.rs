@@ -366,6 +366,12 @@ async fn full_flow(http: &awc::Client, base: &str) -> Result<serde_json::Value, 
         .map_err(|x| e(&x))?;
     let client: serde_json::Value = registered.json().await.map_err(|x| e(&x))?;
     let client_id = client["client_id"].as_str().ok_or("registration failed")?.to_string();
+    authorization(http, base, &client_id).await
+}
+
+/// Authorize → upstream → callback → token for a registered client.
+async fn authorization(http: &awc::Client, base: &str, client_id: &str) -> Result<serde_json::Value, String> {
+    let e = |e: &dyn std::fmt::Display| e.to_string();
     let authorize = format!(
         "{base}/authorize?response_type=code&client_id={client_id}&redirect_uri={REDIRECT}&state=s&code_challenge={}&code_challenge_method=S256",
         challenge()
@@ -400,7 +406,7 @@ async fn full_flow(http: &awc::Client, base: &str) -> Result<serde_json::Value, 
             ("code", code.as_str()),
             ("redirect_uri", REDIRECT),
             ("code_verifier", VERIFIER),
-            ("client_id", client_id.as_str()),
+            ("client_id", client_id),
         ])
         .await
         .map_err(|x| e(&x))?;
@@ -690,6 +696,49 @@ async fn main() {
     let bare = run_wrk(&format!("{backend}/bare"), 16, seconds, &bare_script.0);
     row("load generator ceiling: wrk -> bare actix handler (c=16)", &bare, None);
 
+    if wants("memory") && backends.iter().any(|b| b == "memory") {
+        // A fresh proxy, so nothing but the stored grants grows its memory.
+        let proxy = start_proxy(&upstream, &backend, "memory").await;
+        let (base, pid) = (proxy.base.clone(), proxy.process.0.id());
+        let count = env_number("BENCH_GRANTS", 100_000) as usize;
+        let http = load_client(16);
+        let started = Instant::now();
+        let done = Rc::new(std::cell::Cell::new(0usize));
+        let counter = done.clone();
+        let base_for = base.clone();
+        // Sixteen clients (one per load loop), each authorized again and again:
+        // the stored grants are what grows.
+        let mut clients = Vec::new();
+        for _ in 0..16 {
+            let tokens = full_flow(&http, &base).await.expect("a client");
+            clients.push(tokens["client_id"].as_str().unwrap().to_string());
+        }
+        let before = resident_kib(pid);
+        let stored = run_load(16, 600, clients, move |client_id: String| {
+            let (http, base, counter) = (http.clone(), base_for.clone(), counter.clone());
+            async move {
+                if counter.get() >= count {
+                    return (client_id, Step::Stop);
+                }
+                counter.set(counter.get() + 1);
+                let result = authorization(&http, &base, &client_id).await.map(|_| ()).into();
+                (client_id, result)
+            }
+        })
+        .await;
+        let after = resident_kib(pid);
+        let grants = (done.get().min(count) as u64).saturating_sub(stored.errors) as f64;
+        let _ = started;
+        println!(
+            "| [memory] resident memory of a fresh proxy: {:.1} MiB before, {:.1} MiB after {grants:.0} stored grants \
+             (from 16 clients; each grant's redeemed code kept until it expires): {:.0} bytes per grant",
+            before as f64 / 1024.0,
+            after as f64 / 1024.0,
+            (after.saturating_sub(before) as f64 * 1024.0) / grants.max(1.0)
+        );
+        drop(proxy);
+    }
+
     for storage_kind in &backends {
         let data_dir = std::env::temp_dir().join(format!("mcp-oauth-proxy-bench-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&data_dir);
@@ -809,34 +858,6 @@ async fn main() {
                     "| [{storage_kind}] bytes {place} per completed flow (client + grant + code + indexes): {bytes:.0} over {grants:.0} flows"
                 );
             }
-        }
-        if wants("memory") && storage_kind == "memory" {
-            let count = env_number("BENCH_GRANTS", 100_000) as usize;
-            let before = resident_kib(pid);
-            let http = load_client(16);
-            let started = Instant::now();
-            let states = vec![(); 16];
-            let done = std::rc::Rc::new(std::cell::Cell::new(0usize));
-            let counter = done.clone();
-            let base_for = base.clone();
-            let _ = run_load(16, 600, states, move |_| {
-                let (http, base, counter) = (http.clone(), base_for.clone(), counter.clone());
-                async move {
-                    if counter.get() >= count {
-                        return ((), Step::Stop);
-                    }
-                    counter.set(counter.get() + 1);
-                    ((), full_flow(&http, &base).await.map(|_| ()).into())
-                }
-            })
-            .await;
-            let after = resident_kib(pid);
-            println!(
-                "| [memory] resident memory: {before} KiB at start, {after} KiB after {} stored grants ({:.0} bytes per grant, {:.0}s to store)",
-                done.get().min(count),
-                (after.saturating_sub(before) as f64 * 1024.0) / count as f64,
-                started.elapsed().as_secs_f64()
-            );
         }
         drop(proxy);
         let _ = std::fs::remove_dir_all(&data_dir);

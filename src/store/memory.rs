@@ -10,12 +10,23 @@ use futures_util::future::{ready, FutureExt};
 
 use super::{StoreError, StoreFuture, Table};
 
-/// Record bytes and the instant they expire, by key.
-type Records = HashMap<String, (Vec<u8>, Instant)>;
+/// Record bytes and when they expire (milliseconds after the table's
+/// epoch), by key. Boxed slices instead of `String`/`Vec` and a plain
+/// integer expiry keep an entry small: memory per grant is a target here.
+type Records = HashMap<Box<str>, (Box<[u8]>, u64)>;
 
-#[derive(Default)]
 pub struct MemoryTable {
     records: Mutex<Records>,
+    epoch: Instant,
+}
+
+impl Default for MemoryTable {
+    fn default() -> Self {
+        MemoryTable {
+            records: Mutex::new(HashMap::new()),
+            epoch: Instant::now(),
+        }
+    }
 }
 
 fn done<T: 'static>(result: Result<T, StoreError>) -> StoreFuture<T> {
@@ -29,31 +40,42 @@ impl MemoryTable {
             .map_err(|_| StoreError::Unavailable("memory table lock poisoned".into()))
     }
 
-    fn live(records: &Records, key: &str) -> Option<Vec<u8>> {
+    fn now(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    fn expiry(&self, ttl: Duration) -> u64 {
+        self.now().saturating_add(ttl.as_millis() as u64)
+    }
+
+    fn live(&self, records: &Records, key: &str) -> Option<Vec<u8>> {
+        let now = self.now();
         records
             .get(key)
-            .filter(|(_, expires)| *expires > Instant::now())
-            .map(|(value, _)| value.clone())
+            .filter(|(_, expires)| *expires > now)
+            .map(|(value, _)| value.to_vec())
     }
 }
 
 impl Table for MemoryTable {
     fn put(&self, key: &str, value: Vec<u8>, ttl: Duration) -> StoreFuture<()> {
+        let expires = self.expiry(ttl);
         done(self.lock().map(|mut records| {
-            records.insert(key.to_string(), (value, Instant::now() + ttl));
+            records.insert(key.into(), (value.into_boxed_slice(), expires));
         }))
     }
 
     fn get(&self, key: &str) -> StoreFuture<Option<Vec<u8>>> {
-        done(self.lock().map(|records| Self::live(&records, key)))
+        done(self.lock().map(|records| self.live(&records, key)))
     }
 
     fn take(&self, key: &str) -> StoreFuture<Option<Vec<u8>>> {
+        let now = self.now();
         done(self.lock().map(|mut records| {
             records
                 .remove(key)
-                .filter(|(_, expires)| *expires > Instant::now())
-                .map(|(value, _)| value)
+                .filter(|(_, expires)| *expires > now)
+                .map(|(value, _)| value.into_vec())
         }))
     }
 
@@ -68,11 +90,11 @@ impl Table for MemoryTable {
         new: Option<(Vec<u8>, Duration)>,
     ) -> StoreFuture<bool> {
         done(self.lock().map(|mut records| {
-            if Self::live(&records, key) != expected {
+            if self.live(&records, key) != expected {
                 return false;
             }
             match new {
-                Some((value, ttl)) => records.insert(key.to_string(), (value, Instant::now() + ttl)),
+                Some((value, ttl)) => records.insert(key.into(), (value.into_boxed_slice(), self.expiry(ttl))),
                 None => records.remove(key),
             };
             true
@@ -80,9 +102,9 @@ impl Table for MemoryTable {
     }
 
     fn purge_expired(&self) -> StoreFuture<usize> {
+        let now = self.now();
         done(self.lock().map(|mut records| {
             let before = records.len();
-            let now = Instant::now();
             records.retain(|_, (_, expires)| *expires > now);
             before - records.len()
         }))
