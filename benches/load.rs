@@ -650,6 +650,98 @@ fn row(name: &str, m: &Measurement, ratio: Option<f64>) {
     let _ = std::io::stdout().flush();
 }
 
+/// Opens an MCP session (initialize + initialized) at `url`; its id.
+async fn mcp_session(http: &awc::Client, url: &str, token: Option<&str>) -> Option<String> {
+    let mut request = http
+        .post(url)
+        .insert_header(("Accept", "application/json, text/event-stream"))
+        .insert_header(("Content-Type", "application/json"));
+    if let Some(token) = token {
+        request = request.insert_header(("Authorization", format!("Bearer {token}")));
+    }
+    let initialize = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "bench", "version": "1"}}});
+    let mut response = request.send_json(&initialize).await.ok()?;
+    let session = response.headers().get("mcp-session-id")?.to_str().ok()?.to_string();
+    let _ = response.body().await;
+    let mut notify = http
+        .post(url)
+        .insert_header(("Accept", "application/json, text/event-stream"))
+        .insert_header(("Mcp-Session-Id", session.as_str()));
+    if let Some(token) = token {
+        notify = notify.insert_header(("Authorization", format!("Bearer {token}")));
+    }
+    let _ = notify
+        .send_json(&serde_json::json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+        .await
+        .ok()?
+        .body()
+        .await;
+    Some(session)
+}
+
+/// tools/list against the official-SDK MCP server in tests/mcp-server,
+/// directly and through the proxy (target: the proxy keeps 95% of it).
+async fn real_mcp_server(upstream: &MockUpstream, seconds: u64) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp-server");
+    if !dir.join("node_modules").is_dir() || !has_command("node") {
+        println!("| real MCP server: run `npm ci` in tests/mcp-server first (scripts/test.sh does): no row");
+        return;
+    }
+    let mut child = pinned(1, "node")
+        .current_dir(&dir)
+        .args(["server.mjs", "--port", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("node starts");
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+    let _node = Process(child);
+    let port = line.trim().trim_start_matches("LISTENING ").to_string();
+    let server = format!("http://127.0.0.1:{port}");
+    let proxy = start_proxy(upstream, &server, "memory").await;
+    let http = load_client(1);
+    let token = full_flow(&http, &proxy.base).await.expect("a token")["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let direct_session = mcp_session(&http, &format!("{server}/mcp"), None)
+        .await
+        .expect("a direct session");
+    let proxied_session = mcp_session(&http, &format!("{}/mcp", proxy.base), Some(&token))
+        .await
+        .expect("a session through the proxy");
+    let body = r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#;
+    let mut headers = HashMap::from([
+        ("Content-Type", "application/json".to_string()),
+        ("Accept", "application/json, text/event-stream".to_string()),
+        ("MCP-Protocol-Version", "2025-06-18".to_string()),
+        ("Mcp-Session-Id", direct_session),
+    ]);
+    let direct_script = wrk_script("POST", body, &headers);
+    let direct = run_wrk(&format!("{server}/mcp"), 16, seconds, &direct_script.0);
+    row(
+        "real MCP server (TypeScript SDK), tools/list directly, c=16",
+        &direct,
+        None,
+    );
+    headers.insert("Mcp-Session-Id", proxied_session);
+    headers.insert("Authorization", format!("Bearer {token}"));
+    let proxy_script = wrk_script("POST", body, &headers);
+    let pid = proxy.process.0.id();
+    let (mut through, cpu) = with_cpu(pid, async {
+        run_wrk(&format!("{}/mcp", proxy.base), 16, seconds, &proxy_script.0)
+    })
+    .await;
+    through.proxy_cpu = Some(cpu);
+    row(
+        "real MCP server, tools/list through the proxy, c=16 (target 95%)",
+        &through,
+        Some(through.per_sec / direct.per_sec),
+    );
+}
+
 fn dir_size(dir: &Path) -> u64 {
     std::fs::read_dir(dir)
         .map(|entries| {
@@ -673,7 +765,7 @@ async fn main() {
     pin_self();
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let seconds = env_number("BENCH_DURATION", 10);
-    let scenarios = env_list("BENCH_SCENARIOS", "flow,refresh,register,metadata,mcp,memory");
+    let scenarios = env_list("BENCH_SCENARIOS", "flow,refresh,register,metadata,mcp,mcp-real,memory");
     let backends = env_list("BENCH_BACKENDS", "memory,directory,redis");
     let wants = |s: &str| scenarios.iter().any(|x| x == s);
     if !has_command("wrk") {
@@ -737,6 +829,10 @@ async fn main() {
             (after.saturating_sub(before) as f64 * 1024.0) / grants.max(1.0)
         );
         drop(proxy);
+    }
+
+    if wants("mcp-real") {
+        real_mcp_server(&upstream, seconds).await;
     }
 
     for storage_kind in &backends {
