@@ -122,6 +122,13 @@ pub fn run(listener: TcpListener, proxy: OAuthProxy) -> std::io::Result<Server> 
             .default_service(web::to(not_found))
     })
     .workers(workers)
+    // Streamed answers (SSE) are written piece by piece; without TCP_NODELAY
+    // Nagle's algorithm holds back each small write until the last is acked.
+    .on_connect(|connection, _| {
+        if let Some(socket) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
+            let _ = socket.set_nodelay(true);
+        }
+    })
     .listen(listener)?
     .run();
     Ok(server)
