@@ -727,7 +727,7 @@ impl OAuthProxy {
         };
 
         let grant_id = random_token(24);
-        let pending_upstream_code = match &transaction.upstream_verifier {
+        let (pending_upstream_code, grant) = match &transaction.upstream_verifier {
             Some(verifier) => {
                 let tokens = self
                     .inner
@@ -743,41 +743,49 @@ impl OAuthProxy {
                         &transaction.resource,
                     )
                     .await;
-                self.actors()
-                    .vault
-                    .send(CreateGrant {
-                        grant_id: grant_id.clone(),
-                        grant,
-                        ttl: config.lifetimes.authorization_code,
-                    })
-                    .await?
-                    .map_err(|e| {
-                        Error::redirect(&back, ErrorCode::TemporarilyUnavailable, Error::from(e).to_string())
-                    })?;
-                None
+                (None, Some(grant))
             }
             // Forwarded PKCE: only the client's verifier can redeem it, at /token.
-            None => Some(upstream_code),
+            None => (Some(upstream_code), None),
         };
 
         let code = random_token(32);
-        self.actors()
-            .codes
-            .send(StoreCode {
-                code: code.clone(),
-                record: CodeRecord {
-                    client_id: transaction.client_id,
-                    redirect_uri: transaction.redirect_uri,
-                    code_challenge: transaction.code_challenge,
-                    scopes: transaction.scopes,
-                    resource: transaction.resource,
-                    grant_id,
-                    pending_upstream_code,
-                    redemption: None,
-                },
-            })
-            .await?
-            .map_err(|e| Error::redirect(&back, ErrorCode::TemporarilyUnavailable, Error::from(e).to_string()))?;
+        let actors = self.actors();
+        let store_code = actors.codes.send(StoreCode {
+            code: code.clone(),
+            record: CodeRecord {
+                client_id: transaction.client_id,
+                redirect_uri: transaction.redirect_uri,
+                code_challenge: transaction.code_challenge,
+                scopes: transaction.scopes,
+                resource: transaction.resource,
+                grant_id: grant_id.clone(),
+                pending_upstream_code,
+                redemption: None,
+            },
+        });
+        // The grant and the code are independent writes: issued together,
+        // they share one durable commit (directory store) or round trip.
+        let store_grant = async {
+            match grant {
+                Some(grant) => {
+                    actors
+                        .vault
+                        .send(CreateGrant {
+                            grant_id: grant_id.clone(),
+                            grant,
+                            ttl: config.lifetimes.authorization_code,
+                        })
+                        .await
+                }
+                None => Ok(Ok(())),
+            }
+        };
+        let (code_stored, grant_stored) = futures_util::future::join(store_code, store_grant).await;
+        for stored in [code_stored, grant_stored] {
+            stored?
+                .map_err(|e| Error::redirect(&back, ErrorCode::TemporarilyUnavailable, Error::from(e).to_string()))?;
+        }
         Ok(back.with_params(&[("code", &code)]))
     }
 
@@ -939,11 +947,6 @@ impl OAuthProxy {
                 .await??;
         }
 
-        let _ = self
-            .actors()
-            .clients
-            .send(MarkClientUsed(client.client_id.clone()))
-            .await;
         let redemption = record
             .redemption
             .clone()
@@ -954,34 +957,39 @@ impl OAuthProxy {
             issued_at: redemption.at,
             scope: record.scopes.to_oauth_string(),
         };
-        let grant = if config.token_swap {
-            self.actors()
-                .vault
-                .send(IssueTokens {
-                    grant_id: record.grant_id,
-                    pair: pair.clone(),
-                })
-                .await??
-        } else {
-            let grant = self.actors().vault.send(GetGrant(record.grant_id.clone())).await??;
-            match grant {
-                Some(grant) => {
-                    self.actors()
-                        .vault
-                        .send(IssuePassThrough {
-                            grant_id: record.grant_id,
-                            access_hash: sha256_b64url(grant.upstream.access_token.as_bytes()),
-                            refresh_hash: grant
-                                .upstream
-                                .refresh_token
-                                .as_deref()
-                                .map(|t| sha256_b64url(t.as_bytes())),
-                        })
-                        .await??
-                }
-                None => None,
+        let actors = self.actors();
+        let issue = async {
+            if config.token_swap {
+                return actors
+                    .vault
+                    .send(IssueTokens {
+                        grant_id: record.grant_id.clone(),
+                        pair: pair.clone(),
+                    })
+                    .await;
             }
+            let grant = match actors.vault.send(GetGrant(record.grant_id.clone())).await? {
+                Ok(Some(grant)) => grant,
+                other => return Ok(other),
+            };
+            actors
+                .vault
+                .send(IssuePassThrough {
+                    grant_id: record.grant_id.clone(),
+                    access_hash: sha256_b64url(grant.upstream.access_token.as_bytes()),
+                    refresh_hash: grant
+                        .upstream
+                        .refresh_token
+                        .as_deref()
+                        .map(|t| sha256_b64url(t.as_bytes())),
+                })
+                .await
         };
+        // Keeping the client registered and recording the tokens are
+        // independent writes: issued together, they share one commit.
+        let (_, grant) =
+            futures_util::future::join(actors.clients.send(MarkClientUsed(client.client_id.clone())), issue).await;
+        let grant = grant??;
         let grant = grant.ok_or_else(|| Error::invalid_grant("the authorization has expired"))?;
         self.token_response(&grant, &pair)
     }
