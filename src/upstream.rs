@@ -68,6 +68,15 @@ pub struct Upstream {
     scopes: Vec<String>,
     extra_params: Vec<(String, String)>,
     timeout: Duration,
+    /// The `Authorization: Basic` value, built once.
+    basic_authorization: Secret,
+}
+
+/// RFC 6749 §2.3.1: form-urlencode id and secret, then base64.
+fn basic_authorization(client_id: &str, client_secret: &Secret) -> Secret {
+    let id: String = byte_serialize(client_id.as_bytes()).collect();
+    let secret: String = byte_serialize(client_secret.expose().as_bytes()).collect();
+    Secret::new(format!("Basic {}", STANDARD.encode(format!("{id}:{secret}"))))
 }
 
 thread_local! {
@@ -138,6 +147,7 @@ impl Upstream {
             scopes: config.scopes.clone(),
             extra_params: config.extra_authorize_params.clone(),
             timeout: config.timeout,
+            basic_authorization: basic_authorization(&config.client_id, &config.client_secret),
         })
     }
 
@@ -253,11 +263,7 @@ impl Upstream {
             .insert_header((header::ACCEPT, "application/json"));
         match self.auth_method {
             UpstreamAuthMethod::ClientSecretBasic => {
-                // RFC 6749 §2.3.1: form-urlencode id and secret before base64.
-                let id: String = byte_serialize(self.client_id.as_bytes()).collect();
-                let secret: String = byte_serialize(self.client_secret.expose().as_bytes()).collect();
-                let credentials = STANDARD.encode(format!("{id}:{secret}"));
-                request = request.insert_header((header::AUTHORIZATION, format!("Basic {credentials}")));
+                request = request.insert_header((header::AUTHORIZATION, self.basic_authorization.expose()));
             }
             UpstreamAuthMethod::ClientSecretPost => {
                 form.push(("client_id", &self.client_id));
