@@ -417,3 +417,69 @@ async fn sse_events_stream_through_as_they_come_and_a_leaving_client_closes_the_
     app.stop().await;
     backend.stop().await;
 }
+
+/// Sends `count` identical requests over one TCP connection and answers the
+/// status codes read back; a closed connection ends the list early.
+fn statuses_on_one_connection(address: &str, request: &str, count: usize) -> Vec<u16> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let host = address.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(host).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut statuses = Vec::new();
+    for _ in 0..count {
+        if stream.write_all(request.as_bytes()).is_err() {
+            break;
+        }
+        let mut status_line = String::new();
+        if reader.read_line(&mut status_line).unwrap_or(0) == 0 {
+            break;
+        }
+        let status = status_line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let mut length = 0usize;
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            if line == "\r\n" {
+                break;
+            }
+            if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = value.trim().parse().unwrap();
+            }
+        }
+        let mut body = vec![0u8; length];
+        reader.read_exact(&mut body).unwrap();
+        statuses.push(status);
+    }
+    statuses
+}
+
+#[actix_web::test]
+async fn early_rejections_keep_the_connection_alive() {
+    let (app, backend) = spawn_with_backend(&[], MockUpstreamConfig::default()).await;
+    let address = app.address.clone();
+    let host = address.trim_start_matches("http://").to_string();
+    let unauthorized = format!(
+        "POST /mcp HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{PING}",
+        PING.len()
+    );
+    let bad_registration = format!(
+        "POST /register HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: 9\r\n\r\n{{not json"
+    );
+    let (a, b) = actix_web::rt::task::spawn_blocking(move || {
+        (
+            statuses_on_one_connection(&address, &unauthorized, 3),
+            statuses_on_one_connection(&address, &bad_registration, 3),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(a, [401, 401, 401], "401s on one kept-alive connection");
+    assert_eq!(b, [400, 400, 400], "400s on one kept-alive connection");
+    app.stop().await;
+    backend.stop().await;
+}
