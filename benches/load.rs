@@ -11,7 +11,8 @@
 //! `BENCH_SCENARIOS` a comma list of `flow,refresh,register,metadata,mcp,memory`
 //! (default all), `BENCH_BACKENDS` a comma list of `memory,directory,redis`
 //! (default all), `BENCH_GRANTS` grants stored for the memory scenario
-//! (default 100000).
+//! (default 100000), `BENCH_REAL_CONCURRENCY` for the real MCP server rows
+//! (default 16).
 
 #[path = "../tests/api/mock_upstream.rs"]
 mod mock_upstream;
@@ -720,7 +721,8 @@ async fn real_mcp_server(upstream: &MockUpstream, seconds: u64) {
         ("Mcp-Session-Id", direct_session),
     ]);
     let direct_script = wrk_script("POST", body, &headers);
-    let direct = run_wrk(&format!("{server}/mcp"), 16, seconds, &direct_script.0);
+    let concurrency = env_number("BENCH_REAL_CONCURRENCY", 16) as usize;
+    let direct = run_wrk(&format!("{server}/mcp"), concurrency, seconds, &direct_script.0);
     row(
         "real MCP server (TypeScript SDK), tools/list directly, c=16",
         &direct,
@@ -731,12 +733,12 @@ async fn real_mcp_server(upstream: &MockUpstream, seconds: u64) {
     let proxy_script = wrk_script("POST", body, &headers);
     let pid = proxy.process.0.id();
     let (mut through, cpu) = with_cpu(pid, async {
-        run_wrk(&format!("{}/mcp", proxy.base), 16, seconds, &proxy_script.0)
+        run_wrk(&format!("{}/mcp", proxy.base), concurrency, seconds, &proxy_script.0)
     })
     .await;
     through.proxy_cpu = Some(cpu);
     row(
-        "real MCP server, tools/list through the proxy, c=16 (target 95%)",
+        &format!("real MCP server, tools/list through the proxy, c={concurrency} (target 95%)"),
         &through,
         Some(through.per_sec / direct.per_sec),
     );
