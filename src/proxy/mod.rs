@@ -469,7 +469,7 @@ impl OAuthProxy {
                 "The request does not name a client (client_id).",
             ));
         };
-        let Some(client) = self.client(client_id).await.map_err(Error::for_browser)? else {
+        let Some(client) = self.client(client_id).await? else {
             return Err(Error::page_with_detail(
                 StatusCode::BAD_REQUEST,
                 "Unknown client",
@@ -548,9 +548,7 @@ impl OAuthProxy {
                 id: transaction_id.clone(),
                 transaction,
             })
-            .await?
-            .map_err(Error::from)
-            .map_err(Error::for_browser)?;
+            .await??;
 
         if approved {
             return Ok(AuthorizeOutcome::RedirectUpstream(
@@ -605,9 +603,7 @@ impl OAuthProxy {
             .actors()
             .transactions
             .send(GetTransaction(form.transaction_id.clone()))
-            .await?
-            .map_err(Error::from)
-            .map_err(Error::for_browser)?;
+            .await??;
         let Some(mut transaction) = transaction else {
             return Err(expired_page());
         };
@@ -638,9 +634,7 @@ impl OAuthProxy {
                         id: form.transaction_id.clone(),
                         transaction,
                     })
-                    .await?
-                    .map_err(Error::from)
-                    .map_err(Error::for_browser)?;
+                    .await??;
                 Ok(ConsentOutcome::Approved {
                     upstream: self.upstream_url(&form.transaction_id, &challenge),
                     remember_client: (form.remember.as_deref() == Some("true")).then_some(client_id),
@@ -679,9 +673,7 @@ impl OAuthProxy {
             .actors()
             .transactions
             .send(TakeTransaction(state.to_string()))
-            .await?
-            .map_err(Error::from)
-            .map_err(Error::for_browser)?;
+            .await??;
         let Some(transaction) = transaction else {
             return Err(expired_page());
         };

@@ -14,7 +14,7 @@ use crate::error::Error;
 use crate::proxy::ClientCredentials;
 
 /// Whether the request body is form-encoded.
-pub fn is_form(req: &HttpRequest) -> bool {
+fn is_form(req: &HttpRequest) -> bool {
     req.headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -23,6 +23,17 @@ pub fn is_form(req: &HttpRequest) -> bool {
                 .to_ascii_lowercase()
                 .starts_with("application/x-www-form-urlencoded")
         })
+}
+
+/// The parameters of a form-encoded request body (RFC 6749 §3.2, RFC 7009
+/// §2.1, RFC 7662 §2.1); `endpoint` names it in the error.
+pub fn form_params(req: &HttpRequest, body: &[u8], endpoint: &str) -> Result<HashMap<String, String>, Error> {
+    if !is_form(req) {
+        return Err(Error::invalid_request(format!(
+            "{endpoint} requests must be application/x-www-form-urlencoded"
+        )));
+    }
+    parse_form(body)
 }
 
 /// The `Authorization: Bearer` token of a request, if any.
@@ -36,7 +47,7 @@ pub fn bearer_token(req: &HttpRequest) -> Option<&str> {
 }
 
 /// Parses a form body, refusing repeated parameters.
-pub fn parse_form(body: &[u8]) -> Result<HashMap<String, String>, Error> {
+fn parse_form(body: &[u8]) -> Result<HashMap<String, String>, Error> {
     let mut params = HashMap::new();
     for (name, value) in form_urlencoded::parse(body) {
         if params.insert(name.to_string(), value.to_string()).is_some() {

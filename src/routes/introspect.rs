@@ -5,18 +5,13 @@
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use super::client_auth::{bearer_token, client_credentials, is_form, parse_form};
+use super::client_auth::{bearer_token, client_credentials, form_params};
 use crate::crypto::constant_time_eq;
 use crate::error::Error;
 use crate::proxy::{IntrospectionCaller, OAuthProxy};
 
 async fn introspect_request(req: &HttpRequest, body: &[u8], proxy: &OAuthProxy) -> Result<serde_json::Value, Error> {
-    if !is_form(req) {
-        return Err(Error::invalid_request(
-            "introspection requests must be application/x-www-form-urlencoded",
-        ));
-    }
-    let mut params = parse_form(body)?;
+    let mut params = form_params(req, body, "introspection")?;
     // §2.1: the endpoint requires authorization.
     let caller = match (bearer_token(req), &proxy.config().introspection_secret) {
         (Some(given), Some(secret)) if constant_time_eq(given.as_bytes(), secret.expose().as_bytes()) => {

@@ -4,17 +4,12 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::add_cors_headers;
-use super::client_auth::{client_credentials, is_form, parse_form};
+use super::client_auth::{client_credentials, form_params};
 use crate::error::Error;
 use crate::proxy::OAuthProxy;
 
 async fn revoke_request(req: &HttpRequest, body: &[u8], proxy: &OAuthProxy) -> Result<(), Error> {
-    if !is_form(req) {
-        return Err(Error::invalid_request(
-            "revocation requests must be application/x-www-form-urlencoded",
-        ));
-    }
-    let mut params = parse_form(body)?;
+    let mut params = form_params(req, body, "revocation")?;
     // RFC 7009 §2.1: the client authenticates as at the token endpoint.
     let credentials = client_credentials(req, &mut params)?;
     let client = proxy.authenticate_client(&credentials).await?;

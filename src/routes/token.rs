@@ -9,7 +9,7 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::add_cors_headers;
-use super::client_auth::{client_credentials, is_form, parse_form};
+use super::client_auth::{client_credentials, form_params};
 use crate::error::{Error, ErrorCode};
 use crate::proxy::{CodeExchange, OAuthProxy, RefreshExchange};
 
@@ -24,12 +24,7 @@ fn required(params: &mut HashMap<String, String>, name: &str) -> Result<String, 
 }
 
 async fn exchange(req: &HttpRequest, body: &[u8], proxy: &OAuthProxy) -> Result<HttpResponse, Error> {
-    if !is_form(req) {
-        return Err(Error::invalid_request(
-            "token requests must be application/x-www-form-urlencoded",
-        ));
-    }
-    let mut params = parse_form(body)?;
+    let mut params = form_params(req, body, "token")?;
     let credentials = client_credentials(req, &mut params)?;
     let grant_type = required(&mut params, "grant_type")?;
     if !matches!(grant_type.as_str(), "authorization_code" | "refresh_token") {

@@ -106,10 +106,14 @@ fn rand_suffix() -> String {
     format!("{nanos:x}")
 }
 
-/// The settings every test starts from; tests override what they check.
-fn base_settings(address: &str, upstream: &MockUpstream) -> HashMap<String, String> {
-    [
-        ("OAUTH_PROXY_BASE_URL", address.to_string()),
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The variables that point a proxy at the mock upstream.
+pub fn upstream_settings(upstream: &MockUpstream) -> Vec<(&'static str, String)> {
+    vec![
         (
             "OAUTH_PROXY_UPSTREAM_AUTHORIZATION_ENDPOINT",
             upstream.authorization_endpoint(),
@@ -120,6 +124,14 @@ fn base_settings(address: &str, upstream: &MockUpstream) -> HashMap<String, Stri
             "OAUTH_PROXY_UPSTREAM_CLIENT_SECRET",
             MockUpstreamConfig::default().client_secret,
         ),
+    ]
+}
+
+/// The settings every test starts from; tests override what they check.
+fn base_settings(address: &str, upstream: &MockUpstream) -> HashMap<String, String> {
+    let mut settings = upstream_settings(upstream);
+    settings.extend([
+        ("OAUTH_PROXY_BASE_URL", address.to_string()),
         ("OAUTH_PROXY_UPSTREAM_SCOPES", "openid profile email".to_string()),
         (
             "OAUTH_PROXY_JWT_SIGNING_KEY",
@@ -128,10 +140,8 @@ fn base_settings(address: &str, upstream: &MockUpstream) -> HashMap<String, Stri
         ("OAUTH_PROXY_UPSTREAM_TIMEOUT", "2".to_string()),
         ("OAUTH_PROXY_REGISTRATION_RATE_LIMIT", "0".to_string()),
         ("OAUTH_PROXY_STORAGE", "memory".to_string()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect()
+    ]);
+    settings.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
 }
 
 impl TestApp {

@@ -4,6 +4,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::helpers::{free_port, upstream_settings};
 use crate::mock_upstream::{MockUpstream, MockUpstreamConfig};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_mcp-oauth-proxy");
@@ -48,53 +49,8 @@ async fn a_bad_value_stops_start_up_naming_the_variable() {
 #[actix_web::test]
 async fn sigterm_stops_the_service_cleanly() {
     let upstream = MockUpstream::start(MockUpstreamConfig::default()).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let address = format!("127.0.0.1:{port}");
-    let mut child = service()
-        .env("OAUTH_PROXY_BIND", &address)
-        .env("OAUTH_PROXY_BASE_URL", format!("http://{address}"))
-        .env(
-            "OAUTH_PROXY_UPSTREAM_AUTHORIZATION_ENDPOINT",
-            upstream.authorization_endpoint(),
-        )
-        .env("OAUTH_PROXY_UPSTREAM_TOKEN_ENDPOINT", upstream.token_endpoint())
-        .env("OAUTH_PROXY_UPSTREAM_CLIENT_ID", "upstream-client")
-        .env("OAUTH_PROXY_UPSTREAM_CLIENT_SECRET", "secret")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let client = awc::Client::default();
-    let started = Instant::now();
-    loop {
-        if let Ok(response) = client.get(format!("http://{address}/healthz")).send().await {
-            assert!(response.status().is_success());
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "the service did not come up"
-        );
-        actix_rt::time::sleep(Duration::from_millis(50)).await;
-    }
-    let killed = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "the service did not stop after SIGTERM");
-        actix_rt::time::sleep(Duration::from_millis(50)).await;
-    };
+    let service = RunningService::start(free_port(), &upstream_settings(&upstream)).await;
+    let status = service.stop_with("TERM").await;
     assert!(status.success(), "clean exit after SIGTERM: {status:?}");
     upstream.stop().await;
 }
@@ -149,7 +105,7 @@ impl RunningService {
     }
 
     /// Stops it with a signal (`TERM` or `KILL`) and waits for it to exit.
-    pub async fn stop_with(mut self, signal: &str) {
+    pub async fn stop_with(mut self, signal: &str) -> std::process::ExitStatus {
         let status = Command::new("kill")
             .arg(format!("-{signal}"))
             .arg(self.child.id().to_string())
@@ -157,7 +113,10 @@ impl RunningService {
             .unwrap();
         assert!(status.success());
         let deadline = Instant::now() + Duration::from_secs(15);
-        while self.child.try_wait().unwrap().is_none() {
+        loop {
+            if let Some(exit) = self.child.try_wait().unwrap() {
+                return exit;
+            }
             assert!(Instant::now() < deadline, "the service did not stop after SIG{signal}");
             actix_rt::time::sleep(Duration::from_millis(20)).await;
         }

@@ -12,17 +12,9 @@ use awc::http::StatusCode;
 use serde_json::json;
 
 use crate::backend_double::BackendDouble;
-use crate::helpers::{query_param, Driver, Pkce, TestApp, REDIRECT_URI};
+use crate::helpers::{free_port, query_param, upstream_settings, Driver, Pkce, TestApp, REDIRECT_URI};
 use crate::mock_upstream::{MockUpstream, MockUpstreamConfig};
 use crate::service::RunningService;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn temp_dir(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("mcp-oauth-proxy-{name}-{}-{}", std::process::id(), free_port()));
@@ -40,20 +32,11 @@ async fn the_directory_store_keeps_clients_grants_and_tokens_across_restarts_and
     let backend = BackendDouble::start().await;
     let dir = temp_dir("data");
     let port = free_port();
-    let variables = vec![
+    let mut variables = upstream_settings(&upstream);
+    variables.extend([
         ("OAUTH_PROXY_STORAGE", dir.display().to_string()),
-        (
-            "OAUTH_PROXY_UPSTREAM_AUTHORIZATION_ENDPOINT",
-            upstream.authorization_endpoint(),
-        ),
-        ("OAUTH_PROXY_UPSTREAM_TOKEN_ENDPOINT", upstream.token_endpoint()),
-        ("OAUTH_PROXY_UPSTREAM_CLIENT_ID", "upstream-client".to_string()),
-        (
-            "OAUTH_PROXY_UPSTREAM_CLIENT_SECRET",
-            MockUpstreamConfig::default().client_secret,
-        ),
         ("OAUTH_PROXY_MCP_UPSTREAM_URL", backend.url.clone()),
-    ];
+    ]);
     let service = RunningService::start(port, &variables).await;
     let driver = Driver::new(&service.address);
     let client = driver.register_confidential().await;
