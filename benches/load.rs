@@ -734,7 +734,12 @@ async fn real_mcp_server(upstream: &MockUpstream, seconds: u64) {
     let proxy_script = wrk_script("POST", body, &headers);
     let nginx = start_nginx(&server, 1).await;
     let mut paths = vec![
-        (format!("directly, c={concurrency}"), format!("{server}/mcp"), &direct_script.0, None),
+        (
+            format!("directly, c={concurrency}"),
+            format!("{server}/mcp"),
+            &direct_script.0,
+            None,
+        ),
         (
             format!("through the proxy, c={concurrency} (target 95%)"),
             format!("{}/mcp", proxy.base),
@@ -743,7 +748,12 @@ async fn real_mcp_server(upstream: &MockUpstream, seconds: u64) {
         ),
     ];
     if let Some(nginx) = &nginx {
-        paths.push(("through nginx, no auth".to_string(), format!("{}/mcp", nginx.base), &direct_script.0, None));
+        paths.push((
+            "through nginx, no auth".to_string(),
+            format!("{}/mcp", nginx.base),
+            &direct_script.0,
+            None,
+        ));
     }
     // Node compiles its hot paths during the first seconds: warm it up first.
     run_wrk(&paths[0].1, concurrency, 3, paths[0].2);
@@ -790,13 +800,17 @@ async fn real_mcp_server(upstream: &MockUpstream, seconds: u64) {
     }
 }
 
+/// Bytes of every file below `dir`, recursively.
 fn dir_size(dir: &Path) -> u64 {
     std::fs::read_dir(dir)
         .map(|entries| {
             entries
                 .flatten()
-                .filter_map(|e| e.metadata().ok())
-                .map(|m| m.len())
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => dir_size(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
                 .sum()
         })
         .unwrap_or(0)

@@ -296,22 +296,22 @@ impl OAuthProxy {
         let lifetimes = config.lifetimes;
         let prototypes = ActorPrototypes {
             clients: ClientRegistry::new(
-                SealedTable::new("client", table("client"), sealer.clone()),
+                SealedTable::new("client", table("client")?, sealer.clone()),
                 config.registration,
                 lifetimes.unused_client,
                 lifetimes.refresh_token.max(lifetimes.unused_client),
             ),
             transactions: TransactionStore::new(
-                SealedTable::new("transaction", table("transaction"), sealer.clone()),
+                SealedTable::new("transaction", table("transaction")?, sealer.clone()),
                 lifetimes.transaction,
             ),
             codes: CodeStore::new(
-                SealedTable::new("code", table("code"), sealer.clone()),
+                SealedTable::new("code", table("code")?, sealer.clone()),
                 lifetimes.authorization_code,
             ),
             vault: TokenVault::new(
-                SealedTable::new("grant", table("grant"), sealer.clone()),
-                SealedTable::new("token", table("token"), sealer),
+                SealedTable::new("grant", table("grant")?, sealer.clone()),
+                SealedTable::new("token", table("token")?, sealer),
                 lifetimes.access_token,
                 lifetimes.refresh_token,
             ),

@@ -3,7 +3,7 @@
 //! A [`Table`] is one namespace of byte records with a time to live. Three
 //! backends provide tables:
 //! - [`memory`]: maps in this process (tests, throwaway runs);
-//! - [`embedded`]: a redb database in a directory, crash-safe, every write
+//! - [`embedded`]: a fjall database in a directory, crash-safe, every write
 //!   fsynced before it is acknowledged (group commit keeps that fast);
 //! - [`shared`]: Redis, so several proxy instances share all state.
 //!
@@ -82,12 +82,12 @@ impl Backend {
         }
     }
 
-    pub fn table(&self, name: &'static str) -> Arc<dyn Table> {
-        match self {
+    pub fn table(&self, name: &'static str) -> Result<Arc<dyn Table>, StoreError> {
+        Ok(match self {
             Backend::Memory => Arc::new(memory::MemoryTable::default()),
-            Backend::Embedded(db) => Arc::new(db.table(name)),
+            Backend::Embedded(db) => Arc::new(db.table(name)?),
             Backend::Shared(redis) => Arc::new(redis.table(name)),
-        }
+        })
     }
 }
 
