@@ -34,6 +34,13 @@ const FORWARDED_REQUEST_HEADERS: [&str; 9] = [
     "accept-language",
 ];
 
+/// [`FORWARDED_REQUEST_HEADERS`] parsed once, not on every request.
+fn forwarded_request_headers() -> &'static [HeaderName] {
+    static NAMES: std::sync::LazyLock<Vec<HeaderName>> =
+        std::sync::LazyLock::new(|| FORWARDED_REQUEST_HEADERS.map(HeaderName::from_static).to_vec());
+    &NAMES
+}
+
 /// RFC 9110 §7.6.1 hop-by-hop headers, plus cookies for the backend's own
 /// origin, which must not be set on the proxy's.
 const DROPPED_RESPONSE_HEADERS: [&str; 9] = [
@@ -173,9 +180,9 @@ impl Gateway {
             .request(method.clone(), target)
             .timeout(self.response_timeout)
             .insert_header((header::AUTHORIZATION, format!("Bearer {upstream_token}")));
-        for name in FORWARDED_REQUEST_HEADERS {
+        for name in forwarded_request_headers() {
             for value in req.headers().get_all(name) {
-                request = request.append_header((HeaderName::from_static(name), value.clone()));
+                request = request.append_header((name.clone(), value.clone()));
             }
         }
         let has_body = !body.is_empty() || method == Method::POST;

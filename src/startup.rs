@@ -21,6 +21,7 @@ pub fn configure_routes(cfg: &mut web::ServiceConfig, proxy: &OAuthProxy, assets
     let config = proxy.config();
     let base_path = config.base_url.path().trim_end_matches('/').to_string();
     let mcp_path = config.mcp_path.clone();
+    let mcp_gateway = web::Data::new(Gateway::new(&config.gateway));
 
     cfg.app_data(web::Data::new(proxy.clone()))
         .app_data(web::Data::new(assets.clone()))
@@ -81,10 +82,19 @@ pub fn configure_routes(cfg: &mut web::ServiceConfig, proxy: &OAuthProxy, assets
                 .route(web::get().to(well_known::jwks))
                 .route(web::method(actix_web::http::Method::OPTIONS).to(preflight)),
         )
+        // Two resources rather than one with two patterns: a single static
+        // pattern is matched by string comparison, a pattern list by regex
+        // (measurable on every guarded request).
         .service(
-            web::resource([mcp_path.clone(), format!("{mcp_path}/{{tail:.*}}")])
+            web::resource(mcp_path.clone())
                 .app_data(web::PayloadConfig::new(gateway::MAX_MCP_BODY))
-                .app_data(web::Data::new(Gateway::new(&config.gateway)))
+                .app_data(mcp_gateway.clone())
+                .to(gateway::mcp),
+        )
+        .service(
+            web::resource(format!("{mcp_path}/{{tail:.*}}"))
+                .app_data(web::PayloadConfig::new(gateway::MAX_MCP_BODY))
+                .app_data(mcp_gateway)
                 .to(gateway::mcp),
         )
         .service(web::resource("/static/{name}").route(web::get().to(static_files::serve)));
