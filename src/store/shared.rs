@@ -3,10 +3,11 @@
 //!
 //! - Expiry is Redis's own (`SET … PX`); a sorted-set index per table (score:
 //!   expiry) lets `len` count live records without scanning the keyspace.
-//! - Every operation is one Lua script, so it is atomic on the server:
-//!   `take` is `GETDEL`, and compare-and-swap compares and writes in one
-//!   step. That makes single-use codes and refresh rotation atomic across
-//!   instances.
+//! - Every operation is one round trip and atomic on the server where it
+//!   must be: `take` is `GETDEL`, and compare-and-swap is a Lua script that
+//!   compares and writes in one step. That makes single-use codes and refresh
+//!   rotation atomic across instances. Plain writes are pipelined native
+//!   commands (record, then index entry), cheaper for Redis than a script.
 //! - Keys carry the table as a hash tag (`mcp-oauth-proxy:{grant}:…`), so a
 //!   record and its index live in one Redis Cluster slot.
 //! - The connection manager reconnects by itself after a Redis restart; until
@@ -34,9 +35,6 @@ fn unavailable(e: redis::RedisError) -> StoreError {
 }
 
 struct Scripts {
-    put: Script,
-    take: Script,
-    delete: Script,
     swap: Script,
     purge: Script,
 }
@@ -44,18 +42,6 @@ struct Scripts {
 fn scripts() -> &'static Scripts {
     static SCRIPTS: std::sync::OnceLock<Scripts> = std::sync::OnceLock::new();
     SCRIPTS.get_or_init(|| Scripts {
-        put: Script::new(
-            "redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) \
-             redis.call('ZADD', KEYS[2], ARGV[3], KEYS[1]) return 1",
-        ),
-        take: Script::new(
-            "local v = redis.call('GETDEL', KEYS[1]) \
-             redis.call('ZREM', KEYS[2], KEYS[1]) return v",
-        ),
-        delete: Script::new(
-            "local n = redis.call('DEL', KEYS[1]) \
-             redis.call('ZREM', KEYS[2], KEYS[1]) return n",
-        ),
         swap: Script::new(
             "local cur = redis.call('GET', KEYS[1]) \
              if ARGV[1] == '1' then if cur ~= ARGV[2] then return 0 end \
@@ -113,22 +99,22 @@ fn ttl_millis(ttl: Duration) -> u64 {
 
 impl Table for RedisTable {
     fn put(&self, key: &str, value: Vec<u8>, ttl: Duration) -> StoreFuture<()> {
-        let mut invocation = scripts().put.prepare_invoke();
-        invocation
-            .key(format!("{}{key}", self.prefix))
-            .key(&self.index)
+        let key = format!("{}{key}", self.prefix);
+        let mut pipeline = redis::pipe();
+        pipeline
+            .cmd("SET")
+            .arg(&key)
             .arg(value)
+            .arg("PX")
             .arg(ttl_millis(ttl))
-            .arg(now_millis() + ttl_millis(ttl));
+            .ignore()
+            .cmd("ZADD")
+            .arg(&self.index)
+            .arg(now_millis() + ttl_millis(ttl))
+            .arg(&key)
+            .ignore();
         let mut connection = self.connection.clone();
-        async move {
-            invocation
-                .invoke_async::<i64>(&mut connection)
-                .await
-                .map(|_| ())
-                .map_err(unavailable)
-        }
-        .boxed_local()
+        async move { pipeline.query_async::<()>(&mut connection).await.map_err(unavailable) }.boxed_local()
     }
 
     fn get(&self, key: &str) -> StoreFuture<Option<Vec<u8>>> {
@@ -145,27 +131,30 @@ impl Table for RedisTable {
     }
 
     fn take(&self, key: &str) -> StoreFuture<Option<Vec<u8>>> {
-        let mut invocation = scripts().take.prepare_invoke();
-        invocation.key(format!("{}{key}", self.prefix)).key(&self.index);
+        let key = format!("{}{key}", self.prefix);
+        let mut pipeline = redis::pipe();
+        pipeline.cmd("GETDEL").arg(&key).cmd("ZREM").arg(&self.index).arg(&key).ignore();
         let mut connection = self.connection.clone();
         async move {
-            invocation
-                .invoke_async::<Option<Vec<u8>>>(&mut connection)
+            pipeline
+                .query_async::<(Option<Vec<u8>>,)>(&mut connection)
                 .await
+                .map(|(value,)| value)
                 .map_err(unavailable)
         }
         .boxed_local()
     }
 
     fn delete(&self, key: &str) -> StoreFuture<bool> {
-        let mut invocation = scripts().delete.prepare_invoke();
-        invocation.key(format!("{}{key}", self.prefix)).key(&self.index);
+        let key = format!("{}{key}", self.prefix);
+        let mut pipeline = redis::pipe();
+        pipeline.cmd("DEL").arg(&key).cmd("ZREM").arg(&self.index).arg(&key).ignore();
         let mut connection = self.connection.clone();
         async move {
-            invocation
-                .invoke_async::<i64>(&mut connection)
+            pipeline
+                .query_async::<(i64,)>(&mut connection)
                 .await
-                .map(|n| n > 0)
+                .map(|(removed,)| removed > 0)
                 .map_err(unavailable)
         }
         .boxed_local()
