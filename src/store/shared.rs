@@ -133,7 +133,13 @@ impl Table for RedisTable {
     fn take(&self, key: &str) -> StoreFuture<Option<Vec<u8>>> {
         let key = format!("{}{key}", self.prefix);
         let mut pipeline = redis::pipe();
-        pipeline.cmd("GETDEL").arg(&key).cmd("ZREM").arg(&self.index).arg(&key).ignore();
+        pipeline
+            .cmd("GETDEL")
+            .arg(&key)
+            .cmd("ZREM")
+            .arg(&self.index)
+            .arg(&key)
+            .ignore();
         let mut connection = self.connection.clone();
         async move {
             pipeline
@@ -148,7 +154,13 @@ impl Table for RedisTable {
     fn delete(&self, key: &str) -> StoreFuture<bool> {
         let key = format!("{}{key}", self.prefix);
         let mut pipeline = redis::pipe();
-        pipeline.cmd("DEL").arg(&key).cmd("ZREM").arg(&self.index).arg(&key).ignore();
+        pipeline
+            .cmd("DEL")
+            .arg(&key)
+            .cmd("ZREM")
+            .arg(&self.index)
+            .arg(&key)
+            .ignore();
         let mut connection = self.connection.clone();
         async move {
             pipeline
