@@ -127,6 +127,11 @@ impl TokenVault {
         }
     }
 
+    /// The grant table's generation (see [`crate::store::Table::generation`]).
+    pub fn grant_generation(&self) -> Option<u64> {
+        self.tables.grants.generation()
+    }
+
     /// A copy for another thread, sharing the tables.
     pub fn replica(&self) -> Self {
         TokenVault {

@@ -6,6 +6,7 @@
 //! consent, callback, token); `resource` holds the resource-server side
 //! (bearer checks for the MCP endpoint, revocation, introspection).
 
+mod access_cache;
 mod resource;
 
 pub use resource::{AccessGrant, IntrospectionCaller};

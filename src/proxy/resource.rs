@@ -4,7 +4,7 @@
 
 use serde_json::{json, Value};
 
-use super::OAuthProxy;
+use super::{access_cache, OAuthProxy};
 use crate::actors::token_vault::{
     Grant, LookupAccessToken, LookupPassThrough, LookupRefreshToken, RevokeAccessToken, RevokeGrant, UpstreamTokens,
 };
@@ -72,15 +72,25 @@ impl OAuthProxy {
             .signer
             .verify_access(token)
             .map_err(|e| e.public_description().to_string())?;
-        let found = self
-            .actors()
-            .vault
-            .send(LookupAccessToken {
-                jti: claims.jti.clone(),
-            })
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
+        // Read before asking: a write racing with the lookup then only
+        // makes the remembered answer miss.
+        let generation = self.inner.prototypes.vault.grant_generation();
+        let found = match access_cache::cached(&claims.jti, generation) {
+            Some(found) => found,
+            None => {
+                let found = self
+                    .actors()
+                    .vault
+                    .send(LookupAccessToken {
+                        jti: claims.jti.clone(),
+                    })
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| e.to_string())?;
+                access_cache::remember(&claims.jti, generation, &found);
+                found
+            }
+        };
         let Some((grant_id, grant)) = found else {
             return Err("the access token was revoked".into());
         };

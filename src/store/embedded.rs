@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -137,6 +137,7 @@ impl Database {
         Ok(EmbeddedTable {
             keyspace,
             count: Arc::new(AtomicUsize::new(count)),
+            generation: Arc::new(AtomicU64::new(0)),
             writes: self.writes.clone(),
         })
     }
@@ -174,8 +175,9 @@ struct Group {
     commit: OwnedWriteBatch,
     /// Records written by this group: `None` removed.
     pending: HashMap<(u64, String), Option<Vec<u8>>>,
-    /// Per table: records added (+1) or removed (-1), applied after the sync.
-    counted: Vec<(Arc<AtomicUsize>, isize)>,
+    /// Per write: its table's record count and the change to it (+1, 0,
+    /// -1), and its table's generation; applied after the sync.
+    counted: Vec<(Arc<AtomicUsize>, isize, Arc<AtomicU64>)>,
 }
 
 impl Group {
@@ -195,7 +197,8 @@ impl Group {
         }
         let delta = value.is_some() as isize - existed as isize;
         self.pending.insert((table.keyspace.id(), key.to_string()), value);
-        self.counted.push((table.count.clone(), delta));
+        self.counted
+            .push((table.count.clone(), delta, table.generation.clone()));
         Ok(())
     }
 
@@ -261,7 +264,8 @@ fn apply(db: &fjall::Database, batch: &[Write]) -> Result<Vec<Outcome>, StoreErr
         .map(|write| group.apply(write, now))
         .collect::<Result<Vec<_>, _>>()?;
     group.commit.commit().map_err(unavailable)?;
-    for (count, delta) in group.counted {
+    for (count, delta, generation) in group.counted {
+        generation.fetch_add(1, Ordering::Release);
         if delta > 0 {
             count.fetch_add(delta as usize, Ordering::Relaxed);
         } else if delta < 0 {
@@ -276,6 +280,8 @@ fn apply(db: &fjall::Database, batch: &[Write]) -> Result<Vec<Outcome>, StoreErr
 pub struct EmbeddedTable {
     keyspace: Keyspace,
     count: Arc<AtomicUsize>,
+    /// Bumped after each commit that wrote to this table.
+    generation: Arc<AtomicU64>,
     writes: mpsc::Sender<Write>,
 }
 
@@ -362,6 +368,10 @@ impl Table for EmbeddedTable {
 
     fn count(&self) -> StoreFuture<usize> {
         futures_util::future::ready(Ok(self.count.load(Ordering::Relaxed))).boxed_local()
+    }
+
+    fn generation(&self) -> Option<u64> {
+        Some(self.generation.load(Ordering::Acquire))
     }
 }
 

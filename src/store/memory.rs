@@ -3,6 +3,7 @@
 //! timer. Nothing survives a restart.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -20,6 +21,8 @@ type Records = HashMap<Box<str>, (Box<[u8]>, u64), foldhash::fast::RandomState>;
 pub struct MemoryTable {
     records: Mutex<Records>,
     epoch: Instant,
+    /// Bumped after every write (see [`Table::generation`]).
+    generation: AtomicU64,
 }
 
 impl Default for MemoryTable {
@@ -27,6 +30,7 @@ impl Default for MemoryTable {
         MemoryTable {
             records: Mutex::new(Records::default()),
             epoch: Instant::now(),
+            generation: AtomicU64::new(0),
         }
     }
 }
@@ -40,6 +44,14 @@ impl MemoryTable {
         self.records
             .lock()
             .map_err(|_| StoreError::Unavailable("memory table lock poisoned".into()))
+    }
+
+    /// Runs a write under the lock, then bumps the generation: after the
+    /// change is visible, never before.
+    fn write<T>(&self, change: impl FnOnce(&mut Records) -> T) -> Result<T, StoreError> {
+        let result = change(&mut *self.lock()?);
+        self.generation.fetch_add(1, Ordering::Release);
+        Ok(result)
     }
 
     fn now(&self) -> u64 {
@@ -62,7 +74,7 @@ impl MemoryTable {
 impl Table for MemoryTable {
     fn put(&self, key: &str, value: Vec<u8>, ttl: Duration) -> StoreFuture<()> {
         let expires = self.expiry(ttl);
-        done(self.lock().map(|mut records| {
+        done(self.write(|records| {
             records.insert(key.into(), (value.into_boxed_slice(), expires));
         }))
     }
@@ -73,7 +85,7 @@ impl Table for MemoryTable {
 
     fn take(&self, key: &str) -> StoreFuture<Option<Vec<u8>>> {
         let now = self.now();
-        done(self.lock().map(|mut records| {
+        done(self.write(|records| {
             records
                 .remove(key)
                 .filter(|(_, expires)| *expires > now)
@@ -82,7 +94,7 @@ impl Table for MemoryTable {
     }
 
     fn delete(&self, key: &str) -> StoreFuture<bool> {
-        done(self.lock().map(|mut records| records.remove(key).is_some()))
+        done(self.write(|records| records.remove(key).is_some()))
     }
 
     fn compare_and_swap(
@@ -91,8 +103,8 @@ impl Table for MemoryTable {
         expected: Option<Vec<u8>>,
         new: Option<(Vec<u8>, Duration)>,
     ) -> StoreFuture<bool> {
-        done(self.lock().map(|mut records| {
-            if self.live(&records, key) != expected {
+        done(self.write(|records| {
+            if self.live(records, key) != expected {
                 return false;
             }
             match new {
@@ -105,7 +117,7 @@ impl Table for MemoryTable {
 
     fn purge_expired(&self) -> StoreFuture<usize> {
         let now = self.now();
-        done(self.lock().map(|mut records| {
+        done(self.write(|records| {
             let before = records.len();
             records.retain(|_, (_, expires)| *expires > now);
             before - records.len()
@@ -114,6 +126,10 @@ impl Table for MemoryTable {
 
     fn count(&self) -> StoreFuture<usize> {
         done(self.lock().map(|records| records.len()))
+    }
+
+    fn generation(&self) -> Option<u64> {
+        Some(self.generation.load(Ordering::Acquire))
     }
 }
 

@@ -62,6 +62,12 @@ pub trait Table: Send + Sync + 'static {
     fn purge_expired(&self) -> StoreFuture<usize>;
     /// Records currently held.
     fn count(&self) -> StoreFuture<usize>;
+    /// A counter that changes after every write to this table is visible,
+    /// when this process sees every write (memory, directory); `None` when
+    /// other processes write too (Redis). Lets callers memoize reads.
+    fn generation(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// Opens tables on the configured backend.
@@ -182,6 +188,11 @@ impl<T: Serialize + DeserializeOwned + 'static> SealedTable<T> {
 
     pub async fn count(&self) -> Result<usize, StoreError> {
         self.table.count().await
+    }
+
+    /// See [`Table::generation`].
+    pub fn generation(&self) -> Option<u64> {
+        self.table.generation()
     }
 
     /// Atomic read-modify-write: `decide` sees the current record and says

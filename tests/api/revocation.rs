@@ -195,3 +195,53 @@ async fn metadata_lists_revocation_and_introspection() {
     app.stop().await;
     backend.stop().await;
 }
+
+/// One worker thread, so every MCP call meets the grants remembered by the
+/// previous one: a revocation must still take effect on the very next call,
+/// on the memory store and on the directory store alike.
+async fn revocation_beats_remembered_grants(storage: &str) {
+    let (app, backend) = spawn(&[("OAUTH_PROXY_WORKERS", "1"), ("OAUTH_PROXY_STORAGE", storage)]).await;
+    let client = app.register_confidential().await;
+
+    let first = app.full_flow(&client).await;
+    let access = first["access_token"].as_str().unwrap();
+    for _ in 0..3 {
+        assert_eq!(app.mcp_post(Some(access), ping()).await.status, StatusCode::OK);
+    }
+    assert_eq!(
+        revoke(&app, &client, access, Some("access_token")).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.mcp_post(Some(access), ping()).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // Revoking the grant through its refresh token fails its access token too.
+    let second = app.full_flow(&client).await;
+    let access = second["access_token"].as_str().unwrap();
+    for _ in 0..3 {
+        assert_eq!(app.mcp_post(Some(access), ping()).await.status, StatusCode::OK);
+    }
+    let refresh = second["refresh_token"].as_str().unwrap();
+    assert_eq!(revoke(&app, &client, refresh, None).await.status, StatusCode::OK);
+    assert_eq!(
+        app.mcp_post(Some(access), ping()).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    app.stop().await;
+    backend.stop().await;
+}
+
+#[actix_web::test]
+async fn a_revoked_token_fails_on_the_next_mcp_call_even_right_after_use_memory_store() {
+    revocation_beats_remembered_grants("memory").await;
+}
+
+#[actix_web::test]
+async fn a_revoked_token_fails_on_the_next_mcp_call_even_right_after_use_directory_store() {
+    let dir = std::env::temp_dir().join(format!("mcp-oauth-proxy-revocation-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    revocation_beats_remembered_grants(&dir.display().to_string()).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
