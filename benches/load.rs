@@ -12,7 +12,9 @@
 //! (default all), `BENCH_BACKENDS` a comma list of `memory,directory,redis`
 //! (default all), `BENCH_GRANTS` grants stored for the memory scenario
 //! (default 100000), `BENCH_REAL_CONCURRENCY` for the real MCP server rows
-//! (default 16).
+//! (default 16), `BENCH_HISTOGRAM=1` to print a latency histogram of each
+//! multi-step row (it showed the full-flow p99 comes from a separate cluster
+//! of stalls, not from a slow tail of ordinary flows).
 
 #[path = "../tests/api/mock_upstream.rs"]
 mod mock_upstream;
@@ -513,6 +515,25 @@ where
     }
     let elapsed = started.elapsed().as_secs_f64();
     all.sort();
+    if std::env::var("BENCH_HISTOGRAM").is_ok() {
+        let edges = [
+            0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 15.0, 20.0, 30.0, 50.0, 100.0,
+        ];
+        let mut line = String::from("HIST");
+        let mut previous = 0.0;
+        for edge in edges {
+            let n = all
+                .iter()
+                .filter(|d| {
+                    let ms = d.as_secs_f64() * 1000.0;
+                    ms >= previous && ms < edge
+                })
+                .count();
+            line.push_str(&format!(" [{previous}-{edge}):{n}"));
+            previous = edge;
+        }
+        println!("{line}");
+    }
     Measurement {
         per_sec: all.len() as f64 / elapsed,
         p50_ms: percentile(&all, 50.0),
