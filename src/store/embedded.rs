@@ -102,6 +102,13 @@ impl Database {
     /// `<dir>/store`.
     pub fn open(dir: &Path) -> Result<Database, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| unavailable(format!("cannot create {}: {e}", dir.display())))?;
+        if dir.join("store.redb").exists() {
+            log::warn!(
+                "{} holds store.redb from an earlier version of the proxy; its records are not read \
+                 (clients register again, users authorize again); delete it once no longer needed",
+                dir.display()
+            );
+        }
         let path = dir.join("store");
         let db = fjall::Database::builder(&path)
             // Flushes and compactions of a few small tables need no more.
