@@ -33,6 +33,11 @@ pub struct ClientRegistry {
 }
 
 impl ClientRegistry {
+    /// The client table's generation (see [`crate::store::Table::generation`]).
+    pub fn client_generation(&self) -> Option<u64> {
+        self.clients.generation()
+    }
+
     pub fn new(
         clients: SealedTable<RegisteredClient>,
         limits: RegistrationLimits,

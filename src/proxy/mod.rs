@@ -6,7 +6,7 @@
 //! consent, callback, token); `resource` holds the resource-server side
 //! (bearer checks for the MCP endpoint, revocation, introspection).
 
-mod access_cache;
+mod memo;
 mod resource;
 
 pub use resource::{AccessGrant, IntrospectionCaller};
@@ -451,7 +451,13 @@ impl OAuthProxy {
     }
 
     async fn client(&self, client_id: &str) -> Result<Option<RegisteredClient>, Error> {
-        Ok(self.actors().clients.send(GetClient(client_id.to_string())).await??)
+        let generation = self.inner.prototypes.clients.client_generation();
+        if let Some(client) = memo::CLIENTS.with(|memo| memo.get(client_id, generation)) {
+            return Ok(client);
+        }
+        let client = self.actors().clients.send(GetClient(client_id.to_string())).await??;
+        memo::CLIENTS.with(|memo| memo.remember(client_id, generation, &client));
+        Ok(client)
     }
 
     /// `GET /authorize`: validates the request and either asks for consent or

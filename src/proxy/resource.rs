@@ -4,7 +4,7 @@
 
 use serde_json::{json, Value};
 
-use super::{access_cache, OAuthProxy};
+use super::{memo, OAuthProxy};
 use crate::actors::token_vault::{
     Grant, LookupAccessToken, LookupPassThrough, LookupRefreshToken, RevokeAccessToken, RevokeGrant, UpstreamTokens,
 };
@@ -75,7 +75,7 @@ impl OAuthProxy {
         // Read before asking: a write racing with the lookup then only
         // makes the remembered answer miss.
         let generation = self.inner.prototypes.vault.grant_generation();
-        let found = match access_cache::cached(&claims.jti, generation) {
+        let found = match memo::ACCESS_GRANTS.with(|memo| memo.get(&claims.jti, generation)) {
             Some(found) => found,
             None => {
                 let found = self
@@ -87,7 +87,7 @@ impl OAuthProxy {
                     .await
                     .map_err(|e| e.to_string())?
                     .map_err(|e| e.to_string())?;
-                access_cache::remember(&claims.jti, generation, &found);
+                memo::ACCESS_GRANTS.with(|memo| memo.remember(&claims.jti, generation, &found));
                 found
             }
         };
