@@ -25,6 +25,10 @@ const MAX_AGE: Duration = Duration::from_secs(1);
 /// Entries per memo and thread before it is cleared.
 const CAPACITY: usize = 4096;
 
+/// How often stale answers are dropped: they hold decrypted grants (upstream
+/// tokens), so they should not linger in memory after they stop being used.
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
+
 struct Entry<V> {
     generation: u64,
     at: Instant,
@@ -34,12 +38,14 @@ struct Entry<V> {
 /// Answers by key, each with the table generation it was read at.
 pub struct Memo<V> {
     entries: RefCell<HashMap<Box<str>, Entry<V>, foldhash::fast::RandomState>>,
+    swept: std::cell::Cell<Instant>,
 }
 
 impl<V> Default for Memo<V> {
     fn default() -> Self {
         Memo {
             entries: RefCell::new(HashMap::default()),
+            swept: std::cell::Cell::new(Instant::now()),
         }
     }
 }
@@ -60,8 +66,9 @@ impl<V: Clone> Memo<V> {
             return;
         };
         let mut entries = self.entries.borrow_mut();
-        if entries.len() >= CAPACITY {
+        if entries.len() >= CAPACITY || self.swept.get().elapsed() >= SWEEP_EVERY {
             entries.retain(|_, e| e.generation == generation && e.at.elapsed() < MAX_AGE);
+            self.swept.set(Instant::now());
             if entries.len() >= CAPACITY {
                 entries.clear();
             }
@@ -112,6 +119,17 @@ mod tests {
         memo.remember("k", Some(1), &1);
         memo.entries.borrow_mut().get_mut("k").unwrap().at -= MAX_AGE;
         assert_eq!(memo.get("k", Some(1)), None);
+    }
+
+    #[test]
+    fn stale_answers_are_dropped_by_the_next_sweep() {
+        let memo = Memo::<u32>::default();
+        memo.remember("old", Some(1), &1);
+        memo.entries.borrow_mut().get_mut("old").unwrap().at -= MAX_AGE;
+        memo.swept.set(memo.swept.get() - SWEEP_EVERY);
+        memo.remember("new", Some(1), &2);
+        assert!(!memo.entries.borrow().contains_key("old"));
+        assert_eq!(memo.get("new", Some(1)), Some(2));
     }
 
     #[test]
