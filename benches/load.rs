@@ -780,44 +780,53 @@ async fn real_mcp_server(upstream: &MockUpstream, seconds: u64) {
     run_wrk(&paths[0].1, concurrency, 3, paths[0].2);
     // Rounds alternate the paths, so drift in the server (GC, JIT) is shared.
     const ROUNDS: usize = 2;
-    let mut totals = vec![(0.0, 0.0, 0.0, 0u64, 0.0, 0.0); paths.len()];
+    // Per path, each round's measurement and the server's CPU share.
+    let mut runs: Vec<Vec<(Measurement, f64)>> = paths.iter().map(|_| Vec::new()).collect();
     for _ in 0..ROUNDS {
-        for (i, (_, url, script, proxy_pid)) in paths.iter().enumerate() {
-            let ((m, proxy_cpu), server_cpu) = with_cpu(node.0.id(), async {
+        for ((_, url, script, proxy_pid), path_runs) in paths.iter().zip(&mut runs) {
+            let run = with_cpu(node.0.id(), async {
                 match proxy_pid {
                     Some(pid) => {
-                        let (m, cpu) = with_cpu(*pid, async { run_wrk(url, concurrency, seconds, script) }).await;
-                        (m, cpu)
+                        let (mut m, cpu) = with_cpu(*pid, async { run_wrk(url, concurrency, seconds, script) }).await;
+                        m.proxy_cpu = Some(cpu);
+                        m
                     }
-                    None => (run_wrk(url, concurrency, seconds, script), 0.0),
+                    None => run_wrk(url, concurrency, seconds, script),
                 }
             })
             .await;
-            let t = &mut totals[i];
-            t.0 += m.per_sec;
-            t.1 += m.p50_ms;
-            t.2 += m.p99_ms;
-            t.3 += m.errors;
-            t.4 += proxy_cpu;
-            t.5 += server_cpu;
+            path_runs.push(run);
         }
     }
-    let n = ROUNDS as f64;
-    let direct_rate = totals[0].0 / n;
-    for (i, ((name, _, _, proxy_pid), t)) in paths.iter().zip(&totals).enumerate() {
-        let m = Measurement {
-            per_sec: t.0 / n,
-            p50_ms: t.1 / n,
-            p99_ms: t.2 / n,
-            errors: t.3,
-            proxy_cpu: proxy_pid.map(|_| t.4 / n),
-        };
-        let ratio = (i > 0).then(|| m.per_sec / direct_rate);
+    let mut direct_rate = None;
+    for ((name, ..), path_runs) in paths.iter().zip(&runs) {
+        let m = mean(path_runs.iter().map(|(m, _)| m));
+        let server_cpu = path_runs.iter().map(|(_, cpu)| cpu).sum::<f64>() / path_runs.len() as f64;
+        let ratio = direct_rate.map(|direct| m.per_sec / direct);
+        direct_rate.get_or_insert(m.per_sec);
         row(
-            &format!("real MCP server (its CPU {:.0}%), tools/list {name}", 100.0 * t.5 / n),
+            &format!(
+                "real MCP server (its CPU {:.0}%), tools/list {name}",
+                100.0 * server_cpu
+            ),
             &m,
             ratio,
         );
+    }
+}
+
+/// The mean of several measurements of one scenario (errors are summed).
+fn mean<'a>(runs: impl Iterator<Item = &'a Measurement>) -> Measurement {
+    let runs: Vec<&Measurement> = runs.collect();
+    let n = runs.len() as f64;
+    let average = |field: fn(&Measurement) -> f64| runs.iter().map(|m| field(m)).sum::<f64>() / n;
+    let proxy_cpu: Vec<f64> = runs.iter().filter_map(|m| m.proxy_cpu).collect();
+    Measurement {
+        per_sec: average(|m| m.per_sec),
+        p50_ms: average(|m| m.p50_ms),
+        p99_ms: average(|m| m.p99_ms),
+        errors: runs.iter().map(|m| m.errors).sum(),
+        proxy_cpu: (!proxy_cpu.is_empty()).then(|| proxy_cpu.iter().sum::<f64>() / proxy_cpu.len() as f64),
     }
 }
 

@@ -84,6 +84,27 @@ impl<V: Clone> Memo<V> {
     }
 }
 
+/// The answer for `key` from `memo`, or from `ask` (then remembered).
+/// `generation` must be read before calling, so a write racing with `ask`
+/// only makes the remembered answer miss.
+pub async fn remembered<V, E, F>(
+    memo: &'static std::thread::LocalKey<Memo<V>>,
+    key: &str,
+    generation: Option<u64>,
+    ask: impl FnOnce() -> F,
+) -> Result<V, E>
+where
+    V: Clone + 'static,
+    F: std::future::Future<Output = Result<V, E>>,
+{
+    if let Some(value) = memo.with(|memo| memo.get(key, generation)) {
+        return Ok(value);
+    }
+    let value = ask().await?;
+    memo.with(|memo| memo.remember(key, generation, &value));
+    Ok(value)
+}
+
 thread_local! {
     /// The vault's answer for an access token id: its grant id and grant, or
     /// `None` (revoked or unknown).

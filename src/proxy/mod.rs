@@ -452,12 +452,10 @@ impl OAuthProxy {
 
     async fn client(&self, client_id: &str) -> Result<Option<RegisteredClient>, Error> {
         let generation = self.inner.prototypes.clients.client_generation();
-        if let Some(client) = memo::CLIENTS.with(|memo| memo.get(client_id, generation)) {
-            return Ok(client);
-        }
-        let client = self.actors().clients.send(GetClient(client_id.to_string())).await??;
-        memo::CLIENTS.with(|memo| memo.remember(client_id, generation, &client));
-        Ok(client)
+        memo::remembered(&memo::CLIENTS, client_id, generation, || async {
+            Ok(self.actors().clients.send(GetClient(client_id.to_string())).await??)
+        })
+        .await
     }
 
     /// `GET /authorize`: validates the request and either asks for consent or

@@ -72,25 +72,18 @@ impl OAuthProxy {
             .signer
             .verify_access(token)
             .map_err(|e| e.public_description().to_string())?;
-        // Read before asking: a write racing with the lookup then only
-        // makes the remembered answer miss.
         let generation = self.inner.prototypes.vault.grant_generation();
-        let found = match memo::ACCESS_GRANTS.with(|memo| memo.get(&claims.jti, generation)) {
-            Some(found) => found,
-            None => {
-                let found = self
-                    .actors()
-                    .vault
-                    .send(LookupAccessToken {
-                        jti: claims.jti.clone(),
-                    })
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .map_err(|e| e.to_string())?;
-                memo::ACCESS_GRANTS.with(|memo| memo.remember(&claims.jti, generation, &found));
-                found
-            }
-        };
+        let found = memo::remembered(&memo::ACCESS_GRANTS, &claims.jti, generation, || async {
+            self.actors()
+                .vault
+                .send(LookupAccessToken {
+                    jti: claims.jti.clone(),
+                })
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())
+        })
+        .await?;
         let Some((grant_id, grant)) = found else {
             return Err("the access token was revoked".into());
         };

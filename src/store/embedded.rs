@@ -196,8 +196,9 @@ impl Group {
         }
     }
 
-    fn set(&mut self, table: &EmbeddedTable, key: &str, value: Option<Vec<u8>>) -> Result<(), StoreError> {
-        let existed = self.current(table, key)?.is_some();
+    /// Writes (or removes, `None`) a record whose presence before the write
+    /// the caller already knows (it has just read it).
+    fn set(&mut self, table: &EmbeddedTable, key: &str, existed: bool, value: Option<Vec<u8>>) {
         match &value {
             Some(stored) => self.commit.insert(&table.keyspace, key, stored.as_slice()),
             None => self.commit.remove(&table.keyspace, key),
@@ -206,36 +207,37 @@ impl Group {
         self.pending.insert((table.keyspace.id(), key.to_string()), value);
         self.counted
             .push((table.count.clone(), delta, table.generation.clone()));
-        Ok(())
     }
 
     fn apply(&mut self, write: &Write, now: u64) -> Result<Outcome, StoreError> {
         let table = &write.table;
         Ok(match &write.op {
             Op::Put { key, stored } => {
-                self.set(table, key, Some(stored.clone()))?;
+                let existed = self.current(table, key)?.is_some();
+                self.set(table, key, existed, Some(stored.clone()));
                 Outcome::Done
             }
             Op::Take { key } => {
                 let value = self.current(table, key)?;
                 if value.is_some() {
-                    self.set(table, key, None)?;
+                    self.set(table, key, true, None);
                 }
                 Outcome::Value(value.and_then(|v| decode(&v, now)))
             }
             Op::Delete { key } => {
                 let existed = self.current(table, key)?.is_some();
                 if existed {
-                    self.set(table, key, None)?;
+                    self.set(table, key, true, None);
                 }
                 Outcome::Flag(existed)
             }
             Op::Swap { key, expected, new } => {
-                let live = self.current(table, key)?.and_then(|v| decode(&v, now));
-                if &live != expected {
+                let stored = self.current(table, key)?;
+                let existed = stored.is_some();
+                if &stored.and_then(|v| decode(&v, now)) != expected {
                     Outcome::Flag(false)
                 } else {
-                    self.set(table, key, new.clone())?;
+                    self.set(table, key, existed, new.clone());
                     Outcome::Flag(true)
                 }
             }
@@ -250,7 +252,7 @@ impl Group {
                     }
                 }
                 for key in &expired {
-                    self.set(table, key, None)?;
+                    self.set(table, key, true, None);
                 }
                 Outcome::Count(expired.len())
             }
@@ -388,17 +390,36 @@ mod tests {
 
     const HOUR: Duration = Duration::from_secs(3600);
 
-    fn temp_dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("mcp-oauth-proxy-embedded-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        dir
+    /// A database in a fresh temporary directory, removed when dropped.
+    struct TempStore {
+        dir: PathBuf,
+        db: Option<Database>,
+    }
+
+    impl TempStore {
+        fn open(name: &str) -> TempStore {
+            let dir = std::env::temp_dir().join(format!("mcp-oauth-proxy-embedded-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            let db = Database::open(&dir).unwrap();
+            TempStore { dir, db: Some(db) }
+        }
+
+        fn table(&self, name: &'static str) -> EmbeddedTable {
+            self.db.as_ref().unwrap().table(name).unwrap()
+        }
+    }
+
+    impl Drop for TempStore {
+        fn drop(&mut self) {
+            self.db.take();
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 
     #[actix_rt::test]
     async fn writes_are_read_back_taken_once_and_swapped_only_from_the_expected_value() {
-        let dir = temp_dir("semantics");
-        let db = Database::open(&dir).unwrap();
-        let table = db.table("code").unwrap();
+        let store = TempStore::open("semantics");
+        let table = store.table("code");
         table.put("a", b"one".to_vec(), HOUR).await.unwrap();
         assert_eq!(table.get("a").await.unwrap(), Some(b"one".to_vec()));
         assert_eq!(table.count().await.unwrap(), 1);
@@ -422,15 +443,12 @@ mod tests {
         assert!(table.delete("b").await.unwrap());
         assert!(!table.delete("b").await.unwrap());
         assert_eq!(table.count().await.unwrap(), 0);
-        drop((table, db));
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[actix_rt::test]
     async fn concurrent_takes_of_one_record_in_one_batch_give_it_to_one_caller() {
-        let dir = temp_dir("takes");
-        let db = Database::open(&dir).unwrap();
-        let table = db.table("code").unwrap();
+        let store = TempStore::open("takes");
+        let table = store.table("code");
         table.put("code", b"x".to_vec(), HOUR).await.unwrap();
         let takes: Vec<_> = (0..50).map(|_| table.take("code")).collect();
         let won = futures_util::future::join_all(takes)
@@ -439,15 +457,12 @@ mod tests {
             .filter(|r| matches!(r, Ok(Some(_))))
             .count();
         assert_eq!(won, 1);
-        drop((table, db));
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[actix_rt::test]
     async fn expired_records_read_as_absent_and_are_purged() {
-        let dir = temp_dir("expiry");
-        let db = Database::open(&dir).unwrap();
-        let table = db.table("transaction").unwrap();
+        let store = TempStore::open("expiry");
+        let table = store.table("transaction");
         table.put("old", b"x".to_vec(), Duration::from_millis(1)).await.unwrap();
         table.put("new", b"y".to_vec(), HOUR).await.unwrap();
         std::thread::sleep(Duration::from_millis(5));
@@ -461,7 +476,5 @@ mod tests {
         assert_eq!(table.purge_expired().await.unwrap(), 1);
         assert_eq!(table.count().await.unwrap(), 1);
         assert_eq!(table.get("new").await.unwrap(), Some(b"y".to_vec()));
-        drop((table, db));
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -93,6 +93,23 @@ pub struct RedisTable {
     connection: ConnectionManager,
 }
 
+impl RedisTable {
+    /// `<command> <key>` (GETDEL or DEL), then the key's index entry removed,
+    /// in one round trip; only the command's answer is returned.
+    fn removing(&self, command: &str, key: &str) -> (redis::Pipeline, ConnectionManager) {
+        let key = format!("{}{key}", self.prefix);
+        let mut pipeline = redis::pipe();
+        pipeline
+            .cmd(command)
+            .arg(&key)
+            .cmd("ZREM")
+            .arg(&self.index)
+            .arg(&key)
+            .ignore();
+        (pipeline, self.connection.clone())
+    }
+}
+
 fn ttl_millis(ttl: Duration) -> u64 {
     (ttl.as_millis() as u64).max(1)
 }
@@ -131,16 +148,7 @@ impl Table for RedisTable {
     }
 
     fn take(&self, key: &str) -> StoreFuture<Option<Vec<u8>>> {
-        let key = format!("{}{key}", self.prefix);
-        let mut pipeline = redis::pipe();
-        pipeline
-            .cmd("GETDEL")
-            .arg(&key)
-            .cmd("ZREM")
-            .arg(&self.index)
-            .arg(&key)
-            .ignore();
-        let mut connection = self.connection.clone();
+        let (pipeline, mut connection) = self.removing("GETDEL", key);
         async move {
             pipeline
                 .query_async::<(Option<Vec<u8>>,)>(&mut connection)
@@ -152,16 +160,7 @@ impl Table for RedisTable {
     }
 
     fn delete(&self, key: &str) -> StoreFuture<bool> {
-        let key = format!("{}{key}", self.prefix);
-        let mut pipeline = redis::pipe();
-        pipeline
-            .cmd("DEL")
-            .arg(&key)
-            .cmd("ZREM")
-            .arg(&self.index)
-            .arg(&key)
-            .ignore();
-        let mut connection = self.connection.clone();
+        let (pipeline, mut connection) = self.removing("DEL", key);
         async move {
             pipeline
                 .query_async::<(i64,)>(&mut connection)
