@@ -16,8 +16,8 @@
 //! multi-step row (it showed the full-flow p99 comes from a separate cluster
 //! of stalls, not from a slow tail of ordinary flows).
 
-#[path = "../tests/api/mock_upstream.rs"]
-mod mock_upstream;
+#[path = "load/upstream.rs"]
+mod upstream;
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -30,8 +30,8 @@ use std::time::{Duration, Instant};
 use actix_web::web::Bytes;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use base64::Engine;
-use mock_upstream::{MockUpstream, MockUpstreamConfig};
 use sha2::Digest;
+use upstream::FastUpstream;
 use url::Url;
 
 const PROXY_BINARY: &str = env!("CARGO_BIN_EXE_mcp-oauth-proxy");
@@ -148,7 +148,7 @@ async fn wait_until_up(url: &str) {
     }
 }
 
-async fn start_proxy(upstream: &MockUpstream, backend: &str, storage: &str, core: usize) -> Proxy {
+async fn start_proxy(upstream: &FastUpstream, backend: &str, storage: &str, core: usize) -> Proxy {
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let mut command = pinned(core, PROXY_BINARY);
@@ -176,11 +176,8 @@ async fn start_proxy(upstream: &MockUpstream, backend: &str, storage: &str, core
             upstream.authorization_endpoint(),
         )
         .env("OAUTH_PROXY_UPSTREAM_TOKEN_ENDPOINT", upstream.token_endpoint())
-        .env("OAUTH_PROXY_UPSTREAM_CLIENT_ID", "upstream-client")
-        .env(
-            "OAUTH_PROXY_UPSTREAM_CLIENT_SECRET",
-            MockUpstreamConfig::default().client_secret,
-        )
+        .env("OAUTH_PROXY_UPSTREAM_CLIENT_ID", upstream::CLIENT_ID)
+        .env("OAUTH_PROXY_UPSTREAM_CLIENT_SECRET", upstream::CLIENT_SECRET)
         .env("OAUTH_PROXY_CONSENT_REQUIRED", "false")
         .env("OAUTH_PROXY_REGISTRATION_RATE_LIMIT", "0")
         .env("OAUTH_PROXY_MAX_CLIENTS", "10000000")
@@ -711,7 +708,7 @@ async fn mcp_session(http: &awc::Client, url: &str, token: Option<&str>) -> Opti
 /// server's core with the load generator instead measures how the scheduler
 /// interleaves them: even an nginx hop then loses a quarter of the server's
 /// throughput.
-async fn real_mcp_server(upstream: &MockUpstream, seconds: u64) {
+async fn real_mcp_server(upstream: &FastUpstream, seconds: u64) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp-server");
     if !dir.join("node_modules").is_dir() || !has_command("node") {
         println!("| real MCP server: run `npm ci` in tests/mcp-server first (scripts/test.sh does): no row");
@@ -865,10 +862,9 @@ async fn main() {
         std::process::exit(2);
     }
 
-    let upstream = MockUpstream::start(MockUpstreamConfig::default()).await;
+    let upstream = FastUpstream::start();
     let backend = start_fast_backend();
     wait_until_up(&format!("{backend}/bare")).await;
-    wait_until_up(&format!("{}/.well-known/openid-configuration", upstream.base_url())).await;
     println!();
     println!(
         "mcp-oauth-proxy load benchmark: {} cores; proxy pinned to core 0 with 1 worker; load generator, mock upstream and mock backend on core 1; {seconds}s per row",
@@ -879,6 +875,34 @@ async fn main() {
     let bare_script = wrk_script("GET", "", &HashMap::new());
     let bare = run_wrk(&format!("{backend}/bare"), 16, seconds, &bare_script.0);
     row("load generator ceiling: wrk -> bare actix handler (c=16)", &bare, None);
+    // The mock upstream's headroom: each flow and each refresh costs it one
+    // /token call (and a flow one /authorize), on the load generator's core.
+    let token_script = wrk_script(
+        "POST",
+        &format!("grant_type=refresh_token&refresh_token={}", upstream.a_refresh_token()),
+        &HashMap::from([
+            ("Content-Type", "application/x-www-form-urlencoded".to_string()),
+            ("Authorization", upstream::basic_authorization()),
+        ]),
+    );
+    let upstream_token = run_wrk(&upstream.token_endpoint(), 16, seconds, &token_script.0);
+    row(
+        "mock upstream headroom: wrk -> its /token, refresh grant (c=16)",
+        &upstream_token,
+        None,
+    );
+    let authorize_url = format!(
+        "{}?response_type=code&client_id={}&redirect_uri={REDIRECT}&state=s&code_challenge={}&code_challenge_method=S256",
+        upstream.authorization_endpoint(),
+        upstream::CLIENT_ID,
+        challenge()
+    );
+    let upstream_authorize = run_wrk(&authorize_url, 16, seconds, &bare_script.0);
+    row(
+        "mock upstream headroom: wrk -> its /authorize (c=16)",
+        &upstream_authorize,
+        None,
+    );
 
     if wants("memory") && backends.iter().any(|b| b == "memory") {
         // A fresh proxy, so nothing but the stored grants grows its memory.
