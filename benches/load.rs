@@ -16,6 +16,8 @@
 //! multi-step row (it showed the full-flow p99 comes from a separate cluster
 //! of stalls, not from a slow tail of ordinary flows).
 
+#[path = "load/driver.rs"]
+mod driver;
 #[path = "load/upstream.rs"]
 mod upstream;
 
@@ -30,12 +32,14 @@ use std::time::{Duration, Instant};
 use actix_web::web::Bytes;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use base64::Engine;
+use driver::{Agent, Answer};
 use sha2::Digest;
 use upstream::FastUpstream;
 use url::Url;
 
 const PROXY_BINARY: &str = env!("CARGO_BIN_EXE_mcp-oauth-proxy");
 const REDIRECT: &str = "http://127.0.0.1:9/callback";
+const FORM: &str = "application/x-www-form-urlencoded";
 const VERIFIER: &str = "bench-verifier-0123456789-0123456789-0123456789";
 
 fn env_number(name: &str, default: u64) -> u64 {
@@ -346,93 +350,101 @@ fn challenge() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(VERIFIER.as_bytes()))
 }
 
-fn location(response: &awc::ClientResponse<impl futures_util::Stream>) -> Result<String, String> {
-    response
-        .headers()
-        .get("location")
-        .and_then(|v| v.to_str().ok())
-        .map(String::from)
-        .ok_or_else(|| format!("no Location (HTTP {})", response.status()))
+/// What a flow ends with.
+struct Tokens {
+    client_id: String,
+    access_token: String,
+    refresh_token: String,
+}
+
+#[derive(serde::Deserialize)]
+struct TokenAnswer {
+    access_token: Option<String>,
+    refresh_token: Option<String>,
+}
+
+fn location(answer: &Answer) -> Result<&str, String> {
+    answer
+        .location
+        .as_deref()
+        .ok_or_else(|| format!("no Location (HTTP {})", answer.status))
+}
+
+fn form(pairs: &[(&str, &str)]) -> String {
+    url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs)
+        .finish()
 }
 
 /// One full flow with consent off: register → authorize → upstream →
-/// callback → token. Answers the token response.
-async fn full_flow(http: &awc::Client, base: &str) -> Result<serde_json::Value, String> {
-    let e = |e: &dyn std::fmt::Display| e.to_string();
-    let mut registered = http
-        .post(format!("{base}/register"))
-        .send_json(&serde_json::json!({"redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none"}))
-        .await
-        .map_err(|x| e(&x))?;
-    let client: serde_json::Value = registered.json().await.map_err(|x| e(&x))?;
-    let client_id = client["client_id"].as_str().ok_or("registration failed")?.to_string();
-    authorization(http, base, &client_id).await
+/// callback → token.
+async fn full_flow(agent: &mut Agent, base: &str) -> Result<Tokens, String> {
+    const REGISTRATION: &str =
+        r#"{"redirect_uris":["http://127.0.0.1:9/callback"],"token_endpoint_auth_method":"none"}"#;
+    let registered = agent
+        .post(&format!("{base}/register"), "application/json", REGISTRATION.as_bytes())
+        .await?;
+    let client: serde_json::Value = serde_json::from_slice(&registered.body).map_err(|e| e.to_string())?;
+    let client_id = client["client_id"]
+        .as_str()
+        .ok_or_else(|| format!("registration failed: {client}"))?;
+    authorization(agent, base, client_id).await
 }
 
 /// Authorize → upstream → callback → token for a registered client.
-async fn authorization(http: &awc::Client, base: &str, client_id: &str) -> Result<serde_json::Value, String> {
-    let e = |e: &dyn std::fmt::Display| e.to_string();
+async fn authorization(agent: &mut Agent, base: &str, client_id: &str) -> Result<Tokens, String> {
     let authorize = format!(
         "{base}/authorize?response_type=code&client_id={client_id}&redirect_uri={REDIRECT}&state=s&code_challenge={}&code_challenge_method=S256",
         challenge()
     );
-    let mut response = http.get(authorize).send().await.map_err(|x| e(&x))?;
-    let _ = response.body().await;
-    let cookie = response
-        .headers()
-        .get_all("set-cookie")
-        .filter_map(|v| v.to_str().ok()?.split(';').next().map(String::from))
-        .collect::<Vec<_>>()
-        .join("; ");
-    let mut upstream = http.get(location(&response)?).send().await.map_err(|x| e(&x))?;
-    let _ = upstream.body().await;
-    let mut back = http
-        .get(location(&upstream)?)
-        .insert_header(("Cookie", cookie))
-        .send()
-        .await
-        .map_err(|x| e(&x))?;
-    let _ = back.body().await;
-    let to_client = Url::parse(&location(&back)?).map_err(|x| e(&x))?;
+    let answer = agent.get(&authorize, None).await?;
+    let cookie = answer.cookies.join("; ");
+    let upstream = agent.get(location(&answer)?, None).await?;
+    let back = agent.get(location(&upstream)?, Some(&cookie)).await?;
+    let to_client = Url::parse(location(&back)?).map_err(|e| e.to_string())?;
     let code = to_client
         .query_pairs()
         .find(|(k, _)| k == "code")
         .map(|(_, v)| v.to_string())
         .ok_or("no code")?;
-    let mut token = http
-        .post(format!("{base}/token"))
-        .send_form(&[
-            ("grant_type", "authorization_code"),
-            ("code", code.as_str()),
-            ("redirect_uri", REDIRECT),
-            ("code_verifier", VERIFIER),
-            ("client_id", client_id),
-        ])
-        .await
-        .map_err(|x| e(&x))?;
-    let mut tokens: serde_json::Value = token.json().await.map_err(|x| e(&x))?;
-    tokens["client_id"] = client_id.into();
-    if tokens.get("access_token").is_none() {
-        return Err(format!("token failed: {tokens}"));
-    }
-    Ok(tokens)
+    let body = form(&[
+        ("grant_type", "authorization_code"),
+        ("code", &code),
+        ("redirect_uri", REDIRECT),
+        ("code_verifier", VERIFIER),
+        ("client_id", client_id),
+    ]);
+    let answer = agent.post(&format!("{base}/token"), FORM, body.as_bytes()).await?;
+    let tokens = token_answer(&answer)?;
+    Ok(Tokens {
+        client_id: client_id.to_string(),
+        access_token: tokens.access_token.ok_or("no access_token")?,
+        refresh_token: tokens.refresh_token.ok_or("no refresh_token")?,
+    })
 }
 
-async fn refresh(http: &awc::Client, base: &str, client_id: &str, refresh_token: &str) -> Result<String, String> {
-    let mut answer = http
-        .post(format!("{base}/token"))
-        .send_form(&[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", refresh_token),
-            ("client_id", client_id),
-        ])
-        .await
-        .map_err(|e| e.to_string())?;
-    let tokens: serde_json::Value = answer.json().await.map_err(|e| e.to_string())?;
-    tokens["refresh_token"]
-        .as_str()
-        .map(String::from)
-        .ok_or_else(|| format!("refresh failed: {tokens}"))
+fn token_answer(answer: &Answer) -> Result<TokenAnswer, String> {
+    if answer.status != 200 {
+        return Err(format!(
+            "token failed (HTTP {}): {}",
+            answer.status,
+            String::from_utf8_lossy(&answer.body)
+        ));
+    }
+    serde_json::from_slice(&answer.body).map_err(|e| e.to_string())
+}
+
+/// One refresh; the new refresh token.
+async fn refresh(agent: &mut Agent, base: &str, client_id: &str, refresh_token: &str) -> Result<String, String> {
+    let body = form(&[
+        ("grant_type", "refresh_token"),
+        ("refresh_token", refresh_token),
+        ("client_id", client_id),
+    ]);
+    let answer = agent.post(&format!("{base}/token"), FORM, body.as_bytes()).await?;
+    token_answer(&answer)?
+        .refresh_token
+        .ok_or_else(|| "refresh failed: no refresh_token".into())
 }
 
 /// Completed operations per second and latency percentiles.
@@ -443,6 +455,9 @@ struct Measurement {
     errors: u64,
     /// Share of its core the proxy used (1.0 = saturated), when measured.
     proxy_cpu: Option<f64>,
+    /// Share of core 1 this process used (load generator, mock upstream and
+    /// mock backend), for the rows it drives itself.
+    load_cpu: Option<f64>,
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
@@ -480,7 +495,7 @@ where
 {
     let operation = Rc::new(operation);
     let deadline = Instant::now() + Duration::from_secs(seconds);
-    let started = Instant::now();
+    let (started, own_ticks) = (Instant::now(), cpu_ticks(std::process::id()));
     let mut tasks = Vec::new();
     for state in states.into_iter().take(concurrency) {
         let operation = operation.clone();
@@ -537,6 +552,7 @@ where
         p99_ms: percentile(&all, 99.0),
         errors,
         proxy_cpu: None,
+        load_cpu: Some((cpu_ticks(std::process::id()) - own_ticks) as f64 / 100.0 / elapsed),
     }
 }
 
@@ -549,37 +565,39 @@ fn load_client(concurrency: usize) -> awc::Client {
 }
 
 async fn measure_flows(base: &str, concurrency: usize, seconds: u64) -> Measurement {
-    let http = load_client(concurrency);
     let base = base.to_string();
-    let states = vec![(); concurrency];
-    run_load(concurrency, seconds, states, move |_| {
-        let (http, base) = (http.clone(), base.clone());
-        async move { ((), full_flow(&http, &base).await.map(|_| ()).into()) }
+    let agents = (0..concurrency).map(|_| Agent::default()).collect();
+    run_load(concurrency, seconds, agents, move |mut agent: Agent| {
+        let base = base.clone();
+        async move {
+            let result = full_flow(&mut agent, &base).await.map(|_| ()).into();
+            (agent, result)
+        }
     })
     .await
 }
 
 async fn measure_refresh(base: &str, concurrency: usize, seconds: u64) -> Measurement {
-    let http = load_client(concurrency);
-    let mut states = Vec::new();
+    let mut chains = Vec::new();
     for _ in 0..concurrency {
-        let tokens = full_flow(&http, base).await.expect("a flow for the refresh chain");
-        states.push((
-            tokens["client_id"].as_str().unwrap().to_string(),
-            tokens["refresh_token"].as_str().unwrap().to_string(),
-        ));
+        let mut agent = Agent::default();
+        let tokens = full_flow(&mut agent, base).await.expect("a flow for the refresh chain");
+        chains.push((agent, tokens));
     }
     let base = base.to_string();
     run_load(
         concurrency,
         seconds,
-        states,
-        move |(client_id, token): (String, String)| {
-            let (http, base) = (http.clone(), base.clone());
+        chains,
+        move |(mut agent, mut tokens): (Agent, Tokens)| {
+            let base = base.clone();
             async move {
-                match refresh(&http, &base, &client_id, &token).await {
-                    Ok(next) => ((client_id, next), Step::Done),
-                    Err(e) => ((client_id, token), Step::Failed(e)),
+                match refresh(&mut agent, &base, &tokens.client_id, &tokens.refresh_token).await {
+                    Ok(next) => {
+                        tokens.refresh_token = next;
+                        ((agent, tokens), Step::Done)
+                    }
+                    Err(e) => ((agent, tokens), Step::Failed(e)),
                 }
             }
         },
@@ -643,6 +661,7 @@ fn run_wrk(url: &str, concurrency: usize, seconds: u64, script: &Path) -> Measur
         p99_ms: field("p99"),
         errors: field("non2xx") as u64,
         proxy_cpu: None,
+        load_cpu: None,
     }
 }
 
@@ -650,20 +669,21 @@ fn run_wrk(url: &str, concurrency: usize, seconds: u64, script: &Path) -> Measur
 
 fn header() {
     println!(
-        "| {:<66} | {:>9} | {:>7} | {:>7} | {:>6} | {:>9} | {:>6} |",
-        "scenario", "per sec", "p50 ms", "p99 ms", "errors", "proxy CPU", "ratio"
+        "| {:<66} | {:>9} | {:>7} | {:>7} | {:>6} | {:>9} | {:>8} | {:>6} |",
+        "scenario", "per sec", "p50 ms", "p99 ms", "errors", "proxy CPU", "load CPU", "ratio"
     );
     println!(
-        "|{:-<68}|{:-<11}|{:-<9}|{:-<9}|{:-<8}|{:-<11}|{:-<8}|",
-        "", "", "", "", "", "", ""
+        "|{:-<68}|{:-<11}|{:-<9}|{:-<9}|{:-<8}|{:-<11}|{:-<10}|{:-<8}|",
+        "", "", "", "", "", "", "", ""
     );
 }
 
 fn row(name: &str, m: &Measurement, ratio: Option<f64>) {
     let ratio = ratio.map(|r| format!("{:.0}%", r * 100.0)).unwrap_or_default();
-    let cpu = m.proxy_cpu.map(|c| format!("{:.0}%", c * 100.0)).unwrap_or_default();
+    let share = |c: Option<f64>| c.map(|c| format!("{:.0}%", c * 100.0)).unwrap_or_default();
+    let (cpu, load) = (share(m.proxy_cpu), share(m.load_cpu));
     println!(
-        "| {name:<66} | {:>9.0} | {:>7.2} | {:>7.2} | {:>6} | {cpu:>9} | {ratio:>6} |",
+        "| {name:<66} | {:>9.0} | {:>7.2} | {:>7.2} | {:>6} | {cpu:>9} | {load:>8} | {ratio:>6} |",
         m.per_sec, m.p50_ms, m.p99_ms, m.errors
     );
     let _ = std::io::stdout().flush();
@@ -728,10 +748,10 @@ async fn real_mcp_server(upstream: &FastUpstream, seconds: u64) {
     let server = format!("http://127.0.0.1:{port}");
     let proxy = start_proxy(upstream, &server, "memory", 1).await;
     let http = load_client(1);
-    let token = full_flow(&http, &proxy.base).await.expect("a token")["access_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let token = full_flow(&mut Agent::default(), &proxy.base)
+        .await
+        .expect("a token")
+        .access_token;
     let direct_session = mcp_session(&http, &format!("{server}/mcp"), None)
         .await
         .expect("a direct session");
@@ -817,13 +837,17 @@ fn mean<'a>(runs: impl Iterator<Item = &'a Measurement>) -> Measurement {
     let runs: Vec<&Measurement> = runs.collect();
     let n = runs.len() as f64;
     let average = |field: fn(&Measurement) -> f64| runs.iter().map(|m| field(m)).sum::<f64>() / n;
-    let proxy_cpu: Vec<f64> = runs.iter().filter_map(|m| m.proxy_cpu).collect();
+    let present = |field: fn(&Measurement) -> Option<f64>| {
+        let values: Vec<f64> = runs.iter().filter_map(|m| field(m)).collect();
+        (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+    };
     Measurement {
         per_sec: average(|m| m.per_sec),
         p50_ms: average(|m| m.p50_ms),
         p99_ms: average(|m| m.p99_ms),
         errors: runs.iter().map(|m| m.errors).sum(),
-        proxy_cpu: (!proxy_cpu.is_empty()).then(|| proxy_cpu.iter().sum::<f64>() / proxy_cpu.len() as f64),
+        proxy_cpu: present(|m| m.proxy_cpu),
+        load_cpu: present(|m| m.load_cpu),
     }
 }
 
@@ -909,7 +933,6 @@ async fn main() {
         let proxy = start_proxy(&upstream, &backend, "memory", 0).await;
         let (base, pid) = (proxy.base.clone(), proxy.process.0.id());
         let count = env_number("BENCH_GRANTS", 100_000) as usize;
-        let http = load_client(16);
         let started = Instant::now();
         let done = Rc::new(std::cell::Cell::new(0usize));
         let counter = done.clone();
@@ -918,19 +941,20 @@ async fn main() {
         // the stored grants are what grows.
         let mut clients = Vec::new();
         for _ in 0..16 {
-            let tokens = full_flow(&http, &base).await.expect("a client");
-            clients.push(tokens["client_id"].as_str().unwrap().to_string());
+            let mut agent = Agent::default();
+            let tokens = full_flow(&mut agent, &base).await.expect("a client");
+            clients.push((agent, tokens.client_id));
         }
         let before = resident_kib(pid);
-        let stored = run_load(16, 600, clients, move |client_id: String| {
-            let (http, base, counter) = (http.clone(), base_for.clone(), counter.clone());
+        let stored = run_load(16, 600, clients, move |(mut agent, client_id): (Agent, String)| {
+            let (base, counter) = (base_for.clone(), counter.clone());
             async move {
                 if counter.get() >= count {
-                    return (client_id, Step::Stop);
+                    return ((agent, client_id), Step::Stop);
                 }
                 counter.set(counter.get() + 1);
-                let result = authorization(&http, &base, &client_id).await.map(|_| ()).into();
-                (client_id, result)
+                let result = authorization(&mut agent, &base, &client_id).await.map(|_| ()).into();
+                ((agent, client_id), result)
             }
         })
         .await;
@@ -1013,11 +1037,10 @@ async fn main() {
             );
         }
         if wants("mcp") && storage_kind == "memory" {
-            let http = load_client(1);
-            let token = full_flow(&http, &base).await.expect("a token")["access_token"]
-                .as_str()
-                .unwrap()
-                .to_string();
+            let token = full_flow(&mut Agent::default(), &base)
+                .await
+                .expect("a token")
+                .access_token;
             let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
             let direct_script = wrk_script("POST", body, &json_headers);
             let direct = run_wrk(&format!("{backend}/mcp"), 16, seconds, &direct_script.0);
