@@ -12,7 +12,8 @@
 //! (default all), `BENCH_BACKENDS` a comma list of `memory,directory,redis`
 //! (default all), `BENCH_GRANTS` grants stored for the memory scenario
 //! (default 100000), `BENCH_REAL_CONCURRENCY` for the real MCP server rows
-//! (default 16), `BENCH_HISTOGRAM=1` to print a latency histogram of each
+//! (default 16), `BENCH_PROXY_BINARY` to measure another build of the proxy
+//! (an A/B comparison on the same machine), `BENCH_HISTOGRAM=1` to print a latency histogram of each
 //! multi-step row (it showed the full-flow p99 comes from a separate cluster
 //! of stalls, not from a slow tail of ordinary flows).
 
@@ -155,7 +156,9 @@ async fn wait_until_up(url: &str) {
 async fn start_proxy(upstream: &FastUpstream, backend: &str, storage: &str, core: usize) -> Proxy {
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let mut command = pinned(core, PROXY_BINARY);
+    // Another build of the proxy can be measured against this one's load.
+    let binary = std::env::var("BENCH_PROXY_BINARY").unwrap_or_else(|_| PROXY_BINARY.to_string());
+    let mut command = pinned(core, &binary);
     command
         .env_clear()
         .env("RUST_LOG", "error")

@@ -198,6 +198,8 @@ pub struct Config {
     pub static_dir: String,
     /// How the upstream is named on the consent page.
     pub provider_name: String,
+    /// Opt the service's process out of transparent huge pages (Linux).
+    pub disable_transparent_huge_pages: bool,
 }
 
 impl Config {
@@ -481,6 +483,7 @@ impl Config {
             registration,
             static_dir: env.get("OAUTH_PROXY_STATIC_DIR").unwrap_or_else(|| "static".into()),
             provider_name,
+            disable_transparent_huge_pages: env.boolean("OAUTH_PROXY_DISABLE_THP", true)?,
         })
     }
 

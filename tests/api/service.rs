@@ -55,6 +55,42 @@ async fn sigterm_stops_the_service_cleanly() {
     upstream.stop().await;
 }
 
+/// `THP_enabled` of a process (Linux reports it in /proc/<pid>/status).
+#[cfg(target_os = "linux")]
+fn thp_enabled(pid: u32) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("THP_enabled:"))
+        .expect("Linux reports THP_enabled")
+        .trim()
+        .to_string()
+}
+
+/// khugepaged stalls the proxy for milliseconds where THP is `always`: the
+/// service opts its own process out, unless OAUTH_PROXY_DISABLE_THP=false.
+#[cfg(target_os = "linux")]
+#[actix_web::test]
+async fn the_service_opts_its_process_out_of_transparent_huge_pages() {
+    let upstream = MockUpstream::start(MockUpstreamConfig::default()).await;
+    // Memory storage: other tests run the binary in the same directory.
+    let mut settings = upstream_settings(&upstream);
+    settings.push(("OAUTH_PROXY_STORAGE", "memory".to_string()));
+    let service = RunningService::start(free_port(), &settings).await;
+    assert_eq!(thp_enabled(service.pid()), "0");
+    drop(service);
+
+    settings.push(("OAUTH_PROXY_DISABLE_THP", "false".to_string()));
+    let service = RunningService::start(free_port(), &settings).await;
+    assert_eq!(
+        thp_enabled(service.pid()),
+        thp_enabled(std::process::id()),
+        "left as the parent's"
+    );
+    drop(service);
+    upstream.stop().await;
+}
+
 #[test]
 fn the_env_example_is_a_valid_configuration() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".env.example");
@@ -102,6 +138,10 @@ impl RunningService {
             actix_rt::time::sleep(Duration::from_millis(50)).await;
         }
         service
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Stops it with a signal (`TERM` or `KILL`) and waits for it to exit.
