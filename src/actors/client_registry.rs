@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
@@ -21,6 +21,16 @@ use crate::store::{Change, SealedTable, StoreError};
 /// Registrations per address in the current minute, shared by replicas.
 type RecentRegistrations = Arc<Mutex<HashMap<IpAddr, (u64, u32)>>>;
 
+/// The client count as last read and when, plus this instance's
+/// registrations since; shared by replicas.
+type SeenCount = Arc<Mutex<Option<(Instant, usize)>>>;
+
+/// How long a read count is trusted while the registry is less than half
+/// full. Counting is a round trip with Redis (a tenth of a full flow's);
+/// other instances' registrations in that second can only matter near the
+/// cap, where every registration counts again.
+const COUNT_TRUSTED_FOR: Duration = Duration::from_secs(1);
+
 #[derive(Clone)]
 pub struct ClientRegistry {
     clients: SealedTable<RegisteredClient>,
@@ -28,6 +38,7 @@ pub struct ClientRegistry {
     unused_ttl: Duration,
     active_ttl: Duration,
     recent: RecentRegistrations,
+    seen_count: SeenCount,
     /// Only the primary instance sweeps; replicas on worker threads do not.
     sweeping: bool,
 }
@@ -50,6 +61,7 @@ impl ClientRegistry {
             unused_ttl,
             active_ttl,
             recent: Arc::new(Mutex::new(HashMap::new())),
+            seen_count: Arc::new(Mutex::new(None)),
             sweeping: true,
         }
     }
@@ -128,15 +140,28 @@ impl Handler<RegisterClient> for ClientRegistry {
     fn handle(&mut self, msg: RegisterClient, _: &mut Self::Context) -> Self::Result {
         let limited = self.rate_limited(msg.client_ip);
         let (clients, max_clients, ttl) = (self.clients.clone(), self.limits.max_clients, self.unused_ttl);
+        let seen_count = self.seen_count.clone();
         Box::pin(async move {
             if limited {
                 return Err(RegisterError::RateLimited);
             }
-            if clients.count().await? >= max_clients {
-                // Expired registrations may still be counted; sweep before refusing.
-                clients.purge_expired().await?;
-                if clients.count().await? >= max_clients {
-                    return Err(RegisterError::Full);
+            let trusted = seen_count
+                .lock()
+                .ok()
+                .and_then(|seen| *seen)
+                .is_some_and(|(at, count)| at.elapsed() < COUNT_TRUSTED_FOR && count < max_clients / 2);
+            if !trusted {
+                let mut count = clients.count().await?;
+                if count >= max_clients {
+                    // Expired registrations may still be counted; sweep before refusing.
+                    clients.purge_expired().await?;
+                    count = clients.count().await?;
+                    if count >= max_clients {
+                        return Err(RegisterError::Full);
+                    }
+                }
+                if let Ok(mut seen) = seen_count.lock() {
+                    *seen = Some((Instant::now(), count));
                 }
             }
             let reg = msg.registration;
@@ -153,6 +178,9 @@ impl Handler<RegisterClient> for ClientRegistry {
                 issued_at: now_secs(),
             };
             clients.put(&client.client_id, &client, ttl).await?;
+            if let Some((_, count)) = seen_count.lock().ok().as_deref_mut().and_then(Option::as_mut) {
+                *count += 1;
+            }
             Ok((client, secret))
         })
     }

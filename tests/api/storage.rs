@@ -313,6 +313,63 @@ async fn twenty_concurrent_refreshes_across_two_instances_never_fork_the_family(
     b.stop().await;
 }
 
+/// Calls of a Redis command so far (INFO commandstats).
+fn redis_calls(redis: &RedisServer, command: &str) -> u64 {
+    let output = Command::new("redis-cli")
+        .args(["-p", &redis.port.to_string(), "info", "commandstats"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .find_map(|line| line.strip_prefix(&format!("cmdstat_{command}:calls=")))
+        .and_then(|rest| rest.split(',').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The registration cap counts clients in Redis, a round trip. Far below the
+/// cap a count read within the last second is trusted; from half the cap on
+/// every registration counts, so two instances together stop exactly at it.
+#[actix_web::test]
+async fn the_registration_cap_holds_across_instances_and_far_below_it_skips_counting() {
+    let redis = RedisServer::start().await;
+    let upstream = Rc::new(MockUpstream::start(MockUpstreamConfig::default()).await);
+    let body = json!({ "redirect_uris": [REDIRECT_URI], "token_endpoint_auth_method": "none" });
+
+    let mut roomy = redis_settings(&redis, None);
+    roomy.push(("OAUTH_PROXY_MAX_CLIENTS", "1000".into()));
+    let app = TestApp::spawn_instance(&as_refs(&roomy), upstream.clone()).await;
+    let counted_before = redis_calls(&redis, "zcount");
+    let started = Instant::now();
+    for _ in 0..10 {
+        assert_eq!(app.post_json("/register", &body).await.status, StatusCode::CREATED);
+    }
+    let counts = redis_calls(&redis, "zcount") - counted_before;
+    // One count per started second at most, instead of one per registration.
+    assert!(
+        counts <= 1 + started.elapsed().as_secs(),
+        "{counts} counts for 10 registrations"
+    );
+    app.stop().await;
+
+    let redis = RedisServer::start().await;
+    let mut capped = redis_settings(&redis, None);
+    capped.push(("OAUTH_PROXY_MAX_CLIENTS", "4".into()));
+    let a = TestApp::spawn_instance(&as_refs(&capped), upstream.clone()).await;
+    capped.push(("OAUTH_PROXY_BASE_URL", a.address.clone()));
+    let b = TestApp::spawn_instance(&as_refs(&capped), upstream).await;
+    let mut created = 0;
+    for app in [&a, &b, &a, &b, &a, &b, &a, &b] {
+        let answer = app.post_json("/register", &body).await;
+        match answer.status {
+            StatusCode::CREATED => created += 1,
+            status => assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{}", answer.body),
+        }
+    }
+    assert_eq!(created, 4);
+    a.stop().await;
+    b.stop().await;
+}
+
 #[actix_web::test]
 async fn a_redis_outage_gives_503s_and_the_service_recovers_when_it_returns() {
     let mut redis = RedisServer::start().await;
