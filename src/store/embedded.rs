@@ -73,6 +73,10 @@ enum Op {
         expected: Option<Vec<u8>>,
         new: Option<Vec<u8>>,
     },
+    Touch {
+        key: String,
+        ttl: Duration,
+    },
     Purge,
 }
 
@@ -241,6 +245,14 @@ impl Group {
                     Outcome::Flag(true)
                 }
             }
+            Op::Touch { key, ttl } => match self.current(table, key)? {
+                Some(stored) if decode(&stored, now).is_some() => {
+                    let extended = encode(&stored[8..], *ttl);
+                    self.set(table, key, true, Some(extended));
+                    Outcome::Flag(true)
+                }
+                _ => Outcome::Flag(false),
+            },
             Op::Purge => {
                 let mut expired = Vec::new();
                 for entry in table.keyspace.iter() {
@@ -364,6 +376,14 @@ impl Table for EmbeddedTable {
         async move { write.await.map(expect_flag) }.boxed_local()
     }
 
+    fn touch(&self, key: &str, ttl: Duration) -> StoreFuture<bool> {
+        let write = self.write(Op::Touch {
+            key: key.to_string(),
+            ttl,
+        });
+        async move { write.await.map(expect_flag) }.boxed_local()
+    }
+
     fn purge_expired(&self) -> StoreFuture<usize> {
         let write = self.write(Op::Purge);
         async move {
@@ -476,5 +496,32 @@ mod tests {
         assert_eq!(table.purge_expired().await.unwrap(), 1);
         assert_eq!(table.count().await.unwrap(), 1);
         assert_eq!(table.get("new").await.unwrap(), Some(b"y".to_vec()));
+    }
+
+    #[actix_rt::test]
+    async fn touch_extends_a_live_record_only_and_keeps_it_as_it_is() {
+        let store = TempStore::open("touch");
+        let table = store.table("client");
+        table
+            .put("a", b"one".to_vec(), Duration::from_millis(30))
+            .await
+            .unwrap();
+        table.put("b", b"two".to_vec(), Duration::from_millis(1)).await.unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(table.touch("a", HOUR).await.unwrap());
+        assert!(!table.touch("b", HOUR).await.unwrap(), "expired");
+        assert!(!table.touch("c", HOUR).await.unwrap(), "absent");
+        std::thread::sleep(Duration::from_millis(40));
+        assert_eq!(
+            table.get("a").await.unwrap(),
+            Some(b"one".to_vec()),
+            "outlived its first TTL"
+        );
+        assert_eq!(table.get("b").await.unwrap(), None);
+        assert_eq!(
+            table.count().await.unwrap(),
+            2,
+            "touch neither adds nor removes records"
+        );
     }
 }

@@ -115,6 +115,17 @@ impl Table for MemoryTable {
         }))
     }
 
+    fn touch(&self, key: &str, ttl: Duration) -> StoreFuture<bool> {
+        let (now, expires) = (self.now(), self.expiry(ttl));
+        done(self.write(|records| match records.get_mut(key) {
+            Some((_, at)) if *at > now => {
+                *at = expires;
+                true
+            }
+            _ => false,
+        }))
+    }
+
     fn purge_expired(&self) -> StoreFuture<usize> {
         let now = self.now();
         done(self.write(|records| {
@@ -151,6 +162,20 @@ mod tests {
         assert_eq!(now(table.get("a")), None);
         assert_eq!(now(table.purge_expired()), 1);
         assert_eq!(now(table.count()), 1);
+    }
+
+    #[test]
+    fn touch_extends_a_live_record_only() {
+        let table = MemoryTable::default();
+        now(table.put("a", b"1".to_vec(), Duration::from_millis(30)));
+        now(table.put("b", b"2".to_vec(), Duration::from_millis(1)));
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(now(table.touch("a", Duration::from_secs(60))));
+        assert!(!now(table.touch("b", Duration::from_secs(60))), "expired");
+        assert!(!now(table.touch("c", Duration::from_secs(60))), "absent");
+        std::thread::sleep(Duration::from_millis(40));
+        assert_eq!(now(table.get("a")), Some(b"1".to_vec()), "outlived its first TTL");
+        assert_eq!(now(table.get("b")), None);
     }
 
     #[test]

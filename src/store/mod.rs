@@ -58,6 +58,9 @@ pub trait Table: Send + Sync + 'static {
         expected: Option<Vec<u8>>,
         new: Option<(Vec<u8>, Duration)>,
     ) -> StoreFuture<bool>;
+    /// Gives a live record `ttl` more to live from now, without the caller
+    /// reading or rewriting it; answers whether it was there.
+    fn touch(&self, key: &str, ttl: Duration) -> StoreFuture<bool>;
     /// Removes expired records; answers how many went.
     fn purge_expired(&self) -> StoreFuture<usize>;
     /// Records currently held.
@@ -180,6 +183,11 @@ impl<T: Serialize + DeserializeOwned + 'static> SealedTable<T> {
 
     pub async fn delete(&self, key: &str) -> Result<bool, StoreError> {
         self.table.delete(key).await
+    }
+
+    /// See [`Table::touch`]: the sealed record is kept as it is.
+    pub async fn touch(&self, key: &str, ttl: Duration) -> Result<bool, StoreError> {
+        self.table.touch(key, ttl).await
     }
 
     pub async fn purge_expired(&self) -> Result<usize, StoreError> {

@@ -203,6 +203,32 @@ impl Table for RedisTable {
     }
 
     /// Records expire by themselves; this trims the index.
+    fn touch(&self, key: &str, ttl: Duration) -> StoreFuture<bool> {
+        let key = format!("{}{key}", self.prefix);
+        let mut pipeline = redis::pipe();
+        // PEXPIRE only acts on a live key; XX only moves an index entry
+        // that is there.
+        pipeline
+            .cmd("PEXPIRE")
+            .arg(&key)
+            .arg(ttl_millis(ttl))
+            .cmd("ZADD")
+            .arg(&self.index)
+            .arg("XX")
+            .arg(now_millis() + ttl_millis(ttl))
+            .arg(&key)
+            .ignore();
+        let mut connection = self.connection.clone();
+        async move {
+            pipeline
+                .query_async::<(i64,)>(&mut connection)
+                .await
+                .map(|(extended,)| extended == 1)
+                .map_err(unavailable)
+        }
+        .boxed_local()
+    }
+
     fn purge_expired(&self) -> StoreFuture<usize> {
         let mut invocation = scripts().purge.prepare_invoke();
         invocation.key(&self.index).arg(now_millis());

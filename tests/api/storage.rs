@@ -313,6 +313,38 @@ async fn twenty_concurrent_refreshes_across_two_instances_never_fork_the_family(
     b.stop().await;
 }
 
+/// A registration never used expires after OAUTH_PROXY_UNUSED_CLIENT_TTL; a
+/// client that has exchanged a code lives on (the registry extends its
+/// record's expiry without rewriting it), in memory and in Redis.
+#[actix_web::test]
+async fn a_client_that_exchanged_a_code_outlives_the_unused_client_ttl() {
+    let redis = RedisServer::start().await;
+    let mut in_redis = redis_settings(&redis, None);
+    in_redis.push(("OAUTH_PROXY_UNUSED_CLIENT_TTL", "1".into()));
+    let in_memory = vec![
+        ("OAUTH_PROXY_STORAGE", "memory".to_string()),
+        ("OAUTH_PROXY_UNUSED_CLIENT_TTL", "1".into()),
+    ];
+    for settings in [in_memory, in_redis] {
+        let upstream = Rc::new(MockUpstream::start(MockUpstreamConfig::default()).await);
+        let app = TestApp::spawn_instance(&as_refs(&settings), upstream).await;
+        let (used, unused) = (app.register_public().await, app.register_public().await);
+        let pkce = Pkce::new();
+        let code = app.code_for(&used, &pkce).await;
+        assert_eq!(
+            app.exchange_code(&used, &code, &pkce.verifier).await.status,
+            StatusCode::OK
+        );
+        actix_rt::time::sleep(Duration::from_millis(1500)).await;
+        let gone = app.browser_get(&app.authorize_path(&unused, &Pkce::new(), "s")).await;
+        assert_eq!(gone.status, StatusCode::BAD_REQUEST, "{}", gone.body);
+        assert!(gone.body.contains("Unknown client"));
+        let kept = app.browser_get(&app.authorize_path(&used, &Pkce::new(), "s")).await;
+        assert_ne!(kept.status, StatusCode::BAD_REQUEST, "{}", kept.body);
+        app.stop().await;
+    }
+}
+
 /// Calls of a Redis command so far (INFO commandstats).
 fn redis_calls(redis: &RedisServer, command: &str) -> u64 {
     let output = Command::new("redis-cli")
