@@ -964,12 +964,15 @@ async fn main() {
         let after = resident_kib(pid);
         let grants = (done.get().min(count) as u64).saturating_sub(stored.errors) as f64;
         let _ = started;
+        let per_grant = (after.saturating_sub(before) as f64 * 1024.0) / grants.max(1.0);
+        let upstream_bytes = upstream.token_set_bytes(grants as u64);
         println!(
             "| [memory] resident memory of a fresh proxy: {:.1} MiB before, {:.1} MiB after {grants:.0} stored grants \
-             (from 16 clients; each grant's redeemed code kept until it expires): {:.0} bytes per grant",
+             (from 16 clients; each grant's redeemed code kept until it expires): {per_grant:.0} bytes per grant, \
+             of which {upstream_bytes} are the upstream's tokens: {:.0} bytes of the proxy's own",
             before as f64 / 1024.0,
             after as f64 / 1024.0,
-            (after.saturating_sub(before) as f64 * 1024.0) / grants.max(1.0)
+            per_grant - upstream_bytes as f64
         );
         drop(proxy);
     }

@@ -77,6 +77,7 @@ struct Provider {
 pub struct FastUpstream {
     base_url: String,
     mark: String,
+    id_token_length: usize,
     handle: ServerHandle,
 }
 
@@ -86,12 +87,14 @@ impl FastUpstream {
         let listener = TcpListener::bind("127.0.0.1:0").expect("mock upstream binds");
         let base_url = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
         let mark = format!("{:016x}", rand::random::<u64>());
+        let id_token = id_token(&base_url);
+        let id_token_length = id_token.len();
         let provider = Arc::new(Provider {
             mark: mark.clone(),
             counter: AtomicU64::new(0),
             codes: Mutex::default(),
             basic_authorization: basic_authorization(),
-            id_token: id_token(&base_url),
+            id_token,
         });
         let server = HttpServer::new(move || {
             App::new()
@@ -107,7 +110,12 @@ impl FastUpstream {
         .run();
         let handle = server.handle();
         actix_rt::spawn(server);
-        FastUpstream { base_url, mark, handle }
+        FastUpstream {
+            base_url,
+            mark,
+            id_token_length,
+            handle,
+        }
     }
 
     pub fn authorization_endpoint(&self) -> String {
@@ -116,6 +124,14 @@ impl FastUpstream {
 
     pub fn token_endpoint(&self) -> String {
         format!("{}/token", self.base_url)
+    }
+
+    /// Bytes of one token set as issued around the `serial`th token: what a
+    /// stored grant holds of the upstream's own.
+    pub fn token_set_bytes(&self, serial: u64) -> usize {
+        let access = format!("at-{}-{serial}", self.mark).len();
+        let refresh = format!("rt-{}-{serial}", self.mark).len();
+        access + refresh + self.id_token_length
     }
 
     /// A refresh token this provider accepts, to measure `/token` alone.
