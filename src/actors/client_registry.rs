@@ -2,7 +2,9 @@
 //!
 //! Contract: a client secret is stored only as a hash; unused registrations
 //! expire; registration is capped and rate limited per address, so an open
-//! `/register` cannot exhaust memory or disk.
+//! `/register` cannot exhaust memory or disk. A client record is written
+//! once and never rewritten (keeping a used client only extends its expiry),
+//! which is what lets lookups be memoized (`crate::proxy::memo`).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -44,11 +46,6 @@ pub struct ClientRegistry {
 }
 
 impl ClientRegistry {
-    /// The client table's generation (see [`crate::store::Table::generation`]).
-    pub fn client_generation(&self) -> Option<u64> {
-        self.clients.generation()
-    }
-
     pub fn new(
         clients: SealedTable<RegisteredClient>,
         limits: RegistrationLimits,

@@ -1,16 +1,18 @@
 //! Per-thread memos of store actors' answers, for the hottest reads: the
 //! grant behind an access token (every guarded MCP request) and a client
-//! record (every token request).
+//! record (every authorization and token request).
 //!
 //! Asking an actor costs a round trip, a read, an AES-GCM open and a decode:
-//! about a tenth of a guarded request's CPU. An answer is reused only while
-//! its table's generation is unchanged (any write to that table, a
-//! revocation included, changes it; the generation is read before the actor
-//! is asked, so a write racing with the lookup can only cause a miss), and
-//! for at most [`MAX_AGE`], which bounds how long a record that expires by
-//! time alone can still be served. With Redis, other instances write too and
-//! tables have no generation: nothing is remembered and the actor is asked
-//! every time.
+//! about a tenth of a guarded request's CPU, and a network round trip with
+//! Redis. An answer is reused only while its table's generation is unchanged
+//! (any write to that table, a revocation included, changes it; the
+//! generation is read before the actor is asked, so a write racing with the
+//! lookup can only cause a miss), and for at most [`MAX_AGE`], which bounds
+//! how long a record that expires by time alone can still be served. With
+//! Redis, other instances write too and grant tables have no generation:
+//! grants are never remembered there. Client records are never rewritten
+//! (only created and expired), so client answers use [`UNCHANGING`] and are
+//! reused for [`MAX_AGE`] on every backend.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -21,6 +23,9 @@ use crate::oauth::client::RegisteredClient;
 
 /// Longest an answer is reused.
 const MAX_AGE: Duration = Duration::from_secs(1);
+
+/// The generation of records that are never rewritten once written.
+pub const UNCHANGING: u64 = 0;
 
 /// Entries per memo and thread before it is cleared.
 const CAPACITY: usize = 4096;

@@ -456,8 +456,10 @@ impl OAuthProxy {
     }
 
     async fn client(&self, client_id: &str) -> Result<Option<RegisteredClient>, Error> {
-        let generation = self.inner.prototypes.clients.client_generation();
-        memo::remembered(&memo::CLIENTS, client_id, generation, || async {
+        // Client records are never rewritten, only created and expired: an
+        // answer stays right for the memo's whole age, whatever else the
+        // table sees and whichever instance writes it (Redis included).
+        memo::remembered(&memo::CLIENTS, client_id, Some(memo::UNCHANGING), || async {
             Ok(self.actors().clients.send(GetClient(client_id.to_string())).await??)
         })
         .await

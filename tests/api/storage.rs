@@ -345,6 +345,36 @@ async fn a_client_that_exchanged_a_code_outlives_the_unused_client_ttl() {
     }
 }
 
+/// Client records are never rewritten, so a lookup is remembered for up to a
+/// second even with Redis: the token request right after /authorize does not
+/// read the client again (here it still succeeds after the record was
+/// removed behind the proxy's back). After a second the store is asked again.
+#[actix_web::test]
+async fn a_client_lookup_is_remembered_for_at_most_a_second_even_with_redis() {
+    let redis = RedisServer::start().await;
+    let mut settings = redis_settings(&redis, None);
+    // One worker: the memo is per thread.
+    settings.push(("OAUTH_PROXY_WORKERS", "1".into()));
+    let upstream = Rc::new(MockUpstream::start(MockUpstreamConfig::default()).await);
+    let app = TestApp::spawn_instance(&as_refs(&settings), upstream).await;
+    let client = app.register_public().await;
+    let pkce = Pkce::new();
+    let code = app.code_for(&client, &pkce).await;
+    let removed = Command::new("redis-cli")
+        .args(["-p", &redis.port.to_string(), "del"])
+        .arg(format!("mcp-oauth-proxy:{{client}}:{}", client.client_id))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&removed.stdout).trim(), "1");
+    let tokens = app.exchange_code(&client, &code, &pkce.verifier).await;
+    assert_eq!(tokens.status, StatusCode::OK, "{}", tokens.body);
+    actix_rt::time::sleep(Duration::from_millis(1100)).await;
+    let gone = app.browser_get(&app.authorize_path(&client, &Pkce::new(), "s")).await;
+    assert_eq!(gone.status, StatusCode::BAD_REQUEST, "{}", gone.body);
+    assert!(gone.body.contains("Unknown client"));
+    app.stop().await;
+}
+
 /// Calls of a Redis command so far (INFO commandstats).
 fn redis_calls(redis: &RedisServer, command: &str) -> u64 {
     let output = Command::new("redis-cli")
@@ -407,7 +437,8 @@ async fn a_redis_outage_gives_503s_and_the_service_recovers_when_it_returns() {
     let mut redis = RedisServer::start().await;
     let (a, b) = two_instances(&redis).await;
     let client = a.register_public().await;
-    assert!(a.full_flow(&client).await["access_token"].is_string());
+    let tokens = a.full_flow(&client).await;
+    assert!(tokens["access_token"].is_string());
     redis.kill();
     let started = Instant::now();
     let registration = a
@@ -425,7 +456,7 @@ async fn a_redis_outage_gives_503s_and_the_service_recovers_when_it_returns() {
             "/token",
             &[
                 ("grant_type", "refresh_token"),
-                ("refresh_token", "x"),
+                ("refresh_token", tokens["refresh_token"].as_str().unwrap()),
                 ("client_id", &client.client_id),
             ],
             None,
