@@ -19,6 +19,8 @@
 
 #[path = "load/driver.rs"]
 mod driver;
+#[path = "../tests/api/redis_server.rs"]
+mod redis_server;
 #[path = "load/upstream.rs"]
 mod upstream;
 
@@ -34,6 +36,7 @@ use actix_web::web::Bytes;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use base64::Engine;
 use driver::{Agent, Answer};
+use redis_server::RedisServer;
 use sha2::Digest;
 use upstream::FastUpstream;
 use url::Url;
@@ -228,60 +231,6 @@ fn resident_kib(pid: u32) -> u64 {
         })
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
-}
-
-struct Redis {
-    _process: Process,
-    port: u16,
-}
-
-impl Redis {
-    async fn start() -> Redis {
-        let port = free_port();
-        let process = Process(
-            pinned(1, "redis-server")
-                .args([
-                    "--port",
-                    &port.to_string(),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                ])
-                .stdout(Stdio::null())
-                .spawn()
-                .expect("redis-server runs (apt-get install redis-server)"),
-        );
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let pong = Command::new("redis-cli")
-                .args(["-p", &port.to_string(), "ping"])
-                .output();
-            if pong.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "PONG") {
-                break;
-            }
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            actix_rt::time::sleep(Duration::from_millis(50)).await;
-        }
-        Redis {
-            _process: process,
-            port,
-        }
-    }
-
-    fn used_memory(&self) -> u64 {
-        let output = Command::new("redis-cli")
-            .args(["-p", &self.port.to_string(), "info", "memory"])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .find_map(|l| l.strip_prefix("used_memory:"))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0)
-    }
 }
 
 /// nginx (Debian's nginx-light) as a plain reverse proxy to the backend, one
@@ -985,14 +934,14 @@ async fn main() {
         let data_dir = std::env::temp_dir().join(format!("mcp-oauth-proxy-bench-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&data_dir);
         let redis = if storage_kind == "redis" {
-            Some(Redis::start().await)
+            Some(RedisServer::start().await)
         } else {
             None
         };
         let storage = match storage_kind.as_str() {
             "memory" => "memory".to_string(),
             "directory" => data_dir.display().to_string(),
-            "redis" => format!("redis://127.0.0.1:{}/", redis.as_ref().unwrap().port),
+            "redis" => redis.as_ref().unwrap().url(),
             other => panic!("unknown backend {other}"),
         };
         let proxy = start_proxy(&upstream, &backend, &storage, 0).await;

@@ -4,6 +4,7 @@
 mod backend_double;
 mod helpers;
 mod mock_upstream;
+mod redis_server;
 
 mod authorize;
 mod discovery;

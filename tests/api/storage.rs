@@ -4,7 +4,7 @@
 //! outage gives 503s until it comes back.
 
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -14,6 +14,7 @@ use serde_json::json;
 use crate::backend_double::BackendDouble;
 use crate::helpers::{free_port, query_param, upstream_settings, Driver, Pkce, TestApp, REDIRECT_URI};
 use crate::mock_upstream::{MockUpstream, MockUpstreamConfig};
+use crate::redis_server::RedisServer;
 use crate::service::RunningService;
 
 fn temp_dir(name: &str) -> std::path::PathBuf {
@@ -106,75 +107,6 @@ async fn the_directory_store_keeps_clients_grants_and_tokens_across_restarts_and
     backend.stop().await;
     upstream.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// A redis-server of the test's own on a free loopback port.
-pub struct RedisServer {
-    child: Option<Child>,
-    pub port: u16,
-}
-
-impl RedisServer {
-    pub async fn start() -> RedisServer {
-        let mut server = RedisServer {
-            child: None,
-            port: free_port(),
-        };
-        server.restart().await;
-        server
-    }
-
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    /// (Re)starts it on the same port, empty, and waits until it answers.
-    pub async fn restart(&mut self) {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed (.ci/run installs the redis-server package)");
-        self.child = Some(child);
-        let started = Instant::now();
-        loop {
-            let pong = Command::new("redis-cli")
-                .args(["-p", &self.port.to_string(), "ping"])
-                .output();
-            if pong.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "PONG") {
-                break;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "redis-server did not start"
-            );
-            actix_rt::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// Kills it (SIGKILL, by its PID).
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }
 
 fn redis_settings(redis: &RedisServer, base_url: Option<&str>) -> Vec<(&'static str, String)> {
@@ -375,19 +307,6 @@ async fn a_client_lookup_is_remembered_for_at_most_a_second_even_with_redis() {
     app.stop().await;
 }
 
-/// Calls of a Redis command so far (INFO commandstats).
-fn redis_calls(redis: &RedisServer, command: &str) -> u64 {
-    let output = Command::new("redis-cli")
-        .args(["-p", &redis.port.to_string(), "info", "commandstats"])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .find_map(|line| line.strip_prefix(&format!("cmdstat_{command}:calls=")))
-        .and_then(|rest| rest.split(',').next()?.parse().ok())
-        .unwrap_or(0)
-}
-
 /// The registration cap counts clients in Redis, a round trip. Far below the
 /// cap a count read within the last second is trusted; from half the cap on
 /// every registration counts, so two instances together stop exactly at it.
@@ -400,12 +319,12 @@ async fn the_registration_cap_holds_across_instances_and_far_below_it_skips_coun
     let mut roomy = redis_settings(&redis, None);
     roomy.push(("OAUTH_PROXY_MAX_CLIENTS", "1000".into()));
     let app = TestApp::spawn_instance(&as_refs(&roomy), upstream.clone()).await;
-    let counted_before = redis_calls(&redis, "zcount");
+    let counted_before = redis.calls("zcount");
     let started = Instant::now();
     for _ in 0..10 {
         assert_eq!(app.post_json("/register", &body).await.status, StatusCode::CREATED);
     }
-    let counts = redis_calls(&redis, "zcount") - counted_before;
+    let counts = redis.calls("zcount") - counted_before;
     // One count per started second at most, instead of one per registration.
     assert!(
         counts <= 1 + started.elapsed().as_secs(),
