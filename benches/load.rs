@@ -331,10 +331,9 @@ fn form(pairs: &[(&str, &str)]) -> String {
 /// One full flow with consent off: register → authorize → upstream →
 /// callback → token.
 async fn full_flow(agent: &mut Agent, base: &str) -> Result<Tokens, String> {
-    const REGISTRATION: &str =
-        r#"{"redirect_uris":["http://127.0.0.1:9/callback"],"token_endpoint_auth_method":"none"}"#;
+    let registration = format!(r#"{{"redirect_uris":["{REDIRECT}"],"token_endpoint_auth_method":"none"}}"#);
     let registered = agent
-        .post(&format!("{base}/register"), "application/json", REGISTRATION.as_bytes())
+        .post(&format!("{base}/register"), "application/json", registration.as_bytes())
         .await?;
     let client: serde_json::Value = serde_json::from_slice(&registered.body).map_err(|e| e.to_string())?;
     let client_id = client["client_id"]

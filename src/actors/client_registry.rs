@@ -23,15 +23,42 @@ use crate::store::{SealedTable, StoreError};
 /// Registrations per address in the current minute, shared by replicas.
 type RecentRegistrations = Arc<Mutex<HashMap<IpAddr, (u64, u32)>>>;
 
-/// The client count as last read and when, plus this instance's
-/// registrations since; shared by replicas.
-type SeenCount = Arc<Mutex<Option<(Instant, usize)>>>;
-
 /// How long a read count is trusted while the registry is less than half
 /// full. Counting is a round trip with Redis (a tenth of a full flow's);
 /// other instances' registrations in that second can only matter near the
 /// cap, where every registration counts again.
 const COUNT_TRUSTED_FOR: Duration = Duration::from_secs(1);
+
+/// The client count as last read and when, plus this instance's
+/// registrations since; shared by replicas.
+#[derive(Clone, Default)]
+struct SeenCount(Arc<Mutex<Option<(Instant, usize)>>>);
+
+impl SeenCount {
+    /// Whether the last count is recent and far enough below `max` to skip
+    /// counting again.
+    fn trusted(&self, max: usize) -> bool {
+        self.0
+            .lock()
+            .ok()
+            .and_then(|seen| *seen)
+            .is_some_and(|(at, count)| at.elapsed() < COUNT_TRUSTED_FOR && count < max / 2)
+    }
+
+    fn counted(&self, count: usize) {
+        if let Ok(mut seen) = self.0.lock() {
+            *seen = Some((Instant::now(), count));
+        }
+    }
+
+    fn registered_one(&self) {
+        if let Ok(mut seen) = self.0.lock() {
+            if let Some((_, count)) = seen.as_mut() {
+                *count += 1;
+            }
+        }
+    }
+}
 
 #[derive(Clone)]
 pub struct ClientRegistry {
@@ -58,7 +85,7 @@ impl ClientRegistry {
             unused_ttl,
             active_ttl,
             recent: Arc::new(Mutex::new(HashMap::new())),
-            seen_count: Arc::new(Mutex::new(None)),
+            seen_count: SeenCount::default(),
             sweeping: true,
         }
     }
@@ -142,12 +169,7 @@ impl Handler<RegisterClient> for ClientRegistry {
             if limited {
                 return Err(RegisterError::RateLimited);
             }
-            let trusted = seen_count
-                .lock()
-                .ok()
-                .and_then(|seen| *seen)
-                .is_some_and(|(at, count)| at.elapsed() < COUNT_TRUSTED_FOR && count < max_clients / 2);
-            if !trusted {
+            if !seen_count.trusted(max_clients) {
                 let mut count = clients.count().await?;
                 if count >= max_clients {
                     // Expired registrations may still be counted; sweep before refusing.
@@ -157,9 +179,7 @@ impl Handler<RegisterClient> for ClientRegistry {
                         return Err(RegisterError::Full);
                     }
                 }
-                if let Ok(mut seen) = seen_count.lock() {
-                    *seen = Some((Instant::now(), count));
-                }
+                seen_count.counted(count);
             }
             let reg = msg.registration;
             let secret = reg.auth_method.is_confidential().then(|| random_token(32));
@@ -175,9 +195,7 @@ impl Handler<RegisterClient> for ClientRegistry {
                 issued_at: now_secs(),
             };
             clients.put(&client.client_id, &client, ttl).await?;
-            if let Some((_, count)) = seen_count.lock().ok().as_deref_mut().and_then(Option::as_mut) {
-                *count += 1;
-            }
+            seen_count.registered_one();
             Ok((client, secret))
         })
     }
