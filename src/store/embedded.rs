@@ -30,6 +30,13 @@ use super::{StoreError, StoreFuture, Table};
 /// Largest number of writes committed together.
 const MAX_BATCH: usize = 512;
 
+/// Memtable size per table. fjall's default (64 MiB) lets each table's
+/// skiplist grow to hundreds of thousands of short-lived records and
+/// tombstones; at 4 MiB the writer's lookups and inserts took half the CPU
+/// (perf: 19% of the proxy's samples down to 9% in full flows at c=16) and
+/// resident memory stays bounded, at the cost of more frequent small flushes.
+const MEMTABLE_BYTES: u64 = 4 * 1024 * 1024;
+
 fn now_millis() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -142,7 +149,9 @@ impl Database {
     pub fn table(&self, name: &'static str) -> Result<EmbeddedTable, StoreError> {
         let keyspace = self
             .db
-            .keyspace(name, KeyspaceCreateOptions::default)
+            .keyspace(name, || {
+                KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES)
+            })
             .map_err(unavailable)?;
         let count = keyspace.len().map_err(unavailable)?;
         Ok(EmbeddedTable {
@@ -523,5 +532,39 @@ mod tests {
             2,
             "touch neither adds nor removes records"
         );
+    }
+
+    #[actix_rt::test]
+    async fn records_written_past_several_memtables_survive_flushes_and_a_reopen() {
+        let mut store = TempStore::open("flushes");
+        let table = store.table("grant");
+        let record = vec![7u8; 1024];
+        let written = 3 * MEMTABLE_BYTES as usize / record.len();
+        for chunk in (0..written).collect::<Vec<_>>().chunks(256) {
+            let puts: Vec<_> = chunk
+                .iter()
+                .map(|i| table.put(&format!("g{i}"), record.clone(), HOUR))
+                .collect();
+            for put in futures_util::future::join_all(puts).await {
+                put.unwrap();
+            }
+        }
+        assert_eq!(table.take("g0").await.unwrap(), Some(record.clone()));
+        drop(table);
+        let flushed_tables: usize = std::fs::read_dir(store.dir.join("store/keyspaces"))
+            .unwrap()
+            .filter_map(|keyspace| std::fs::read_dir(keyspace.ok()?.path().join("tables")).ok())
+            .map(|tables| tables.count())
+            .sum();
+        assert!(flushed_tables >= 2, "the memtable was flushed to disk tables");
+
+        store.db = None;
+        store.db = Some(Database::open(&store.dir).unwrap());
+        let table = store.table("grant");
+        assert_eq!(table.count().await.unwrap(), written - 1);
+        assert_eq!(table.get("g0").await.unwrap(), None, "the take outlived the reopen");
+        for i in [1, written / 2, written - 1] {
+            assert_eq!(table.get(&format!("g{i}")).await.unwrap(), Some(record.clone()));
+        }
     }
 }
