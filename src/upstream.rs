@@ -65,11 +65,17 @@ pub struct Upstream {
     client_id: String,
     client_secret: Secret,
     auth_method: UpstreamAuthMethod,
-    scopes: Vec<String>,
-    extra_params: Vec<(String, String)>,
     timeout: Duration,
     /// The `Authorization: Basic` value, built once.
     basic_authorization: Secret,
+    /// The proxy's callback URL, registered with the upstream client.
+    callback: String,
+    /// The authorization URL with every parameter that does not change per
+    /// request already encoded; each request appends `state` and
+    /// `code_challenge`.
+    authorization_prefix: String,
+    /// The token endpoint, parsed once for awc.
+    token_uri: actix_web::http::Uri,
 }
 
 /// RFC 6749 §2.3.1: form-urlencode id and secret, then base64.
@@ -122,7 +128,7 @@ struct TokenResponse {
 impl Upstream {
     /// Resolves the endpoints, fetching the discovery document when only the
     /// upstream issuer is configured.
-    pub async fn resolve(config: &UpstreamConfig) -> Result<Upstream, UpstreamError> {
+    pub async fn resolve(config: &UpstreamConfig, callback: String) -> Result<Upstream, UpstreamError> {
         let (authorization_endpoint, token_endpoint, mut userinfo, mut revocation) = match &config.endpoints {
             UpstreamEndpoints::Explicit {
                 authorization_endpoint,
@@ -136,16 +142,22 @@ impl Upstream {
         if config.revocation_endpoint.is_some() {
             revocation = config.revocation_endpoint.clone();
         }
+        let authorization_prefix = authorization_prefix(&authorization_endpoint, config, &callback);
+        let token_uri = token_endpoint
+            .as_str()
+            .parse()
+            .map_err(|e| UpstreamError::InvalidResponse(format!("the token endpoint is not a valid URI: {e}")))?;
         Ok(Upstream {
             authorization_endpoint,
             token_endpoint,
+            callback,
+            authorization_prefix,
+            token_uri,
             userinfo_endpoint: userinfo,
             revocation_endpoint: revocation,
             client_id: config.client_id.clone(),
             client_secret: config.client_secret.clone(),
             auth_method: config.auth_method,
-            scopes: config.scopes.clone(),
-            extra_params: config.extra_authorize_params.clone(),
             timeout: config.timeout,
             basic_authorization: basic_authorization(&config.client_id, &config.client_secret),
         })
@@ -153,38 +165,22 @@ impl Upstream {
 
     /// The upstream authorization URL. The client's `resource` is never
     /// forwarded: upstreams reject resources they do not know.
-    pub fn authorization_url(&self, state: &str, callback: &str, code_challenge: &str) -> Url {
-        let mut url = self.authorization_endpoint.clone();
-        {
-            let mut query = url.query_pairs_mut();
-            query
-                .append_pair("response_type", "code")
-                .append_pair("client_id", &self.client_id)
-                .append_pair("redirect_uri", callback)
-                .append_pair("state", state)
-                .append_pair("code_challenge", code_challenge)
-                .append_pair("code_challenge_method", "S256");
-            if !self.scopes.is_empty() {
-                query.append_pair("scope", &self.scopes.join(" "));
-            }
-            for (name, value) in &self.extra_params {
-                query.append_pair(name, value);
-            }
-        }
-        url
+    pub fn authorization_url(&self, state: &str, code_challenge: &str) -> String {
+        let mut url = String::with_capacity(self.authorization_prefix.len() + state.len() + code_challenge.len() + 32);
+        url.push_str(&self.authorization_prefix);
+        // The prefix always holds a query, so the serializer joins with `&`.
+        url::form_urlencoded::Serializer::for_suffix(url, 0)
+            .append_pair("state", state)
+            .append_pair("code_challenge", code_challenge)
+            .finish()
     }
 
     /// Exchanges an upstream authorization code at the callback.
-    pub async fn exchange_code(
-        &self,
-        code: &str,
-        callback: &str,
-        verifier: Option<&str>,
-    ) -> Result<UpstreamTokens, UpstreamError> {
+    pub async fn exchange_code(&self, code: &str, verifier: Option<&str>) -> Result<UpstreamTokens, UpstreamError> {
         let mut form = vec![
             ("grant_type", "authorization_code"),
             ("code", code),
-            ("redirect_uri", callback),
+            ("redirect_uri", self.callback.as_str()),
         ];
         if let Some(verifier) = verifier {
             form.push(("code_verifier", verifier));
@@ -204,7 +200,7 @@ impl Upstream {
         form: Vec<(&str, &str)>,
         previous_refresh: Option<&str>,
     ) -> Result<UpstreamTokens, UpstreamError> {
-        let (request, form) = self.authenticated(self.token_endpoint.as_str(), form);
+        let (request, form) = self.authenticated(self.token_uri.clone(), form);
         let mut response = request.send_form(&form).await.map_err(|e| self.send_error(e))?;
         let status = response.status();
         let body = response.body().limit(MAX_BODY).await.map_err(|e| match e {
@@ -253,11 +249,15 @@ impl Upstream {
     }
 
     /// A POST to an upstream endpoint with the proxy's client authentication.
-    fn authenticated<'a>(
+    fn authenticated<'a, U>(
         &'a self,
-        url: &str,
+        url: U,
         mut form: Vec<(&'a str, &'a str)>,
-    ) -> (awc::ClientRequest, Vec<(&'a str, &'a str)>) {
+    ) -> (awc::ClientRequest, Vec<(&'a str, &'a str)>)
+    where
+        actix_web::http::Uri: TryFrom<U>,
+        <actix_web::http::Uri as TryFrom<U>>::Error: Into<awc::error::HttpError>,
+    {
         let mut request = http_client(self.timeout)
             .post(url)
             .insert_header((header::ACCEPT, "application/json"));
@@ -320,6 +320,29 @@ impl Upstream {
             other => UpstreamError::Unreachable(other.to_string()),
         }
     }
+}
+
+/// The authorization endpoint with the parameters that are the same for
+/// every request (RFC 6749 §4.1.1, RFC 7636 §4.3). The endpoint's own query
+/// is kept; a fragment, which RFC 6749 §3.1 forbids there, is dropped.
+fn authorization_prefix(endpoint: &Url, config: &UpstreamConfig, callback: &str) -> String {
+    let mut url = endpoint.clone();
+    url.set_fragment(None);
+    {
+        let mut query = url.query_pairs_mut();
+        query
+            .append_pair("response_type", "code")
+            .append_pair("client_id", &config.client_id)
+            .append_pair("redirect_uri", callback)
+            .append_pair("code_challenge_method", "S256");
+        if !config.scopes.is_empty() {
+            query.append_pair("scope", &config.scopes.join(" "));
+        }
+        for (name, value) in &config.extra_authorize_params {
+            query.append_pair(name, value);
+        }
+    }
+    url.into()
 }
 
 type DiscoveredEndpoints = (Url, Url, Option<Url>, Option<Url>);

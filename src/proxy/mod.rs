@@ -82,7 +82,7 @@ pub enum AuthorizeOutcome {
     /// Ask the user (consent screen).
     Consent(Box<ConsentPrompt>),
     /// Consent is off or remembered: go to the upstream.
-    RedirectUpstream(Url),
+    RedirectUpstream(String),
 }
 
 /// The consent form (`POST /consent`).
@@ -97,7 +97,7 @@ pub struct ConsentForm {
 #[derive(Debug)]
 pub enum ConsentOutcome {
     Approved {
-        upstream: Url,
+        upstream: String,
         remember_client: Option<String>,
     },
     Denied {
@@ -273,7 +273,7 @@ impl OAuthProxy {
     pub async fn start(config: Config) -> Result<OAuthProxy, StartError> {
         // awc with rustls 0.23 needs a process-wide crypto provider.
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-        let upstream = Upstream::resolve(&config.upstream).await?;
+        let upstream = Upstream::resolve(&config.upstream, config.callback_url()).await?;
 
         let backend = Backend::open(&config.storage)?;
         let keys = Keys::resolve(&config, |algorithm| {
@@ -601,10 +601,8 @@ impl OAuthProxy {
         Ok(requested)
     }
 
-    fn upstream_url(&self, transaction_id: &str, challenge: &str) -> Url {
-        self.inner
-            .upstream
-            .authorization_url(transaction_id, &self.inner.config.callback_url(), challenge)
+    fn upstream_url(&self, transaction_id: &str, challenge: &str) -> String {
+        self.inner.upstream.authorization_url(transaction_id, challenge)
     }
 
     /// `POST /consent`: checks the CSRF token and the browser, then approves
@@ -736,7 +734,7 @@ impl OAuthProxy {
                 let tokens = self
                     .inner
                     .upstream
-                    .exchange_code(&upstream_code, &config.callback_url(), Some(verifier))
+                    .exchange_code(&upstream_code, Some(verifier))
                     .await
                     .map_err(|e| upstream_redirect_error(&back, e))?;
                 let grant = self
@@ -935,7 +933,7 @@ impl OAuthProxy {
             let tokens = self
                 .inner
                 .upstream
-                .exchange_code(upstream_code, &config.callback_url(), Some(&verifier))
+                .exchange_code(upstream_code, Some(&verifier))
                 .await
                 .map_err(upstream_token_error)?;
             let grant = self

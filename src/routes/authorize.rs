@@ -22,7 +22,7 @@ pub async fn authorize(req: HttpRequest, proxy: web::Data<OAuthProxy>) -> Result
     })?;
     let (cookies, browser) = BrowserCookies::read(&req, &proxy);
     match proxy.authorize(request, &browser).await.map_err(Error::for_browser)? {
-        AuthorizeOutcome::RedirectUpstream(url) => Ok(redirect(url.as_str(), Some(&cookies))),
+        AuthorizeOutcome::RedirectUpstream(url) => Ok(redirect(&url, Some(&cookies))),
         AuthorizeOutcome::Consent(prompt) => {
             let page = ConsentPage {
                 static_prefix: STATIC_PREFIX,
@@ -65,7 +65,7 @@ pub async fn consent(req: HttpRequest, body: web::Bytes, proxy: web::Data<OAuthP
                 cookies.remember_client(&proxy, &browser, &client_id);
             }
             // 303: the browser follows a POST's redirect with GET (OAuth 2.1 §7.5.2).
-            let mut response = redirect(upstream.as_str(), Some(&cookies));
+            let mut response = redirect(&upstream, Some(&cookies));
             *response.status_mut() = StatusCode::SEE_OTHER;
             Ok(response)
         }

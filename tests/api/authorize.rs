@@ -286,3 +286,65 @@ async fn the_callback_refuses_unknown_replayed_and_foreign_browser_states() {
     assert_html_error_page(&replay, StatusCode::BAD_REQUEST);
     app.stop().await;
 }
+
+#[actix_web::test]
+async fn the_upstream_authorization_url_keeps_its_own_query_and_carries_every_parameter_once() {
+    let app = TestApp::spawn_with(
+        &[
+            // RFC 6749 §3.1: the endpoint may have a query, which is kept.
+            (
+                "OAUTH_PROXY_UPSTREAM_AUTHORIZATION_ENDPOINT",
+                "{upstream}/authorize?tenant=acme",
+            ),
+            (
+                "OAUTH_PROXY_UPSTREAM_EXTRA_AUTHORIZE_PARAMS",
+                "access_type=offline&prompt=select account",
+            ),
+        ],
+        crate::mock_upstream::MockUpstreamConfig::default(),
+    )
+    .await;
+    let client = app.register_confidential().await;
+    let pkce = Pkce::new();
+    let page = app.browser_get(&app.authorize_path(&client, &pkce, "s")).await;
+    let to_upstream = app.approve(&page).await.location();
+
+    assert_eq!(to_upstream.path(), "/authorize");
+    let pairs: Vec<(String, String)> = to_upstream.query_pairs().into_owned().collect();
+    for name in [
+        "tenant",
+        "response_type",
+        "client_id",
+        "redirect_uri",
+        "state",
+        "code_challenge",
+        "code_challenge_method",
+        "scope",
+        "access_type",
+        "prompt",
+    ] {
+        assert_eq!(
+            pairs.iter().filter(|(k, _)| k == name).count(),
+            1,
+            "`{name}` once in {to_upstream}"
+        );
+    }
+    let param = |name: &str| query_param(&to_upstream, name).unwrap();
+    assert_eq!(param("tenant"), "acme");
+    assert_eq!(param("response_type"), "code");
+    assert_eq!(param("client_id"), "upstream-client");
+    assert_eq!(param("redirect_uri"), format!("{}/oauth/callback", app.address));
+    assert_eq!(param("code_challenge_method"), "S256");
+    assert_eq!(
+        param("code_challenge").len(),
+        43,
+        "an S256 challenge of the proxy's own verifier"
+    );
+    assert_ne!(
+        param("state"),
+        "s",
+        "the upstream sees the proxy's transaction, not the client's state"
+    );
+    assert_eq!(param("prompt"), "select account");
+    app.stop().await;
+}
