@@ -246,12 +246,18 @@ pub struct OAuthProxy {
 }
 
 /// Where a browser-facing request goes once the redirect URI is validated.
-fn client_redirect(config: &Config, redirect_uri: &str, state: Option<String>) -> Result<ClientRedirect, Error> {
-    Ok(ClientRedirect {
-        redirect_uri: Url::parse(redirect_uri).map_err(Error::internal)?,
+fn client_redirect(config: &Config, redirect_uri: Url, state: Option<String>) -> ClientRedirect {
+    ClientRedirect {
+        redirect_uri,
         state,
         issuer: config.issuer.clone(),
-    })
+    }
+}
+
+/// [`client_redirect`] for a redirect URI kept as text in a transaction.
+fn stored_client_redirect(config: &Config, redirect_uri: &str, state: Option<String>) -> Result<ClientRedirect, Error> {
+    let redirect_uri = Url::parse(redirect_uri).map_err(Error::internal)?;
+    Ok(client_redirect(config, redirect_uri, state))
 }
 
 /// RFC 8707: `resource` must be the proxy's MCP resource (one trailing slash
@@ -492,7 +498,12 @@ impl OAuthProxy {
         let redirect_uri = match request.redirect_uri.as_deref() {
             Some(raw) => {
                 let requested = Url::parse(raw).ok().filter(|_| !raw.contains('#'));
-                requested.filter(|url| client.redirect_uris().any(|registered| registered.matches(url)))
+                requested.filter(|url| {
+                    // Registered URIs are kept as parsed, so one spelled the
+                    // same matches without parsing them all again.
+                    client.redirect_uris.iter().any(|registered| registered == url.as_str())
+                        || client.redirect_uris().any(|registered| registered.matches(url))
+                })
             }
             // RFC 6749 §3.1.2.3: optional when exactly one is registered.
             None if client.redirect_uris.len() == 1 => Url::parse(&client.redirect_uris[0]).ok(),
@@ -506,7 +517,7 @@ impl OAuthProxy {
                 "invalid_request",
             ));
         };
-        let back = client_redirect(config, redirect_uri.as_str(), request.state.clone())?;
+        let back = client_redirect(config, redirect_uri.clone(), request.state.clone());
 
         if request.response_type.as_deref() != Some("code") {
             return Err(Error::redirect(
@@ -629,7 +640,7 @@ impl OAuthProxy {
                 "invalid_request",
             ));
         }
-        let back = client_redirect(&self.inner.config, &transaction.redirect_uri, transaction.state.clone())?;
+        let back = stored_client_redirect(&self.inner.config, &transaction.redirect_uri, transaction.state.clone())?;
         match form.decision.as_str() {
             "approve" => {
                 transaction.approved = true;
@@ -699,7 +710,7 @@ impl OAuthProxy {
                 "access_denied",
             ));
         }
-        let back = client_redirect(config, &transaction.redirect_uri, transaction.state.clone())?;
+        let back = stored_client_redirect(config, &transaction.redirect_uri, transaction.state.clone())?;
         if let Some(error) = params.error.as_deref() {
             // Upstream codes that mean the same to the client pass through.
             let code = match error {
