@@ -115,4 +115,20 @@ impl Handler<TakeTransaction> for TransactionStore {
     }
 }
 
+/// Takes a transaction at the callback, which stores the code (a durable
+/// write) before it answers with it: the take need not wait for its own
+/// sync (see [`crate::store::Table::take_before_write`]).
+#[derive(Message)]
+#[rtype(result = "Result<Option<Transaction>, StoreError>")]
+pub struct TakeTransactionBeforeWrite(pub String);
+
+impl Handler<TakeTransactionBeforeWrite> for TransactionStore {
+    type Result = ResponseFuture<Result<Option<Transaction>, StoreError>>;
+
+    fn handle(&mut self, msg: TakeTransactionBeforeWrite, _: &mut Self::Context) -> Self::Result {
+        let transactions = self.transactions.clone();
+        Box::pin(async move { transactions.take_before_write(&msg.0).await })
+    }
+}
+
 super::lifecycle_handlers!(TransactionStore, transactions);

@@ -27,7 +27,9 @@ use crate::actors::token_vault::{
     ClaimRefresh, CreateGrant, GetGrant, Grant, IssuePassThrough, IssueTokens, IssuedPair, LookupPassThrough,
     RefreshClaim, RevokeGrant, UndoRotation, UpdateUpstreamTokens, UpstreamTokens,
 };
-use crate::actors::transactions::{GetTransaction, PutTransaction, TakeTransaction, Transaction};
+use crate::actors::transactions::{
+    GetTransaction, PutTransaction, TakeTransaction, TakeTransactionBeforeWrite, Transaction,
+};
 use crate::actors::{ClientRegistry, CodeStore, Shutdown, TokenVault, TransactionStore, UpstreamRefresher};
 use crate::config::{Config, JwtAlgorithm, Secret};
 use crate::crypto::{constant_time_eq, random_token, sha256_b64url, Sealer};
@@ -693,7 +695,7 @@ impl OAuthProxy {
         let transaction = self
             .actors()
             .transactions
-            .send(TakeTransaction(state.to_string()))
+            .send(TakeTransactionBeforeWrite(state.to_string()))
             .await??;
         let Some(transaction) = transaction else {
             return Err(expired_page());

@@ -9,7 +9,9 @@
 //! Contract: a write is durable (journal fsynced) before its future resolves,
 //! so the HTTP answer that depends on it is sent only after, and it becomes
 //! visible to readers only once durable (fjall publishes a batch after its
-//! sync). One writer thread applies writes in batches: every write queued
+//! sync). The one exception is [`Table::take_before_write`], which resolves
+//! once its outcome is decided and is made durable by the caller's next
+//! write (batches commit in order, one journal). One writer thread applies writes in batches: every write queued
 //! while the previous batch was syncing goes into the next one (group
 //! commit), so many concurrent requests share one fsync. Being the only
 //! writer, it makes take and compare-and-swap atomic. Reads run on the
@@ -97,6 +99,9 @@ enum Outcome {
 struct Write {
     table: EmbeddedTable,
     op: Op,
+    /// Answered as soon as its outcome is decided, before its batch is
+    /// durable (see [`Table::take_before_write`]).
+    early: bool,
     reply: oneshot::Sender<Result<Outcome, StoreError>>,
 }
 
@@ -165,6 +170,10 @@ impl Database {
 
 /// Applies queued writes, a batch per commit, until every sender is gone.
 fn writer(db: fjall::Database, queue: mpsc::Receiver<Write>) {
+    // Set when a commit fails after writes of its batch were answered early:
+    // their callers may have gone on, so no later write may become durable
+    // without them. The store then refuses writes until restarted.
+    let mut broken: Option<StoreError> = None;
     while let Ok(first) = queue.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -173,17 +182,56 @@ fn writer(db: fjall::Database, queue: mpsc::Receiver<Write>) {
                 Err(_) => break,
             }
         }
-        match apply(&db, &batch) {
-            Ok(outcomes) => {
-                for (write, outcome) in batch.into_iter().zip(outcomes) {
-                    let _ = write.reply.send(Ok(outcome));
-                }
+        if let Some(e) = &broken {
+            for write in batch {
+                let _ = write.reply.send(Err(e.clone()));
             }
-            Err(e) => {
-                log::error!("embedded store commit failed: {e}");
-                for write in batch {
-                    let _ = write.reply.send(Err(e.clone()));
-                }
+            continue;
+        }
+        broken = commit_batch(&db, batch).err();
+    }
+}
+
+/// One fjall batch for the whole group, synced before anyone but the early
+/// writes is answered. Fails only when the commit failed after answering
+/// early writes.
+fn commit_batch(db: &fjall::Database, batch: Vec<Write>) -> Result<(), StoreError> {
+    let now = now_millis();
+    let mut group = Group {
+        commit: db.batch().durability(Some(PersistMode::SyncData)),
+        pending: HashMap::new(),
+        counted: Vec::new(),
+    };
+    let mut answered_early = false;
+    let mut after_commit = Vec::with_capacity(batch.len());
+    for write in batch {
+        // A write that fails here has changed nothing in the group.
+        let outcome = group.apply(&write, now);
+        match outcome {
+            Ok(outcome) if write.early => {
+                let _ = write.reply.send(Ok(outcome));
+                answered_early = true;
+            }
+            outcome => after_commit.push((write.reply, outcome)),
+        }
+    }
+    match group.commit() {
+        Ok(()) => {
+            for (reply, outcome) in after_commit {
+                let _ = reply.send(outcome);
+            }
+            Ok(())
+        }
+        Err(e) => {
+            log::error!("embedded store commit failed: {e}");
+            for (reply, _) in after_commit {
+                let _ = reply.send(Err(e.clone()));
+            }
+            if answered_early {
+                log::error!("writes were answered before this failed commit; the store refuses writes until restarted");
+                Err(e)
+            } else {
+                Ok(())
             }
         }
     }
@@ -220,6 +268,21 @@ impl Group {
         self.pending.insert((table.keyspace.id(), key.to_string()), value);
         self.counted
             .push((table.count.clone(), delta, table.generation.clone()));
+    }
+
+    /// Commits (and syncs) the group, then updates the tables' counts and
+    /// generations.
+    fn commit(self) -> Result<(), StoreError> {
+        self.commit.commit().map_err(unavailable)?;
+        for (count, delta, generation) in self.counted {
+            generation.fetch_add(1, Ordering::Release);
+            if delta > 0 {
+                count.fetch_add(delta as usize, Ordering::Relaxed);
+            } else if delta < 0 {
+                count.fetch_sub(delta.unsigned_abs(), Ordering::Relaxed);
+            }
+        }
+        Ok(())
     }
 
     fn apply(&mut self, write: &Write, now: u64) -> Result<Outcome, StoreError> {
@@ -281,30 +344,6 @@ impl Group {
     }
 }
 
-/// One fjall batch for the whole group, synced before anyone is answered.
-fn apply(db: &fjall::Database, batch: &[Write]) -> Result<Vec<Outcome>, StoreError> {
-    let now = now_millis();
-    let mut group = Group {
-        commit: db.batch().durability(Some(PersistMode::SyncData)),
-        pending: HashMap::new(),
-        counted: Vec::new(),
-    };
-    let outcomes = batch
-        .iter()
-        .map(|write| group.apply(write, now))
-        .collect::<Result<Vec<_>, _>>()?;
-    group.commit.commit().map_err(unavailable)?;
-    for (count, delta, generation) in group.counted {
-        generation.fetch_add(1, Ordering::Release);
-        if delta > 0 {
-            count.fetch_add(delta as usize, Ordering::Relaxed);
-        } else if delta < 0 {
-            count.fetch_sub(delta.unsigned_abs(), Ordering::Relaxed);
-        }
-    }
-    Ok(outcomes)
-}
-
 /// One table of the embedded database.
 #[derive(Clone)]
 pub struct EmbeddedTable {
@@ -317,10 +356,15 @@ pub struct EmbeddedTable {
 
 impl EmbeddedTable {
     fn write(&self, op: Op) -> StoreFuture<Outcome> {
+        self.queue(op, false)
+    }
+
+    fn queue(&self, op: Op, early: bool) -> StoreFuture<Outcome> {
         let (reply, answer) = oneshot::channel();
         let queued = self.writes.send(Write {
             table: self.clone(),
             op,
+            early,
             reply,
         });
         async move {
@@ -363,6 +407,11 @@ impl Table for EmbeddedTable {
 
     fn take(&self, key: &str) -> StoreFuture<Option<Vec<u8>>> {
         let write = self.write(Op::Take { key: key.to_string() });
+        async move { write.await.map(expect_value) }.boxed_local()
+    }
+
+    fn take_before_write(&self, key: &str) -> StoreFuture<Option<Vec<u8>>> {
+        let write = self.queue(Op::Take { key: key.to_string() }, true);
         async move { write.await.map(expect_value) }.boxed_local()
     }
 
@@ -566,5 +615,36 @@ mod tests {
         for i in [1, written / 2, written - 1] {
             assert_eq!(table.get(&format!("g{i}")).await.unwrap(), Some(record.clone()));
         }
+    }
+
+    #[actix_rt::test]
+    async fn a_take_answered_before_its_sync_is_still_single_use_and_kept_after_the_next_write() {
+        let mut store = TempStore::open("early");
+        let table = store.table("transaction");
+        table.put("t", b"x".to_vec(), HOUR).await.unwrap();
+        let takes: Vec<_> = (0..20)
+            .map(|i| {
+                if i % 2 == 0 {
+                    table.take_before_write("t")
+                } else {
+                    table.take("t")
+                }
+            })
+            .collect();
+        let won = futures_util::future::join_all(takes)
+            .await
+            .into_iter()
+            .filter(|r| matches!(r, Ok(Some(_))))
+            .count();
+        assert_eq!(won, 1, "early or not, a record is taken once");
+        assert_eq!(table.count().await.unwrap(), 0);
+        table.put("code", b"c".to_vec(), HOUR).await.unwrap();
+        drop(table);
+
+        store.db = None;
+        store.db = Some(Database::open(&store.dir).unwrap());
+        let table = store.table("transaction");
+        assert_eq!(table.get("t").await.unwrap(), None);
+        assert_eq!(table.get("code").await.unwrap(), Some(b"c".to_vec()));
     }
 }

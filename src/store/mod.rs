@@ -49,6 +49,17 @@ pub trait Table: Send + Sync + 'static {
     fn get(&self, key: &str) -> StoreFuture<Option<Vec<u8>>>;
     /// Reads and removes a record in one atomic step: a record is taken once.
     fn take(&self, key: &str) -> StoreFuture<Option<Vec<u8>>>;
+    /// [`Table::take`] for a caller that makes a durable write to this store
+    /// before it answers on success. A store that syncs to disk resolves it
+    /// as soon as the take is decided, while its commit is still on the way
+    /// to disk, so the caller's work (an upstream call) overlaps the sync.
+    /// Commits are made in order in one journal, so that next write is
+    /// durable only with this take. An error answer sent without a later
+    /// write can precede the take's durability by one commit; a crash in
+    /// that window leaves the record takeable once more.
+    fn take_before_write(&self, key: &str) -> StoreFuture<Option<Vec<u8>>> {
+        self.take(key)
+    }
     fn delete(&self, key: &str) -> StoreFuture<bool>;
     /// Atomically replaces the record if it still holds `expected` (`None`:
     /// absent); `new` `None` deletes it. Answers whether it was replaced.
@@ -179,6 +190,15 @@ impl<T: Serialize + DeserializeOwned + 'static> SealedTable<T> {
 
     pub async fn take(&self, key: &str) -> Result<Option<T>, StoreError> {
         Ok(self.table.take(key).await?.and_then(|bytes| self.open(key, &bytes)))
+    }
+
+    /// See [`Table::take_before_write`].
+    pub async fn take_before_write(&self, key: &str) -> Result<Option<T>, StoreError> {
+        Ok(self
+            .table
+            .take_before_write(key)
+            .await?
+            .and_then(|bytes| self.open(key, &bytes)))
     }
 
     pub async fn delete(&self, key: &str) -> Result<bool, StoreError> {

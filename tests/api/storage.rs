@@ -109,6 +109,44 @@ async fn the_directory_store_keeps_clients_grants_and_tokens_across_restarts_and
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[actix_web::test]
+async fn the_directory_stores_callback_answer_survives_sigkill_the_state_spent_and_the_code_redeemable() {
+    // The callback's take of the transaction is answered before its own
+    // sync; the code write that follows must carry it to disk with it.
+    let upstream = MockUpstream::start(MockUpstreamConfig::default()).await;
+    let dir = temp_dir("callback");
+    let port = free_port();
+    let mut variables = upstream_settings(&upstream);
+    variables.push(("OAUTH_PROXY_STORAGE", dir.display().to_string()));
+    let service = RunningService::start(port, &variables).await;
+    let driver = Driver::new(&service.address);
+    let client = driver.register_confidential().await;
+    let pkce = Pkce::new();
+    let page = driver.browser_get(&driver.authorize_path(&client, &pkce, "s")).await;
+    let to_upstream = driver.approve(&page).await;
+    let callback = driver.browser_get(to_upstream.location().as_str()).await.location();
+    let back = driver.browser_get(callback.as_str()).await;
+    assert_eq!(back.status, StatusCode::FOUND, "{}", back.body);
+    let code = query_param(&back.location(), "code").expect("a code for the client");
+
+    service.stop_with("KILL").await;
+    let service = RunningService::start(port, &variables).await;
+    let replay = driver.browser_get(callback.as_str()).await;
+    assert_eq!(
+        replay.status,
+        StatusCode::BAD_REQUEST,
+        "the state was spent: {}",
+        replay.body
+    );
+    assert!(replay.body.contains("expired"), "{}", replay.body);
+    let tokens = driver.exchange_code(&client, &code, &pkce.verifier).await;
+    assert_eq!(tokens.status, StatusCode::OK, "the code was stored: {}", tokens.body);
+
+    service.stop_with("TERM").await;
+    upstream.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 fn redis_settings(redis: &RedisServer, base_url: Option<&str>) -> Vec<(&'static str, String)> {
     let mut settings = vec![
         ("OAUTH_PROXY_STORAGE", redis.url()),
