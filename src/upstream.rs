@@ -36,6 +36,9 @@ pub enum UpstreamError {
     Status(u16),
     #[error("the upstream answer was not valid: {0}")]
     InvalidResponse(String),
+    /// An endpoint URL that awc cannot send to (checked at start-up).
+    #[error("the upstream endpoint {0} is not a valid HTTP request URI")]
+    InvalidEndpoint(String),
 }
 
 impl UpstreamError {
@@ -50,7 +53,7 @@ impl UpstreamError {
             UpstreamError::Timeout(_) | UpstreamError::Unreachable(_) => true,
             UpstreamError::Status(status) => *status >= 500 || *status == 429,
             UpstreamError::Rejected { error, .. } => error == "temporarily_unavailable" || error == "server_error",
-            UpstreamError::InvalidResponse(_) => false,
+            UpstreamError::InvalidResponse(_) | UpstreamError::InvalidEndpoint(_) => false,
         }
     }
 }
@@ -146,7 +149,7 @@ impl Upstream {
         let token_uri = token_endpoint
             .as_str()
             .parse()
-            .map_err(|e| UpstreamError::InvalidResponse(format!("the token endpoint is not a valid URI: {e}")))?;
+            .map_err(|_| UpstreamError::InvalidEndpoint(token_endpoint.to_string()))?;
         Ok(Upstream {
             authorization_endpoint,
             token_endpoint,
