@@ -104,30 +104,26 @@ impl Handler<GetTransaction> for TransactionStore {
 /// Takes a transaction: it cannot be used again.
 #[derive(Message)]
 #[rtype(result = "Result<Option<Transaction>, StoreError>")]
-pub struct TakeTransaction(pub String);
+pub struct TakeTransaction {
+    pub id: String,
+    /// The caller stores a code (a durable write) before it answers with
+    /// it, as the callback does: the take need not wait for its own sync
+    /// (see [`crate::store::Table::take_before_write`]).
+    pub before_write: bool,
+}
 
 impl Handler<TakeTransaction> for TransactionStore {
     type Result = ResponseFuture<Result<Option<Transaction>, StoreError>>;
 
     fn handle(&mut self, msg: TakeTransaction, _: &mut Self::Context) -> Self::Result {
         let transactions = self.transactions.clone();
-        Box::pin(async move { transactions.take(&msg.0).await })
-    }
-}
-
-/// Takes a transaction at the callback, which stores the code (a durable
-/// write) before it answers with it: the take need not wait for its own
-/// sync (see [`crate::store::Table::take_before_write`]).
-#[derive(Message)]
-#[rtype(result = "Result<Option<Transaction>, StoreError>")]
-pub struct TakeTransactionBeforeWrite(pub String);
-
-impl Handler<TakeTransactionBeforeWrite> for TransactionStore {
-    type Result = ResponseFuture<Result<Option<Transaction>, StoreError>>;
-
-    fn handle(&mut self, msg: TakeTransactionBeforeWrite, _: &mut Self::Context) -> Self::Result {
-        let transactions = self.transactions.clone();
-        Box::pin(async move { transactions.take_before_write(&msg.0).await })
+        Box::pin(async move {
+            if msg.before_write {
+                transactions.take_before_write(&msg.id).await
+            } else {
+                transactions.take(&msg.id).await
+            }
+        })
     }
 }
 

@@ -27,9 +27,7 @@ use crate::actors::token_vault::{
     ClaimRefresh, CreateGrant, GetGrant, Grant, IssuePassThrough, IssueTokens, IssuedPair, LookupPassThrough,
     RefreshClaim, RevokeGrant, UndoRotation, UpdateUpstreamTokens, UpstreamTokens,
 };
-use crate::actors::transactions::{
-    GetTransaction, PutTransaction, TakeTransaction, TakeTransactionBeforeWrite, Transaction,
-};
+use crate::actors::transactions::{GetTransaction, PutTransaction, TakeTransaction, Transaction};
 use crate::actors::{ClientRegistry, CodeStore, Shutdown, TokenVault, TransactionStore, UpstreamRefresher};
 use crate::config::{Config, JwtAlgorithm, Secret};
 use crate::crypto::{constant_time_eq, random_token, sha256_b64url, Sealer};
@@ -667,7 +665,11 @@ impl OAuthProxy {
                 let _ = self
                     .actors()
                     .transactions
-                    .send(TakeTransaction(form.transaction_id))
+                    .send(TakeTransaction {
+                        id: form.transaction_id,
+                        // The denial answers without another write.
+                        before_write: false,
+                    })
                     .await?;
                 Ok(ConsentOutcome::Denied {
                     client_redirect: back.with_params(&[
@@ -695,7 +697,10 @@ impl OAuthProxy {
         let transaction = self
             .actors()
             .transactions
-            .send(TakeTransactionBeforeWrite(state.to_string()))
+            .send(TakeTransaction {
+                id: state.to_string(),
+                before_write: true,
+            })
             .await??;
         let Some(transaction) = transaction else {
             return Err(expired_page());
