@@ -8,11 +8,12 @@
 //! measurement is bounded in time and concurrency.
 //!
 //! Environment: `BENCH_DURATION` seconds per measurement (default 10),
-//! `BENCH_SCENARIOS` a comma list of `flow,refresh,register,metadata,mcp,memory`
-//! (default all), `BENCH_BACKENDS` a comma list of `memory,directory,redis`
+//! `BENCH_SCENARIOS` a comma list of
+//! `flow,refresh,register,metadata,mcp,mcp-real,memory` (default all), `BENCH_BACKENDS` a comma list of `memory,directory,redis`
 //! (default all), `BENCH_GRANTS` grants stored for the memory scenario
 //! (default 100000), `BENCH_REAL_CONCURRENCY` for the real MCP server rows
-//! (default 16), `BENCH_PROXY_BINARY` to measure another build of the proxy
+//! (default 16) and `BENCH_REAL_ROUNDS` their alternating rounds of half a
+//! `BENCH_DURATION` each (default 6), `BENCH_PROXY_BINARY` to measure another build of the proxy
 //! (an A/B comparison on the same machine), `BENCH_HISTOGRAM=1` to print a latency histogram of each
 //! multi-step row (it showed the full-flow p99 comes from a separate cluster
 //! of stalls, not from a slow tail of ordinary flows).
@@ -746,20 +747,24 @@ async fn real_mcp_server(upstream: &FastUpstream, seconds: u64) {
     }
     // Node compiles its hot paths during the first seconds: warm it up first.
     run_wrk(&paths[0].1, concurrency, 3, paths[0].2);
-    // Rounds alternate the paths, so drift in the server (GC, JIT) is shared.
-    const ROUNDS: usize = 2;
+    // Node's own throughput drifts by several percent from second to second
+    // (GC, JIT): many short rounds that alternate the paths share that drift
+    // between them, where two long ones did not.
+    let rounds = env_number("BENCH_REAL_ROUNDS", 6) as usize;
+    let round_seconds = (seconds / 2).max(2);
     // Per path, each round's measurement and the server's CPU share.
     let mut runs: Vec<Vec<(Measurement, f64)>> = paths.iter().map(|_| Vec::new()).collect();
-    for _ in 0..ROUNDS {
+    for _ in 0..rounds {
         for ((_, url, script, proxy_pid), path_runs) in paths.iter().zip(&mut runs) {
             let run = with_cpu(node.0.id(), async {
                 match proxy_pid {
                     Some(pid) => {
-                        let (mut m, cpu) = with_cpu(*pid, async { run_wrk(url, concurrency, seconds, script) }).await;
+                        let (mut m, cpu) =
+                            with_cpu(*pid, async { run_wrk(url, concurrency, round_seconds, script) }).await;
                         m.proxy_cpu = Some(cpu);
                         m
                     }
-                    None => run_wrk(url, concurrency, seconds, script),
+                    None => run_wrk(url, concurrency, round_seconds, script),
                 }
             })
             .await;
@@ -779,6 +784,22 @@ async fn real_mcp_server(upstream: &FastUpstream, seconds: u64) {
             ),
             &m,
             ratio,
+        );
+    }
+    // Each round's ratio to the direct call of the same round: the spread
+    // says how far to trust the mean above.
+    for ((name, ..), path_runs) in paths.iter().zip(&runs).skip(1) {
+        let mut ratios: Vec<f64> = path_runs
+            .iter()
+            .zip(&runs[0])
+            .map(|((m, _), (direct, _))| m.per_sec / direct.per_sec)
+            .collect();
+        ratios.sort_by(f64::total_cmp);
+        let listed: Vec<String> = ratios.iter().map(|r| format!("{:.0}%", r * 100.0)).collect();
+        println!(
+            "|   per round, {name}: {} (median {:.0}%)",
+            listed.join(" "),
+            100.0 * (ratios[(ratios.len() - 1) / 2] + ratios[ratios.len() / 2]) / 2.0
         );
     }
 }
