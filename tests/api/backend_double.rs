@@ -122,3 +122,67 @@ impl BackendDouble {
         self.handle.stop(false).await;
     }
 }
+
+/// A stand-in MCP server on a bare socket that records the header names of
+/// every request in the order they arrived, which an HTTP library's header
+/// map would not keep. Answers every request with a small JSON-RPC result.
+pub struct HeaderOrderBackend {
+    pub url: String,
+    pub orders: Arc<Mutex<Vec<Vec<String>>>>,
+}
+
+impl HeaderOrderBackend {
+    pub fn start() -> HeaderOrderBackend {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/mcp", listener.local_addr().unwrap());
+        let orders = Arc::new(Mutex::new(Vec::new()));
+        let recorded = orders.clone();
+        // Lives as long as the test process; each connection gets a thread.
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let recorded = recorded.clone();
+                std::thread::spawn(move || serve_recording_order(stream, &recorded));
+            }
+        });
+        HeaderOrderBackend { url, orders }
+    }
+}
+
+/// Keep-alive HTTP/1.1 requests with `Content-Length` bodies, until the
+/// client closes the connection.
+fn serve_recording_order(stream: std::net::TcpStream, recorded: &Mutex<Vec<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let mut writer = stream.try_clone().unwrap();
+    let mut reader = BufReader::new(stream);
+    loop {
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+            return;
+        }
+        let (mut names, mut length) = (Vec::new(), 0);
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            let Some((name, value)) = line.trim_end().split_once(':') else {
+                break;
+            };
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.trim().parse().unwrap();
+            }
+            names.push(name.to_ascii_lowercase());
+        }
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).unwrap();
+        recorded.lock().unwrap().push(names);
+        let answer = r#"{"jsonrpc":"2.0","id":1,"result":{}}"#;
+        let head = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            answer.len()
+        );
+        if writer.write_all(format!("{head}{answer}").as_bytes()).is_err() {
+            return;
+        }
+    }
+}

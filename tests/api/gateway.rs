@@ -9,7 +9,7 @@ use base64::Engine;
 use futures_util::StreamExt;
 use serde_json::json;
 
-use crate::backend_double::BackendDouble;
+use crate::backend_double::{BackendDouble, HeaderOrderBackend};
 use crate::helpers::{bearer_challenge, TestApp};
 use crate::mock_upstream::{MockUpstreamConfig, TokenBehavior};
 
@@ -100,6 +100,52 @@ async fn bad_tokens_get_401_invalid_token() {
     assert!(backend.recorded.authorization.lock().unwrap().is_empty());
     app.stop().await;
     backend.stop().await;
+}
+
+/// A Node MCP server (the TypeScript SDK's) builds each request's header
+/// object in arrival order; when the order changes from request to request,
+/// every object gets a new shape and V8's property caches stop working.
+#[actix_web::test]
+async fn the_same_headers_reach_the_mcp_server_in_the_same_order_on_every_request() {
+    let backend = HeaderOrderBackend::start();
+    let app = TestApp::spawn_with(
+        &[("OAUTH_PROXY_MCP_UPSTREAM_URL", backend.url.as_str())],
+        MockUpstreamConfig::default(),
+    )
+    .await;
+    let (access, _) = access_token(&app).await;
+    let headers = [
+        ("MCP-Protocol-Version", "2025-06-18"),
+        ("Mcp-Session-Id", "session-1"),
+        ("User-Agent", "order-test/1"),
+    ];
+    for _ in 0..20 {
+        let answer = app
+            .mcp_request(Method::POST, "/mcp", Some(&access), &headers, Some(ping()))
+            .await;
+        assert_eq!(answer.status, StatusCode::OK);
+    }
+    let orders = backend.orders.lock().unwrap().clone();
+    assert_eq!(orders.len(), 20);
+    for name in [
+        "authorization",
+        "content-type",
+        "accept",
+        "mcp-protocol-version",
+        "mcp-session-id",
+        "user-agent",
+        "host",
+    ] {
+        assert!(
+            orders[0].iter().any(|n| n == name),
+            "{name} reaches the backend: {:?}",
+            orders[0]
+        );
+    }
+    for order in &orders[1..] {
+        assert_eq!(order, &orders[0]);
+    }
+    app.stop().await;
 }
 
 #[actix_web::test]
