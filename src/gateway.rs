@@ -193,6 +193,8 @@ impl Gateway {
         let mut request = backend_client(self.connect_timeout)
             .request(method.clone(), target)
             .timeout(self.response_timeout);
+        // The backend client adds no default headers, so this replaces an
+        // empty map.
         let headers = request.headers_mut();
         *headers = seeded_header_map();
         let bearer = HeaderValue::try_from(format!("Bearer {upstream_token}"))
