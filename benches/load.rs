@@ -9,13 +9,15 @@
 //!
 //! Environment: `BENCH_DURATION` seconds per measurement (default 10),
 //! `BENCH_SCENARIOS` a comma list of
-//! `flow,refresh,register,metadata,mcp,mcp-real,memory` (default all), `BENCH_BACKENDS` a comma list of `memory,directory,redis`
-//! (default all), `BENCH_GRANTS` grants stored for the memory scenario
-//! (default 100000), `BENCH_REAL_CONCURRENCY` for the real MCP server rows
-//! (default 16) and `BENCH_REAL_ROUNDS` their alternating rounds of half a
-//! `BENCH_DURATION` each (default 6), `BENCH_PROXY_BINARY` to measure another build of the proxy
-//! (an A/B comparison on the same machine), `BENCH_HISTOGRAM=1` to print a latency histogram of each
-//! multi-step row (it showed the full-flow p99 comes from a separate cluster
+//! `flow,refresh,register,metadata,mcp,mcp-real,memory` (default all),
+//! `BENCH_BACKENDS` a comma list of `memory,directory,redis` (default all),
+//! `BENCH_GRANTS` grants stored for the memory scenario (default 100000),
+//! `BENCH_REAL_CONCURRENCY` for the real MCP server rows (default 16) and
+//! `BENCH_REAL_ROUNDS` their alternating rounds of half a `BENCH_DURATION`
+//! each (default 6, at least 1), `BENCH_PROXY_BINARY` to measure another
+//! build of the proxy (an A/B comparison on the same machine),
+//! `BENCH_HISTOGRAM=1` to print a latency histogram of each multi-step row
+//! (it showed the full-flow p99 comes from a separate cluster
 //! of stalls, not from a slow tail of ordinary flows).
 
 #[path = "load/driver.rs"]
@@ -750,7 +752,7 @@ async fn real_mcp_server(upstream: &FastUpstream, seconds: u64) {
     // Node's own throughput drifts by several percent from second to second
     // (GC, JIT): many short rounds that alternate the paths share that drift
     // between them, where two long ones did not.
-    let rounds = env_number("BENCH_REAL_ROUNDS", 6) as usize;
+    let rounds = env_number("BENCH_REAL_ROUNDS", 6).max(1) as usize;
     let round_seconds = (seconds / 2).max(2);
     // Per path, each round's measurement and the server's CPU share.
     let mut runs: Vec<Vec<(Measurement, f64)>> = paths.iter().map(|_| Vec::new()).collect();
