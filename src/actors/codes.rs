@@ -201,8 +201,11 @@ impl Handler<RedeemCode> for CodeStore {
         Box::pin(async move {
             let key = sha256_b64url(msg.code.as_bytes());
             let verifier_hash = sha256_b64url(msg.verifier.as_bytes());
+            // A redemption is followed by a durable write on success (the
+            // grant's tokens, or the grant from a forwarded-PKCE exchange),
+            // so its own sync overlaps the caller's work.
             codes
-                .update(&key, |record| redeem(record, &msg, &verifier_hash, ttl))
+                .update_before_write(&key, |record| redeem(record, &msg, &verifier_hash, ttl))
                 .await
         })
     }

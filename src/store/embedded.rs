@@ -9,9 +9,10 @@
 //! Contract: a write is durable (journal fsynced) before its future resolves,
 //! so the HTTP answer that depends on it is sent only after, and it becomes
 //! visible to readers only once durable (fjall publishes a batch after its
-//! sync). The one exception is [`Table::take_before_write`], which resolves
-//! once its outcome is decided and is made durable by the caller's next
-//! write (batches commit in order, one journal). One writer thread applies writes in batches: every write queued
+//! sync). The exceptions are [`Table::take_before_write`] and a swap made by
+//! [`Table::compare_and_swap_before_write`], which resolve once decided and
+//! are made durable by the caller's next write (batches commit in order, one
+//! journal). One writer thread applies writes in batches: every write queued
 //! while the previous batch was syncing goes into the next one (group
 //! commit), so many concurrent requests share one fsync. Being the only
 //! writer, it makes take and compare-and-swap atomic. Reads run on the
@@ -208,7 +209,9 @@ fn commit_batch(db: &fjall::Database, batch: Vec<Write>) -> Result<(), StoreErro
         // A write that fails here has changed nothing in the group.
         let outcome = group.apply(&write, now);
         match outcome {
-            Ok(outcome) if write.early => {
+            // A refused swap waits for the commit: the caller reads again,
+            // and must then see the write that beat it.
+            Ok(outcome) if write.early && !matches!(outcome, Outcome::Flag(false)) => {
                 let _ = write.reply.send(Ok(outcome));
                 answered_early = true;
             }
@@ -373,6 +376,23 @@ impl EmbeddedTable {
         }
         .boxed_local()
     }
+
+    /// A compare-and-swap; `early`: see [`Table::compare_and_swap_before_write`].
+    fn swap(
+        &self,
+        key: &str,
+        expected: Option<Vec<u8>>,
+        new: Option<(Vec<u8>, Duration)>,
+        early: bool,
+    ) -> StoreFuture<bool> {
+        let op = Op::Swap {
+            key: key.to_string(),
+            expected,
+            new: new.map(|(value, ttl)| encode(&value, ttl)),
+        };
+        let write = self.queue(op, early);
+        async move { write.await.map(expect_flag) }.boxed_local()
+    }
 }
 
 fn expect_value(outcome: Outcome) -> Option<Vec<u8>> {
@@ -426,12 +446,16 @@ impl Table for EmbeddedTable {
         expected: Option<Vec<u8>>,
         new: Option<(Vec<u8>, Duration)>,
     ) -> StoreFuture<bool> {
-        let write = self.write(Op::Swap {
-            key: key.to_string(),
-            expected,
-            new: new.map(|(value, ttl)| encode(&value, ttl)),
-        });
-        async move { write.await.map(expect_flag) }.boxed_local()
+        self.swap(key, expected, new, false)
+    }
+
+    fn compare_and_swap_before_write(
+        &self,
+        key: &str,
+        expected: Option<Vec<u8>>,
+        new: Option<(Vec<u8>, Duration)>,
+    ) -> StoreFuture<bool> {
+        self.swap(key, expected, new, true)
     }
 
     fn touch(&self, key: &str, ttl: Duration) -> StoreFuture<bool> {
@@ -646,5 +670,53 @@ mod tests {
         let table = store.table("transaction");
         assert_eq!(table.get("t").await.unwrap(), None);
         assert_eq!(table.get("code").await.unwrap(), Some(b"c".to_vec()));
+    }
+
+    #[actix_rt::test]
+    async fn a_swap_answered_before_its_sync_is_made_once_and_a_refused_one_sees_the_winner() {
+        let mut store = TempStore::open("early-swap");
+        let table = store.table("code");
+        table.put("c", b"fresh".to_vec(), HOUR).await.unwrap();
+        let fresh = Some(b"fresh".to_vec());
+        // A large write keeps the writer busy while the swaps queue up, so
+        // they share one batch: the winner is decided before the others.
+        let slow = table.put("large", vec![0; 8 << 20], HOUR);
+        let swaps: Vec<_> = (0..20u8)
+            .map(|i| {
+                let new = Some((vec![b'r', i], HOUR));
+                let swap = table.compare_and_swap_before_write("c", fresh.clone(), new);
+                let table = table.clone();
+                async move {
+                    let made = swap.await.unwrap();
+                    // What a caller that lost would read before trying again.
+                    (made, table.get("c").await.unwrap())
+                }
+            })
+            .collect();
+        let outcomes = futures_util::future::join_all(swaps).await;
+        slow.await.unwrap();
+        let winners: Vec<u8> = (0..20u8).filter(|&i| outcomes[i as usize].0).collect();
+        assert_eq!(winners.len(), 1, "early or not, one swap from the same value is made");
+        let winner = Some(vec![b'r', winners[0]]);
+        for (made, seen) in &outcomes {
+            if !made {
+                assert_eq!(
+                    seen, &winner,
+                    "a refused swap resolves only once the winning one is visible"
+                );
+            }
+        }
+        table.put("grant", b"g".to_vec(), HOUR).await.unwrap();
+        drop(table);
+
+        store.db = None;
+        store.db = Some(Database::open(&store.dir).unwrap());
+        let table = store.table("code");
+        assert_eq!(
+            table.get("c").await.unwrap(),
+            winner,
+            "durable with the caller's next write"
+        );
+        assert_eq!(table.get("grant").await.unwrap(), Some(b"g".to_vec()));
     }
 }

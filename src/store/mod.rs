@@ -69,6 +69,20 @@ pub trait Table: Send + Sync + 'static {
         expected: Option<Vec<u8>>,
         new: Option<(Vec<u8>, Duration)>,
     ) -> StoreFuture<bool>;
+    /// [`Table::compare_and_swap`] for a caller that makes a durable write to
+    /// this store before it answers on success, as
+    /// [`Table::take_before_write`]: a swap that is made resolves before its
+    /// sync, and that next write is durable only with it. A swap that is
+    /// refused still resolves after the sync, so a caller that reads again
+    /// sees the write that beat it.
+    fn compare_and_swap_before_write(
+        &self,
+        key: &str,
+        expected: Option<Vec<u8>>,
+        new: Option<(Vec<u8>, Duration)>,
+    ) -> StoreFuture<bool> {
+        self.compare_and_swap(key, expected, new)
+    }
     /// Gives a live record `ttl` more to live from now, without the caller
     /// reading or rewriting it; answers whether it was there.
     fn touch(&self, key: &str, ttl: Duration) -> StoreFuture<bool>;
@@ -226,9 +240,25 @@ impl<T: Serialize + DeserializeOwned + 'static> SealedTable<T> {
     /// Atomic read-modify-write: `decide` sees the current record and says
     /// what to do with it; when another writer got there first, it runs
     /// again on the newer record. `decide` must have no side effects.
-    pub async fn update<R>(
+    pub async fn update<R>(&self, key: &str, decide: impl FnMut(Option<T>) -> (Change<T>, R)) -> Result<R, StoreError> {
+        self.update_with(key, false, decide).await
+    }
+
+    /// [`SealedTable::update`] for a caller that makes a durable write to
+    /// this store before it answers on success (see
+    /// [`Table::compare_and_swap_before_write`]).
+    pub async fn update_before_write<R>(
         &self,
         key: &str,
+        decide: impl FnMut(Option<T>) -> (Change<T>, R),
+    ) -> Result<R, StoreError> {
+        self.update_with(key, true, decide).await
+    }
+
+    async fn update_with<R>(
+        &self,
+        key: &str,
+        before_write: bool,
         mut decide: impl FnMut(Option<T>) -> (Change<T>, R),
     ) -> Result<R, StoreError> {
         for _ in 0..MAX_UPDATE_ATTEMPTS {
@@ -241,7 +271,12 @@ impl<T: Serialize + DeserializeOwned + 'static> SealedTable<T> {
                 Change::Delete if raw.is_none() => return Ok(result),
                 Change::Delete => None,
             };
-            if self.table.compare_and_swap(key, raw, new).await? {
+            let swapped = if before_write {
+                self.table.compare_and_swap_before_write(key, raw, new).await?
+            } else {
+                self.table.compare_and_swap(key, raw, new).await?
+            };
+            if swapped {
                 return Ok(result);
             }
         }
