@@ -39,7 +39,7 @@ use crate::oauth::jwt::{Claims, KeyError, TokenSigner, TokenUse, RESERVED_CLAIMS
 use crate::oauth::pkce::{CodeChallenge, PkcePair};
 use crate::oauth::scope::Scopes;
 use crate::oauth::{metadata, now_secs};
-use crate::store::{Backend, SealedTable, StoreError};
+use crate::store::{Backend, Counting, SealedTable, StoreError};
 use crate::upstream::{unverified_jwt_claims, Upstream, UpstreamError};
 use jsonwebtoken::Algorithm;
 
@@ -300,26 +300,31 @@ impl OAuthProxy {
         let consent_key =
             actix_web::cookie::Key::from(&crate::crypto::derive_key::<64>(&keys.consent, "consent-cookie"));
 
-        let table = |name: &'static str| backend.table(name);
+        // Only the client count is read while serving (the registration cap).
+        let table = |name: &'static str, counting: Counting| backend.table(name, counting);
         let lifetimes = config.lifetimes;
         let prototypes = ActorPrototypes {
             clients: ClientRegistry::new(
-                SealedTable::new("client", table("client")?, sealer.clone()),
+                SealedTable::new("client", table("client", Counting::Kept)?, sealer.clone()),
                 config.registration,
                 lifetimes.unused_client,
                 lifetimes.refresh_token.max(lifetimes.unused_client),
             ),
             transactions: TransactionStore::new(
-                SealedTable::new("transaction", table("transaction")?, sealer.clone()),
+                SealedTable::new(
+                    "transaction",
+                    table("transaction", Counting::OnRequest)?,
+                    sealer.clone(),
+                ),
                 lifetimes.transaction,
             ),
             codes: CodeStore::new(
-                SealedTable::new("code", table("code")?, sealer.clone()),
+                SealedTable::new("code", table("code", Counting::OnRequest)?, sealer.clone()),
                 lifetimes.authorization_code,
             ),
             vault: TokenVault::new(
-                SealedTable::new("grant", table("grant")?, sealer.clone()),
-                SealedTable::new("token", table("token")?, sealer),
+                SealedTable::new("grant", table("grant", Counting::OnRequest)?, sealer.clone()),
+                SealedTable::new("token", table("token", Counting::OnRequest)?, sealer),
                 lifetimes.access_token,
                 lifetimes.refresh_token,
             ),

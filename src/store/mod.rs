@@ -98,6 +98,18 @@ pub trait Table: Send + Sync + 'static {
     }
 }
 
+/// How a table answers [`Table::count`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counting {
+    /// Kept up to date by every write, so a count is cheap: for a table
+    /// whose count is read while serving (the registration cap).
+    Kept,
+    /// Worked out when asked (the directory store scans the table), so a
+    /// write of a new record need not first look for an old one: for tables
+    /// whose count only tests and operators read.
+    OnRequest,
+}
+
 /// Opens tables on the configured backend.
 #[derive(Clone)]
 pub enum Backend {
@@ -116,10 +128,12 @@ impl Backend {
         }
     }
 
-    pub fn table(&self, name: &'static str) -> Result<Arc<dyn Table>, StoreError> {
+    /// Memory and Redis count cheaply either way; `counting` matters to the
+    /// directory store.
+    pub fn table(&self, name: &'static str, counting: Counting) -> Result<Arc<dyn Table>, StoreError> {
         Ok(match self {
             Backend::Memory => Arc::new(memory::MemoryTable::default()),
-            Backend::Embedded(db) => Arc::new(db.table(name)?),
+            Backend::Embedded(db) => Arc::new(db.table(name, counting)?),
             Backend::Shared(redis) => Arc::new(redis.table(name)),
         })
     }
