@@ -301,11 +301,10 @@ impl OAuthProxy {
             actix_web::cookie::Key::from(&crate::crypto::derive_key::<64>(&keys.consent, "consent-cookie"));
 
         // Only the client count is read while serving (the registration cap).
-        let table = |name: &'static str, counting: Counting| backend.table(name, counting);
         let lifetimes = config.lifetimes;
         let prototypes = ActorPrototypes {
             clients: ClientRegistry::new(
-                SealedTable::new("client", table("client", Counting::Kept)?, sealer.clone()),
+                SealedTable::new("client", backend.table("client", Counting::Kept)?, sealer.clone()),
                 config.registration,
                 lifetimes.unused_client,
                 lifetimes.refresh_token.max(lifetimes.unused_client),
@@ -313,18 +312,18 @@ impl OAuthProxy {
             transactions: TransactionStore::new(
                 SealedTable::new(
                     "transaction",
-                    table("transaction", Counting::OnRequest)?,
+                    backend.table("transaction", Counting::OnRequest)?,
                     sealer.clone(),
                 ),
                 lifetimes.transaction,
             ),
             codes: CodeStore::new(
-                SealedTable::new("code", table("code", Counting::OnRequest)?, sealer.clone()),
+                SealedTable::new("code", backend.table("code", Counting::OnRequest)?, sealer.clone()),
                 lifetimes.authorization_code,
             ),
             vault: TokenVault::new(
-                SealedTable::new("grant", table("grant", Counting::OnRequest)?, sealer.clone()),
-                SealedTable::new("token", table("token", Counting::OnRequest)?, sealer),
+                SealedTable::new("grant", backend.table("grant", Counting::OnRequest)?, sealer.clone()),
+                SealedTable::new("token", backend.table("token", Counting::OnRequest)?, sealer),
                 lifetimes.access_token,
                 lifetimes.refresh_token,
             ),
