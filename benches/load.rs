@@ -160,11 +160,25 @@ async fn wait_until_up(url: &str) {
 }
 
 async fn start_proxy(upstream: &FastUpstream, backend: &str, storage: &str, core: usize) -> Proxy {
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
     // Another build of the proxy can be measured against this one's load.
     let binary = std::env::var("BENCH_PROXY_BINARY").unwrap_or_else(|_| PROXY_BINARY.to_string());
-    let mut command = pinned(core, &binary);
+    start_server(&binary, upstream, backend, storage, core).await
+}
+
+/// The flow floor (`examples/flow_floor.rs`), when it has been built next
+/// to the proxy binary: the same requests on the same stack with none of the
+/// OAuth work, so the full-flow rows can be read against what HTTP alone
+/// costs on this machine.
+fn flow_floor_binary() -> Option<PathBuf> {
+    let binary = Path::new(PROXY_BINARY).parent()?.join("examples").join("flow_floor");
+    binary.exists().then_some(binary)
+}
+
+/// Starts `binary` with the proxy's environment (the proxy, or the flow floor).
+async fn start_server(binary: &str, upstream: &FastUpstream, backend: &str, storage: &str, core: usize) -> Proxy {
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut command = pinned(core, binary);
     command
         .env_clear()
         .env("RUST_LOG", "error")
@@ -902,6 +916,25 @@ async fn main() {
         None,
     );
 
+    if wants("flow") {
+        match flow_floor_binary() {
+            Some(binary) => {
+                let floor = start_server(&binary.display().to_string(), &upstream, &backend, "memory", 0).await;
+                let pid = floor.process.0.id();
+                let (mut m, cpu) = with_cpu(pid, measure_flows(&floor.base, 16, seconds)).await;
+                m.proxy_cpu = Some(cpu);
+                row("flow floor: the same requests, no OAuth work (c=16)", &m, None);
+                println!(
+                    "|   flow floor: {:.0} µs of its core per flow; the proxy's rows below, read the same way, give what the OAuth work adds",
+                    cpu * 1e6 / m.per_sec.max(1.0)
+                );
+            }
+            None => {
+                println!("|   (no flow floor row: build it first with `cargo build --release --example flow_floor`)")
+            }
+        }
+    }
+
     if wants("memory") && backends.iter().any(|b| b == "memory") {
         // A fresh proxy, so nothing but the stored grants grows its memory.
         let proxy = start_proxy(&upstream, &backend, "memory", 0).await;
@@ -981,6 +1014,12 @@ async fn main() {
                     &m,
                     None,
                 );
+                if concurrency == 16 {
+                    println!(
+                        "|   [{storage_kind}] full flow, c=16: {:.0} µs of the proxy's core per flow",
+                        cpu * 1e6 / m.per_sec.max(1.0)
+                    );
+                }
             }
         }
         if wants("refresh") {
