@@ -69,8 +69,7 @@ async fn register(body: web::Bytes, floor: web::Data<Floor>) -> HttpResponse {
     }))
 }
 
-async fn authorize(req: HttpRequest, floor: web::Data<Floor>) -> HttpResponse {
-    let _query = req.query_string();
+async fn authorize(floor: web::Data<Floor>) -> HttpResponse {
     let location = format!("{}&state=floor-{}", floor.authorize_prefix, floor.next());
     HttpResponse::Found()
         .insert_header((header::LOCATION, location))
