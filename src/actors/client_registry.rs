@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
-use super::{purge_interval, sweep_every};
+use super::{purge_interval, sweep_every, Answer};
 use crate::config::RegistrationLimits;
 use crate::crypto::{random_token, sha256_b64url};
 use crate::oauth::client::{RegisteredClient, ValidRegistration};
@@ -159,13 +159,13 @@ pub enum RegisterError {
 }
 
 impl Handler<RegisterClient> for ClientRegistry {
-    type Result = ResponseFuture<Result<(RegisteredClient, Option<String>), RegisterError>>;
+    type Result = Answer<Result<(RegisteredClient, Option<String>), RegisterError>>;
 
     fn handle(&mut self, msg: RegisterClient, _: &mut Self::Context) -> Self::Result {
         let limited = self.rate_limited(msg.client_ip);
         let (clients, max_clients, ttl) = (self.clients.clone(), self.limits.max_clients, self.unused_ttl);
         let seen_count = self.seen_count.clone();
-        Box::pin(async move {
+        Answer::of(async move {
             if limited {
                 return Err(RegisterError::RateLimited);
             }
@@ -206,11 +206,11 @@ impl Handler<RegisterClient> for ClientRegistry {
 pub struct GetClient(pub String);
 
 impl Handler<GetClient> for ClientRegistry {
-    type Result = ResponseFuture<Result<Option<RegisteredClient>, StoreError>>;
+    type Result = Answer<Result<Option<RegisteredClient>, StoreError>>;
 
     fn handle(&mut self, msg: GetClient, _: &mut Self::Context) -> Self::Result {
         let clients = self.clients.clone();
-        Box::pin(async move { clients.get(&msg.0).await })
+        Answer::of(async move { clients.get(&msg.0).await })
     }
 }
 
@@ -220,12 +220,12 @@ impl Handler<GetClient> for ClientRegistry {
 pub struct MarkClientUsed(pub String);
 
 impl Handler<MarkClientUsed> for ClientRegistry {
-    type Result = ResponseFuture<Result<(), StoreError>>;
+    type Result = Answer<Result<(), StoreError>>;
 
     fn handle(&mut self, msg: MarkClientUsed, _: &mut Self::Context) -> Self::Result {
         let (clients, ttl) = (self.clients.clone(), self.active_ttl);
         // Only the expiry changes: no read, decrypt and rewrite of the record.
-        Box::pin(async move { clients.touch(&msg.0, ttl).await.map(|_| ()) })
+        Answer::of(async move { clients.touch(&msg.0, ttl).await.map(|_| ()) })
     }
 }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::{purge_interval, sweep_every};
+use super::{purge_interval, sweep_every, Answer};
 use crate::crypto::{constant_time_eq, sha256_b64url};
 use crate::oauth::now_secs;
 use crate::oauth::pkce::CodeChallenge;
@@ -119,11 +119,11 @@ pub struct StoreCode {
 }
 
 impl Handler<StoreCode> for CodeStore {
-    type Result = ResponseFuture<Result<(), StoreError>>;
+    type Result = Answer<Result<(), StoreError>>;
 
     fn handle(&mut self, msg: StoreCode, _: &mut Self::Context) -> Self::Result {
         let (codes, ttl) = (self.codes.clone(), self.ttl);
-        Box::pin(async move { codes.put(&sha256_b64url(msg.code.as_bytes()), &msg.record, ttl).await })
+        Answer::of(async move { codes.put(&sha256_b64url(msg.code.as_bytes()), &msg.record, ttl).await })
     }
 }
 
@@ -194,11 +194,11 @@ fn redeem(
 }
 
 impl Handler<RedeemCode> for CodeStore {
-    type Result = ResponseFuture<Result<CodeOutcome, StoreError>>;
+    type Result = Answer<Result<CodeOutcome, StoreError>>;
 
     fn handle(&mut self, msg: RedeemCode, _: &mut Self::Context) -> Self::Result {
         let (codes, ttl) = (self.codes.clone(), self.ttl);
-        Box::pin(async move {
+        Answer::of(async move {
             let key = sha256_b64url(msg.code.as_bytes());
             let verifier_hash = sha256_b64url(msg.verifier.as_bytes());
             // A redemption is followed by a durable write on success (the

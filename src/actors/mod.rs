@@ -8,7 +8,12 @@ pub mod token_vault;
 pub mod transactions;
 pub mod upstream_refresher;
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
+
+use actix::dev::{MessageResponse, OneshotSender};
 
 pub use client_registry::ClientRegistry;
 pub use codes::CodeStore;
@@ -20,6 +25,52 @@ pub use upstream_refresher::UpstreamRefresher;
 /// at most once a minute.
 pub(crate) fn purge_interval(shortest_ttl: Duration) -> Duration {
     (shortest_ttl / 4).clamp(Duration::from_millis(100), Duration::from_secs(60))
+}
+
+/// A store actor's answer to a message. The memory store (and any store
+/// call that needs no I/O) finishes on its first poll, so the answer goes
+/// back at once; a call that waits (a directory commit, a Redis round trip)
+/// is answered by a task that awaits it, as actix's `ResponseFuture` always
+/// does. That task per message (allocated, scheduled, polled, dropped) cost
+/// several µs per full flow (README, Performance).
+pub enum Answer<T> {
+    Now(T),
+    Later(Pin<Box<dyn Future<Output = T>>>),
+}
+
+impl<T: 'static> Answer<T> {
+    /// Polls `work` once here; what is not finished goes on in a task. A
+    /// future polled again with another waker registers that one, so the
+    /// task's first poll picks up anything that happened in between.
+    pub fn of(work: impl Future<Output = T> + 'static) -> Self {
+        let mut work = Box::pin(work);
+        match work.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(answer) => Answer::Now(answer),
+            Poll::Pending => Answer::Later(work),
+        }
+    }
+}
+
+impl<A, M, T> MessageResponse<A, M> for Answer<T>
+where
+    A: actix::Actor,
+    M: actix::Message<Result = T>,
+    T: 'static,
+{
+    fn handle(self, _: &mut A::Context, tx: Option<OneshotSender<T>>) {
+        let reply = |answer: T| {
+            if let Some(tx) = tx {
+                // The sender stopped waiting: nobody to tell.
+                let _ = tx.send(answer);
+            }
+        };
+        match self {
+            Answer::Now(answer) => reply(answer),
+            Answer::Later(work) => {
+                actix::spawn(async move { reply(work.await) });
+            }
+        }
+    }
 }
 
 /// Stops an actor when asked (the original `destroy`): its timers end with it.
@@ -59,11 +110,11 @@ pub(crate) fn sweep_every<T, A>(
 macro_rules! lifecycle_handlers {
     ($actor:ty, $table:ident) => {
         impl actix::Handler<$crate::actors::CountRecords> for $actor {
-            type Result = actix::ResponseFuture<Result<usize, $crate::store::StoreError>>;
+            type Result = $crate::actors::Answer<Result<usize, $crate::store::StoreError>>;
 
             fn handle(&mut self, _: $crate::actors::CountRecords, _: &mut Self::Context) -> Self::Result {
                 let table = self.$table.clone();
-                Box::pin(async move { table.count().await })
+                $crate::actors::Answer::of(async move { table.count().await })
             }
         }
 

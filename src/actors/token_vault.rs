@@ -20,7 +20,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::{purge_interval, sweep_every};
+use super::{purge_interval, sweep_every, Answer};
 use crate::oauth::now_secs;
 use crate::oauth::scope::Scopes;
 use crate::store::{Change, SealedTable, StoreError};
@@ -141,11 +141,11 @@ impl TokenVault {
     }
 
     /// Runs `work` on a clone of the tables, as the message's answer.
-    fn run<T: 'static, F>(&self, work: impl FnOnce(VaultTables) -> F) -> ResponseFuture<Result<T, StoreError>>
+    fn run<T: 'static, F>(&self, work: impl FnOnce(VaultTables) -> F) -> Answer<Result<T, StoreError>>
     where
         F: std::future::Future<Output = Result<T, StoreError>> + 'static,
     {
-        Box::pin(work(self.tables.clone()))
+        Answer::of(work(self.tables.clone()))
     }
 }
 
@@ -203,7 +203,7 @@ pub struct CreateGrant {
 }
 
 impl Handler<CreateGrant> for TokenVault {
-    type Result = ResponseFuture<Result<(), StoreError>>;
+    type Result = Answer<Result<(), StoreError>>;
 
     fn handle(&mut self, msg: CreateGrant, _: &mut Self::Context) -> Self::Result {
         self.run(|t| async move { t.grants.put(&msg.grant_id, &msg.grant, msg.ttl).await })
@@ -219,7 +219,7 @@ pub struct IssueTokens {
 }
 
 impl Handler<IssueTokens> for TokenVault {
-    type Result = ResponseFuture<Result<Option<Grant>, StoreError>>;
+    type Result = Answer<Result<Option<Grant>, StoreError>>;
 
     fn handle(&mut self, msg: IssueTokens, _: &mut Self::Context) -> Self::Result {
         self.run(|t| async move {
@@ -245,7 +245,7 @@ impl Handler<IssueTokens> for TokenVault {
 pub struct GetGrant(pub String);
 
 impl Handler<GetGrant> for TokenVault {
-    type Result = ResponseFuture<Result<Option<Grant>, StoreError>>;
+    type Result = Answer<Result<Option<Grant>, StoreError>>;
 
     fn handle(&mut self, msg: GetGrant, _: &mut Self::Context) -> Self::Result {
         self.run(|t| async move { t.grants.get(&msg.0).await })
@@ -260,7 +260,7 @@ pub struct LookupAccessToken {
 }
 
 impl Handler<LookupAccessToken> for TokenVault {
-    type Result = ResponseFuture<Result<Option<(String, Grant)>, StoreError>>;
+    type Result = Answer<Result<Option<(String, Grant)>, StoreError>>;
 
     fn handle(&mut self, msg: LookupAccessToken, _: &mut Self::Context) -> Self::Result {
         self.run(|t| async move {
@@ -284,7 +284,7 @@ pub struct LookupRefreshToken {
 }
 
 impl Handler<LookupRefreshToken> for TokenVault {
-    type Result = ResponseFuture<Result<Option<(String, Grant)>, StoreError>>;
+    type Result = Answer<Result<Option<(String, Grant)>, StoreError>>;
 
     fn handle(&mut self, msg: LookupRefreshToken, _: &mut Self::Context) -> Self::Result {
         self.run(|t| async move {
@@ -313,7 +313,7 @@ pub struct RevokeAccessToken {
 }
 
 impl Handler<RevokeAccessToken> for TokenVault {
-    type Result = ResponseFuture<Result<(), StoreError>>;
+    type Result = Answer<Result<(), StoreError>>;
 
     fn handle(&mut self, msg: RevokeAccessToken, _: &mut Self::Context) -> Self::Result {
         self.run(|t| async move {
@@ -402,7 +402,7 @@ fn claim(grant: Option<Grant>, msg: &ClaimRefresh, ttl: Duration) -> (Change<Gra
 }
 
 impl Handler<ClaimRefresh> for TokenVault {
-    type Result = ResponseFuture<Result<RefreshClaim, StoreError>>;
+    type Result = Answer<Result<RefreshClaim, StoreError>>;
 
     fn handle(&mut self, msg: ClaimRefresh, _: &mut Self::Context) -> Self::Result {
         self.run(|t| async move {
@@ -444,7 +444,7 @@ pub struct UndoRotation {
 }
 
 impl Handler<UndoRotation> for TokenVault {
-    type Result = ResponseFuture<Result<(), StoreError>>;
+    type Result = Answer<Result<(), StoreError>>;
 
     fn handle(&mut self, msg: UndoRotation, _: &mut Self::Context) -> Self::Result {
         self.run(|t| async move {
@@ -471,7 +471,7 @@ pub struct UpdateUpstreamTokens {
 }
 
 impl Handler<UpdateUpstreamTokens> for TokenVault {
-    type Result = ResponseFuture<Result<(), StoreError>>;
+    type Result = Answer<Result<(), StoreError>>;
 
     fn handle(&mut self, msg: UpdateUpstreamTokens, _: &mut Self::Context) -> Self::Result {
         self.run(|t| async move {
@@ -508,7 +508,7 @@ pub struct IssuePassThrough {
 }
 
 impl Handler<IssuePassThrough> for TokenVault {
-    type Result = ResponseFuture<Result<Option<Grant>, StoreError>>;
+    type Result = Answer<Result<Option<Grant>, StoreError>>;
 
     fn handle(&mut self, msg: IssuePassThrough, _: &mut Self::Context) -> Self::Result {
         self.run(|t| async move {
@@ -539,7 +539,7 @@ pub struct LookupPassThrough {
 }
 
 impl Handler<LookupPassThrough> for TokenVault {
-    type Result = ResponseFuture<Result<Option<(String, Grant)>, StoreError>>;
+    type Result = Answer<Result<Option<(String, Grant)>, StoreError>>;
 
     fn handle(&mut self, msg: LookupPassThrough, _: &mut Self::Context) -> Self::Result {
         self.run(|t| async move { t.grant_of(&passthrough_key(&msg.token_hash)).await })
@@ -553,7 +553,7 @@ impl Handler<LookupPassThrough> for TokenVault {
 pub struct RevokeGrant(pub String);
 
 impl Handler<RevokeGrant> for TokenVault {
-    type Result = ResponseFuture<Result<Option<Grant>, StoreError>>;
+    type Result = Answer<Result<Option<Grant>, StoreError>>;
 
     fn handle(&mut self, msg: RevokeGrant, _: &mut Self::Context) -> Self::Result {
         self.run(|t| async move { t.grants.take(&msg.0).await })
@@ -561,7 +561,7 @@ impl Handler<RevokeGrant> for TokenVault {
 }
 
 impl Handler<super::CountRecords> for TokenVault {
-    type Result = ResponseFuture<Result<usize, StoreError>>;
+    type Result = Answer<Result<usize, StoreError>>;
 
     fn handle(&mut self, _: super::CountRecords, _: &mut Self::Context) -> Self::Result {
         self.run(|t| async move { t.grants.count().await })

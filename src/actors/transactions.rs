@@ -9,7 +9,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::{purge_interval, sweep_every};
+use super::{purge_interval, sweep_every, Answer};
 use crate::oauth::pkce::CodeChallenge;
 use crate::oauth::scope::Scopes;
 use crate::store::{SealedTable, StoreError};
@@ -80,11 +80,11 @@ pub struct PutTransaction {
 }
 
 impl Handler<PutTransaction> for TransactionStore {
-    type Result = ResponseFuture<Result<(), StoreError>>;
+    type Result = Answer<Result<(), StoreError>>;
 
     fn handle(&mut self, msg: PutTransaction, _: &mut Self::Context) -> Self::Result {
         let (transactions, ttl) = (self.transactions.clone(), self.ttl);
-        Box::pin(async move { transactions.put(&msg.id, &msg.transaction, ttl).await })
+        Answer::of(async move { transactions.put(&msg.id, &msg.transaction, ttl).await })
     }
 }
 
@@ -93,11 +93,11 @@ impl Handler<PutTransaction> for TransactionStore {
 pub struct GetTransaction(pub String);
 
 impl Handler<GetTransaction> for TransactionStore {
-    type Result = ResponseFuture<Result<Option<Transaction>, StoreError>>;
+    type Result = Answer<Result<Option<Transaction>, StoreError>>;
 
     fn handle(&mut self, msg: GetTransaction, _: &mut Self::Context) -> Self::Result {
         let transactions = self.transactions.clone();
-        Box::pin(async move { transactions.get(&msg.0).await })
+        Answer::of(async move { transactions.get(&msg.0).await })
     }
 }
 
@@ -113,11 +113,11 @@ pub struct TakeTransaction {
 }
 
 impl Handler<TakeTransaction> for TransactionStore {
-    type Result = ResponseFuture<Result<Option<Transaction>, StoreError>>;
+    type Result = Answer<Result<Option<Transaction>, StoreError>>;
 
     fn handle(&mut self, msg: TakeTransaction, _: &mut Self::Context) -> Self::Result {
         let transactions = self.transactions.clone();
-        Box::pin(async move {
+        Answer::of(async move {
             if msg.before_write {
                 transactions.take_before_write(&msg.id).await
             } else {
