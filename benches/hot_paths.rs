@@ -90,16 +90,16 @@ fn grant() -> Grant {
 fn vault(c: &mut Criterion) {
     let sealer = Sealer::new(b"bench-encryption-key-bench-encryption-key");
     let record = postcard::to_stdvec(&grant()).unwrap();
-    let sealed = sealer.seal("grant:kQ1i9m0Fhz7l8c0dVf3rJ6bQx0p4sT2a", &record);
+    let sealed = sealer.seal(b"grant:kQ1i9m0Fhz7l8c0dVf3rJ6bQx0p4sT2a", &record);
     c.bench_function("vault/seal a grant record (postcard + AES-256-GCM)", |b| {
         b.iter(|| {
             let plain = postcard::to_stdvec(&grant()).unwrap();
-            sealer.seal("grant:kQ1i9m0Fhz7l8c0dVf3rJ6bQx0p4sT2a", &plain)
+            sealer.seal(b"grant:kQ1i9m0Fhz7l8c0dVf3rJ6bQx0p4sT2a", &plain)
         })
     });
     c.bench_function("vault/open a grant record (AES-256-GCM + postcard)", |b| {
         b.iter(|| {
-            let plain = sealer.open("grant:kQ1i9m0Fhz7l8c0dVf3rJ6bQx0p4sT2a", &sealed).unwrap();
+            let plain = sealer.open(b"grant:kQ1i9m0Fhz7l8c0dVf3rJ6bQx0p4sT2a", &sealed).unwrap();
             postcard::from_bytes::<Grant>(&plain).unwrap()
         })
     });

@@ -88,43 +88,62 @@ impl Sealer {
         Sealer { cipher: None }
     }
 
-    pub fn seal(&self, record_key: &str, plaintext: &[u8]) -> Vec<u8> {
-        let Some(cipher) = &self.cipher else {
-            let mut out = Vec::with_capacity(plaintext.len() + 1);
-            out.push(CLEAR_PREFIX);
+    pub fn seal(&self, record_key: &[u8], plaintext: &[u8]) -> Vec<u8> {
+        let sealed: Result<_, std::convert::Infallible> = self.seal_with(record_key, plaintext.len(), |out| {
             out.extend_from_slice(plaintext);
-            return out;
+            Ok(())
+        });
+        sealed.unwrap_or_else(|never| match never {})
+    }
+
+    /// Seals what `write` appends to the buffer: a record serialized
+    /// straight into the buffer it is encrypted in, with no copy between.
+    /// `size_hint` is the expected plaintext length.
+    pub fn seal_with<E>(
+        &self,
+        record_key: &[u8],
+        size_hint: usize,
+        write: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+    ) -> Result<Vec<u8>, E> {
+        let mut out = Vec::with_capacity(1 + NONCE_LEN + size_hint + AES_256_GCM.tag_len());
+        let Some(cipher) = &self.cipher else {
+            out.push(CLEAR_PREFIX);
+            write(&mut out)?;
+            return Ok(out);
         };
         let mut nonce = [0u8; NONCE_LEN];
         rand::thread_rng().fill_bytes(&mut nonce);
-        let mut out = Vec::with_capacity(1 + NONCE_LEN + plaintext.len() + AES_256_GCM.tag_len());
         out.push(SEALED_PREFIX);
         out.extend_from_slice(&nonce);
-        out.extend_from_slice(plaintext);
+        write(&mut out)?;
         let tag = cipher
             .seal_in_place_separate_tag(
                 Nonce::assume_unique_for_key(nonce),
-                Aad::from(record_key.as_bytes()),
+                Aad::from(record_key),
                 &mut out[1 + NONCE_LEN..],
             )
             .expect("AES-GCM encryption of an in-memory buffer cannot fail");
         out.extend_from_slice(tag.as_ref());
-        out
+        Ok(out)
     }
 
-    pub fn open(&self, record_key: &str, sealed: &[u8]) -> Result<Vec<u8>, OpenError> {
-        match (sealed.split_first(), &self.cipher) {
-            (Some((&CLEAR_PREFIX, rest)), None) => Ok(rest.to_vec()),
-            (Some((&SEALED_PREFIX, rest)), Some(cipher)) if rest.len() >= NONCE_LEN + AES_256_GCM.tag_len() => {
-                let (nonce, ciphertext) = rest.split_at(NONCE_LEN);
+    pub fn open(&self, record_key: &[u8], sealed: &[u8]) -> Result<Vec<u8>, OpenError> {
+        let mut buffer = sealed.to_vec();
+        Ok(self.open_in_place(record_key, &mut buffer)?.to_vec())
+    }
+
+    /// Opens a sealed record where it lies (no copy): answers the plaintext,
+    /// a part of `sealed`.
+    pub fn open_in_place<'a>(&self, record_key: &[u8], sealed: &'a mut [u8]) -> Result<&'a [u8], OpenError> {
+        match (sealed.split_first_mut(), &self.cipher) {
+            (Some((&mut CLEAR_PREFIX, rest)), None) => Ok(rest),
+            (Some((&mut SEALED_PREFIX, rest)), Some(cipher)) if rest.len() >= NONCE_LEN + AES_256_GCM.tag_len() => {
+                let (nonce, ciphertext) = rest.split_at_mut(NONCE_LEN);
                 let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| OpenError)?;
-                let mut buffer = ciphertext.to_vec();
-                let plain_len = cipher
-                    .open_in_place(nonce, Aad::from(record_key.as_bytes()), &mut buffer)
-                    .map_err(|_| OpenError)?
-                    .len();
-                buffer.truncate(plain_len);
-                Ok(buffer)
+                let plain = cipher
+                    .open_in_place(nonce, Aad::from(record_key), ciphertext)
+                    .map_err(|_| OpenError)?;
+                Ok(plain)
             }
             _ => Err(OpenError),
         }
@@ -138,27 +157,27 @@ mod tests {
     #[test]
     fn a_sealed_record_opens_only_under_its_own_key() {
         let sealer = Sealer::new(b"0123456789abcdef0123456789abcdef");
-        let sealed = sealer.seal("grant:1", b"upstream-token");
+        let sealed = sealer.seal(b"grant:1", b"upstream-token");
         assert!(!sealed.windows(14).any(|w| w == b"upstream-token"));
-        assert_eq!(sealer.open("grant:1", &sealed).unwrap(), b"upstream-token");
-        assert!(sealer.open("grant:2", &sealed).is_err());
+        assert_eq!(sealer.open(b"grant:1", &sealed).unwrap(), b"upstream-token");
+        assert!(sealer.open(b"grant:2", &sealed).is_err());
         let other = Sealer::new(b"another-secret-another-secret-xx");
-        assert!(other.open("grant:1", &sealed).is_err());
+        assert!(other.open(b"grant:1", &sealed).is_err());
     }
 
     #[test]
     fn each_seal_uses_a_fresh_nonce() {
         let sealer = Sealer::new(b"0123456789abcdef0123456789abcdef");
-        assert_ne!(sealer.seal("k", b"same"), sealer.seal("k", b"same"));
+        assert_ne!(sealer.seal(b"k", b"same"), sealer.seal(b"k", b"same"));
     }
 
     #[test]
     fn a_tampered_record_does_not_open() {
         let sealer = Sealer::new(b"0123456789abcdef0123456789abcdef");
-        let mut sealed = sealer.seal("k", b"secret");
+        let mut sealed = sealer.seal(b"k", b"secret");
         let last = sealed.len() - 1;
         sealed[last] ^= 1;
-        assert!(sealer.open("k", &sealed).is_err());
+        assert!(sealer.open(b"k", &sealed).is_err());
     }
 
     /// Records sealed before the switch to aws-lc-rs (by the aes-gcm crate)
@@ -183,9 +202,9 @@ mod tests {
         sealed.extend_from_slice(&nonce);
         sealed.extend_from_slice(&ciphertext);
         let sealer = Sealer::new(secret);
-        assert_eq!(sealer.open("grant:1", &sealed).unwrap(), b"upstream-token");
+        assert_eq!(sealer.open(b"grant:1", &sealed).unwrap(), b"upstream-token");
 
-        let new = sealer.seal("grant:1", b"upstream-token");
+        let new = sealer.seal(b"grant:1", b"upstream-token");
         let plain = old
             .decrypt(
                 aes_gcm::Nonce::from_slice(&new[1..1 + NONCE_LEN]),
@@ -201,7 +220,7 @@ mod tests {
     #[test]
     fn disabled_sealing_round_trips_in_clear() {
         let sealer = Sealer::disabled();
-        assert_eq!(sealer.open("k", &sealer.seal("k", b"x")).unwrap(), b"x");
+        assert_eq!(sealer.open(b"k", &sealer.seal(b"k", b"x")).unwrap(), b"x");
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod memory;
 pub mod shared;
 
 use std::marker::PhantomData;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -155,6 +156,9 @@ pub struct SealedTable<T> {
     name: &'static str,
     table: Arc<dyn Table>,
     sealer: Sealer,
+    /// The length of the last record sealed: the next one's buffer is
+    /// sized from it, so serializing into it rarely grows it.
+    size_hint: Arc<AtomicUsize>,
     _record: PhantomData<fn() -> T>,
 }
 
@@ -164,10 +168,14 @@ impl<T> Clone for SealedTable<T> {
             name: self.name,
             table: self.table.clone(),
             sealer: self.sealer.clone(),
+            size_hint: self.size_hint.clone(),
             _record: PhantomData,
         }
     }
 }
+
+/// Longest `<table>:<key>` built on the stack; longer ones are allocated.
+const RECORD_KEY_ON_STACK: usize = 128;
 
 impl<T: Serialize + DeserializeOwned + 'static> SealedTable<T> {
     pub fn new(name: &'static str, table: Arc<dyn Table>, sealer: Sealer) -> Self {
@@ -175,30 +183,52 @@ impl<T: Serialize + DeserializeOwned + 'static> SealedTable<T> {
             name,
             table,
             sealer,
+            size_hint: Arc::new(AtomicUsize::new(256)),
             _record: PhantomData,
         }
     }
 
-    fn record_key(&self, key: &str) -> String {
-        format!("{}:{key}", self.name)
+    /// Calls `use_key` with the data a record is sealed with, `<table>:<key>`
+    /// (so a record moved to another key or table does not open); built on
+    /// the stack, as every seal and open needs it.
+    fn with_record_key<R>(&self, key: &str, use_key: impl FnOnce(&[u8]) -> R) -> R {
+        let (name, len) = (self.name.as_bytes(), self.name.len() + 1 + key.len());
+        if len > RECORD_KEY_ON_STACK {
+            return use_key(format!("{}:{key}", self.name).as_bytes());
+        }
+        let mut buffer = [0u8; RECORD_KEY_ON_STACK];
+        buffer[..name.len()].copy_from_slice(name);
+        buffer[name.len()] = b':';
+        buffer[name.len() + 1..len].copy_from_slice(key.as_bytes());
+        use_key(&buffer[..len])
     }
 
+    /// Serializes the record straight into the buffer it is sealed in.
     fn seal(&self, key: &str, record: &T) -> Result<Vec<u8>, StoreError> {
-        let plain = postcard::to_stdvec(record).map_err(|e| StoreError::Encoding(e.to_string()))?;
-        Ok(self.sealer.seal(&self.record_key(key), &plain))
+        let size_hint = self.size_hint.load(Ordering::Relaxed);
+        let sealed = self
+            .with_record_key(key, |record_key| {
+                self.sealer.seal_with(record_key, size_hint, |buffer| {
+                    postcard::to_io(record, buffer).map(|_| ())
+                })
+            })
+            .map_err(|e| StoreError::Encoding(e.to_string()))?;
+        self.size_hint.store(sealed.len(), Ordering::Relaxed);
+        Ok(sealed)
     }
 
-    /// A record that fails to open (wrong key, tampering) is treated as absent
-    /// and logged, never returned.
-    fn open(&self, key: &str, bytes: &[u8]) -> Option<T> {
-        let plain = match self.sealer.open(&self.record_key(key), bytes) {
+    /// Opens a record where it lies in `bytes`. A record that fails to open
+    /// (wrong key, tampering) is treated as absent and logged, never
+    /// returned.
+    fn open(&self, key: &str, mut bytes: Vec<u8>) -> Option<T> {
+        let plain = match self.with_record_key(key, |record_key| self.sealer.open_in_place(record_key, &mut bytes)) {
             Ok(plain) => plain,
             Err(_) => {
                 log::warn!("{} record failed to decrypt; treating it as absent", self.name);
                 return None;
             }
         };
-        match postcard::from_bytes(&plain) {
+        match postcard::from_bytes(plain) {
             Ok(record) => Some(record),
             Err(e) => {
                 log::warn!("{} record could not be decoded ({e}); treating it as absent", self.name);
@@ -213,11 +243,11 @@ impl<T: Serialize + DeserializeOwned + 'static> SealedTable<T> {
     }
 
     pub async fn get(&self, key: &str) -> Result<Option<T>, StoreError> {
-        Ok(self.table.get(key).await?.and_then(|bytes| self.open(key, &bytes)))
+        Ok(self.table.get(key).await?.and_then(|bytes| self.open(key, bytes)))
     }
 
     pub async fn take(&self, key: &str) -> Result<Option<T>, StoreError> {
-        Ok(self.table.take(key).await?.and_then(|bytes| self.open(key, &bytes)))
+        Ok(self.table.take(key).await?.and_then(|bytes| self.open(key, bytes)))
     }
 
     /// See [`Table::take_before_write`].
@@ -226,7 +256,7 @@ impl<T: Serialize + DeserializeOwned + 'static> SealedTable<T> {
             .table
             .take_before_write(key)
             .await?
-            .and_then(|bytes| self.open(key, &bytes)))
+            .and_then(|bytes| self.open(key, bytes)))
     }
 
     pub async fn delete(&self, key: &str) -> Result<bool, StoreError> {
@@ -277,7 +307,8 @@ impl<T: Serialize + DeserializeOwned + 'static> SealedTable<T> {
     ) -> Result<R, StoreError> {
         for _ in 0..MAX_UPDATE_ATTEMPTS {
             let raw = self.table.get(key).await?;
-            let current = raw.as_deref().and_then(|bytes| self.open(key, bytes));
+            // The bytes as read stay whole: the swap compares them.
+            let current = raw.clone().and_then(|bytes| self.open(key, bytes));
             let (change, result) = decide(current);
             let new = match change {
                 Change::Keep => return Ok(result),
