@@ -49,6 +49,44 @@ pub struct Claims {
     pub extra: Map<String, Value>,
 }
 
+/// The claims of a token being issued, borrowed from its grant: what
+/// [`Claims`] reads back. The grant keeps its upstream claims as a JSON
+/// object; they are spliced into the payload as they are, not parsed and
+/// cloned for each token.
+#[derive(Debug, Serialize)]
+pub struct IssuedClaims<'a> {
+    pub iss: &'a str,
+    pub aud: &'a str,
+    pub sub: &'a str,
+    pub client_id: &'a str,
+    pub scope: &'a str,
+    pub jti: &'a str,
+    pub iat: u64,
+    pub exp: u64,
+    pub token_use: TokenUse,
+    /// A JSON object of claims outside [`RESERVED_CLAIMS`].
+    #[serde(skip)]
+    pub extra_json: &'a str,
+}
+
+/// Appends the members of the JSON object `extra` to the JSON object that
+/// ends `payload`.
+fn splice_members(payload: &mut Vec<u8>, extra: &str) {
+    let members = extra
+        .trim()
+        .strip_prefix('{')
+        .and_then(|rest| rest.strip_suffix('}'))
+        .map(str::trim)
+        .unwrap_or_default();
+    if members.is_empty() || payload.last() != Some(&b'}') {
+        return;
+    }
+    payload.pop();
+    payload.push(b',');
+    payload.extend_from_slice(members.as_bytes());
+    payload.push(b'}');
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum JwtError {
     #[error("token is not valid: {0}")]
@@ -126,6 +164,9 @@ struct VerificationKey {
 pub struct TokenSigner {
     algorithm: Algorithm,
     encoding: EncodingKey,
+    /// HS256 signs with this key, set up once: jsonwebtoken sets up an
+    /// HMAC key for every token it signs.
+    hmac_key: Option<aws_lc_rs::hmac::Key>,
     kid: Option<String>,
     verification: Vec<VerificationKey>,
     validation: Validation,
@@ -221,6 +262,7 @@ impl TokenSigner {
         TokenSigner {
             algorithm: Algorithm::HS256,
             encoding: EncodingKey::from_secret(secret),
+            hmac_key: Some(aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret)),
             kid: None,
             verification: vec![VerificationKey {
                 kid: None,
@@ -273,6 +315,7 @@ impl TokenSigner {
         Ok(TokenSigner {
             algorithm,
             encoding,
+            hmac_key: None,
             encoded_headers: EncodedHeaders::new(algorithm, Some(&kid)),
             kid: Some(kid.clone()),
             verification: vec![VerificationKey {
@@ -327,23 +370,51 @@ impl TokenSigner {
         self.jwks.as_ref()
     }
 
-    /// A compact JWS (RFC 7515 §7.1) of the claims: what
-    /// `jsonwebtoken::encode` builds, with the header encoded once per
-    /// signer; jsonwebtoken signs it.
+    /// A compact JWS (RFC 7515 §7.1) of the claims.
     pub fn sign(&self, claims: &Claims) -> Result<String, jsonwebtoken::errors::Error> {
+        let extra_json = serde_json::to_string(&claims.extra)?;
+        self.sign_issued(&IssuedClaims {
+            iss: &claims.iss,
+            aud: &claims.aud,
+            sub: &claims.sub,
+            client_id: &claims.client_id,
+            scope: &claims.scope,
+            jti: &claims.jti,
+            iat: claims.iat,
+            exp: claims.exp,
+            token_use: claims.token_use,
+            extra_json: &extra_json,
+        })
+    }
+
+    /// A compact JWS (RFC 7515 §7.1) of a token being issued: what
+    /// `jsonwebtoken::encode` builds, with the header encoded once per
+    /// signer and, for HS256, the HMAC key set up once.
+    pub fn sign_issued(&self, claims: &IssuedClaims) -> Result<String, jsonwebtoken::errors::Error> {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
         use base64::Engine;
         let header = match claims.token_use {
             TokenUse::Access => &self.encoded_headers.access,
             TokenUse::Refresh => &self.encoded_headers.refresh,
         };
-        let payload = serde_json::to_vec(claims)?;
+        let mut payload = serde_json::to_vec(claims)?;
+        splice_members(&mut payload, claims.extra_json);
         let mut token = String::with_capacity(header.len() + payload.len() * 4 / 3 + 100);
         token.push_str(header);
         token.push('.');
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode_string(payload, &mut token);
-        let signature = jsonwebtoken::crypto::sign(token.as_bytes(), &self.encoding, self.algorithm)?;
-        token.push('.');
-        token.push_str(&signature);
+        URL_SAFE_NO_PAD.encode_string(payload, &mut token);
+        match &self.hmac_key {
+            Some(key) => {
+                let tag = aws_lc_rs::hmac::sign(key, token.as_bytes());
+                token.push('.');
+                URL_SAFE_NO_PAD.encode_string(tag.as_ref(), &mut token);
+            }
+            None => {
+                let signature = jsonwebtoken::crypto::sign(token.as_bytes(), &self.encoding, self.algorithm)?;
+                token.push('.');
+                token.push_str(&signature);
+            }
+        }
         Ok(token)
     }
 
@@ -446,6 +517,47 @@ mod tests {
         assert_eq!(
             signer().verify(&token, TokenUse::Access).unwrap(),
             claims(TokenUse::Access)
+        );
+    }
+
+    #[test]
+    fn upstream_claims_kept_as_json_are_spliced_into_the_token() {
+        let mut expected = claims(TokenUse::Access);
+        expected.extra.insert("email".into(), "user@example.com".into());
+        expected.extra.insert("groups".into(), serde_json::json!(["a", "b"]));
+        let issued = IssuedClaims {
+            iss: &expected.iss,
+            aud: &expected.aud,
+            sub: &expected.sub,
+            client_id: &expected.client_id,
+            scope: &expected.scope,
+            jti: &expected.jti,
+            iat: expected.iat,
+            exp: expected.exp,
+            token_use: expected.token_use,
+            extra_json: r#"{"email":"user@example.com","groups":["a","b"]}"#,
+        };
+        let token = signer().sign_issued(&issued).unwrap();
+        assert_eq!(signer().verify(&token, TokenUse::Access).unwrap(), expected);
+        // No upstream claims: the payload is the reserved claims alone.
+        let token = signer()
+            .sign_issued(&IssuedClaims {
+                extra_json: "{}",
+                ..issued
+            })
+            .unwrap();
+        assert!(signer().verify(&token, TokenUse::Access).unwrap().extra.is_empty());
+    }
+
+    #[test]
+    fn hs256_tokens_match_what_jsonwebtoken_encodes() {
+        let claims = claims(TokenUse::Refresh);
+        let mut header = Header::new(Algorithm::HS256);
+        header.typ = Some("JWT".into());
+        let key = EncodingKey::from_secret(b"a-test-signing-key-of-at-least-32-bytes");
+        assert_eq!(
+            signer().sign(&claims).unwrap(),
+            jsonwebtoken::encode(&header, &claims, &key).unwrap()
         );
     }
 

@@ -35,7 +35,7 @@ use crate::error::{ClientRedirect, Error, ErrorCode};
 use crate::keys::{KeyFileError, Keys};
 use crate::oauth::client::{RegisteredClient, RegistrationRequest};
 use crate::oauth::jwt::generate_private_pem;
-use crate::oauth::jwt::{Claims, KeyError, TokenSigner, TokenUse, RESERVED_CLAIMS};
+use crate::oauth::jwt::{IssuedClaims, KeyError, TokenSigner, TokenUse, RESERVED_CLAIMS};
 use crate::oauth::pkce::{CodeChallenge, PkcePair};
 use crate::oauth::scope::Scopes;
 use crate::oauth::{metadata, now_secs};
@@ -1033,33 +1033,28 @@ impl OAuthProxy {
             });
         }
         let access_ttl = config.lifetimes.access_token.as_secs();
-        let extra_claims: Map<String, Value> = serde_json::from_str(&grant.claims).unwrap_or_default();
-        let claims = |jti: &str, token_use: TokenUse, scope: String, ttl: u64| Claims {
-            iss: config.issuer.clone(),
-            aud: grant.resource.clone(),
-            sub: grant.subject.clone(),
-            client_id: grant.client_id.clone(),
+        let refresh_scope = grant.scopes.to_oauth_string();
+        let claims = |jti, token_use, scope, ttl| IssuedClaims {
+            iss: config.issuer.as_str(),
+            aud: &grant.resource,
+            sub: &grant.subject,
+            client_id: &grant.client_id,
             scope,
-            jti: jti.to_string(),
+            jti,
             iat: pair.issued_at,
             exp: pair.issued_at + ttl,
             token_use,
-            extra: extra_claims.clone(),
+            extra_json: &grant.claims,
         };
         let signer = &self.inner.signer;
         let access = signer
-            .sign(&claims(
-                &pair.access_jti,
-                TokenUse::Access,
-                pair.scope.clone(),
-                access_ttl,
-            ))
+            .sign_issued(&claims(&pair.access_jti, TokenUse::Access, &pair.scope, access_ttl))
             .map_err(Error::internal)?;
         let refresh = signer
-            .sign(&claims(
+            .sign_issued(&claims(
                 &pair.refresh_jti,
                 TokenUse::Refresh,
-                grant.scopes.to_oauth_string(),
+                &refresh_scope,
                 config.lifetimes.refresh_token.as_secs(),
             ))
             .map_err(Error::internal)?;
