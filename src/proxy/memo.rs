@@ -113,9 +113,10 @@ where
 thread_local! {
     /// The vault's answer for an access token id: its grant id and grant, or
     /// `None` (revoked or unknown).
-    pub static ACCESS_GRANTS: Memo<Option<(String, Grant)>> = Memo::default();
-    /// The registry's answer for a client id.
-    pub static CLIENTS: Memo<Option<RegisteredClient>> = Memo::default();
+    pub static ACCESS_GRANTS: Memo<Option<std::rc::Rc<(String, Grant)>>> = Memo::default();
+    /// The registry's answer for a client id (shared, not copied, by the
+    /// requests that use it).
+    pub static CLIENTS: Memo<Option<std::rc::Rc<RegisteredClient>>> = Memo::default();
 }
 
 #[cfg(test)]

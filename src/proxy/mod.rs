@@ -465,12 +465,13 @@ impl OAuthProxy {
         Ok(answer)
     }
 
-    async fn client(&self, client_id: &str) -> Result<Option<RegisteredClient>, Error> {
+    async fn client(&self, client_id: &str) -> Result<Option<Rc<RegisteredClient>>, Error> {
         // Client records are never rewritten, only created and expired: an
         // answer stays right for the memo's whole age, whatever else the
         // table sees and whichever instance writes it (Redis included).
         memo::remembered(&memo::CLIENTS, client_id, Some(memo::UNCHANGING), || async {
-            Ok(self.actors().clients.send(GetClient(client_id.to_string())).await??)
+            let client = self.actors().clients.send(GetClient(client_id.to_string())).await??;
+            Ok(client.map(Rc::new))
         })
         .await
     }
@@ -873,7 +874,7 @@ impl OAuthProxy {
     /// Authenticates a client at the token endpoint per its registered method;
     /// Basic and post are both accepted from confidential clients (clients mix
     /// them up). Unknown clients get 401 `invalid_client` so they re-register.
-    pub async fn authenticate_client(&self, credentials: &ClientCredentials) -> Result<RegisteredClient, Error> {
+    pub async fn authenticate_client(&self, credentials: &ClientCredentials) -> Result<Rc<RegisteredClient>, Error> {
         let unauthorized = |description: &str| Error::invalid_client(description, credentials.via_basic);
         let Some(client) = self.client(&credentials.client_id).await? else {
             return Err(unauthorized("unknown client; register again"));

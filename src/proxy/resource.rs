@@ -2,6 +2,8 @@
 //! endpoint, the upstream token to forward, RFC 7009 revocation and RFC 7662
 //! introspection.
 
+use std::rc::Rc;
+
 use serde_json::{json, Value};
 
 use super::{memo, OAuthProxy};
@@ -22,18 +24,27 @@ const UPSTREAM_EXPIRY_MARGIN_SECS: u64 = 10;
 /// A bearer token that passed every check, with what it grants.
 #[derive(Debug, Clone)]
 pub struct AccessGrant {
-    pub grant_id: String,
-    pub grant: Grant,
+    /// The grant id and grant, shared with the memo that remembered them
+    /// (not copied for every guarded request).
+    found: Rc<(String, Grant)>,
     /// Swap mode: the proxy JWT's claims.
     pub claims: Option<std::sync::Arc<Claims>>,
 }
 
 impl AccessGrant {
+    pub fn grant_id(&self) -> &str {
+        &self.found.0
+    }
+
+    pub fn grant(&self) -> &Grant {
+        &self.found.1
+    }
+
     /// The token's own scope (a refresh may have narrowed it).
     pub fn scopes(&self) -> Scopes {
         match &self.claims {
             Some(claims) => Scopes::parse(&claims.scope),
-            None => self.grant.scopes.clone(),
+            None => self.grant().scopes.clone(),
         }
     }
 }
@@ -62,8 +73,7 @@ impl OAuthProxy {
                 return Err("the token has expired".into());
             }
             return Ok(AccessGrant {
-                grant_id,
-                grant,
+                found: Rc::new((grant_id, grant)),
                 claims: None,
             });
         }
@@ -82,17 +92,17 @@ impl OAuthProxy {
                 .await
                 .map_err(|e| e.to_string())?
                 .map_err(|e| e.to_string())
+                .map(|found| found.map(Rc::new))
         })
         .await?;
-        let Some((grant_id, grant)) = found else {
+        let Some(found) = found else {
             return Err("the access token was revoked".into());
         };
-        if grant.client_id != claims.client_id {
+        if found.1.client_id != claims.client_id {
             return Err("the access token does not match its grant".into());
         }
         Ok(AccessGrant {
-            grant_id,
-            grant,
+            found,
             claims: Some(claims),
         })
     }
@@ -112,14 +122,17 @@ impl OAuthProxy {
     /// The upstream token set behind a token the proxy issued, or `None` for an
     /// invalid, expired, wrong-type or revoked token.
     pub async fn load_upstream_tokens(&self, token: &str) -> Option<UpstreamTokens> {
-        self.check_bearer(token).await.ok().map(|access| access.grant.upstream)
+        self.check_bearer(token)
+            .await
+            .ok()
+            .map(|access| access.grant().upstream.clone())
     }
 
     /// The upstream access token to forward for a checked bearer: in swap mode
     /// an expired one is refreshed first (one refresh shared by concurrent
     /// requests); in pass-through mode it is the client's own token.
     pub async fn upstream_access_token(&self, access: &AccessGrant) -> Result<String, RefreshFailed> {
-        let upstream = &access.grant.upstream;
+        let upstream = &access.grant().upstream;
         let expiring = upstream
             .expires_at
             .is_some_and(|at| at <= now_secs() + UPSTREAM_EXPIRY_MARGIN_SECS);
@@ -131,7 +144,7 @@ impl OAuthProxy {
             .inner
             .refresher
             .send(RefreshUpstream {
-                grant_id: access.grant_id.clone(),
+                grant_id: access.grant_id().to_string(),
                 refresh_token,
             })
             .await

@@ -27,7 +27,7 @@ async fn introspect_request(req: &HttpRequest, body: &[u8], proxy: &OAuthProxy) 
                     credentials.via_basic,
                 ));
             }
-            IntrospectionCaller::Client(client.client_id)
+            IntrospectionCaller::Client(client.client_id.clone())
         }
     };
     let token = params
