@@ -400,13 +400,104 @@ async fn discover(issuer: &Url, timeout: Duration) -> Result<DiscoveredEndpoints
     Err(last_error)
 }
 
-/// The payload of a JWT, read without verifying its signature: used only for
-/// an ID token received directly from the upstream token endpoint over TLS
-/// (OIDC Core §3.1.3.7 item 6), or a JWT access token, to copy claims.
-pub fn unverified_jwt_claims(token: &str) -> Option<Map<String, Value>> {
+/// The claims named in `wanted` from the payload of a JWT, read without
+/// verifying its signature: used only for an ID token received directly
+/// from the upstream token endpoint over TLS (OIDC Core §3.1.3.7 item 6), or
+/// a JWT access token, to copy claims. Other claims are skipped as they are
+/// parsed, not built and dropped.
+pub fn unverified_jwt_claims(token: &str, wanted: &[&str]) -> Option<Map<String, Value>> {
     let payload = token.split('.').nth(1)?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(payload.trim_end_matches('='))
         .ok()?;
-    serde_json::from_slice(&bytes).ok()
+    let mut parser = serde_json::Deserializer::from_slice(&bytes);
+    let claims = serde::de::DeserializeSeed::deserialize(WantedClaims(wanted), &mut parser).ok()?;
+    parser.end().ok()?;
+    Some(claims)
+}
+
+/// Deserializes a JSON object keeping only the members named in it.
+struct WantedClaims<'a>(&'a [&'a str]);
+
+impl<'de> serde::de::DeserializeSeed<'de> for WantedClaims<'_> {
+    type Value = Map<String, Value>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for WantedClaims<'_> {
+    type Value = Map<String, Value>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON object of claims")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut members: A) -> Result<Self::Value, A::Error> {
+        let mut claims = Map::new();
+        while let Some(wanted) = members.next_key_seed(WantedName(self.0))? {
+            match wanted {
+                Some(name) => {
+                    claims.insert(name.to_string(), members.next_value()?);
+                }
+                None => {
+                    members.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(claims)
+    }
+}
+
+/// A member name: which of the wanted names it is, if any (compared as
+/// parsed, without an owned copy).
+struct WantedName<'a>(&'a [&'a str]);
+
+impl<'de, 'a> serde::de::DeserializeSeed<'de> for WantedName<'a> {
+    type Value = Option<&'a str>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'a> serde::de::Visitor<'_> for WantedName<'a> {
+    type Value = Option<&'a str>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a claim name")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<Self::Value, E> {
+        Ok(self.0.iter().find(|wanted| **wanted == name).copied())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+    fn jwt(payload: &str) -> String {
+        format!("eyJhbGciOiJSUzI1NiJ9.{}.c2ln", URL_SAFE_NO_PAD.encode(payload))
+    }
+
+    #[test]
+    fn only_the_wanted_claims_are_read_from_a_token() {
+        let token = jwt(r#"{"iss":"https://up","sub":"user-1","em\u0061il":"a@b","groups":["x",{"y":1}],"exp":9}"#);
+        let claims = unverified_jwt_claims(&token, &["sub", "email", "groups", "name"]).unwrap();
+        assert_eq!(
+            Value::Object(claims),
+            serde_json::json!({"sub": "user-1", "email": "a@b", "groups": ["x", {"y": 1}]})
+        );
+    }
+
+    #[test]
+    fn a_token_whose_payload_is_not_a_json_object_gives_no_claims() {
+        for payload in [r#"["sub"]"#, r#"{"sub":"a"} trailing"#, r#"{"sub":"#, "not json"] {
+            assert!(unverified_jwt_claims(&jwt(payload), &["sub"]).is_none(), "{payload}");
+        }
+        assert!(unverified_jwt_claims("opaque-access-token", &["sub"]).is_none());
+    }
 }

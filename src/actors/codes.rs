@@ -156,15 +156,16 @@ pub enum CodeOutcome {
     Refused(CodeRefusal),
 }
 
-/// What a redemption attempt does to the code record, and its outcome.
+/// What a redemption attempt does to the code record, and its outcome;
+/// `None` for a first redemption, whose outcome is the record written.
 fn redeem(
     record: Option<CodeRecord>,
     msg: &RedeemCode,
     verifier_hash: &str,
     ttl: Duration,
-) -> (Change<CodeRecord>, CodeOutcome) {
+) -> (Change<CodeRecord>, Option<CodeOutcome>) {
     let Some(mut record) = record else {
-        return (Change::Keep, CodeOutcome::Refused(CodeRefusal::Unknown));
+        return (Change::Keep, Some(CodeOutcome::Refused(CodeRefusal::Unknown)));
     };
     if let Some(redemption) = record.redemption.clone() {
         let immediate = now_secs().saturating_sub(redemption.at) <= DUPLICATE_WINDOW.as_secs();
@@ -172,13 +173,13 @@ fn redeem(
             && constant_time_eq(redemption.verifier_hash.as_bytes(), verifier_hash.as_bytes())
             && record.redirect_uri.as_str() == msg.redirect_uri.as_deref().unwrap_or_default();
         if immediate && same_request {
-            return (Change::Keep, CodeOutcome::Duplicate(record, redemption));
+            return (Change::Keep, Some(CodeOutcome::Duplicate(record, redemption)));
         }
         let grant_id = record.grant_id;
-        return (Change::Keep, CodeOutcome::Replayed { grant_id });
+        return (Change::Keep, Some(CodeOutcome::Replayed { grant_id }));
     }
     if let Err(refusal) = record.check(&msg.client_id, msg.redirect_uri.as_deref(), &msg.verifier) {
-        return (Change::Keep, CodeOutcome::Refused(refusal));
+        return (Change::Keep, Some(CodeOutcome::Refused(refusal)));
     }
     record.redemption = Some(Redemption {
         at: msg.issued_at,
@@ -187,10 +188,7 @@ fn redeem(
         refresh_jti: format!("{}.{}", record.grant_id, msg.refresh_nonce),
     });
     // Kept until it expires, to recognise duplicates and replays.
-    (
-        Change::Put(record.clone(), ttl),
-        CodeOutcome::Redeemed(record, msg.verifier.clone()),
-    )
+    (Change::Put(record, ttl), None)
 }
 
 impl Handler<RedeemCode> for CodeStore {
@@ -204,9 +202,14 @@ impl Handler<RedeemCode> for CodeStore {
             // A redemption is followed by a durable write on success (the
             // grant's tokens, or the grant from a forwarded-PKCE exchange),
             // so its own sync overlaps the caller's work.
-            codes
-                .update_before_write(&key, |record| redeem(record, &msg, &verifier_hash, ttl))
-                .await
+            let (outcome, written) = codes
+                .update_returning(&key, true, |record| redeem(record, &msg, &verifier_hash, ttl))
+                .await?;
+            match (outcome, written) {
+                (Some(outcome), _) => Ok(outcome),
+                (None, Some(record)) => Ok(CodeOutcome::Redeemed(record, msg.verifier)),
+                (None, None) => Err(StoreError::Encoding("a redemption wrote no code record".into())),
+            }
         })
     }
 }

@@ -224,17 +224,17 @@ impl Handler<IssueTokens> for TokenVault {
     fn handle(&mut self, msg: IssueTokens, _: &mut Self::Context) -> Self::Result {
         self.run(|t| async move {
             let ttl = t.refresh_ttl;
-            let grant = t
+            let (_, written) = t
                 .grants
-                .update(&msg.grant_id, |grant| match grant {
+                .update_returning(&msg.grant_id, false, |grant| match grant {
                     Some(mut grant) => {
                         grant.current = Some(msg.pair.clone());
-                        (Change::Put(grant.clone(), ttl), Some(grant))
+                        (Change::Put(grant, ttl), ())
                     }
-                    None => (Change::Keep, None),
+                    None => (Change::Keep, ()),
                 })
                 .await?;
-            Ok(grant)
+            Ok(written)
         })
     }
 }
@@ -368,12 +368,12 @@ pub enum RefreshClaim {
 
 /// RFC 9700 §4.14.2 rotation with reuse detection, decided on the grant as
 /// stored; the store applies the change only if nobody changed it meanwhile.
-fn claim(grant: Option<Grant>, msg: &ClaimRefresh, ttl: Duration) -> (Change<Grant>, RefreshClaim) {
+fn claim(grant: Option<Grant>, msg: &ClaimRefresh, ttl: Duration) -> (Change<Grant>, Claimed) {
     let Some(mut grant) = grant else {
-        return (Change::Keep, RefreshClaim::Unknown);
+        return (Change::Keep, Claimed::Answer(RefreshClaim::Unknown));
     };
     if grant.client_id != msg.client_id {
-        return (Change::Keep, RefreshClaim::WrongClient);
+        return (Change::Keep, Claimed::Answer(RefreshClaim::WrongClient));
     }
     if grant.current.as_ref().is_some_and(|c| c.refresh_jti == msg.refresh_jti) {
         let before = Box::new(grant.clone());
@@ -383,22 +383,26 @@ fn claim(grant: Option<Grant>, msg: &ClaimRefresh, ttl: Duration) -> (Change<Gra
             successor: msg.successor.clone(),
         });
         grant.current = Some(msg.successor.clone());
-        let claim = RefreshClaim::Rotated {
-            grant_id: String::new(),
-            grant: grant.clone(),
-            before,
-        };
-        return (Change::Put(grant, ttl), claim);
+        return (Change::Put(grant, ttl), Claimed::Rotated { before });
     }
     if let Some(rotation) = &grant.previous {
         let within_grace = now_secs().saturating_sub(rotation.rotated_at) <= REFRESH_GRACE.as_secs();
         let successor_unused = grant.current.as_ref() == Some(&rotation.successor);
         if rotation.old_refresh_jti == msg.refresh_jti && within_grace && successor_unused {
             let pair = rotation.successor.clone();
-            return (Change::Keep, RefreshClaim::GraceReplay { grant, pair });
+            return (Change::Keep, Claimed::Answer(RefreshClaim::GraceReplay { grant, pair }));
         }
     }
-    (Change::Delete, RefreshClaim::ReuseDetected)
+    (Change::Delete, Claimed::Answer(RefreshClaim::ReuseDetected))
+}
+
+/// What [`claim`] decided: a rotation (the rotated grant is the record
+/// written, handed back by the store), or the answer itself. Lives for one
+/// call on the stack, so its size does not matter.
+#[allow(clippy::large_enum_variant)]
+enum Claimed {
+    Rotated { before: Box<Grant> },
+    Answer(RefreshClaim),
 }
 
 impl Handler<ClaimRefresh> for TokenVault {
@@ -409,24 +413,24 @@ impl Handler<ClaimRefresh> for TokenVault {
             let Some(grant_id) = grant_id_of(&msg.refresh_jti).map(String::from) else {
                 return Ok(RefreshClaim::Unknown);
             };
-            let outcome = t
+            let (outcome, written) = t
                 .grants
-                .update(&grant_id, |grant| claim(grant, &msg, t.refresh_ttl))
+                .update_returning(&grant_id, false, |grant| claim(grant, &msg, t.refresh_ttl))
                 .await?;
             match outcome {
-                RefreshClaim::Rotated { grant, before, .. } => Ok(RefreshClaim::Rotated {
+                Claimed::Rotated { before } => Ok(RefreshClaim::Rotated {
                     grant_id,
-                    grant,
+                    grant: written.ok_or_else(|| StoreError::Encoding("a rotation wrote no grant".into()))?,
                     before,
                 }),
-                RefreshClaim::ReuseDetected => {
+                Claimed::Answer(RefreshClaim::ReuseDetected) => {
                     log::warn!(
                         "refresh token reuse detected for client {}; its grant was revoked",
                         msg.client_id
                     );
                     Ok(RefreshClaim::ReuseDetected)
                 }
-                other => Ok(other),
+                Claimed::Answer(other) => Ok(other),
             }
         })
     }

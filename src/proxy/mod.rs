@@ -831,17 +831,23 @@ impl OAuthProxy {
                 Err(e) => log::warn!("upstream userinfo failed, continuing without its claims: {e}"),
             }
         }
+        // Only the claims used below are read from the tokens.
+        let wanted: Vec<&str> = SUBJECT_CLAIMS
+            .iter()
+            .copied()
+            .chain(config.custom_claims.iter().map(String::as_str))
+            .collect();
         for token in [upstream.id_token.as_deref(), Some(upstream.access_token.as_str())]
             .into_iter()
             .flatten()
         {
-            if let Some(claims) = unverified_jwt_claims(token) {
+            if let Some(claims) = unverified_jwt_claims(token, &wanted) {
                 for (name, value) in claims {
                     source.entry(name).or_insert(value);
                 }
             }
         }
-        let subject = ["sub", "id", "login"]
+        let subject = SUBJECT_CLAIMS
             .iter()
             .find_map(|name| match source.get(*name) {
                 Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
@@ -1237,6 +1243,10 @@ impl OAuthProxy {
         let _ = self.inner.refresher.send(Shutdown).await;
     }
 }
+
+/// Where an upstream's user id is found, in order (OIDC `sub`; GitHub's
+/// userinfo has `id` and `login`).
+const SUBJECT_CLAIMS: [&str; 3] = ["sub", "id", "login"];
 
 fn expired_page() -> Error {
     Error::page_with_detail(

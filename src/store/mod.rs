@@ -285,36 +285,30 @@ impl<T: Serialize + DeserializeOwned + 'static> SealedTable<T> {
     /// what to do with it; when another writer got there first, it runs
     /// again on the newer record. `decide` must have no side effects.
     pub async fn update<R>(&self, key: &str, decide: impl FnMut(Option<T>) -> (Change<T>, R)) -> Result<R, StoreError> {
-        self.update_with(key, false, decide).await
+        Ok(self.update_returning(key, false, decide).await?.0)
     }
 
-    /// [`SealedTable::update`] for a caller that makes a durable write to
-    /// this store before it answers on success (see
+    /// [`SealedTable::update`] that also hands back the record it wrote,
+    /// when `decide` chose [`Change::Put`]: for a caller that answers with
+    /// it, without a copy. `before_write`: the caller makes a durable write
+    /// to this store before it answers on success (see
     /// [`Table::compare_and_swap_before_write`]).
-    pub async fn update_before_write<R>(
-        &self,
-        key: &str,
-        decide: impl FnMut(Option<T>) -> (Change<T>, R),
-    ) -> Result<R, StoreError> {
-        self.update_with(key, true, decide).await
-    }
-
-    async fn update_with<R>(
+    pub async fn update_returning<R>(
         &self,
         key: &str,
         before_write: bool,
         mut decide: impl FnMut(Option<T>) -> (Change<T>, R),
-    ) -> Result<R, StoreError> {
+    ) -> Result<(R, Option<T>), StoreError> {
         for _ in 0..MAX_UPDATE_ATTEMPTS {
             let raw = self.table.get(key).await?;
             // The bytes as read stay whole: the swap compares them.
             let current = raw.clone().and_then(|bytes| self.open(key, bytes));
             let (change, result) = decide(current);
-            let new = match change {
-                Change::Keep => return Ok(result),
-                Change::Put(record, ttl) => Some((self.seal(key, &record)?, ttl)),
-                Change::Delete if raw.is_none() => return Ok(result),
-                Change::Delete => None,
+            let (new, written) = match change {
+                Change::Keep => return Ok((result, None)),
+                Change::Put(record, ttl) => (Some((self.seal(key, &record)?, ttl)), Some(record)),
+                Change::Delete if raw.is_none() => return Ok((result, None)),
+                Change::Delete => (None, None),
             };
             let swapped = if before_write {
                 self.table.compare_and_swap_before_write(key, raw, new).await?
@@ -322,7 +316,7 @@ impl<T: Serialize + DeserializeOwned + 'static> SealedTable<T> {
                 self.table.compare_and_swap(key, raw, new).await?
             };
             if swapped {
-                return Ok(result);
+                return Ok((result, written));
             }
         }
         Err(StoreError::Contention)
