@@ -22,7 +22,15 @@ pub fn random_bytes(n: usize) -> Vec<u8> {
 
 /// A URL-safe random token carrying `bytes * 8` bits of entropy.
 pub fn random_token(bytes: usize) -> String {
-    URL_SAFE_NO_PAD.encode(random_bytes(bytes))
+    // Tokens are short: their random bytes need no allocation of their own.
+    let mut buffer = [0u8; 64];
+    match buffer.get_mut(..bytes) {
+        Some(random) => {
+            rand::thread_rng().fill_bytes(random);
+            URL_SAFE_NO_PAD.encode(random)
+        }
+        None => URL_SAFE_NO_PAD.encode(random_bytes(bytes)),
+    }
 }
 
 /// base64url(SHA-256(input)) without padding (PKCE S256, token hashes).

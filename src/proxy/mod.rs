@@ -522,11 +522,12 @@ impl OAuthProxy {
                 "invalid_request",
             ));
         };
-        let back = client_redirect(config, redirect_uri.clone(), request.state.clone());
+        // Errors from here on go back to the client (built only for one).
+        let back = || client_redirect(config, redirect_uri.clone(), request.state.clone());
 
         if request.response_type.as_deref() != Some("code") {
             return Err(Error::redirect(
-                &back,
+                &back(),
                 ErrorCode::UnsupportedResponseType,
                 "response_type must be `code`",
             ));
@@ -535,12 +536,12 @@ impl OAuthProxy {
             request.code_challenge.as_deref(),
             request.code_challenge_method.as_deref(),
         )
-        .map_err(|e| Error::redirect(&back, ErrorCode::InvalidRequest, e.to_string()))?;
+        .map_err(|e| Error::redirect(&back(), ErrorCode::InvalidRequest, e.to_string()))?;
         let resource = config.resource();
         if let Some(requested) = request.resource.as_deref() {
             if !resource_matches(requested, &resource) {
                 return Err(Error::redirect(
-                    &back,
+                    &back(),
                     ErrorCode::InvalidTarget,
                     format!("this server only issues tokens for {resource}"),
                 ));
@@ -548,28 +549,36 @@ impl OAuthProxy {
         }
         let scopes = self
             .requested_scopes(request.scope.as_deref(), &client)
-            .map_err(|description| Error::redirect(&back, ErrorCode::InvalidScope, description))?;
+            .map_err(|description| Error::redirect(&back(), ErrorCode::InvalidScope, description))?;
 
         let transaction_id = random_token(32);
         let upstream_pkce = (!config.forward_pkce).then(PkcePair::generate);
         let remembered = browser.remembered_clients.iter().any(|c| c == &client.client_id);
+        let approved = !config.consent_required || remembered;
+        let upstream_challenge = match &upstream_pkce {
+            Some(pkce) => pkce.challenge.clone(),
+            None => code_challenge.as_str().to_string(),
+        };
         let transaction = Transaction {
             client_id: client.client_id.clone(),
             redirect_uri: redirect_uri.to_string(),
-            state: request.state.clone(),
-            scopes: scopes.clone(),
+            state: request.state,
+            scopes,
             resource,
-            code_challenge: code_challenge.clone(),
-            upstream_verifier: upstream_pkce.as_ref().map(|p| p.verifier.clone()),
+            code_challenge,
+            upstream_verifier: upstream_pkce.map(|p| p.verifier),
             csrf_token: random_token(32),
             browser_hash: sha256_b64url(browser.browser_id.as_bytes()),
-            approved: !config.consent_required || remembered,
+            approved,
         };
-        let upstream_challenge = upstream_pkce
-            .map(|p| p.challenge)
-            .unwrap_or_else(|| code_challenge.as_str().to_string());
-        let approved = transaction.approved;
-        let csrf_token = transaction.csrf_token.clone();
+        // What the consent page shows, kept before the transaction goes to its actor.
+        let consent = (!approved).then(|| {
+            (
+                transaction.csrf_token.clone(),
+                transaction.scopes.iter().map(String::from).collect(),
+            )
+        });
+        let upstream = self.upstream_url(&transaction_id, &upstream_challenge);
         self.actors()
             .transactions
             .send(PutTransaction {
@@ -578,11 +587,9 @@ impl OAuthProxy {
             })
             .await??;
 
-        if approved {
-            return Ok(AuthorizeOutcome::RedirectUpstream(
-                self.upstream_url(&transaction_id, &upstream_challenge),
-            ));
-        }
+        let Some((csrf_token, scopes)) = consent else {
+            return Ok(AuthorizeOutcome::RedirectUpstream(upstream));
+        };
         Ok(AuthorizeOutcome::Consent(Box::new(ConsentPrompt {
             transaction_id,
             csrf_token,
@@ -593,7 +600,7 @@ impl OAuthProxy {
                 csp_source(&redirect_uri),
             ],
             redirect_uri,
-            scopes: scopes.iter().map(String::from).collect(),
+            scopes,
         })))
     }
 

@@ -1,6 +1,8 @@
 //! Client authentication for the token, revocation and introspection
 //! endpoints (RFC 6749 §2.3.1), and their form parsing.
 
+use std::borrow::Cow;
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
 use actix_web::http::header;
@@ -27,7 +29,7 @@ fn is_form(req: &HttpRequest) -> bool {
 
 /// The parameters of a form-encoded request body (RFC 6749 §3.2, RFC 7009
 /// §2.1, RFC 7662 §2.1); `endpoint` names it in the error.
-pub fn form_params(req: &HttpRequest, body: &[u8], endpoint: &str) -> Result<HashMap<String, String>, Error> {
+pub fn form_params<'a>(req: &HttpRequest, body: &'a [u8], endpoint: &str) -> Result<FormParams<'a>, Error> {
     if !is_form(req) {
         return Err(Error::invalid_request(format!(
             "{endpoint} requests must be application/x-www-form-urlencoded"
@@ -48,27 +50,51 @@ pub fn bearer_token(req: &HttpRequest) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
+/// The parameters of a form body, borrowed from it unless percent-decoding
+/// changed them.
+#[derive(Debug, Default)]
+pub struct FormParams<'a>(HashMap<Cow<'a, str>, Cow<'a, str>>);
+
+impl FormParams<'_> {
+    /// Takes a parameter out (each is used once).
+    pub fn take(&mut self, name: &str) -> Option<String> {
+        self.0.remove(name).map(Cow::into_owned)
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(|value| value.as_ref())
+    }
+}
+
 /// Parses a form body, refusing repeated parameters.
-fn parse_form(body: &[u8]) -> Result<HashMap<String, String>, Error> {
+fn parse_form(body: &[u8]) -> Result<FormParams<'_>, Error> {
     let mut params = HashMap::new();
     for (name, value) in form_urlencoded::parse(body) {
-        if params.insert(name.to_string(), value.to_string()).is_some() {
-            return Err(Error::invalid_request(format!("parameter `{name}` is repeated")));
+        match params.entry(name) {
+            Entry::Occupied(repeated) => {
+                return Err(Error::invalid_request(format!(
+                    "parameter `{}` is repeated",
+                    repeated.key()
+                )));
+            }
+            Entry::Vacant(new) => {
+                new.insert(value);
+            }
         }
     }
-    Ok(params)
+    Ok(FormParams(params))
 }
 
 /// RFC 6749 §2.3.1: HTTP Basic with form-urlencoded id and secret, or the
 /// credentials in the body, but not both.
-pub fn client_credentials(req: &HttpRequest, params: &mut HashMap<String, String>) -> Result<ClientCredentials, Error> {
+pub fn client_credentials(req: &HttpRequest, params: &mut FormParams) -> Result<ClientCredentials, Error> {
     let basic = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Basic ").or_else(|| v.strip_prefix("basic ")));
-    let body_id = params.remove("client_id");
-    let body_secret = params.remove("client_secret");
+    let body_id = params.take("client_id");
+    let body_secret = params.take("client_secret");
     if let Some(encoded) = basic {
         if body_secret.is_some() {
             return Err(Error::invalid_request("use one client authentication method, not two"));

@@ -31,7 +31,7 @@ async fn introspect_request(req: &HttpRequest, body: &[u8], proxy: &OAuthProxy) 
         }
     };
     let token = params
-        .remove("token")
+        .take("token")
         .filter(|t| !t.is_empty())
         .ok_or_else(|| Error::invalid_request("`token` is required"))?;
     proxy.introspect(&caller, &token).await

@@ -14,12 +14,10 @@ async fn revoke_request(req: &HttpRequest, body: &[u8], proxy: &OAuthProxy) -> R
     let credentials = client_credentials(req, &mut params)?;
     let client = proxy.authenticate_client(&credentials).await?;
     let token = params
-        .remove("token")
+        .take("token")
         .filter(|t| !t.is_empty())
         .ok_or_else(|| Error::invalid_request("`token` is required"))?;
-    proxy
-        .revoke_token(&client, &token, params.get("token_type_hint").map(String::as_str))
-        .await
+    proxy.revoke_token(&client, &token, params.get("token_type_hint")).await
 }
 
 pub async fn revoke(req: HttpRequest, body: web::Bytes, proxy: web::Data<OAuthProxy>) -> HttpResponse {

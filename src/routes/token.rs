@@ -3,22 +3,20 @@
 //! RFC 6749 §3.2: form-encoded only, repeated parameters are an error, and
 //! every answer carries `Cache-Control: no-store` and `Pragma: no-cache` (§5.1).
 
-use std::collections::HashMap;
-
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::add_cors_headers;
-use super::client_auth::{client_credentials, form_params};
+use super::client_auth::{client_credentials, form_params, FormParams};
 use crate::error::{Error, ErrorCode};
 use crate::proxy::{CodeExchange, OAuthProxy, RefreshExchange};
 
 /// Token requests are small; anything bigger is refused.
 pub const MAX_TOKEN_BODY: usize = 16 * 1024;
 
-fn required(params: &mut HashMap<String, String>, name: &str) -> Result<String, Error> {
+fn required(params: &mut FormParams, name: &str) -> Result<String, Error> {
     params
-        .remove(name)
+        .take(name)
         .filter(|v| !v.is_empty())
         .ok_or_else(|| Error::invalid_request(format!("`{name}` is required")))
 }
@@ -43,7 +41,7 @@ async fn exchange(req: &HttpRequest, body: &[u8], proxy: &OAuthProxy) -> Result<
     let tokens = if grant_type == "authorization_code" {
         let code = required(&mut params, "code")?;
         let code_verifier = params
-            .remove("code_verifier")
+            .take("code_verifier")
             .filter(|v| !v.is_empty())
             .ok_or_else(|| Error::invalid_request("code_verifier is required (PKCE)"))?;
         proxy
@@ -51,9 +49,9 @@ async fn exchange(req: &HttpRequest, body: &[u8], proxy: &OAuthProxy) -> Result<
                 &client,
                 CodeExchange {
                     code,
-                    redirect_uri: params.remove("redirect_uri"),
+                    redirect_uri: params.take("redirect_uri"),
                     code_verifier,
-                    resource: params.remove("resource"),
+                    resource: params.take("resource"),
                 },
             )
             .await?
@@ -64,8 +62,8 @@ async fn exchange(req: &HttpRequest, body: &[u8], proxy: &OAuthProxy) -> Result<
                 &client,
                 RefreshExchange {
                     refresh_token,
-                    scope: params.remove("scope"),
-                    resource: params.remove("resource"),
+                    scope: params.take("scope"),
+                    resource: params.take("resource"),
                 },
             )
             .await?
