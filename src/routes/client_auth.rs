@@ -130,3 +130,24 @@ pub fn client_credentials(req: &HttpRequest, params: &mut FormParams) -> Result<
         via_basic: false,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_repeated_parameter_is_refused() {
+        // RFC 6749 §3.2: parameters MUST NOT be included more than once.
+        let refused = parse_form(b"grant_type=refresh_token&scope=a&scope=b").unwrap_err();
+        assert!(refused.to_string().contains("`scope` is repeated"), "{refused}");
+    }
+
+    #[test]
+    fn parameters_are_percent_decoded_and_each_taken_once() {
+        let mut params = parse_form(b"redirect_uri=http%3A%2F%2F127.0.0.1%2Fcb&code=abc&state=a+b").unwrap();
+        assert_eq!(params.get("state"), Some("a b"));
+        assert_eq!(params.take("redirect_uri").as_deref(), Some("http://127.0.0.1/cb"));
+        assert_eq!(params.take("redirect_uri"), None);
+        assert_eq!(params.take("code").as_deref(), Some("abc"));
+    }
+}
