@@ -384,6 +384,7 @@ impl EmbeddedTable {
             answer.await.map_err(|_| unavailable("the writer thread stopped"))?
         }
         .boxed_local()
+        .into()
     }
 
     /// Counts the live records by reading them all (see [`Counting::OnRequest`]).
@@ -411,7 +412,7 @@ impl EmbeddedTable {
             new: new.map(|(value, ttl)| encode(&value, ttl)),
         };
         let write = self.queue(op, early);
-        async move { write.await.map(expect_flag) }.boxed_local()
+        async move { write.await.map(expect_flag) }.boxed_local().into()
     }
 }
 
@@ -432,7 +433,7 @@ impl Table for EmbeddedTable {
             key: key.to_string(),
             stored: encode(&value, ttl),
         });
-        async move { write.await.map(|_| ()) }.boxed_local()
+        async move { write.await.map(|_| ()) }.boxed_local().into()
     }
 
     fn get(&self, key: &str) -> StoreFuture<Option<Vec<u8>>> {
@@ -442,22 +443,22 @@ impl Table for EmbeddedTable {
             .get(key)
             .map(|stored| stored.and_then(|v| decode(&v, now)))
             .map_err(unavailable);
-        futures_util::future::ready(result).boxed_local()
+        StoreFuture::ready(result)
     }
 
     fn take(&self, key: &str) -> StoreFuture<Option<Vec<u8>>> {
         let write = self.write(Op::Take { key: key.to_string() });
-        async move { write.await.map(expect_value) }.boxed_local()
+        async move { write.await.map(expect_value) }.boxed_local().into()
     }
 
     fn take_before_write(&self, key: &str) -> StoreFuture<Option<Vec<u8>>> {
         let write = self.queue(Op::Take { key: key.to_string() }, true);
-        async move { write.await.map(expect_value) }.boxed_local()
+        async move { write.await.map(expect_value) }.boxed_local().into()
     }
 
     fn delete(&self, key: &str) -> StoreFuture<bool> {
         let write = self.write(Op::Delete { key: key.to_string() });
-        async move { write.await.map(expect_flag) }.boxed_local()
+        async move { write.await.map(expect_flag) }.boxed_local().into()
     }
 
     fn compare_and_swap(
@@ -483,7 +484,7 @@ impl Table for EmbeddedTable {
             key: key.to_string(),
             ttl,
         });
-        async move { write.await.map(expect_flag) }.boxed_local()
+        async move { write.await.map(expect_flag) }.boxed_local().into()
     }
 
     fn purge_expired(&self) -> StoreFuture<usize> {
@@ -495,6 +496,7 @@ impl Table for EmbeddedTable {
             }
         }
         .boxed_local()
+        .into()
     }
 
     fn count(&self) -> StoreFuture<usize> {
@@ -502,7 +504,7 @@ impl Table for EmbeddedTable {
             Some(count) => Ok(count.load(Ordering::Relaxed)),
             None => self.live_records(),
         };
-        futures_util::future::ready(count).boxed_local()
+        StoreFuture::ready(count)
     }
 
     fn generation(&self) -> Option<u64> {

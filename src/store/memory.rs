@@ -7,8 +7,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use futures_util::future::{ready, FutureExt};
-
 use super::{StoreError, StoreFuture, Table};
 
 /// Record bytes and when they expire (milliseconds after the table's
@@ -36,7 +34,7 @@ impl Default for MemoryTable {
 }
 
 fn done<T: 'static>(result: Result<T, StoreError>) -> StoreFuture<T> {
-    ready(result).boxed_local()
+    StoreFuture::ready(result)
 }
 
 impl MemoryTable {
@@ -155,7 +153,7 @@ mod tests {
     use super::*;
     use futures_util::FutureExt;
 
-    fn now<T>(future: StoreFuture<T>) -> T {
+    fn now<T: Unpin>(future: StoreFuture<T>) -> T {
         future.now_or_never().expect("memory futures are ready").unwrap()
     }
 

@@ -40,9 +40,39 @@ pub enum StoreError {
     Contention,
 }
 
-/// The future every storage call returns. Not `Send`: actors run on one
-/// thread each.
-pub type StoreFuture<T> = LocalBoxFuture<'static, Result<T, StoreError>>;
+/// The future every storage call returns: an answer already there (the
+/// memory store, reads of the directory store), which costs no allocation,
+/// or one on its way (a commit, a Redis round trip). Not `Send`: actors run
+/// on one thread each.
+pub enum StoreFuture<T> {
+    Ready(Option<Result<T, StoreError>>),
+    Pending(LocalBoxFuture<'static, Result<T, StoreError>>),
+}
+
+impl<T> StoreFuture<T> {
+    pub fn ready(result: Result<T, StoreError>) -> Self {
+        StoreFuture::Ready(Some(result))
+    }
+}
+
+impl<T> From<LocalBoxFuture<'static, Result<T, StoreError>>> for StoreFuture<T> {
+    fn from(pending: LocalBoxFuture<'static, Result<T, StoreError>>) -> Self {
+        StoreFuture::Pending(pending)
+    }
+}
+
+impl<T: Unpin> std::future::Future for StoreFuture<T> {
+    type Output = Result<T, StoreError>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        match self.get_mut() {
+            StoreFuture::Ready(answer) => {
+                std::task::Poll::Ready(answer.take().expect("a store future is not polled after it finished"))
+            }
+            StoreFuture::Pending(pending) => pending.as_mut().poll(cx),
+        }
+    }
+}
 
 /// One namespace of records with expiry.
 pub trait Table: Send + Sync + 'static {

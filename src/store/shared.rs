@@ -131,7 +131,9 @@ impl Table for RedisTable {
             .arg(&key)
             .ignore();
         let mut connection = self.connection.clone();
-        async move { pipeline.query_async::<()>(&mut connection).await.map_err(unavailable) }.boxed_local()
+        async move { pipeline.query_async::<()>(&mut connection).await.map_err(unavailable) }
+            .boxed_local()
+            .into()
     }
 
     fn get(&self, key: &str) -> StoreFuture<Option<Vec<u8>>> {
@@ -145,6 +147,7 @@ impl Table for RedisTable {
                 .map_err(unavailable)
         }
         .boxed_local()
+        .into()
     }
 
     fn take(&self, key: &str) -> StoreFuture<Option<Vec<u8>>> {
@@ -157,6 +160,7 @@ impl Table for RedisTable {
                 .map_err(unavailable)
         }
         .boxed_local()
+        .into()
     }
 
     fn delete(&self, key: &str) -> StoreFuture<bool> {
@@ -169,6 +173,7 @@ impl Table for RedisTable {
                 .map_err(unavailable)
         }
         .boxed_local()
+        .into()
     }
 
     fn compare_and_swap(
@@ -200,6 +205,7 @@ impl Table for RedisTable {
                 .map_err(unavailable)
         }
         .boxed_local()
+        .into()
     }
 
     /// Records expire by themselves; this trims the index.
@@ -227,6 +233,7 @@ impl Table for RedisTable {
                 .map_err(unavailable)
         }
         .boxed_local()
+        .into()
     }
 
     fn purge_expired(&self) -> StoreFuture<usize> {
@@ -240,6 +247,7 @@ impl Table for RedisTable {
                 .map_err(unavailable)
         }
         .boxed_local()
+        .into()
     }
 
     fn count(&self) -> StoreFuture<usize> {
@@ -255,5 +263,6 @@ impl Table for RedisTable {
                 .map_err(unavailable)
         }
         .boxed_local()
+        .into()
     }
 }
