@@ -137,6 +137,54 @@ pub struct TokenResponse {
     pub scope: String,
 }
 
+/// RFC 7591 §3.2.1 client information: the registered client, with its
+/// secret in clear this once (confidential clients).
+#[derive(Debug)]
+pub struct ClientInformation {
+    pub client: RegisteredClient,
+    pub client_secret: Option<String>,
+}
+
+impl Serialize for ClientInformation {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Fields<'a> {
+            client_id: &'a str,
+            client_id_issued_at: u64,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            client_secret: Option<&'a str>,
+            /// The secret never expires (RFC 7591 §3.2.1: 0).
+            #[serde(skip_serializing_if = "Option::is_none")]
+            client_secret_expires_at: Option<u64>,
+            redirect_uris: &'a [String],
+            token_endpoint_auth_method: &'a crate::oauth::client::TokenEndpointAuthMethod,
+            grant_types: &'a [String],
+            response_types: [&'static str; 1],
+            #[serde(skip_serializing_if = "Option::is_none")]
+            client_name: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            client_uri: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            scope: Option<&'a str>,
+        }
+        let client = &self.client;
+        Fields {
+            client_id: &client.client_id,
+            client_id_issued_at: client.issued_at,
+            client_secret: self.client_secret.as_deref(),
+            client_secret_expires_at: self.client_secret.as_ref().map(|_| 0),
+            redirect_uris: &client.redirect_uris,
+            token_endpoint_auth_method: &client.token_endpoint_auth_method,
+            grant_types: &client.grant_types,
+            response_types: ["code"],
+            client_name: client.client_name.as_deref(),
+            client_uri: client.client_uri.as_deref(),
+            scope: client.scope.as_deref(),
+        }
+        .serialize(serializer)
+    }
+}
+
 /// Token request parameters for the `authorization_code` grant.
 #[derive(Debug, Clone)]
 pub struct CodeExchange {
@@ -424,10 +472,10 @@ impl OAuthProxy {
         &self,
         request: RegistrationRequest,
         client_ip: Option<IpAddr>,
-    ) -> Result<Value, Error> {
+    ) -> Result<ClientInformation, Error> {
         let config = &self.inner.config;
         let registration = request.validate(config.allowed_redirect_uri_patterns.as_deref())?;
-        let (client, secret) = self
+        let (client, client_secret) = self
             .actors()
             .clients
             .send(RegisterClient {
@@ -440,29 +488,7 @@ impl OAuthProxy {
                 RegisterError::Full => Error::oauth(ErrorCode::TemporarilyUnavailable, e.to_string()),
                 RegisterError::Store(e) => e.into(),
             })?;
-        let mut answer = serde_json::json!({
-            "client_id": client.client_id,
-            "client_id_issued_at": client.issued_at,
-            "redirect_uris": client.redirect_uris,
-            "token_endpoint_auth_method": client.token_endpoint_auth_method,
-            "grant_types": client.grant_types,
-            "response_types": ["code"],
-        });
-        let fields = answer.as_object_mut().expect("a JSON object literal");
-        if let Some(secret) = secret {
-            fields.insert("client_secret".into(), secret.into());
-            fields.insert("client_secret_expires_at".into(), 0.into());
-        }
-        for (name, value) in [
-            ("client_name", &client.client_name),
-            ("client_uri", &client.client_uri),
-            ("scope", &client.scope),
-        ] {
-            if let Some(value) = value {
-                fields.insert(name.into(), value.clone().into());
-            }
-        }
-        Ok(answer)
+        Ok(ClientInformation { client, client_secret })
     }
 
     async fn client(&self, client_id: &str) -> Result<Option<Rc<RegisteredClient>>, Error> {

@@ -23,6 +23,12 @@ async fn a_confidential_registration_gets_a_secret_and_echoes_its_metadata() {
     assert_eq!(doc["token_endpoint_auth_method"], "client_secret_basic");
     assert_eq!(doc["redirect_uris"], json!(["https://claude.ai/api/mcp/auth_callback"]));
     assert_eq!(doc["client_name"], "Claude");
+    // RFC 7591 §3.2.1: with a secret, when it expires (0: never), and when
+    // the id was issued.
+    assert_eq!(doc["client_secret_expires_at"], 0);
+    assert!(doc["client_id_issued_at"].as_u64().is_some_and(|at| at > 1_700_000_000));
+    assert_eq!(doc["grant_types"], json!(["authorization_code", "refresh_token"]));
+    assert_eq!(doc["response_types"], json!(["code"]));
     app.stop().await;
 }
 
@@ -38,6 +44,8 @@ async fn a_public_registration_gets_no_secret() {
         .json();
     assert_eq!(doc["token_endpoint_auth_method"], "none");
     assert!(doc.get("client_secret").is_none());
+    assert!(doc.get("client_secret_expires_at").is_none());
+    assert!(doc.get("client_name").is_none(), "absent metadata stays absent: {doc}");
     app.stop().await;
 }
 
