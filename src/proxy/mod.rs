@@ -889,13 +889,15 @@ impl OAuthProxy {
             })
             // An upstream that names nobody: a stable id for this grant's tokens.
             .unwrap_or_else(|| format!("anonymous-{}", &sha256_b64url(upstream.access_token.as_bytes())[..16]));
-        let claims: Map<String, Value> = config
+        // The custom claims, as a JSON object written straight from the
+        // source (no map of copies in between).
+        let custom: Vec<(&String, &Value)> = config
             .custom_claims
             .iter()
             .filter(|name| !RESERVED_CLAIMS.contains(&name.as_str()))
-            .filter_map(|name| source.get(name).map(|value| (name.clone(), value.clone())))
+            .filter_map(|name| source.get(name).map(|value| (name, value)))
             .collect();
-        let claims = Value::Object(claims).to_string();
+        let claims = serde_json::to_string(&JsonObject(&custom)).unwrap_or_else(|_| "{}".to_string());
         Grant {
             client_id: client_id.to_string(),
             subject,
@@ -1274,6 +1276,15 @@ impl OAuthProxy {
         let _ = actors.codes.send(Shutdown).await;
         let _ = actors.vault.send(Shutdown).await;
         let _ = self.inner.refresher.send(Shutdown).await;
+    }
+}
+
+/// Name-value pairs serialized as a JSON object.
+struct JsonObject<'a>(&'a [(&'a String, &'a Value)]);
+
+impl Serialize for JsonObject<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().copied())
     }
 }
 
