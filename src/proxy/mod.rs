@@ -11,6 +11,7 @@ mod resource;
 
 pub use resource::{AccessGrant, IntrospectionCaller};
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -43,17 +44,26 @@ use crate::store::{Backend, Counting, SealedTable, StoreError};
 use crate::upstream::{unverified_jwt_claims, Upstream, UpstreamError};
 use jsonwebtoken::Algorithm;
 
-/// Parameters of `GET /authorize` (RFC 6749 §4.1.1, RFC 7636, RFC 8707).
+/// Parameters of `GET /authorize` (RFC 6749 §4.1.1, RFC 7636, RFC 8707),
+/// borrowed from the query string unless percent-decoding changed them.
 #[derive(Debug, Clone, Default, serde::Deserialize)]
-pub struct AuthorizeRequest {
-    pub response_type: Option<String>,
-    pub client_id: Option<String>,
-    pub redirect_uri: Option<String>,
-    pub scope: Option<String>,
-    pub state: Option<String>,
-    pub code_challenge: Option<String>,
-    pub code_challenge_method: Option<String>,
-    pub resource: Option<String>,
+pub struct AuthorizeRequest<'a> {
+    #[serde(borrow)]
+    pub response_type: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub client_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub redirect_uri: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub scope: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub state: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub code_challenge: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub code_challenge_method: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub resource: Option<Cow<'a, str>>,
 }
 
 /// What the browser brings: its binding id (from a signed cookie) and the
@@ -507,7 +517,7 @@ impl OAuthProxy {
     /// pages (RFC 6749 §4.1.2.1); after, they go back to the client.
     pub async fn authorize(
         &self,
-        request: AuthorizeRequest,
+        request: AuthorizeRequest<'_>,
         browser: &BrowserContext,
     ) -> Result<AuthorizeOutcome, Error> {
         let config = &self.inner.config;
@@ -549,7 +559,13 @@ impl OAuthProxy {
             ));
         };
         // Errors from here on go back to the client (built only for one).
-        let back = || client_redirect(config, redirect_uri.clone(), request.state.clone());
+        let back = || {
+            client_redirect(
+                config,
+                redirect_uri.clone(),
+                request.state.as_deref().map(str::to_string),
+            )
+        };
 
         if request.response_type.as_deref() != Some("code") {
             return Err(Error::redirect(
@@ -588,7 +604,7 @@ impl OAuthProxy {
         let transaction = Transaction {
             client_id: client.client_id.clone(),
             redirect_uri: redirect_uri.to_string(),
-            state: request.state,
+            state: request.state.map(Cow::into_owned),
             scopes,
             resource,
             code_challenge,

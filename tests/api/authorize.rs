@@ -142,6 +142,19 @@ async fn scopes_default_to_the_advertised_ones_and_split_on_whitespace() {
 }
 
 #[actix_web::test]
+async fn a_state_with_escaped_characters_comes_back_unchanged() {
+    // RFC 6749 §4.1.2: the exact value received from the client.
+    let app = TestApp::spawn().await;
+    let client = app.register_confidential().await;
+    let pkce = Pkce::new();
+    let state = "a b&c=d/é%";
+    let page = app.browser_get(&app.authorize_path(&client, &pkce, state)).await;
+    let back = app.through_upstream(&app.approve(&page).await).await;
+    assert_eq!(query_param(&back.location(), "state").as_deref(), Some(state));
+    app.stop().await;
+}
+
+#[actix_web::test]
 async fn a_request_without_state_still_works() {
     let app = TestApp::spawn().await;
     let client = app.register_confidential().await;
