@@ -106,7 +106,7 @@ impl Sealer {
 
     /// Seals what `write` appends to the buffer: a record serialized
     /// straight into the buffer it is encrypted in, with no copy between.
-    /// `size_hint` is the expected plaintext length.
+    /// `size_hint` is the plaintext length (the buffer is sized for it).
     pub fn seal_with<E>(
         &self,
         record_key: &[u8],

@@ -19,7 +19,6 @@ pub mod memory;
 pub mod shared;
 
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -186,9 +185,6 @@ pub struct SealedTable<T> {
     name: &'static str,
     table: Arc<dyn Table>,
     sealer: Sealer,
-    /// The length of the last record sealed: the next one's buffer is
-    /// sized from it, so serializing into it rarely grows it.
-    size_hint: Arc<AtomicUsize>,
     _record: PhantomData<fn() -> T>,
 }
 
@@ -198,7 +194,6 @@ impl<T> Clone for SealedTable<T> {
             name: self.name,
             table: self.table.clone(),
             sealer: self.sealer.clone(),
-            size_hint: self.size_hint.clone(),
             _record: PhantomData,
         }
     }
@@ -213,7 +208,6 @@ impl<T: Serialize + DeserializeOwned + 'static> SealedTable<T> {
             name,
             table,
             sealer,
-            size_hint: Arc::new(AtomicUsize::new(256)),
             _record: PhantomData,
         }
     }
@@ -233,18 +227,17 @@ impl<T: Serialize + DeserializeOwned + 'static> SealedTable<T> {
         use_key(&buffer[..len])
     }
 
-    /// Serializes the record straight into the buffer it is sealed in.
+    /// Serializes the record straight into the buffer it is sealed in,
+    /// sized exactly first (a counting pass writes nothing): the memory
+    /// store keeps that buffer, so slack in it would be memory per grant.
     fn seal(&self, key: &str, record: &T) -> Result<Vec<u8>, StoreError> {
-        let size_hint = self.size_hint.load(Ordering::Relaxed);
-        let sealed = self
-            .with_record_key(key, |record_key| {
-                self.sealer.seal_with(record_key, size_hint, |buffer| {
-                    postcard::to_io(record, buffer).map(|_| ())
-                })
-            })
-            .map_err(|e| StoreError::Encoding(e.to_string()))?;
-        self.size_hint.store(sealed.len(), Ordering::Relaxed);
-        Ok(sealed)
+        let encoding = |e: postcard::Error| StoreError::Encoding(e.to_string());
+        let size = postcard::serialize_with_flavor(record, postcard::ser_flavors::Size::default()).map_err(encoding)?;
+        self.with_record_key(key, |record_key| {
+            self.sealer
+                .seal_with(record_key, size, |buffer| postcard::to_io(record, buffer).map(|_| ()))
+        })
+        .map_err(encoding)
     }
 
     /// Opens a record where it lies in `bytes`. A record that fails to open
