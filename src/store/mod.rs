@@ -345,3 +345,68 @@ impl<T: Serialize + DeserializeOwned + 'static> SealedTable<T> {
         Err(StoreError::Contention)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::FutureExt;
+
+    fn table() -> (Arc<dyn Table>, SealedTable<String>) {
+        let raw: Arc<dyn Table> = Arc::new(memory::MemoryTable::default());
+        let sealer = Sealer::new(b"0123456789abcdef0123456789abcdef");
+        (raw.clone(), SealedTable::new("grant", raw, sealer))
+    }
+
+    #[test]
+    fn records_round_trip_under_short_and_long_keys_and_only_under_their_own() {
+        let (raw, sealed) = table();
+        let long_key = "k".repeat(RECORD_KEY_ON_STACK * 2);
+        for key in ["short", long_key.as_str()] {
+            let record = format!("upstream token for {key}");
+            sealed
+                .put(key, &record, Duration::from_secs(60))
+                .now_or_never()
+                .unwrap()
+                .unwrap();
+            assert_eq!(sealed.get(key).now_or_never().unwrap().unwrap(), Some(record));
+            // The same bytes under another key do not open: the key is sealed in.
+            let bytes = raw.get(key).now_or_never().unwrap().unwrap().unwrap();
+            assert!(!bytes.windows(14).any(|w| w == b"upstream token"));
+            raw.put("moved", bytes, Duration::from_secs(60))
+                .now_or_never()
+                .unwrap()
+                .unwrap();
+            assert_eq!(sealed.get("moved").now_or_never().unwrap().unwrap(), None);
+        }
+    }
+
+    #[test]
+    fn an_update_hands_back_the_record_it_wrote() {
+        let (_, sealed) = table();
+        let ttl = Duration::from_secs(60);
+        sealed
+            .put("k", &"one".to_string(), ttl)
+            .now_or_never()
+            .unwrap()
+            .unwrap();
+        let (seen, written) = sealed
+            .update_returning("k", false, |current| {
+                (Change::Put(format!("{}+two", current.clone().unwrap()), ttl), current)
+            })
+            .now_or_never()
+            .unwrap()
+            .unwrap();
+        assert_eq!(seen.as_deref(), Some("one"));
+        assert_eq!(written.as_deref(), Some("one+two"));
+        assert_eq!(
+            sealed.get("k").now_or_never().unwrap().unwrap().as_deref(),
+            Some("one+two")
+        );
+        let (_, written) = sealed
+            .update_returning("k", false, |_| (Change::<String>::Keep, ()))
+            .now_or_never()
+            .unwrap()
+            .unwrap();
+        assert_eq!(written, None, "nothing written, nothing handed back");
+    }
+}
