@@ -12,6 +12,7 @@ mod resource;
 pub use resource::{AccessGrant, IntrospectionCaller};
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -905,15 +906,15 @@ impl OAuthProxy {
             })
             // An upstream that names nobody: a stable id for this grant's tokens.
             .unwrap_or_else(|| format!("anonymous-{}", &sha256_b64url(upstream.access_token.as_bytes())[..16]));
-        // The custom claims, as a JSON object written straight from the
-        // source (no map of copies in between).
-        let custom: Vec<(&String, &Value)> = config
+        // The custom claims as a JSON object, written from references into
+        // the source (no copies); a name configured twice appears once.
+        let custom: BTreeMap<&str, &Value> = config
             .custom_claims
             .iter()
             .filter(|name| !RESERVED_CLAIMS.contains(&name.as_str()))
-            .filter_map(|name| source.get(name).map(|value| (name, value)))
+            .filter_map(|name| source.get(name).map(|value| (name.as_str(), value)))
             .collect();
-        let claims = serde_json::to_string(&JsonObject(&custom)).unwrap_or_else(|_| "{}".to_string());
+        let claims = serde_json::to_string(&custom).unwrap_or_else(|_| "{}".to_string());
         Grant {
             client_id: client_id.to_string(),
             subject,
@@ -1292,15 +1293,6 @@ impl OAuthProxy {
         let _ = actors.codes.send(Shutdown).await;
         let _ = actors.vault.send(Shutdown).await;
         let _ = self.inner.refresher.send(Shutdown).await;
-    }
-}
-
-/// Name-value pairs serialized as a JSON object.
-struct JsonObject<'a>(&'a [(&'a String, &'a Value)]);
-
-impl Serialize for JsonObject<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_map(self.0.iter().copied())
     }
 }
 

@@ -237,6 +237,29 @@ async fn custom_claims_follow_the_configuration_and_never_override_reserved_ones
 }
 
 #[actix_web::test]
+async fn a_custom_claim_configured_twice_appears_once_in_the_token() {
+    let app = TestApp::spawn_with(
+        &[("OAUTH_PROXY_CUSTOM_CLAIMS", "email,email")],
+        MockUpstreamConfig::default(),
+    )
+    .await;
+    let client = app.register_confidential().await;
+    let tokens = app.full_flow(&client).await;
+    let access = tokens["access_token"].as_str().unwrap();
+    let payload = String::from_utf8(
+        base64::Engine::decode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            access.split('.').nth(1).unwrap(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(payload.matches("\"email\"").count(), 1, "{payload}");
+    assert_eq!(jwt_payload(access)["email"], "user@example.com");
+    app.stop().await;
+}
+
+#[actix_web::test]
 async fn userinfo_supplies_claims_when_configured_and_tokens_are_opaque() {
     let upstream = MockUpstreamConfig {
         issue_id_token: false,
