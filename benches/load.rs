@@ -602,7 +602,16 @@ fn wrk_script(method: &str, body: &str, headers: &HashMap<&str, String>) -> Temp
     TempFile(path)
 }
 
-fn run_wrk(url: &str, concurrency: usize, seconds: u64, script: &Path) -> Measurement {
+/// Runs wrk on core 1 from the blocking pool: the mock upstream answers on
+/// this thread meanwhile.
+async fn run_wrk(url: &str, concurrency: usize, seconds: u64, script: &Path) -> Measurement {
+    let (url, script) = (url.to_string(), script.to_path_buf());
+    tokio::task::spawn_blocking(move || run_wrk_blocking(&url, concurrency, seconds, &script))
+        .await
+        .expect("the wrk run finishes")
+}
+
+fn run_wrk_blocking(url: &str, concurrency: usize, seconds: u64, script: &Path) -> Measurement {
     let output = pinned(1, "wrk")
         .args(["-t1", &format!("-c{concurrency}"), &format!("-d{seconds}s"), "-s"])
         .arg(script)
@@ -762,7 +771,7 @@ async fn real_mcp_server(upstream: &FastUpstream, seconds: u64) {
         ));
     }
     // Node compiles its hot paths during the first seconds: warm it up first.
-    run_wrk(&paths[0].1, concurrency, 3, paths[0].2);
+    run_wrk(&paths[0].1, concurrency, 3, paths[0].2).await;
     // Node's own throughput drifts by several percent from second to second
     // (GC, JIT): many short rounds that alternate the paths share that drift
     // between them, where two long ones did not.
@@ -776,11 +785,11 @@ async fn real_mcp_server(upstream: &FastUpstream, seconds: u64) {
                 match proxy_pid {
                     Some(pid) => {
                         let (mut m, cpu) =
-                            with_cpu(*pid, async { run_wrk(url, concurrency, round_seconds, script) }).await;
+                            with_cpu(*pid, async { run_wrk(url, concurrency, round_seconds, script).await }).await;
                         m.proxy_cpu = Some(cpu);
                         m
                     }
-                    None => run_wrk(url, concurrency, round_seconds, script),
+                    None => run_wrk(url, concurrency, round_seconds, script).await,
                 }
             })
             .await;
@@ -885,7 +894,7 @@ async fn main() {
     header();
     let json_headers = HashMap::from([("Content-Type", "application/json".to_string())]);
     let bare_script = wrk_script("GET", "", &HashMap::new());
-    let bare = run_wrk(&format!("{backend}/bare"), 16, seconds, &bare_script.0);
+    let bare = run_wrk(&format!("{backend}/bare"), 16, seconds, &bare_script.0).await;
     row("load generator ceiling: wrk -> bare actix handler (c=16)", &bare, None);
     // The mock upstream's headroom: each flow and each refresh costs it one
     // /token call (and a flow one /authorize), on the load generator's core.
@@ -897,7 +906,7 @@ async fn main() {
             ("Authorization", upstream::basic_authorization()),
         ]),
     );
-    let upstream_token = run_wrk(&upstream.token_endpoint(), 16, seconds, &token_script.0);
+    let upstream_token = run_wrk(&upstream.token_endpoint(), 16, seconds, &token_script.0).await;
     row(
         "mock upstream headroom: wrk -> its /token, refresh grant (c=16)",
         &upstream_token,
@@ -909,7 +918,7 @@ async fn main() {
         upstream::CLIENT_ID,
         challenge()
     );
-    let upstream_authorize = run_wrk(&authorize_url, 16, seconds, &bare_script.0);
+    let upstream_authorize = run_wrk(&authorize_url, 16, seconds, &bare_script.0).await;
     row(
         "mock upstream headroom: wrk -> its /authorize (c=16)",
         &upstream_authorize,
@@ -1039,7 +1048,7 @@ async fn main() {
             );
             row(
                 "[memory] registrations (wrk), c=16",
-                &run_wrk(&format!("{base}/register"), 16, seconds, &script.0),
+                &run_wrk(&format!("{base}/register"), 16, seconds, &script.0).await,
                 None,
             );
         }
@@ -1048,7 +1057,7 @@ async fn main() {
             let url = format!("{base}/.well-known/oauth-authorization-server");
             row(
                 "[memory] metadata GETs (wrk), c=16",
-                &run_wrk(&url, 16, seconds, &script.0),
+                &run_wrk(&url, 16, seconds, &script.0).await,
                 None,
             );
         }
@@ -1059,15 +1068,16 @@ async fn main() {
                 .access_token;
             let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
             let direct_script = wrk_script("POST", body, &json_headers);
-            let direct = run_wrk(&format!("{backend}/mcp"), 16, seconds, &direct_script.0);
+            let direct = run_wrk(&format!("{backend}/mcp"), 16, seconds, &direct_script.0).await;
             row("MCP POST, backend called directly (wrk), c=16", &direct, None);
             let mut headers = json_headers.clone();
             headers.insert("Authorization", format!("Bearer {token}"));
             let proxy_script = wrk_script("POST", body, &headers);
             let nginx = start_nginx(&backend, 0).await;
-            let via_nginx = nginx
-                .as_ref()
-                .map(|n| run_wrk(&format!("{}/mcp", n.base), 16, seconds, &direct_script.0));
+            let via_nginx = match &nginx {
+                Some(n) => Some(run_wrk(&format!("{}/mcp", n.base), 16, seconds, &direct_script.0).await),
+                None => None,
+            };
             match &via_nginx {
                 Some(m) => row(
                     "MCP POST through nginx proxy_pass, no auth (wrk), c=16",
@@ -1078,7 +1088,7 @@ async fn main() {
             }
             drop(nginx);
             let (mut through, cpu) = with_cpu(pid, async {
-                run_wrk(&format!("{base}/mcp"), 16, seconds, &proxy_script.0)
+                run_wrk(&format!("{base}/mcp"), 16, seconds, &proxy_script.0).await
             })
             .await;
             through.proxy_cpu = Some(cpu);

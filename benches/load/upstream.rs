@@ -1,28 +1,33 @@
 //! The benchmark's mock upstream OAuth provider: the two endpoints a flow and
 //! a refresh use, with the checks a real provider makes (client credentials,
 //! single-use codes bound to their redirect URI and PKCE challenge, rotating
-//! refresh tokens), and nothing the benchmark does not need. The tests'
-//! provider (`tests/api/mock_upstream.rs`) records every call for assertions
-//! and is several times slower per request; here it shared core 1 with the
-//! load generator and took more of it than the load generator itself.
+//! refresh tokens), and nothing the benchmark does not need.
+//!
+//! It shares core 1 with the load generator, so it is as lean as the driver:
+//! a plain HTTP/1.1 keep-alive server (httparse) on the load generator's own
+//! thread. As an actix-web server on a thread of its own it took about 40% of
+//! core 1 in the full-flow rows, more than the driver's user time, and each
+//! request the proxy sent it woke that thread. The tests' provider
+//! (`tests/api/mock_upstream.rs`) records every call for assertions and is
+//! slower still.
 //!
 //! Refresh tokens carry this process's random mark instead of being stored,
 //! so `/token` can be measured alone with one refresh token (the headroom
 //! row): every token the proxy gets is new, as with a rotating provider.
 
+use std::borrow::Cow;
+use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
-use std::net::TcpListener;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::io::Write;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use actix_web::dev::ServerHandle;
-use actix_web::http::header;
-use actix_web::web::{self, Bytes};
-use actix_web::{App, HttpRequest, HttpResponse, HttpServer};
+use actix_rt::net::{TcpListener, TcpStream};
+use actix_rt::task::JoinHandle;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use sha2::Digest;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub const CLIENT_ID: &str = "upstream-client";
 pub const CLIENT_SECRET: &str = "bench-upstream-client-secret";
@@ -32,6 +37,9 @@ pub const CLIENT_SECRET: &str = "bench-upstream-client-secret";
 /// memory bounded.
 const CODE_LIFETIME: Duration = Duration::from_secs(60);
 const MOST_CODES: usize = 100_000;
+
+/// Largest request head or form body it reads (the proxy's are well under).
+const MAX_REQUEST: usize = 16 * 1024;
 
 struct IssuedCode {
     redirect_uri: String,
@@ -68,53 +76,60 @@ impl Codes {
 struct Provider {
     /// A random mark in every token, so tokens from an earlier run are refused.
     mark: String,
-    counter: AtomicU64,
-    codes: Mutex<Codes>,
+    counter: Cell<u64>,
+    codes: RefCell<Codes>,
     basic_authorization: String,
     id_token: String,
+}
+
+impl Provider {
+    fn next_serial(&self) -> u64 {
+        let serial = self.counter.get();
+        self.counter.set(serial + 1);
+        serial
+    }
 }
 
 pub struct FastUpstream {
     base_url: String,
     mark: String,
     id_token_length: usize,
-    handle: ServerHandle,
+    accepting: JoinHandle<()>,
 }
 
 impl FastUpstream {
-    /// Binds `127.0.0.1:0` and serves with one worker in the current System.
+    /// Binds `127.0.0.1:0` and serves on the current thread (an actix System
+    /// or tokio `LocalSet`): nothing here may block that thread while the
+    /// proxy can call the upstream.
     pub fn start() -> FastUpstream {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("mock upstream binds");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("mock upstream binds");
+        listener.set_nonblocking(true).expect("a non-blocking listener");
         let base_url = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
         let mark = format!("{:016x}", rand::random::<u64>());
         let id_token = id_token(&base_url);
         let id_token_length = id_token.len();
-        let provider = Arc::new(Provider {
+        let provider = Rc::new(Provider {
             mark: mark.clone(),
-            counter: AtomicU64::new(0),
-            codes: Mutex::default(),
+            counter: Cell::new(0),
+            codes: RefCell::default(),
             basic_authorization: basic_authorization(),
             id_token,
         });
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(web::Data::from(provider.clone()))
-                .route("/authorize", web::get().to(authorize))
-                .route("/token", web::post().to(token))
-        })
-        .workers(1)
-        .disable_signals()
-        .shutdown_timeout(1)
-        .listen(listener)
-        .expect("mock upstream listens")
-        .run();
-        let handle = server.handle();
-        actix_rt::spawn(server);
+        let listener = TcpListener::from_std(listener).expect("a tokio listener");
+        let accepting = actix_rt::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                actix_rt::spawn(serve(stream, provider.clone()));
+            }
+        });
         FastUpstream {
             base_url,
             mark,
             id_token_length,
-            handle,
+            accepting,
         }
     }
 
@@ -139,8 +154,9 @@ impl FastUpstream {
         format!("rt-{}-0", self.mark)
     }
 
+    /// Stops accepting; open connections end when their clients close them.
     pub async fn stop(self) {
-        self.handle.stop(false).await;
+        self.accepting.abort();
     }
 }
 
@@ -169,66 +185,208 @@ fn id_token(issuer: &str) -> String {
     .expect("an ID token")
 }
 
-fn oauth_error(error: &str, description: &str) -> HttpResponse {
-    HttpResponse::BadRequest().json(serde_json::json!({ "error": error, "error_description": description }))
+/// One request as the endpoints see it.
+struct Request<'a> {
+    method: &'a str,
+    path: &'a str,
+    query: &'a [u8],
+    authorization: &'a [u8],
+    body: &'a [u8],
 }
 
-fn form(input: &[u8]) -> HashMap<String, String> {
-    url::form_urlencoded::parse(input).into_owned().collect()
+/// An answer: status line, extra headers, JSON body (possibly empty).
+struct Answer<'a> {
+    status: &'static str,
+    headers: Vec<(&'static str, Cow<'a, str>)>,
+    body: Cow<'a, str>,
 }
 
-async fn authorize(req: HttpRequest, provider: web::Data<Provider>) -> HttpResponse {
-    let params = form(req.query_string().as_bytes());
-    let field = |name: &str| params.get(name).map(String::as_str).unwrap_or_default();
-    if field("client_id") != CLIENT_ID || field("response_type") != "code" {
+fn json(status: &'static str, body: String) -> Answer<'static> {
+    Answer {
+        status,
+        headers: vec![("Content-Type", Cow::Borrowed("application/json"))],
+        body: Cow::Owned(body),
+    }
+}
+
+fn oauth_error(error: &str, description: &str) -> Answer<'static> {
+    json(
+        "400 Bad Request",
+        serde_json::json!({ "error": error, "error_description": description }).to_string(),
+    )
+}
+
+/// Serves one keep-alive connection until the client closes it or sends
+/// something this server does not read.
+async fn serve(mut stream: TcpStream, provider: Rc<Provider>) {
+    let mut buffer = Vec::with_capacity(4096);
+    let mut output = Vec::with_capacity(2048);
+    loop {
+        let (consumed, close) = loop {
+            match parse_and_answer(&buffer, &provider, &mut output) {
+                Parsed::Answered { consumed, close } => break (consumed, close),
+                Parsed::Partial if buffer.len() > MAX_REQUEST => return,
+                Parsed::Partial => {
+                    buffer.reserve(4096);
+                    match stream.read_buf(&mut buffer).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(_) => {}
+                    }
+                }
+                Parsed::Malformed => {
+                    let _ = stream
+                        .write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                        .await;
+                    return;
+                }
+            }
+        };
+        buffer.drain(..consumed);
+        if stream.write_all(&output).await.is_err() || close {
+            return;
+        }
+    }
+}
+
+enum Parsed {
+    Answered { consumed: usize, close: bool },
+    Partial,
+    Malformed,
+}
+
+/// Parses the first request in `input`; when it is whole, writes its answer
+/// into `output`.
+fn parse_and_answer(input: &[u8], provider: &Provider, output: &mut Vec<u8>) -> Parsed {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut request = httparse::Request::new(&mut headers);
+    let head_length = match request.parse(input) {
+        Ok(httparse::Status::Complete(length)) => length,
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Err(_) => return Parsed::Malformed,
+    };
+    let (mut content_length, mut authorization, mut close) = (0usize, &b""[..], false);
+    for header in request.headers.iter() {
+        if header.name.eq_ignore_ascii_case("content-length") {
+            match std::str::from_utf8(header.value)
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+            {
+                Some(length) => content_length = length,
+                None => return Parsed::Malformed,
+            }
+        } else if header.name.eq_ignore_ascii_case("authorization") {
+            authorization = header.value;
+        } else if header.name.eq_ignore_ascii_case("connection") {
+            close = header.value.eq_ignore_ascii_case(b"close");
+        } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
+            return Parsed::Malformed;
+        }
+    }
+    if content_length > MAX_REQUEST {
+        return Parsed::Malformed;
+    }
+    if input.len() < head_length + content_length {
+        return Parsed::Partial;
+    }
+    let target = request.path.unwrap_or("/");
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let request = Request {
+        method: request.method.unwrap_or(""),
+        path,
+        query: query.as_bytes(),
+        authorization,
+        body: &input[head_length..head_length + content_length],
+    };
+    let answer = match (request.method, request.path) {
+        ("GET", "/authorize") => authorize(&request, provider),
+        ("POST", "/token") => token(&request, provider),
+        _ => json("404 Not Found", r#"{"error":"not_found"}"#.to_string()),
+    };
+    output.clear();
+    let _ = write!(output, "HTTP/1.1 {}\r\n", answer.status);
+    for (name, value) in &answer.headers {
+        let _ = write!(output, "{name}: {value}\r\n");
+    }
+    let _ = write!(output, "Content-Length: {}\r\n\r\n", answer.body.len());
+    output.extend_from_slice(answer.body.as_bytes());
+    Parsed::Answered {
+        consumed: head_length + content_length,
+        close,
+    }
+}
+
+/// The form fields an endpoint reads, by name, borrowed where unescaped.
+fn fields<'a, const N: usize>(input: &'a [u8], names: [&str; N]) -> [Cow<'a, str>; N] {
+    let mut values: [Cow<'a, str>; N] = std::array::from_fn(|_| Cow::Borrowed(""));
+    for (name, value) in url::form_urlencoded::parse(input) {
+        if let Some(index) = names.iter().position(|n| *n == name) {
+            values[index] = value;
+        }
+    }
+    values
+}
+
+fn authorize<'a>(request: &Request<'a>, provider: &Provider) -> Answer<'a> {
+    let [client_id, response_type, method, challenge, state, redirect_uri] = fields(
+        request.query,
+        [
+            "client_id",
+            "response_type",
+            "code_challenge_method",
+            "code_challenge",
+            "state",
+            "redirect_uri",
+        ],
+    );
+    if client_id != CLIENT_ID || response_type != "code" {
         return oauth_error("invalid_request", "unknown client or response_type");
     }
-    if field("code_challenge_method") != "S256" || field("code_challenge").is_empty() || field("state").is_empty() {
+    if method != "S256" || challenge.is_empty() || state.is_empty() {
         return oauth_error("invalid_request", "PKCE S256 and state are required");
     }
-    let Ok(mut redirect) = url::Url::parse(field("redirect_uri")) else {
+    if !(redirect_uri.starts_with("http://") || redirect_uri.starts_with("https://")) || redirect_uri.contains('#') {
         return oauth_error("invalid_request", "redirect_uri is not an absolute URL");
-    };
-    let serial = provider.counter.fetch_add(1, Ordering::Relaxed);
-    let code = format!("code-{}-{serial}", provider.mark);
-    provider.codes.lock().unwrap().insert(
-        code.clone(),
+    }
+    let code = format!("code-{}-{}", provider.mark, provider.next_serial());
+    let separator = if redirect_uri.contains('?') { '&' } else { '?' };
+    let location = format!(
+        "{redirect_uri}{separator}code={code}&state={}",
+        url::form_urlencoded::byte_serialize(state.as_bytes()).collect::<String>()
+    );
+    provider.codes.borrow_mut().insert(
+        code,
         IssuedCode {
-            redirect_uri: field("redirect_uri").to_string(),
-            challenge: field("code_challenge").to_string(),
+            redirect_uri: redirect_uri.into_owned(),
+            challenge: challenge.into_owned(),
         },
     );
-    redirect
-        .query_pairs_mut()
-        .append_pair("code", &code)
-        .append_pair("state", field("state"));
-    HttpResponse::Found()
-        .insert_header((header::LOCATION, redirect.as_str()))
-        .finish()
+    Answer {
+        status: "302 Found",
+        headers: vec![("Location", Cow::Owned(location))],
+        body: Cow::Borrowed(""),
+    }
 }
 
-async fn token(req: HttpRequest, body: Bytes, provider: web::Data<Provider>) -> HttpResponse {
-    let authorized = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .is_some_and(|v| v.as_bytes() == provider.basic_authorization.as_bytes());
-    if !authorized {
-        return HttpResponse::Unauthorized().json(serde_json::json!({ "error": "invalid_client" }));
+fn token<'a>(request: &Request<'a>, provider: &Provider) -> Answer<'a> {
+    if request.authorization != provider.basic_authorization.as_bytes() {
+        return json("401 Unauthorized", r#"{"error":"invalid_client"}"#.to_string());
     }
-    let params = form(&body);
-    let field = |name: &str| params.get(name).map(String::as_str).unwrap_or_default();
-    match field("grant_type") {
+    let [grant_type, code, verifier, redirect_uri, refresh_token] = fields(
+        request.body,
+        ["grant_type", "code", "code_verifier", "redirect_uri", "refresh_token"],
+    );
+    match &*grant_type {
         "authorization_code" => {
-            let Some(issued) = provider.codes.lock().unwrap().redeem(field("code")) else {
+            let Some(issued) = provider.codes.borrow_mut().redeem(&code) else {
                 return oauth_error("invalid_grant", "unknown or used code");
             };
-            let verified = URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(field("code_verifier").as_bytes()));
-            if issued.redirect_uri != field("redirect_uri") || verified != issued.challenge {
+            let verified = URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier.as_bytes()));
+            if issued.redirect_uri != redirect_uri || verified != issued.challenge {
                 return oauth_error("invalid_grant", "redirect_uri or PKCE verifier does not match");
             }
         }
         "refresh_token" => {
-            let issued_here = field("refresh_token")
+            let issued_here = refresh_token
                 .strip_prefix("rt-")
                 .is_some_and(|rest| rest.starts_with(provider.mark.as_str()));
             if !issued_here {
@@ -237,17 +395,16 @@ async fn token(req: HttpRequest, body: Bytes, provider: web::Data<Provider>) -> 
         }
         _ => return oauth_error("unsupported_grant_type", "authorization_code or refresh_token"),
     }
-    let serial = provider.counter.fetch_add(1, Ordering::Relaxed);
-    // An ID token on every answer, refreshes included, as the tests' provider.
-    let answer = serde_json::json!({
-        "access_token": format!("at-{}-{serial}", provider.mark),
-        "token_type": "Bearer",
-        "expires_in": 3600,
-        "scope": "openid",
-        "refresh_token": format!("rt-{}-{serial}", provider.mark),
-        "id_token": provider.id_token,
-    });
-    HttpResponse::Ok()
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .json(answer)
+    let serial = provider.next_serial();
+    // Every value is made of URL-safe characters (the mark is hex, the ID
+    // token base64url): no JSON escaping is needed. An ID token on every
+    // answer, refreshes included, as the tests' provider.
+    let mark = &provider.mark;
+    let body = format!(
+        r#"{{"access_token":"at-{mark}-{serial}","token_type":"Bearer","expires_in":3600,"scope":"openid","refresh_token":"rt-{mark}-{serial}","id_token":"{}"}}"#,
+        provider.id_token
+    );
+    let mut answer = json("200 OK", body);
+    answer.headers.push(("Cache-Control", Cow::Borrowed("no-store")));
+    answer
 }
