@@ -4,9 +4,11 @@
 use std::net::TcpListener;
 use std::path::Path;
 
-use actix_web::dev::Server;
+use actix_web::dev::{AppService, HttpServiceFactory, Server};
+use actix_web::guard::{Guard, GuardContext};
+use actix_web::http::{header, Method};
 use actix_web::middleware::{Condition, Logger};
-use actix_web::{web, App, HttpResponse, HttpServer};
+use actix_web::{web, App, HttpResponse, HttpServer, Resource, Route};
 
 use crate::gateway::Gateway;
 use crate::proxy::OAuthProxy;
@@ -27,60 +29,60 @@ pub fn configure_routes(cfg: &mut web::ServiceConfig, proxy: &OAuthProxy, assets
         .app_data(web::Data::new(assets.clone()))
         .service(health::healthz)
         .service(
-            web::resource("/.well-known/oauth-authorization-server")
-                .route(web::get().to(well_known::authorization_server))
-                .route(web::method(actix_web::http::Method::OPTIONS).to(preflight)),
+            methods("/.well-known/oauth-authorization-server")
+                .on(Method::GET, web::to(well_known::authorization_server))
+                .on(Method::OPTIONS, web::to(preflight)),
         )
         .service(
-            web::resource("/.well-known/oauth-protected-resource")
-                .route(web::get().to(well_known::protected_resource))
-                .route(web::method(actix_web::http::Method::OPTIONS).to(preflight)),
+            methods("/.well-known/oauth-protected-resource")
+                .on(Method::GET, web::to(well_known::protected_resource))
+                .on(Method::OPTIONS, web::to(preflight)),
         )
         .service(
-            web::resource(format!("/.well-known/oauth-protected-resource{base_path}{mcp_path}"))
-                .route(web::get().to(well_known::protected_resource))
-                .route(web::method(actix_web::http::Method::OPTIONS).to(preflight)),
+            methods(format!("/.well-known/oauth-protected-resource{base_path}{mcp_path}"))
+                .on(Method::GET, web::to(well_known::protected_resource))
+                .on(Method::OPTIONS, web::to(preflight)),
         )
         // OIDC clients sometimes look here first; the same document answers.
         .service(
-            web::resource("/.well-known/openid-configuration")
-                .route(web::get().to(well_known::authorization_server))
-                .route(web::method(actix_web::http::Method::OPTIONS).to(preflight)),
+            methods("/.well-known/openid-configuration")
+                .on(Method::GET, web::to(well_known::authorization_server))
+                .on(Method::OPTIONS, web::to(preflight)),
         )
         .service(
-            web::resource("/register")
+            methods("/register")
                 .app_data(web::PayloadConfig::new(register::MAX_REGISTRATION_BODY))
-                .route(web::post().to(register::register))
-                .route(web::method(actix_web::http::Method::OPTIONS).to(preflight)),
+                .on(Method::POST, web::to(register::register))
+                .on(Method::OPTIONS, web::to(preflight)),
         )
-        .service(web::resource("/authorize").route(web::get().to(authorize::authorize)))
+        .service(methods("/authorize").on(Method::GET, web::to(authorize::authorize)))
         .service(
-            web::resource("/consent")
+            methods("/consent")
                 .app_data(web::PayloadConfig::new(16 * 1024))
-                .route(web::post().to(authorize::consent)),
+                .on(Method::POST, web::to(authorize::consent)),
         )
-        .service(web::resource(config.redirect_path.clone()).route(web::get().to(callback::callback)))
+        .service(methods(config.redirect_path.clone()).on(Method::GET, web::to(callback::callback)))
         .service(
-            web::resource("/token")
+            methods("/token")
                 .app_data(web::PayloadConfig::new(token::MAX_TOKEN_BODY))
-                .route(web::post().to(token::token))
-                .route(web::method(actix_web::http::Method::OPTIONS).to(preflight)),
+                .on(Method::POST, web::to(token::token))
+                .on(Method::OPTIONS, web::to(preflight)),
         )
         .service(
-            web::resource("/revoke")
+            methods("/revoke")
                 .app_data(web::PayloadConfig::new(token::MAX_TOKEN_BODY))
-                .route(web::post().to(revoke::revoke))
-                .route(web::method(actix_web::http::Method::OPTIONS).to(preflight)),
+                .on(Method::POST, web::to(revoke::revoke))
+                .on(Method::OPTIONS, web::to(preflight)),
         )
         .service(
-            web::resource("/introspect")
+            methods("/introspect")
                 .app_data(web::PayloadConfig::new(token::MAX_TOKEN_BODY))
-                .route(web::post().to(introspect::introspect)),
+                .on(Method::POST, web::to(introspect::introspect)),
         )
         .service(
-            web::resource("/jwks.json")
-                .route(web::get().to(well_known::jwks))
-                .route(web::method(actix_web::http::Method::OPTIONS).to(preflight)),
+            methods("/jwks.json")
+                .on(Method::GET, web::to(well_known::jwks))
+                .on(Method::OPTIONS, web::to(preflight)),
         )
         // Two resources rather than one with two patterns: a single static
         // pattern is matched by string comparison, a pattern list by regex
@@ -97,13 +99,65 @@ pub fn configure_routes(cfg: &mut web::ServiceConfig, proxy: &OAuthProxy, assets
                 .app_data(mcp_gateway)
                 .to(gateway::mcp),
         )
-        .service(web::resource("/static/{name}").route(web::get().to(static_files::serve)));
+        .service(methods("/static/{name}").on(Method::GET, web::to(static_files::serve)));
     if !base_path.is_empty() {
         // RFC 8414 §3.1: the path-inserted form for an issuer with a path.
         cfg.service(
-            web::resource(format!("/.well-known/oauth-authorization-server{base_path}"))
-                .route(web::get().to(well_known::authorization_server)),
+            methods(format!("/.well-known/oauth-authorization-server{base_path}"))
+                .on(Method::GET, web::to(well_known::authorization_server)),
         );
+    }
+}
+
+/// A resource whose routes each answer one method; any other method gets
+/// 405 with `Allow` naming those (RFC 9110 §15.5.6).
+///
+/// actix-web's method guards (`web::get()`, ...) record each method they
+/// test in the request's extension map, so that the resource's fallback can
+/// name them: an allocation storm on every request (about ten per full
+/// flow). Here the guards only compare, and the fallback knows the list.
+struct MethodRoutes {
+    resource: Resource,
+    allowed: Vec<Method>,
+}
+
+fn methods(path: impl Into<String>) -> MethodRoutes {
+    MethodRoutes {
+        resource: web::resource(path.into()),
+        allowed: Vec::new(),
+    }
+}
+
+struct OnlyMethod(Method);
+
+impl Guard for OnlyMethod {
+    fn check(&self, ctx: &GuardContext<'_>) -> bool {
+        ctx.head().method == self.0
+    }
+}
+
+impl MethodRoutes {
+    fn on(mut self, method: Method, route: Route) -> Self {
+        self.allowed.push(method.clone());
+        self.resource = self.resource.route(route.guard(OnlyMethod(method)));
+        self
+    }
+
+    fn app_data<U: 'static>(mut self, data: U) -> Self {
+        self.resource = self.resource.app_data(data);
+        self
+    }
+}
+
+impl HttpServiceFactory for MethodRoutes {
+    fn register(self, config: &mut AppService) {
+        let allowed = self.allowed;
+        self.resource
+            .default_service(web::to(move || {
+                let allow = header::Allow(allowed.clone());
+                async move { HttpResponse::MethodNotAllowed().insert_header(allow).finish() }
+            }))
+            .register(config)
     }
 }
 

@@ -77,6 +77,28 @@ pub async fn preflight() -> HttpResponse {
     response
 }
 
+/// The request cookie called `name`, parsed by the cookie crate as
+/// `HttpRequest::cookie` does (pairs split at `;`, percent-decoded), but only
+/// the pair with that name: `HttpRequest::cookie` parses and copies every
+/// cookie into the request's extension map first.
+fn request_cookie(req: &HttpRequest, name: &str) -> Option<Cookie<'static>> {
+    req.headers()
+        .get_all(header::COOKIE)
+        .filter_map(|value| std::str::from_utf8(value.as_bytes()).ok())
+        .flat_map(|value| value.split(';'))
+        .map(str::trim)
+        .filter(|pair| {
+            pair.strip_prefix(name)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        })
+        .find_map(|pair| {
+            Cookie::parse_encoded(pair)
+                .ok()
+                .filter(|cookie| cookie.name() == name)
+                .map(Cookie::into_owned)
+        })
+}
+
 /// The cookies the browser-facing endpoints use, signed with the consent key.
 pub struct BrowserCookies {
     jar: CookieJar,
@@ -108,8 +130,8 @@ impl BrowserCookies {
             secure: proxy.config().secure_cookies(),
         };
         for name in [cookies.browser_cookie_name(), cookies.consent_cookie_name()] {
-            if let Some(cookie) = req.cookie(name) {
-                cookies.jar.add_original(cookie.into_owned());
+            if let Some(cookie) = request_cookie(req, name) {
+                cookies.jar.add_original(cookie);
             }
         }
         let key = proxy.consent_key();

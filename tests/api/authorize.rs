@@ -279,6 +279,39 @@ async fn remembered_consent_skips_the_page_for_that_client_only() {
 }
 
 #[actix_web::test]
+async fn the_proxy_finds_its_cookies_by_exact_name_among_the_sites_other_cookies() {
+    let app = TestApp::spawn().await;
+    let client = app.register_confidential().await;
+    // Look-alike names share a prefix with the proxy's; a forged value under
+    // the proxy's own name would fail its signature instead.
+    let before = "theme=dark; mcp_proxy_browser_old=stale; mcp_proxy_consentx=1";
+    let after = "mcp_proxy_browser2=other; lang=en";
+    let page = app
+        .browser_get_among(&app.authorize_path(&client, &Pkce::new(), "s"), before, after)
+        .await;
+    let to_upstream = app.approve(&page).await;
+    assert_eq!(to_upstream.status, StatusCode::SEE_OTHER, "the same browser approved");
+    assert!(to_upstream
+        .location()
+        .as_str()
+        .starts_with(&app.upstream.authorization_endpoint()));
+    let upstream_answer = app.browser_get(to_upstream.location().as_str()).await;
+    let back = app
+        .browser_get_among(upstream_answer.location().as_str(), before, after)
+        .await;
+    assert_eq!(back.status, StatusCode::FOUND, "{}", back.body);
+    let to_client = back.location();
+    assert!(to_client.as_str().starts_with(REDIRECT_URI));
+    assert!(query_param(&to_client, "code").is_some());
+    // The approval is remembered for this browser, read among the others too.
+    let again = app
+        .browser_get_among(&app.authorize_path(&client, &Pkce::new(), "s"), before, after)
+        .await;
+    assert_eq!(again.status, StatusCode::FOUND, "remembered: straight upstream");
+    app.stop().await;
+}
+
+#[actix_web::test]
 async fn the_callback_refuses_unknown_replayed_and_foreign_browser_states() {
     let app = TestApp::spawn().await;
     let unknown = app.browser_get("/oauth/callback?state=nope&code=x").await;

@@ -86,3 +86,42 @@ async fn the_stylesheet_is_served_for_the_pages() {
     assert_eq!(app.get("/static/../Cargo.toml").await.status, StatusCode::NOT_FOUND);
     app.stop().await;
 }
+
+/// RFC 9110 §15.5.6: a 405 answer MUST list the methods the resource does
+/// support in `Allow`.
+#[actix_web::test]
+async fn a_method_an_endpoint_does_not_take_gets_405_naming_the_ones_it_does() {
+    let app = TestApp::spawn().await;
+    let cases = [
+        ("GET", "/token", "POST, OPTIONS"),
+        ("DELETE", "/register", "POST, OPTIONS"),
+        ("POST", "/authorize", "GET"),
+        ("PUT", "/.well-known/oauth-authorization-server", "GET, OPTIONS"),
+        ("GET", "/consent", "POST"),
+        ("POST", "/jwks.json", "GET, OPTIONS"),
+    ];
+    for (method, path, allowed) in cases {
+        let response = app
+            .http()
+            .request(method.parse().unwrap(), format!("{}{path}", app.address))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+        let allow = response.headers().get("allow").map(|v| v.to_str().unwrap().to_string());
+        assert_eq!(allow.as_deref(), Some(allowed), "{method} {path}");
+    }
+    // The methods each endpoint takes still reach it.
+    assert_eq!(
+        app.get("/.well-known/oauth-authorization-server").await.status,
+        StatusCode::OK
+    );
+    let preflight = app
+        .http()
+        .request(awc::http::Method::OPTIONS, format!("{}/token", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.status(), StatusCode::NO_CONTENT);
+    app.stop().await;
+}

@@ -253,6 +253,19 @@ impl Driver {
         self.read(response, true).await
     }
 
+    /// GET as the browser, with other cookies of the site before and after
+    /// the kept ones (a browser sends every cookie of the host).
+    pub async fn browser_get_among(&self, path_or_url: &str, before: &str, after: &str) -> Answer {
+        let response = self
+            .http
+            .get(self.url(path_or_url))
+            .insert_header(("Cookie", format!("{before}; {}; {after}", self.cookie_header())))
+            .send()
+            .await
+            .unwrap();
+        self.read(response, true).await
+    }
+
     /// POST a form as the browser.
     pub async fn browser_post_form(&self, path: &str, form: &[(&str, &str)]) -> Answer {
         let response = self
