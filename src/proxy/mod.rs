@@ -152,7 +152,7 @@ pub struct TokenResponse {
 /// secret in clear this once (confidential clients).
 #[derive(Debug)]
 pub struct ClientInformation {
-    pub client: RegisteredClient,
+    pub client: Rc<RegisteredClient>,
     pub client_secret: Option<String>,
 }
 
@@ -499,6 +499,11 @@ impl OAuthProxy {
                 RegisterError::Full => Error::oauth(ErrorCode::TemporarilyUnavailable, e.to_string()),
                 RegisterError::Store(e) => e.into(),
             })?;
+        // MCP clients go to /authorize right after registering: the record
+        // written is the record that would be read back (client records are
+        // never rewritten), so this thread remembers it as a read would.
+        let client = Rc::new(client);
+        memo::CLIENTS.with(|memo| memo.remember(&client.client_id, Some(memo::UNCHANGING), &Some(client.clone())));
         Ok(ClientInformation { client, client_secret })
     }
 

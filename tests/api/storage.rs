@@ -345,6 +345,30 @@ async fn a_client_lookup_is_remembered_for_at_most_a_second_even_with_redis() {
     app.stop().await;
 }
 
+/// MCP clients go to /authorize right after registering: the thread that
+/// registered a client remembers the record it wrote, so /authorize does not
+/// read it back from Redis (a round trip per flow).
+#[actix_web::test]
+async fn authorize_right_after_registration_does_not_read_the_client_back() {
+    let redis = RedisServer::start().await;
+    let mut settings = redis_settings(&redis, None);
+    // One worker: the memo is per thread.
+    settings.push(("OAUTH_PROXY_WORKERS", "1".into()));
+    let upstream = Rc::new(MockUpstream::start(MockUpstreamConfig::default()).await);
+    let app = TestApp::spawn_instance(&as_refs(&settings), upstream).await;
+    let client = app.register_public().await;
+    let reads_before = redis.calls("get");
+    let page = app.browser_get(&app.authorize_path(&client, &Pkce::new(), "s")).await;
+    assert_eq!(page.status, StatusCode::OK, "the consent page: {}", page.body);
+    assert_eq!(redis.calls("get") - reads_before, 0, "the client was read back");
+    // A second later the store is asked again.
+    actix_rt::time::sleep(Duration::from_millis(1100)).await;
+    let page = app.browser_get(&app.authorize_path(&client, &Pkce::new(), "s")).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert_eq!(redis.calls("get") - reads_before, 1);
+    app.stop().await;
+}
+
 /// The registration cap counts clients in Redis, a round trip. Far below the
 /// cap a count read within the last second is trusted; from half the cap on
 /// every registration counts, so two instances together stop exactly at it.
