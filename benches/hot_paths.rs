@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use actix_web::{web, App, HttpResponse, HttpServer};
 use criterion::{criterion_group, criterion_main, Criterion};
-use mcp_oauth_proxy::actors::token_vault::{CreateGrant, Grant, IssueTokens, IssuedPair, UpstreamTokens};
+use mcp_oauth_proxy::actors::token_vault::{CreateGrant, Grant, IssuedPair, UpstreamTokens};
 use mcp_oauth_proxy::crypto::Sealer;
 use mcp_oauth_proxy::oauth::jwt::{Claims, IssuedClaims, TokenSigner, TokenUse};
 use mcp_oauth_proxy::oauth::now_secs;
@@ -198,20 +198,13 @@ fn start_gateway() -> (String, String, String) {
                 issued_at: now_secs(),
                 scope: "openid profile email".into(),
             };
-            let vault = proxy.token_vault();
-            vault
+            record.current = Some(pair.clone());
+            proxy
+                .token_vault()
                 .send(CreateGrant {
-                    grant_id: grant_id.clone(),
+                    grant_id,
                     grant: record,
                     ttl: Duration::from_secs(3600),
-                })
-                .await
-                .unwrap()
-                .unwrap();
-            vault
-                .send(IssueTokens {
-                    grant_id,
-                    pair: pair.clone(),
                 })
                 .await
                 .unwrap()

@@ -35,7 +35,21 @@ pub struct CodeRecord {
     /// Forwarded PKCE: the upstream code, redeemable only with the client's
     /// verifier at `/token`.
     pub pending_upstream_code: Option<String>,
+    /// Swap mode, grant written at the callback: what /token signs, so it
+    /// need not read the grant back. Dropped from the record at redemption.
+    pub prepared: Option<PreparedTokens>,
     pub redemption: Option<Redemption>,
+}
+
+/// The token ids the callback wrote into the grant as its current pair, and
+/// the grant's subject and custom claims.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PreparedTokens {
+    pub access_nonce: String,
+    pub refresh_nonce: String,
+    pub subject: String,
+    /// Custom claims as a JSON object (see `Grant::claims`).
+    pub claims: String,
 }
 
 /// The tokens issued for a code, kept so a duplicate request gets the same.
@@ -136,7 +150,8 @@ pub struct RedeemCode {
     pub redirect_uri: Option<String>,
     pub verifier: String,
     /// Random parts of the token ids to issue if this is the first
-    /// redemption; the ids are `<grant id>.<random>`.
+    /// redemption of a code without prepared ids; the ids are
+    /// `<grant id>.<random>`.
     pub access_nonce: String,
     pub refresh_nonce: String,
     pub issued_at: u64,
@@ -144,9 +159,10 @@ pub struct RedeemCode {
 
 #[derive(Debug)]
 pub enum CodeOutcome {
-    /// First redemption: issue tokens with the ids in the request; the
-    /// verifier is handed back for a forwarded-PKCE upstream exchange.
-    Redeemed(CodeRecord, String),
+    /// First redemption: issue tokens with the ids of the record's
+    /// redemption; the verifier is handed back for a forwarded-PKCE upstream
+    /// exchange, and what the callback prepared, taken out of the record.
+    Redeemed(CodeRecord, String, Option<PreparedTokens>),
     /// An immediate duplicate: answer with the tokens of the first redemption.
     Duplicate(CodeRecord, Redemption),
     /// The code was already used: refuse and revoke this grant.
@@ -156,16 +172,25 @@ pub enum CodeOutcome {
     Refused(CodeRefusal),
 }
 
-/// What a redemption attempt does to the code record, and its outcome;
-/// `None` for a first redemption, whose outcome is the record written.
+/// What a redemption attempt decided, besides the record it writes.
+enum Decided {
+    /// Refusals, duplicates and replays (boxed: rare, and large).
+    Outcome(Box<CodeOutcome>),
+    /// A first redemption, whose outcome is the record written, with what
+    /// the callback prepared (taken out of that record).
+    FirstRedemption(Option<PreparedTokens>),
+}
+
+/// What a redemption attempt does to the code record, and its outcome.
 fn redeem(
     record: Option<CodeRecord>,
     msg: &RedeemCode,
     verifier_hash: &str,
     ttl: Duration,
-) -> (Change<CodeRecord>, Option<CodeOutcome>) {
+) -> (Change<CodeRecord>, Decided) {
+    let refused = |outcome| (Change::Keep, Decided::Outcome(Box::new(outcome)));
     let Some(mut record) = record else {
-        return (Change::Keep, Some(CodeOutcome::Refused(CodeRefusal::Unknown)));
+        return refused(CodeOutcome::Refused(CodeRefusal::Unknown));
     };
     if let Some(redemption) = record.redemption.clone() {
         let immediate = now_secs().saturating_sub(redemption.at) <= DUPLICATE_WINDOW.as_secs();
@@ -173,22 +198,28 @@ fn redeem(
             && constant_time_eq(redemption.verifier_hash.as_bytes(), verifier_hash.as_bytes())
             && record.redirect_uri.as_str() == msg.redirect_uri.as_deref().unwrap_or_default();
         if immediate && same_request {
-            return (Change::Keep, Some(CodeOutcome::Duplicate(record, redemption)));
+            return refused(CodeOutcome::Duplicate(record, redemption));
         }
         let grant_id = record.grant_id;
-        return (Change::Keep, Some(CodeOutcome::Replayed { grant_id }));
+        return refused(CodeOutcome::Replayed { grant_id });
     }
     if let Err(refusal) = record.check(&msg.client_id, msg.redirect_uri.as_deref(), &msg.verifier) {
-        return (Change::Keep, Some(CodeOutcome::Refused(refusal)));
+        return refused(CodeOutcome::Refused(refusal));
     }
+    // The ids the callback already wrote into the grant, if it prepared them.
+    let prepared = record.prepared.take();
+    let (access_nonce, refresh_nonce) = match &prepared {
+        Some(p) => (&p.access_nonce, &p.refresh_nonce),
+        None => (&msg.access_nonce, &msg.refresh_nonce),
+    };
     record.redemption = Some(Redemption {
         at: msg.issued_at,
         verifier_hash: verifier_hash.to_string(),
-        access_jti: format!("{}.{}", record.grant_id, msg.access_nonce),
-        refresh_jti: format!("{}.{}", record.grant_id, msg.refresh_nonce),
+        access_jti: format!("{}.{access_nonce}", record.grant_id),
+        refresh_jti: format!("{}.{refresh_nonce}", record.grant_id),
     });
     // Kept until it expires, to recognise duplicates and replays.
-    (Change::Put(record, ttl), None)
+    (Change::Put(record, ttl), Decided::FirstRedemption(prepared))
 }
 
 impl Handler<RedeemCode> for CodeStore {
@@ -206,9 +237,13 @@ impl Handler<RedeemCode> for CodeStore {
                 .update_returning(&key, true, |record| redeem(record, &msg, &verifier_hash, ttl))
                 .await?;
             match (outcome, written) {
-                (Some(outcome), _) => Ok(outcome),
-                (None, Some(record)) => Ok(CodeOutcome::Redeemed(record, msg.verifier)),
-                (None, None) => Err(StoreError::Encoding("a redemption wrote no code record".into())),
+                (Decided::Outcome(outcome), _) => Ok(*outcome),
+                (Decided::FirstRedemption(prepared), Some(record)) => {
+                    Ok(CodeOutcome::Redeemed(record, msg.verifier, prepared))
+                }
+                (Decided::FirstRedemption(_), None) => {
+                    Err(StoreError::Encoding("a redemption wrote no code record".into()))
+                }
             }
         })
     }

@@ -210,32 +210,19 @@ impl Handler<CreateGrant> for TokenVault {
     }
 }
 
-/// Records the first proxy token pair (swap mode) issued from a code.
+/// Keeps a grant for as long as its refresh token lives, once its code is
+/// redeemed (swap mode: the callback wrote the grant with the code's
+/// lifetime and its first token pair). `false`: the grant is gone (expired
+/// or revoked since).
 #[derive(Message)]
-#[rtype(result = "Result<Option<Grant>, StoreError>")]
-pub struct IssueTokens {
-    pub grant_id: String,
-    pub pair: IssuedPair,
-}
+#[rtype(result = "Result<bool, StoreError>")]
+pub struct KeepGrant(pub String);
 
-impl Handler<IssueTokens> for TokenVault {
-    type Result = Answer<Result<Option<Grant>, StoreError>>;
+impl Handler<KeepGrant> for TokenVault {
+    type Result = Answer<Result<bool, StoreError>>;
 
-    fn handle(&mut self, msg: IssueTokens, _: &mut Self::Context) -> Self::Result {
-        self.run(|t| async move {
-            let ttl = t.refresh_ttl;
-            let (_, written) = t
-                .grants
-                .update_returning(&msg.grant_id, false, |grant| match grant {
-                    Some(mut grant) => {
-                        grant.current = Some(msg.pair.clone());
-                        (Change::Put(grant, ttl), ())
-                    }
-                    None => (Change::Keep, ()),
-                })
-                .await?;
-            Ok(written)
-        })
+    fn handle(&mut self, msg: KeepGrant, _: &mut Self::Context) -> Self::Result {
+        self.run(|t| async move { t.grants.touch(&msg.0, t.refresh_ttl).await })
     }
 }
 

@@ -24,9 +24,9 @@ use serde_json::{Map, Value};
 use url::Url;
 
 use crate::actors::client_registry::{GetClient, MarkClientUsed, RegisterClient, RegisterError};
-use crate::actors::codes::{CodeOutcome, CodeRecord, CodeRefusal, RedeemCode, StoreCode};
+use crate::actors::codes::{CodeOutcome, CodeRecord, CodeRefusal, PreparedTokens, RedeemCode, StoreCode};
 use crate::actors::token_vault::{
-    ClaimRefresh, CreateGrant, GetGrant, Grant, IssuePassThrough, IssueTokens, IssuedPair, LookupPassThrough,
+    ClaimRefresh, CreateGrant, GetGrant, Grant, IssuePassThrough, IssuedPair, KeepGrant, LookupPassThrough,
     RefreshClaim, RevokeGrant, UndoRotation, UpdateUpstreamTokens, UpstreamTokens,
 };
 use crate::actors::transactions::{GetTransaction, PutTransaction, TakeTransaction, Transaction};
@@ -146,6 +146,29 @@ pub struct TokenResponse {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id_token: Option<String>,
     pub scope: String,
+}
+
+/// What a grant's proxy tokens say about it: read from the grant, or at the
+/// token endpoint from the code record and what the callback prepared.
+struct TokenSubject<'a> {
+    client_id: &'a str,
+    subject: &'a str,
+    resource: &'a str,
+    /// Custom claims as a JSON object.
+    claims: &'a str,
+    scopes: &'a Scopes,
+}
+
+impl<'a> From<&'a Grant> for TokenSubject<'a> {
+    fn from(grant: &'a Grant) -> Self {
+        TokenSubject {
+            client_id: &grant.client_id,
+            subject: &grant.subject,
+            resource: &grant.resource,
+            claims: &grant.claims,
+            scopes: &grant.scopes,
+        }
+    }
 }
 
 /// RFC 7591 §3.2.1 client information: the registered client, with its
@@ -807,7 +830,7 @@ impl OAuthProxy {
         };
 
         let grant_id = random_token(24);
-        let (pending_upstream_code, grant) = match &transaction.upstream_verifier {
+        let (pending_upstream_code, grant, prepared) = match &transaction.upstream_verifier {
             Some(verifier) => {
                 let tokens = self
                     .inner
@@ -815,7 +838,7 @@ impl OAuthProxy {
                     .exchange_code(&upstream_code, Some(verifier))
                     .await
                     .map_err(|e| upstream_redirect_error(&back, e))?;
-                let grant = self
+                let mut grant = self
                     .grant_from_upstream(
                         tokens,
                         &transaction.client_id,
@@ -823,10 +846,30 @@ impl OAuthProxy {
                         &transaction.resource,
                     )
                     .await;
-                (None, Some(grant))
+                // Swap mode: the grant is written with the ids of the tokens
+                // its code will be redeemed for, and the code carries what
+                // they are signed with, so /token need not rewrite or even
+                // read the grant. Nothing can use the ids before /token signs
+                // tokens carrying them.
+                let prepared = config.token_swap.then(|| {
+                    let prepared = PreparedTokens {
+                        access_nonce: random_token(16),
+                        refresh_nonce: random_token(16),
+                        subject: grant.subject.clone(),
+                        claims: grant.claims.clone(),
+                    };
+                    grant.current = Some(IssuedPair {
+                        access_jti: format!("{grant_id}.{}", prepared.access_nonce),
+                        refresh_jti: format!("{grant_id}.{}", prepared.refresh_nonce),
+                        issued_at: now_secs(),
+                        scope: grant.scopes.to_oauth_string(),
+                    });
+                    prepared
+                });
+                (None, Some(grant), prepared)
             }
             // Forwarded PKCE: only the client's verifier can redeem it, at /token.
-            None => (Some(upstream_code), None),
+            None => (Some(upstream_code), None, None),
         };
 
         let code = random_token(32);
@@ -841,6 +884,7 @@ impl OAuthProxy {
                 resource: transaction.resource,
                 grant_id: grant_id.clone(),
                 pending_upstream_code,
+                prepared,
                 redemption: None,
             },
         });
@@ -976,8 +1020,8 @@ impl OAuthProxy {
                 issued_at: now_secs(),
             })
             .await??;
-        let (record, verifier) = match outcome {
-            CodeOutcome::Redeemed(record, verifier) => (record, verifier),
+        let (record, verifier, prepared) = match outcome {
+            CodeOutcome::Redeemed(record, verifier, prepared) => (record, verifier, prepared),
             CodeOutcome::Duplicate(record, redemption) => {
                 let grant = self.actors().vault.send(GetGrant(record.grant_id.clone())).await??;
                 let grant = grant.ok_or_else(|| Error::invalid_grant("the authorization code was already used"))?;
@@ -1014,27 +1058,6 @@ impl OAuthProxy {
                 ));
             }
         }
-
-        if let Some(upstream_code) = &record.pending_upstream_code {
-            let tokens = self
-                .inner
-                .upstream
-                .exchange_code(upstream_code, Some(&verifier))
-                .await
-                .map_err(upstream_token_error)?;
-            let grant = self
-                .grant_from_upstream(tokens, &record.client_id, &record.scopes, &record.resource)
-                .await;
-            self.actors()
-                .vault
-                .send(CreateGrant {
-                    grant_id: record.grant_id.clone(),
-                    grant,
-                    ttl: config.lifetimes.authorization_code,
-                })
-                .await??;
-        }
-
         let redemption = record
             .redemption
             .clone()
@@ -1046,16 +1069,70 @@ impl OAuthProxy {
             scope: record.scopes.to_oauth_string(),
         };
         let actors = self.actors();
-        let issue = async {
+        // Keeping the client registered and the grant's own write are
+        // independent: issued together, they share one commit.
+        let keep_client = actors.clients.send(MarkClientUsed(client.client_id.clone()));
+
+        if let Some(upstream_code) = &record.pending_upstream_code {
+            // Forwarded PKCE: the grant is made now, in swap mode with its
+            // first pair and the refresh token's lifetime.
+            let tokens = self
+                .inner
+                .upstream
+                .exchange_code(upstream_code, Some(&verifier))
+                .await
+                .map_err(upstream_token_error)?;
+            let mut grant = self
+                .grant_from_upstream(tokens, &record.client_id, &record.scopes, &record.resource)
+                .await;
+            let ttl = if config.token_swap {
+                grant.current = Some(pair.clone());
+                config.lifetimes.refresh_token
+            } else {
+                config.lifetimes.authorization_code
+            };
             if config.token_swap {
-                return actors
-                    .vault
-                    .send(IssueTokens {
-                        grant_id: record.grant_id.clone(),
-                        pair: pair.clone(),
-                    })
-                    .await;
+                let answer = self.signed_pair(&TokenSubject::from(&grant), &pair)?;
+                let create = actors.vault.send(CreateGrant {
+                    grant_id: record.grant_id.clone(),
+                    grant,
+                    ttl,
+                });
+                let (_, created) = futures_util::future::join(keep_client, create).await;
+                created??;
+                return Ok(answer);
             }
+            actors
+                .vault
+                .send(CreateGrant {
+                    grant_id: record.grant_id.clone(),
+                    grant,
+                    ttl,
+                })
+                .await??;
+        } else if config.token_swap {
+            // The callback wrote the grant with this pair as its current one:
+            // it now lives as long as the refresh token.
+            let prepared = prepared.ok_or_else(|| {
+                Error::invalid_grant("the authorization was started in another token mode; start it again")
+            })?;
+            let (_, kept) =
+                futures_util::future::join(keep_client, actors.vault.send(KeepGrant(record.grant_id.clone()))).await;
+            if !kept?? {
+                return Err(Error::invalid_grant("the authorization has expired"));
+            }
+            let about = TokenSubject {
+                client_id: &record.client_id,
+                subject: &prepared.subject,
+                resource: &record.resource,
+                claims: &prepared.claims,
+                scopes: &record.scopes,
+            };
+            return self.signed_pair(&about, &pair);
+        }
+
+        // Pass-through: the client gets the upstream tokens, recorded by hash.
+        let issue = async {
             let grant = match actors.vault.send(GetGrant(record.grant_id.clone())).await? {
                 Ok(Some(grant)) => grant,
                 other => return Ok(other),
@@ -1073,10 +1150,7 @@ impl OAuthProxy {
                 })
                 .await
         };
-        // Keeping the client registered and recording the tokens are
-        // independent writes: issued together, they share one commit.
-        let (_, grant) =
-            futures_util::future::join(actors.clients.send(MarkClientUsed(client.client_id.clone())), issue).await;
+        let (_, grant) = futures_util::future::join(keep_client, issue).await;
         let grant = grant??;
         let grant = grant.ok_or_else(|| Error::invalid_grant("the authorization has expired"))?;
         self.token_response(&grant, &pair)
@@ -1084,31 +1158,36 @@ impl OAuthProxy {
 
     /// Swap mode: sign the proxy pair; pass-through: hand out the upstream tokens.
     fn token_response(&self, grant: &Grant, pair: &IssuedPair) -> Result<TokenResponse, Error> {
-        let config = &self.inner.config;
-        if !config.token_swap {
-            let upstream = &grant.upstream;
-            return Ok(TokenResponse {
-                access_token: upstream.access_token.clone(),
-                token_type: "Bearer".into(),
-                expires_in: upstream.expires_at.map(|at| at.saturating_sub(now_secs())),
-                refresh_token: upstream.refresh_token.clone(),
-                id_token: upstream.id_token.clone(),
-                scope: grant.scopes.to_oauth_string(),
-            });
+        if self.inner.config.token_swap {
+            return self.signed_pair(&TokenSubject::from(grant), pair);
         }
+        let upstream = &grant.upstream;
+        Ok(TokenResponse {
+            access_token: upstream.access_token.clone(),
+            token_type: "Bearer".into(),
+            expires_in: upstream.expires_at.map(|at| at.saturating_sub(now_secs())),
+            refresh_token: upstream.refresh_token.clone(),
+            id_token: upstream.id_token.clone(),
+            scope: grant.scopes.to_oauth_string(),
+        })
+    }
+
+    /// Swap mode: the proxy's access and refresh tokens for `pair`.
+    fn signed_pair(&self, about: &TokenSubject<'_>, pair: &IssuedPair) -> Result<TokenResponse, Error> {
+        let config = &self.inner.config;
         let access_ttl = config.lifetimes.access_token.as_secs();
-        let refresh_scope = grant.scopes.to_oauth_string();
+        let refresh_scope = about.scopes.to_oauth_string();
         let claims = |jti, token_use, scope, ttl| IssuedClaims {
             iss: config.issuer.as_str(),
-            aud: &grant.resource,
-            sub: &grant.subject,
-            client_id: &grant.client_id,
+            aud: about.resource,
+            sub: about.subject,
+            client_id: about.client_id,
             scope,
             jti,
             iat: pair.issued_at,
             exp: pair.issued_at + ttl,
             token_use,
-            extra_json: &grant.claims,
+            extra_json: about.claims,
         };
         let signer = &self.inner.signer;
         let access = signer

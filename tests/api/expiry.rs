@@ -48,3 +48,22 @@ async fn an_expired_transaction_cannot_be_approved() {
     assert!(answer.body.contains("expired"));
     app.stop().await;
 }
+
+/// The callback writes the grant with the code's lifetime (an abandoned
+/// sign-in leaves nothing behind for long); redeeming the code extends it to
+/// the refresh token's.
+#[actix_web::test]
+async fn a_redeemed_codes_grant_outlives_the_code_and_lasts_as_long_as_its_refresh_token() {
+    let app = TestApp::spawn_with(
+        &[("OAUTH_PROXY_AUTHORIZATION_CODE_TTL", "1")],
+        MockUpstreamConfig::default(),
+    )
+    .await;
+    let client = app.register_public().await;
+    let tokens = app.full_flow(&client).await;
+    actix_rt::time::sleep(Duration::from_millis(1600)).await;
+    assert_eq!(app.proxy.token_vault().send(CountRecords).await.unwrap().unwrap(), 1);
+    let refreshed = app.refresh(&client, tokens["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(refreshed.status, awc::http::StatusCode::OK, "{}", refreshed.body);
+    app.stop().await;
+}

@@ -196,6 +196,11 @@ async fn forwarded_pkce_sends_the_client_challenge_upstream_and_its_verifier_at_
     assert_eq!(app.upstream.token_requests()[0].form["code_verifier"], pkce.verifier);
     let access = answer.json()["access_token"].as_str().unwrap().to_string();
     assert!(app.proxy.load_upstream_tokens(&access).await.is_some());
+    // The grant made at /token holds this pair: its refresh token rotates.
+    let refreshed = app
+        .refresh(&client, answer.json()["refresh_token"].as_str().unwrap())
+        .await;
+    assert_eq!(refreshed.status, StatusCode::OK, "{}", refreshed.body);
     app.stop().await;
 }
 

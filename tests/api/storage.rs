@@ -369,6 +369,35 @@ async fn authorize_right_after_registration_does_not_read_the_client_back() {
     app.stop().await;
 }
 
+/// Swap mode: the callback writes the grant with the ids of its first token
+/// pair, so the token request reads and swaps only the code, and extends the
+/// grant's life without reading or rewriting it.
+#[actix_web::test]
+async fn the_token_request_reads_only_the_code_and_leaves_the_grant_as_written() {
+    let redis = RedisServer::start().await;
+    let upstream = Rc::new(MockUpstream::start(MockUpstreamConfig::default()).await);
+    let app = TestApp::spawn_instance(&as_refs(&redis_settings(&redis, None)), upstream).await;
+    let client = app.register_public().await;
+    // A first flow loads the swap script into this fresh Redis (the first
+    // EVALSHA meets NOSCRIPT and is sent again).
+    app.full_flow(&client).await;
+    let pkce = Pkce::new();
+    let code = app.code_for(&client, &pkce).await;
+    let (reads, swaps) = (redis.calls("get"), redis.calls("evalsha"));
+    let tokens = app.exchange_code(&client, &code, &pkce.verifier).await;
+    assert_eq!(tokens.status, StatusCode::OK, "{}", tokens.body);
+    // The compare-and-swap script reads the code once more, on the server.
+    assert_eq!(redis.calls("get") - reads, 2, "the code, and in the swap");
+    assert_eq!(redis.calls("evalsha") - swaps, 1, "the code's redemption only");
+    // The tokens work: the access token at the MCP endpoint's lookup, the
+    // refresh token for a rotation.
+    let refreshed = app
+        .refresh(&client, tokens.json()["refresh_token"].as_str().unwrap())
+        .await;
+    assert_eq!(refreshed.status, StatusCode::OK, "{}", refreshed.body);
+    app.stop().await;
+}
+
 /// The registration cap counts clients in Redis, a round trip. Far below the
 /// cap a count read within the last second is trusted; from half the cap on
 /// every registration counts, so two instances together stop exactly at it.
