@@ -2,8 +2,6 @@
 //! endpoints (RFC 6749 §2.3.1), and their form parsing.
 
 use std::borrow::Cow;
-use std::collections::hash_map::Entry;
-use std::collections::HashMap;
 
 use actix_web::http::header;
 use actix_web::HttpRequest;
@@ -15,17 +13,20 @@ use crate::config::Secret;
 use crate::error::Error;
 use crate::proxy::ClientCredentials;
 
-/// Whether the request body is form-encoded.
+/// Whether the request body is form-encoded (media types are
+/// case-insensitive; parameters such as `charset` may follow).
 fn is_form(req: &HttpRequest) -> bool {
+    const FORM: &str = "application/x-www-form-urlencoded";
     req.headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.trim_start()
-                .to_ascii_lowercase()
-                .starts_with("application/x-www-form-urlencoded")
-        })
+        .and_then(|v| v.trim_start().get(..FORM.len()))
+        .is_some_and(|media_type| media_type.eq_ignore_ascii_case(FORM))
 }
+
+/// More parameters than any of these endpoints defines (a token request has
+/// at most eight): a body with more is refused rather than scanned.
+const MAX_FORM_PARAMS: usize = 32;
 
 /// The parameters of a form-encoded request body (RFC 6749 §3.2, RFC 7009
 /// §2.1, RFC 7662 §2.1); `endpoint` names it in the error.
@@ -51,36 +52,36 @@ pub fn bearer_token(req: &HttpRequest) -> Option<&str> {
 }
 
 /// The parameters of a form body, borrowed from it unless percent-decoding
-/// changed them.
+/// changed them. A few, so a list searched in order (no hashing, no table).
 #[derive(Debug, Default)]
-pub struct FormParams<'a>(HashMap<Cow<'a, str>, Cow<'a, str>>);
+pub struct FormParams<'a>(Vec<(Cow<'a, str>, Cow<'a, str>)>);
 
 impl FormParams<'_> {
     /// Takes a parameter out (each is used once).
     pub fn take(&mut self, name: &str) -> Option<String> {
-        self.0.remove(name).map(Cow::into_owned)
+        let index = self.0.iter().position(|(n, _)| n == name)?;
+        Some(self.0.swap_remove(index).1.into_owned())
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0.get(name).map(|value| value.as_ref())
+        self.0.iter().find(|(n, _)| n == name).map(|(_, value)| value.as_ref())
     }
 }
 
-/// Parses a form body, refusing repeated parameters.
+/// Parses a form body, refusing repeated parameters (RFC 6749 §3.1) and
+/// more than [`MAX_FORM_PARAMS`].
 fn parse_form(body: &[u8]) -> Result<FormParams<'_>, Error> {
-    let mut params = HashMap::new();
+    let mut params: Vec<(Cow<'_, str>, Cow<'_, str>)> = Vec::with_capacity(8);
     for (name, value) in form_urlencoded::parse(body) {
-        match params.entry(name) {
-            Entry::Occupied(repeated) => {
-                return Err(Error::invalid_request(format!(
-                    "parameter `{}` is repeated",
-                    repeated.key()
-                )));
-            }
-            Entry::Vacant(new) => {
-                new.insert(value);
-            }
+        if params.iter().any(|(seen, _)| *seen == name) {
+            return Err(Error::invalid_request(format!("parameter `{name}` is repeated")));
         }
+        if params.len() == MAX_FORM_PARAMS {
+            return Err(Error::invalid_request(format!(
+                "more than {MAX_FORM_PARAMS} parameters"
+            )));
+        }
+        params.push((name, value));
     }
     Ok(FormParams(params))
 }

@@ -417,11 +417,55 @@ async fn malformed_token_requests_get_rfc_6749_errors() {
         assert_eq!(answer.header("cache-control").as_deref(), Some("no-store"));
         assert_eq!(answer.header("pragma").as_deref(), Some("no-cache"));
     }
+    // Far more parameters than any token request has: refused, not scanned.
+    let names: Vec<String> = (0..40).map(|i| format!("extension_{i}")).collect();
+    let mut crowded: Vec<(&str, &str)> = vec![("grant_type", "refresh_token"), ("client_id", id)];
+    crowded.extend(names.iter().map(|name| (name.as_str(), "x")));
+    let answer = app.post_form("/token", &crowded, None).await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    assert_eq!(answer.json()["error"], "invalid_request");
+    assert!(answer.json()["error_description"]
+        .as_str()
+        .unwrap()
+        .contains("parameters"));
     let json_body = awc::Client::default()
         .post(format!("{}/token", app.address))
         .send_json(&json!({"grant_type": "refresh_token"}))
         .await
         .unwrap();
     assert_eq!(json_body.status(), StatusCode::BAD_REQUEST);
+    app.stop().await;
+}
+
+/// Media types are case-insensitive (RFC 9110 §8.3.1) and may carry
+/// parameters.
+#[actix_web::test]
+async fn a_form_content_type_in_any_case_and_with_a_charset_is_a_form() {
+    let app = TestApp::spawn().await;
+    let client = app.register_public().await;
+    let pkce = Pkce::new();
+    let code = app.code_for(&client, &pkce).await;
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", crate::helpers::REDIRECT_URI),
+        ("code_verifier", pkce.verifier.as_str()),
+        ("client_id", client.client_id.as_str()),
+    ];
+    let body = serde_urlencoded::to_string(form).unwrap();
+    let mut response = app
+        .http()
+        .post(format!("{}/token", app.address))
+        .insert_header(("Content-Type", "Application/X-WWW-Form-URLEncoded; charset=UTF-8"))
+        .send_body(body)
+        .await
+        .unwrap();
+    let answer = response.body().await.unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
     app.stop().await;
 }
