@@ -315,18 +315,23 @@ async fn a_client_that_exchanged_a_code_outlives_the_unused_client_ttl() {
     }
 }
 
+/// A proxy with one worker (memos are per thread) on a fresh Redis.
+async fn one_worker_with_redis() -> (RedisServer, TestApp) {
+    let redis = RedisServer::start().await;
+    let mut settings = redis_settings(&redis, None);
+    settings.push(("OAUTH_PROXY_WORKERS", "1".into()));
+    let upstream = Rc::new(MockUpstream::start(MockUpstreamConfig::default()).await);
+    let app = TestApp::spawn_instance(&as_refs(&settings), upstream).await;
+    (redis, app)
+}
+
 /// Client records are never rewritten, so a lookup is remembered for up to a
 /// second even with Redis: the token request right after /authorize does not
 /// read the client again (here it still succeeds after the record was
 /// removed behind the proxy's back). After a second the store is asked again.
 #[actix_web::test]
 async fn a_client_lookup_is_remembered_for_at_most_a_second_even_with_redis() {
-    let redis = RedisServer::start().await;
-    let mut settings = redis_settings(&redis, None);
-    // One worker: the memo is per thread.
-    settings.push(("OAUTH_PROXY_WORKERS", "1".into()));
-    let upstream = Rc::new(MockUpstream::start(MockUpstreamConfig::default()).await);
-    let app = TestApp::spawn_instance(&as_refs(&settings), upstream).await;
+    let (redis, app) = one_worker_with_redis().await;
     let client = app.register_public().await;
     let pkce = Pkce::new();
     let code = app.code_for(&client, &pkce).await;
@@ -350,12 +355,7 @@ async fn a_client_lookup_is_remembered_for_at_most_a_second_even_with_redis() {
 /// read it back from Redis (a round trip per flow).
 #[actix_web::test]
 async fn authorize_right_after_registration_does_not_read_the_client_back() {
-    let redis = RedisServer::start().await;
-    let mut settings = redis_settings(&redis, None);
-    // One worker: the memo is per thread.
-    settings.push(("OAUTH_PROXY_WORKERS", "1".into()));
-    let upstream = Rc::new(MockUpstream::start(MockUpstreamConfig::default()).await);
-    let app = TestApp::spawn_instance(&as_refs(&settings), upstream).await;
+    let (redis, app) = one_worker_with_redis().await;
     let client = app.register_public().await;
     let reads_before = redis.calls("get");
     let page = app.browser_get(&app.authorize_path(&client, &Pkce::new(), "s")).await;
