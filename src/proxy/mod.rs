@@ -850,7 +850,8 @@ impl OAuthProxy {
                 // its code will be redeemed for, and the code carries what
                 // they are signed with, so /token need not rewrite or even
                 // read the grant. Nothing can use the ids before /token signs
-                // tokens carrying them.
+                // tokens carrying them; those tokens carry the redemption's
+                // time, and this pair's own time is never signed.
                 let prepared = config.token_swap.then(|| {
                     let prepared = PreparedTokens {
                         access_nonce: random_token(16),
@@ -1071,7 +1072,7 @@ impl OAuthProxy {
         let actors = self.actors();
         // Keeping the client registered and the grant's own write are
         // independent: issued together, they share one commit.
-        let keep_client = actors.clients.send(MarkClientUsed(client.client_id.clone()));
+        let keep_client = || actors.clients.send(MarkClientUsed(client.client_id.clone()));
 
         if let Some(upstream_code) = &record.pending_upstream_code {
             // Forwarded PKCE: the grant is made now, in swap mode with its
@@ -1085,31 +1086,22 @@ impl OAuthProxy {
             let mut grant = self
                 .grant_from_upstream(tokens, &record.client_id, &record.scopes, &record.resource)
                 .await;
-            let ttl = if config.token_swap {
-                grant.current = Some(pair.clone());
-                config.lifetimes.refresh_token
-            } else {
-                config.lifetimes.authorization_code
-            };
-            if config.token_swap {
-                let answer = self.signed_pair(&TokenSubject::from(&grant), &pair)?;
-                let create = actors.vault.send(CreateGrant {
-                    grant_id: record.grant_id.clone(),
-                    grant,
-                    ttl,
-                });
-                let (_, created) = futures_util::future::join(keep_client, create).await;
-                created??;
-                return Ok(answer);
-            }
-            actors
-                .vault
-                .send(CreateGrant {
+            let create = |grant, ttl| {
+                actors.vault.send(CreateGrant {
                     grant_id: record.grant_id.clone(),
                     grant,
                     ttl,
                 })
-                .await??;
+            };
+            if config.token_swap {
+                grant.current = Some(pair.clone());
+                let answer = self.signed_pair(&TokenSubject::from(&grant), &pair)?;
+                let (_, created) =
+                    futures_util::future::join(keep_client(), create(grant, config.lifetimes.refresh_token)).await;
+                created??;
+                return Ok(answer);
+            }
+            create(grant, config.lifetimes.authorization_code).await??;
         } else if config.token_swap {
             // The callback wrote the grant with this pair as its current one:
             // it now lives as long as the refresh token.
@@ -1117,7 +1109,7 @@ impl OAuthProxy {
                 Error::invalid_grant("the authorization was started in another token mode; start it again")
             })?;
             let (_, kept) =
-                futures_util::future::join(keep_client, actors.vault.send(KeepGrant(record.grant_id.clone()))).await;
+                futures_util::future::join(keep_client(), actors.vault.send(KeepGrant(record.grant_id.clone()))).await;
             if !kept?? {
                 return Err(Error::invalid_grant("the authorization has expired"));
             }
@@ -1150,7 +1142,7 @@ impl OAuthProxy {
                 })
                 .await
         };
-        let (_, grant) = futures_util::future::join(keep_client, issue).await;
+        let (_, grant) = futures_util::future::join(keep_client(), issue).await;
         let grant = grant??;
         let grant = grant.ok_or_else(|| Error::invalid_grant("the authorization has expired"))?;
         self.token_response(&grant, &pair)
