@@ -705,6 +705,29 @@ mod tests {
         }
     }
 
+    /// The vendored fjall writes the journal's blocks ahead of its records
+    /// (vendor/README.md): a commit's fdatasync then allocates no blocks and
+    /// writes no inode. Without the patch the journal is a 64 MiB hole with
+    /// one block of records.
+    #[actix_rt::test]
+    async fn the_journal_is_written_ahead_of_its_records() {
+        use std::os::unix::fs::MetadataExt;
+
+        let store = TempStore::open("journal");
+        let table = store.table("code");
+        table.put("a", b"one".to_vec(), HOUR).await.unwrap();
+        let journals: Vec<_> = std::fs::read_dir(store.dir.join("store"))
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .filter(|path| path.extension().is_some_and(|ext| ext == "jnl"))
+            .map(|path| path.metadata().unwrap())
+            .collect();
+        assert_eq!(journals.len(), 1);
+        let allocated = journals[0].blocks() * 512;
+        assert!(allocated >= 512 * 1024, "{allocated} bytes of the journal allocated");
+        assert!(allocated < journals[0].len(), "the rest is still a hole");
+    }
+
     #[actix_rt::test]
     async fn a_take_answered_before_its_sync_is_still_single_use_and_kept_after_the_next_write() {
         let mut store = TempStore::open("early");
