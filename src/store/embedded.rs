@@ -21,13 +21,14 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fjall::{Keyspace, KeyspaceCreateOptions, OwnedWriteBatch, PersistMode};
 use futures_util::FutureExt;
 use tokio::sync::oneshot;
 
+use super::write_queue::{self, QueueReceiver, QueueSender};
 use super::{Counting, StoreError, StoreFuture, Table};
 
 /// Largest number of writes committed together.
@@ -110,7 +111,7 @@ struct Write {
 #[derive(Clone)]
 pub struct Database {
     db: fjall::Database,
-    writes: mpsc::Sender<Write>,
+    writes: QueueSender<Write>,
     path: PathBuf,
 }
 
@@ -135,7 +136,7 @@ impl Database {
             .manual_journal_persist(true)
             .open()
             .map_err(|e| unavailable(format!("cannot open {}: {e}", path.display())))?;
-        let (writes, queue) = mpsc::channel::<Write>();
+        let (writes, queue) = write_queue::channel::<Write>();
         std::thread::Builder::new()
             .name("store-writer".into())
             .spawn({
@@ -176,18 +177,15 @@ impl Database {
 }
 
 /// Applies queued writes, a batch per commit, until every sender is gone.
-fn writer(db: fjall::Database, queue: mpsc::Receiver<Write>) {
+fn writer(db: fjall::Database, queue: QueueReceiver<Write>) {
     // Set when a commit fails after writes of its batch were answered early:
     // their callers may have gone on, so no later write may become durable
     // without them. The store then refuses writes until restarted.
     let mut broken: Option<StoreError> = None;
-    while let Ok(first) = queue.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(write) => batch.push(write),
-                Err(_) => break,
-            }
+    loop {
+        let mut batch = Vec::new();
+        if !queue.recv_many(&mut batch, MAX_BATCH) {
+            break;
         }
         if let Some(e) = &broken {
             for write in batch {
@@ -363,7 +361,7 @@ pub struct EmbeddedTable {
     count: Option<Arc<AtomicUsize>>,
     /// Bumped after each commit that wrote to this table.
     generation: Arc<AtomicU64>,
-    writes: mpsc::Sender<Write>,
+    writes: QueueSender<Write>,
 }
 
 impl EmbeddedTable {
@@ -379,8 +377,12 @@ impl EmbeddedTable {
             early,
             reply,
         });
+        // Dropped here if refused: it holds a handle on the queue.
+        let queued = queued.is_ok();
         async move {
-            queued.map_err(|_| unavailable("the writer thread stopped"))?;
+            if !queued {
+                return Err(unavailable("the writer thread stopped"));
+            }
             answer.await.map_err(|_| unavailable("the writer thread stopped"))?
         }
         .boxed_local()

@@ -17,6 +17,7 @@
 pub mod embedded;
 pub mod memory;
 pub mod shared;
+mod write_queue;
 
 use std::marker::PhantomData;
 use std::sync::Arc;
