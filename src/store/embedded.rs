@@ -99,7 +99,7 @@ enum Outcome {
 }
 
 struct Write {
-    table: EmbeddedTable,
+    table: Arc<TableState>,
     op: Op,
     /// Answered as soon as its outcome is decided, before its batch is
     /// durable (see [`Table::take_before_write`]).
@@ -164,13 +164,15 @@ impl Database {
             })
             .map_err(unavailable)?;
         let count = match counting {
-            Counting::Kept => Some(Arc::new(AtomicUsize::new(keyspace.len().map_err(unavailable)?))),
+            Counting::Kept => Some(AtomicUsize::new(keyspace.len().map_err(unavailable)?)),
             Counting::OnRequest => None,
         };
         Ok(EmbeddedTable {
-            keyspace,
-            count,
-            generation: Arc::new(AtomicU64::new(0)),
+            state: Arc::new(TableState {
+                keyspace,
+                count,
+                generation: AtomicU64::new(0),
+            }),
             writes: self.writes.clone(),
         })
     }
@@ -250,14 +252,14 @@ struct Group {
     commit: OwnedWriteBatch,
     /// Records written by this group: `None` removed.
     pending: HashMap<(u64, String), Option<Vec<u8>>>,
-    /// Per write: its table's kept record count, if any, and the change to
-    /// it (+1, 0, -1), and its table's generation; applied after the sync.
-    counted: Vec<(Option<Arc<AtomicUsize>>, isize, Arc<AtomicU64>)>,
+    /// Per write: its table and the change to its kept record count, if
+    /// any (+1, 0, -1); applied, with a new generation, after the sync.
+    counted: Vec<(Arc<TableState>, isize)>,
 }
 
 impl Group {
     /// One record as this group sees it: its own earlier writes, else the store.
-    fn current(&self, table: &EmbeddedTable, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    fn current(&self, table: &TableState, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         match self.pending.get(&(table.keyspace.id(), key.to_string())) {
             Some(value) => Ok(value.clone()),
             None => Ok(table.keyspace.get(key).map_err(unavailable)?.map(|v| v.to_vec())),
@@ -266,24 +268,23 @@ impl Group {
 
     /// Writes (or removes, `None`) a record whose presence before the write
     /// the caller already knows (it has just read it).
-    fn set(&mut self, table: &EmbeddedTable, key: &str, existed: bool, value: Option<Vec<u8>>) {
+    fn set(&mut self, table: &Arc<TableState>, key: &str, existed: bool, value: Option<Vec<u8>>) {
         match &value {
             Some(stored) => self.commit.insert(&table.keyspace, key, stored.as_slice()),
             None => self.commit.remove(&table.keyspace, key),
         }
         let delta = value.is_some() as isize - existed as isize;
         self.pending.insert((table.keyspace.id(), key.to_string()), value);
-        self.counted
-            .push((table.count.clone(), delta, table.generation.clone()));
+        self.counted.push((table.clone(), delta));
     }
 
     /// Commits (and syncs) the group, then updates the tables' counts and
     /// generations.
     fn commit(self) -> Result<(), StoreError> {
         self.commit.commit().map_err(unavailable)?;
-        for (count, delta, generation) in self.counted {
-            generation.fetch_add(1, Ordering::Release);
-            let Some(count) = count else { continue };
+        for (table, delta) in self.counted {
+            table.generation.fetch_add(1, Ordering::Release);
+            let Some(count) = &table.count else { continue };
             if delta > 0 {
                 count.fetch_add(delta as usize, Ordering::Relaxed);
             } else if delta < 0 {
@@ -356,12 +357,18 @@ impl Group {
 /// One table of the embedded database.
 #[derive(Clone)]
 pub struct EmbeddedTable {
+    state: Arc<TableState>,
+    writes: QueueSender<Write>,
+}
+
+/// What the writer needs of a table: each write carries it (one reference
+/// count, not a handle on the queue).
+struct TableState {
     keyspace: Keyspace,
     /// `None`: counted on request (see [`Database::table`]).
-    count: Option<Arc<AtomicUsize>>,
+    count: Option<AtomicUsize>,
     /// Bumped after each commit that wrote to this table.
-    generation: Arc<AtomicU64>,
-    writes: QueueSender<Write>,
+    generation: AtomicU64,
 }
 
 impl EmbeddedTable {
@@ -371,14 +378,15 @@ impl EmbeddedTable {
 
     fn queue(&self, op: Op, early: bool) -> StoreFuture<Outcome> {
         let (reply, answer) = oneshot::channel();
-        let queued = self.writes.send(Write {
-            table: self.clone(),
-            op,
-            early,
-            reply,
-        });
-        // Dropped here if refused: it holds a handle on the queue.
-        let queued = queued.is_ok();
+        let queued = self
+            .writes
+            .send(Write {
+                table: self.state.clone(),
+                op,
+                early,
+                reply,
+            })
+            .is_ok();
         async move {
             if !queued {
                 return Err(unavailable("the writer thread stopped"));
@@ -393,7 +401,7 @@ impl EmbeddedTable {
     fn live_records(&self) -> Result<usize, StoreError> {
         let now = now_millis();
         let mut live = 0;
-        for entry in self.keyspace.iter() {
+        for entry in self.state.keyspace.iter() {
             let (_, value) = entry.into_inner().map_err(unavailable)?;
             live += decode(&value, now).is_some() as usize;
         }
@@ -441,6 +449,7 @@ impl Table for EmbeddedTable {
     fn get(&self, key: &str) -> StoreFuture<Option<Vec<u8>>> {
         let now = now_millis();
         let result = self
+            .state
             .keyspace
             .get(key)
             .map(|stored| stored.and_then(|v| decode(&v, now)))
@@ -502,7 +511,7 @@ impl Table for EmbeddedTable {
     }
 
     fn count(&self) -> StoreFuture<usize> {
-        let count = match &self.count {
+        let count = match &self.state.count {
             Some(count) => Ok(count.load(Ordering::Relaxed)),
             None => self.live_records(),
         };
@@ -510,7 +519,7 @@ impl Table for EmbeddedTable {
     }
 
     fn generation(&self) -> Option<u64> {
-        Some(self.generation.load(Ordering::Acquire))
+        Some(self.state.generation.load(Ordering::Acquire))
     }
 }
 
