@@ -6,9 +6,10 @@
 //! sleeps, and its senders and the receiver contend for the lock on its
 //! list of sleepers. In a profile of directory-store full flows at c=16
 //! (a build without the syncs) its `recv` held 13% of the proxy's samples,
-//! half of that in that contended lock. Here a send takes one short lock and makes a wake-up
-//! call only when the writer sleeps: about 3% less of the proxy's core per
-//! flow (274 → 265 µs on average in alternating rows; README, Performance).
+//! half of that under the contended lock. Here a send takes one short lock
+//! and makes a wake-up call only when the writer sleeps: about 3% less of
+//! the proxy's core per flow (274 → 265 µs on average in alternating rows;
+//! README, Performance).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
