@@ -9,8 +9,10 @@
 //! generation is read before the actor is asked, so a write racing with the
 //! lookup can only cause a miss), and for at most [`MAX_AGE`], which bounds
 //! how long a record that expires by time alone can still be served. With
-//! Redis, other instances write too and grant tables have no generation:
-//! grants are never remembered there. Client records are never rewritten
+//! Redis, other instances write too: the grant table has a generation only
+//! while Redis pushes it an invalidation for every write (see
+//! `store::shared::Invalidations`), so another instance's revocation is
+//! seen as soon as its push arrives. Client records are never rewritten
 //! (only created and expired), so client answers use [`UNCHANGING`] and are
 //! reused for [`MAX_AGE`] on every backend.
 

@@ -404,7 +404,11 @@ impl OAuthProxy {
                 lifetimes.authorization_code,
             ),
             vault: TokenVault::new(
-                SealedTable::new("grant", backend.table("grant", Counting::OnRequest)?, sealer.clone()),
+                SealedTable::new(
+                    "grant",
+                    backend.remembered_table("grant", Counting::OnRequest)?,
+                    sealer.clone(),
+                ),
                 SealedTable::new("token", backend.table("token", Counting::OnRequest)?, sealer),
                 lifetimes.access_token,
                 lifetimes.refresh_token,

@@ -122,8 +122,10 @@ pub trait Table: Send + Sync + 'static {
     /// Records currently held.
     fn count(&self) -> StoreFuture<usize>;
     /// A counter that changes after every write to this table is visible,
-    /// when this process sees every write (memory, directory); `None` when
-    /// other processes write too (Redis). Lets callers memoize reads.
+    /// when this process learns of every write: it makes them all (memory,
+    /// directory), or Redis tells it of the others' (a table opened with
+    /// [`Backend::remembered_table`], while that works); `None` otherwise.
+    /// Lets callers memoize reads.
     fn generation(&self) -> Option<u64> {
         None
     }
@@ -156,6 +158,15 @@ impl Backend {
             StorageSetting::Memory => Ok(Backend::Memory),
             StorageSetting::Directory(dir) => Ok(Backend::Embedded(embedded::Database::open(dir)?)),
             StorageSetting::Redis(url) => Ok(Backend::Shared(shared::RedisStore::connect(url)?)),
+        }
+    }
+
+    /// A table whose reads callers remember (see [`Table::generation`]):
+    /// with Redis, it follows Redis's invalidations of its keys.
+    pub fn remembered_table(&self, name: &'static str, counting: Counting) -> Result<Arc<dyn Table>, StoreError> {
+        match self {
+            Backend::Shared(redis) => Ok(Arc::new(redis.followed_table(name))),
+            _ => self.table(name, counting),
         }
     }
 

@@ -12,12 +12,16 @@
 //!   record and its index live in one Redis Cluster slot.
 //! - The connection manager reconnects by itself after a Redis restart; until
 //!   then calls fail fast with [`StoreError::Unavailable`] (HTTP 503).
+//! - A table whose reads are remembered (the grants, read by every guarded
+//!   request) follows Redis's invalidations: see [`Invalidations`].
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::FutureExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::Script;
+use redis::{AsyncConnectionConfig, ProtocolVersion, PushInfo, PushKind, Script};
 
 use super::{StoreError, StoreFuture, Table};
 
@@ -60,6 +64,7 @@ fn scripts() -> &'static Scripts {
 /// A connection to Redis shared by every table.
 #[derive(Clone)]
 pub struct RedisStore {
+    client: redis::Client,
     connection: ConnectionManager,
 }
 
@@ -73,8 +78,8 @@ impl RedisStore {
             .set_response_timeout(Some(Duration::from_secs(2)))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_secs(1));
-        let connection = ConnectionManager::new_lazy_with_config(client, config).map_err(unavailable)?;
-        Ok(RedisStore { connection })
+        let connection = ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(unavailable)?;
+        Ok(RedisStore { client, connection })
     }
 
     pub fn table(&self, name: &'static str) -> RedisTable {
@@ -82,7 +87,112 @@ impl RedisStore {
             prefix: format!("{PREFIX}:{{{name}}}:"),
             index: format!("{PREFIX}:{{{name}}}:~index"),
             connection: self.connection.clone(),
+            invalidations: None,
         }
+    }
+
+    /// A table whose reads callers remember: it has a generation while a
+    /// connection of its own follows Redis's invalidations of its keys.
+    pub fn followed_table(&self, name: &'static str) -> RedisTable {
+        let mut table = self.table(name);
+        let invalidations = Arc::new(Invalidations::default());
+        let info = self.client.get_connection_info().clone();
+        let resp3 = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3);
+        match redis::Client::open(info.set_redis_settings(resp3)) {
+            Ok(client) => invalidations.clone().follow(client, table.prefix.clone()),
+            Err(e) => log::warn!("redis: not following invalidations of {name} records: {e}"),
+        }
+        table.invalidations = Some(invalidations);
+        table
+    }
+}
+
+/// What this process knows of writes to one table's keys by other
+/// processes, through Redis's server-assisted client-side caching: a
+/// connection of its own (RESP3) asks for a push for every write under the
+/// table's prefix (`CLIENT TRACKING ON BCAST PREFIX`), and every push, like
+/// every write made here, moves the generation on. While that connection is
+/// not set up the table has no generation, so nothing is remembered. A push
+/// arrives a moment after the write it reports; if the connection hangs
+/// without closing, the memo's one-second limit bounds what is served.
+#[derive(Default)]
+struct Invalidations {
+    generation: AtomicU64,
+    following: AtomicBool,
+}
+
+impl Invalidations {
+    fn generation(&self) -> Option<u64> {
+        self.following
+            .load(Ordering::Acquire)
+            .then(|| self.generation.load(Ordering::Acquire))
+    }
+
+    fn moved_on(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Follows on a thread of its own (it sleeps between pushes), setting
+    /// the tracking up again a second after the connection is lost.
+    fn follow(self: Arc<Self>, client: redis::Client, prefix: String) {
+        let spawned = std::thread::Builder::new()
+            .name("redis-invalidations".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(runtime) => runtime,
+                    Err(e) => return log::warn!("redis: not following invalidations: {e}"),
+                };
+                runtime.block_on(async move {
+                    let mut warned = false;
+                    loop {
+                        if let Err(e) = self.follow_one_connection(&client, &prefix).await {
+                            // Once: with a Redis that cannot track, this repeats every second.
+                            if !std::mem::replace(&mut warned, true) {
+                                log::warn!(
+                                    "redis: invalidations not followed, so every guarded request reads its grant: {e}"
+                                );
+                            }
+                        }
+                        self.following.store(false, Ordering::Release);
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                });
+            });
+        if let Err(e) = spawned {
+            log::warn!("redis: not following invalidations: {e}");
+        }
+    }
+
+    /// Returns when the connection closes.
+    async fn follow_one_connection(self: &Arc<Self>, client: &redis::Client, prefix: &str) -> redis::RedisResult<()> {
+        let closed = Arc::new(tokio::sync::Notify::new());
+        let (this, on_close) = (self.clone(), closed.clone());
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_push_sender(move |push: PushInfo| {
+                // An invalidation, or the connection's end: either way what
+                // was remembered may be stale.
+                this.moved_on();
+                if push.kind == PushKind::Disconnection {
+                    this.following.store(false, Ordering::Release);
+                    on_close.notify_one();
+                }
+                Ok::<(), std::convert::Infallible>(())
+            });
+        let mut connection = client.get_multiplexed_async_connection_with_config(&config).await?;
+        redis::cmd("CLIENT")
+            .arg("TRACKING")
+            .arg("ON")
+            .arg("BCAST")
+            .arg("PREFIX")
+            .arg(prefix)
+            .query_async::<()>(&mut connection)
+            .await?;
+        self.moved_on();
+        self.following.store(true, Ordering::Release);
+        closed.notified().await;
+        Ok(())
     }
 }
 
@@ -91,9 +201,30 @@ pub struct RedisTable {
     prefix: String,
     index: String,
     connection: ConnectionManager,
+    /// For a followed table (see [`RedisStore::followed_table`]).
+    invalidations: Option<Arc<Invalidations>>,
 }
 
 impl RedisTable {
+    /// A write's future, which moves a followed table's generation on once
+    /// the write is done (or failed, when it may still have been made):
+    /// this process's own pushes arrive a moment later.
+    fn write<T: 'static>(
+        &self,
+        write: impl std::future::Future<Output = Result<T, StoreError>> + 'static,
+    ) -> StoreFuture<T> {
+        match self.invalidations.clone() {
+            None => write.boxed_local().into(),
+            Some(invalidations) => async move {
+                let answer = write.await;
+                invalidations.moved_on();
+                answer
+            }
+            .boxed_local()
+            .into(),
+        }
+    }
+
     /// `<command> <key>` (GETDEL or DEL), then the key's index entry removed,
     /// in one round trip; only the command's answer is returned.
     fn removing(&self, command: &str, key: &str) -> (redis::Pipeline, ConnectionManager) {
@@ -131,9 +262,7 @@ impl Table for RedisTable {
             .arg(&key)
             .ignore();
         let mut connection = self.connection.clone();
-        async move { pipeline.query_async::<()>(&mut connection).await.map_err(unavailable) }
-            .boxed_local()
-            .into()
+        self.write(async move { pipeline.query_async::<()>(&mut connection).await.map_err(unavailable) })
     }
 
     fn get(&self, key: &str) -> StoreFuture<Option<Vec<u8>>> {
@@ -152,28 +281,24 @@ impl Table for RedisTable {
 
     fn take(&self, key: &str) -> StoreFuture<Option<Vec<u8>>> {
         let (pipeline, mut connection) = self.removing("GETDEL", key);
-        async move {
+        self.write(async move {
             pipeline
                 .query_async::<(Option<Vec<u8>>,)>(&mut connection)
                 .await
                 .map(|(value,)| value)
                 .map_err(unavailable)
-        }
-        .boxed_local()
-        .into()
+        })
     }
 
     fn delete(&self, key: &str) -> StoreFuture<bool> {
         let (pipeline, mut connection) = self.removing("DEL", key);
-        async move {
+        self.write(async move {
             pipeline
                 .query_async::<(i64,)>(&mut connection)
                 .await
                 .map(|(removed,)| removed > 0)
                 .map_err(unavailable)
-        }
-        .boxed_local()
-        .into()
+        })
     }
 
     fn compare_and_swap(
@@ -197,15 +322,13 @@ impl Table for RedisTable {
             None => invocation.arg("0").arg("").arg(0).arg(0),
         };
         let mut connection = self.connection.clone();
-        async move {
+        self.write(async move {
             invocation
                 .invoke_async::<i64>(&mut connection)
                 .await
                 .map(|n| n == 1)
                 .map_err(unavailable)
-        }
-        .boxed_local()
-        .into()
+        })
     }
 
     /// Records expire by themselves; this trims the index.
@@ -248,6 +371,10 @@ impl Table for RedisTable {
         }
         .boxed_local()
         .into()
+    }
+
+    fn generation(&self) -> Option<u64> {
+        self.invalidations.as_ref()?.generation()
     }
 
     fn count(&self) -> StoreFuture<usize> {

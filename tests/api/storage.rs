@@ -505,3 +505,91 @@ async fn a_redis_outage_gives_503s_and_the_service_recovers_when_it_returns() {
     a.stop().await;
     b.stop().await;
 }
+
+/// Two instances sharing a Redis, guarding one MCP backend.
+async fn two_guarding_instances(redis: &RedisServer, backend: &BackendDouble) -> (TestApp, TestApp) {
+    let upstream = Rc::new(MockUpstream::start(MockUpstreamConfig::default()).await);
+    let mut settings = redis_settings(redis, None);
+    settings.push(("OAUTH_PROXY_MCP_UPSTREAM_URL", backend.url.clone()));
+    let a = TestApp::spawn_instance(&as_refs(&settings), upstream.clone()).await;
+    settings.push(("OAUTH_PROXY_BASE_URL", a.address.clone()));
+    let b = TestApp::spawn_instance(&as_refs(&settings), upstream).await;
+    (a, b)
+}
+
+/// Waits until a guarded request on `app` no longer reads the grant from
+/// Redis (its connection following invalidations is set up a moment after
+/// start); panics after two seconds.
+async fn until_guarded_requests_are_answered_from_memory(app: &TestApp, redis: &RedisServer, token: &str) {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        assert_eq!(app.mcp_post(Some(token), ping()).await.status, StatusCode::OK);
+        let reads = redis.calls("get");
+        assert_eq!(app.mcp_post(Some(token), ping()).await.status, StatusCode::OK);
+        if redis.calls("get") == reads {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "every guarded request read the grant from Redis"
+        );
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Redis tells each instance of every write to the grants (server-assisted
+/// client-side caching), so a guarded request need not read the grant from
+/// Redis again; and a grant revoked through another instance is refused at
+/// once by the one that remembered it.
+#[actix_web::test]
+async fn a_grant_revoked_on_one_instance_is_refused_at_once_by_another_that_remembered_it() {
+    let redis = RedisServer::start().await;
+    let backend = BackendDouble::start().await;
+    let (a, b) = two_guarding_instances(&redis, &backend).await;
+    let client = a.register_confidential().await;
+    let tokens = a.full_flow(&client).await;
+    let access = tokens["access_token"].as_str().unwrap();
+    until_guarded_requests_are_answered_from_memory(&a, &redis, access).await;
+    let revoked = b
+        .post_form(
+            "/revoke",
+            &[("token", tokens["refresh_token"].as_str().unwrap())],
+            Some((&client.client_id, client.client_secret.as_deref().unwrap())),
+        )
+        .await;
+    assert_eq!(revoked.status, StatusCode::OK, "{}", revoked.body);
+    let refused = a.mcp_post(Some(access), ping()).await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{}", refused.body);
+    a.stop().await;
+    b.stop().await;
+}
+
+/// When the connection that follows invalidations closes, what was
+/// remembered is dropped: after Redis comes back empty, the grant it lost is
+/// refused (503s while the store reconnects), never served from memory.
+#[actix_web::test]
+async fn a_grant_lost_with_a_redis_restart_is_not_served_from_memory() {
+    let mut redis = RedisServer::start().await;
+    let backend = BackendDouble::start().await;
+    let (a, b) = two_guarding_instances(&redis, &backend).await;
+    let client = a.register_public().await;
+    let tokens = a.full_flow(&client).await;
+    let access = tokens["access_token"].as_str().unwrap();
+    until_guarded_requests_are_answered_from_memory(&a, &redis, access).await;
+    // A Redis that comes back empty: the grant is gone.
+    redis.kill();
+    redis.restart().await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let answer = a.mcp_post(Some(access), ping()).await;
+        if answer.status == StatusCode::UNAUTHORIZED {
+            break;
+        }
+        // 503 while the store reconnects; never 200 for the deleted grant.
+        assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE, "{}", answer.body);
+        assert!(Instant::now() < deadline, "the proxy never read the grant again");
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    a.stop().await;
+    b.stop().await;
+}
