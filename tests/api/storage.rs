@@ -506,15 +506,49 @@ async fn a_redis_outage_gives_503s_and_the_service_recovers_when_it_returns() {
     b.stop().await;
 }
 
-/// Two instances sharing a Redis, guarding one MCP backend.
-async fn two_guarding_instances(redis: &RedisServer, backend: &BackendDouble) -> (TestApp, TestApp) {
-    let upstream = Rc::new(MockUpstream::start(MockUpstreamConfig::default()).await);
-    let mut settings = redis_settings(redis, None);
-    settings.push(("OAUTH_PROXY_MCP_UPSTREAM_URL", backend.url.clone()));
-    let a = TestApp::spawn_instance(&as_refs(&settings), upstream.clone()).await;
-    settings.push(("OAUTH_PROXY_BASE_URL", a.address.clone()));
-    let b = TestApp::spawn_instance(&as_refs(&settings), upstream).await;
-    (a, b)
+/// Two instances sharing a Redis and guarding one MCP backend, A holding
+/// a grant (tokens of a confidential client) whose guarded requests it
+/// answers from memory.
+struct GuardedPair {
+    redis: RedisServer,
+    _backend: BackendDouble,
+    a: TestApp,
+    b: TestApp,
+    client: crate::helpers::TestClient,
+    tokens: serde_json::Value,
+}
+
+impl GuardedPair {
+    async fn start() -> GuardedPair {
+        let redis = RedisServer::start().await;
+        let backend = BackendDouble::start().await;
+        let upstream = Rc::new(MockUpstream::start(MockUpstreamConfig::default()).await);
+        let mut settings = redis_settings(&redis, None);
+        settings.push(("OAUTH_PROXY_MCP_UPSTREAM_URL", backend.url.clone()));
+        let a = TestApp::spawn_instance(&as_refs(&settings), upstream.clone()).await;
+        settings.push(("OAUTH_PROXY_BASE_URL", a.address.clone()));
+        let b = TestApp::spawn_instance(&as_refs(&settings), upstream).await;
+        let client = a.register_confidential().await;
+        let tokens = a.full_flow(&client).await;
+        until_guarded_requests_are_answered_from_memory(&a, &redis, tokens["access_token"].as_str().unwrap()).await;
+        GuardedPair {
+            redis,
+            _backend: backend,
+            a,
+            b,
+            client,
+            tokens,
+        }
+    }
+
+    fn access(&self) -> &str {
+        self.tokens["access_token"].as_str().unwrap()
+    }
+
+    async fn stop(self) {
+        self.a.stop().await;
+        self.b.stop().await;
+    }
 }
 
 /// Waits until a guarded request on `app` no longer reads the grant from
@@ -543,25 +577,20 @@ async fn until_guarded_requests_are_answered_from_memory(app: &TestApp, redis: &
 /// once by the one that remembered it.
 #[actix_web::test]
 async fn a_grant_revoked_on_one_instance_is_refused_at_once_by_another_that_remembered_it() {
-    let redis = RedisServer::start().await;
-    let backend = BackendDouble::start().await;
-    let (a, b) = two_guarding_instances(&redis, &backend).await;
-    let client = a.register_confidential().await;
-    let tokens = a.full_flow(&client).await;
-    let access = tokens["access_token"].as_str().unwrap();
-    until_guarded_requests_are_answered_from_memory(&a, &redis, access).await;
-    let revoked = b
+    let pair = GuardedPair::start().await;
+    let (client, refresh) = (&pair.client, pair.tokens["refresh_token"].as_str().unwrap());
+    let revoked = pair
+        .b
         .post_form(
             "/revoke",
-            &[("token", tokens["refresh_token"].as_str().unwrap())],
+            &[("token", refresh)],
             Some((&client.client_id, client.client_secret.as_deref().unwrap())),
         )
         .await;
     assert_eq!(revoked.status, StatusCode::OK, "{}", revoked.body);
-    let refused = a.mcp_post(Some(access), ping()).await;
+    let refused = pair.a.mcp_post(Some(pair.access()), ping()).await;
     assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{}", refused.body);
-    a.stop().await;
-    b.stop().await;
+    pair.stop().await;
 }
 
 /// When the connection that follows invalidations closes, what was
@@ -569,19 +598,13 @@ async fn a_grant_revoked_on_one_instance_is_refused_at_once_by_another_that_reme
 /// refused (503s while the store reconnects), never served from memory.
 #[actix_web::test]
 async fn a_grant_lost_with_a_redis_restart_is_not_served_from_memory() {
-    let mut redis = RedisServer::start().await;
-    let backend = BackendDouble::start().await;
-    let (a, b) = two_guarding_instances(&redis, &backend).await;
-    let client = a.register_public().await;
-    let tokens = a.full_flow(&client).await;
-    let access = tokens["access_token"].as_str().unwrap();
-    until_guarded_requests_are_answered_from_memory(&a, &redis, access).await;
+    let mut pair = GuardedPair::start().await;
     // A Redis that comes back empty: the grant is gone.
-    redis.kill();
-    redis.restart().await;
+    pair.redis.kill();
+    pair.redis.restart().await;
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let answer = a.mcp_post(Some(access), ping()).await;
+        let answer = pair.a.mcp_post(Some(pair.access()), ping()).await;
         if answer.status == StatusCode::UNAUTHORIZED {
             break;
         }
@@ -590,6 +613,5 @@ async fn a_grant_lost_with_a_redis_restart_is_not_served_from_memory() {
         assert!(Instant::now() < deadline, "the proxy never read the grant again");
         actix_rt::time::sleep(Duration::from_millis(50)).await;
     }
-    a.stop().await;
-    b.stop().await;
+    pair.stop().await;
 }
