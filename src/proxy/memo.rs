@@ -12,7 +12,8 @@
 //! Redis, other instances write too: the grant table has a generation only
 //! while Redis pushes it an invalidation for every write (see
 //! `store::shared::Invalidations`), so another instance's revocation is
-//! seen as soon as its push arrives. Client records are never rewritten
+//! seen as soon as its push arrives, a moment after that instance answered
+//! (the propagation delay RFC 7009 allows for). Client records are never rewritten
 //! (only created and expired), so client answers use [`UNCHANGING`] and are
 //! reused for [`MAX_AGE`] on every backend.
 

@@ -573,10 +573,13 @@ async fn until_guarded_requests_are_answered_from_memory(app: &TestApp, redis: &
 
 /// Redis tells each instance of every write to the grants (server-assisted
 /// client-side caching), so a guarded request need not read the grant from
-/// Redis again; and a grant revoked through another instance is refused at
-/// once by the one that remembered it.
+/// Redis again; and a grant revoked through another instance is refused as
+/// soon as Redis's push reaches the one that remembered it (RFC 7009 allows
+/// for such a propagation delay and asks to keep it short): here within
+/// 300 ms, where without the push the remembered grant would be served for
+/// a second.
 #[actix_web::test]
-async fn a_grant_revoked_on_one_instance_is_refused_at_once_by_another_that_remembered_it() {
+async fn a_grant_revoked_on_one_instance_is_refused_by_another_as_soon_as_redis_tells_it() {
     let pair = GuardedPair::start().await;
     let (client, refresh) = (&pair.client, pair.tokens["refresh_token"].as_str().unwrap());
     let revoked = pair
@@ -588,8 +591,19 @@ async fn a_grant_revoked_on_one_instance_is_refused_at_once_by_another_that_reme
         )
         .await;
     assert_eq!(revoked.status, StatusCode::OK, "{}", revoked.body);
-    let refused = pair.a.mcp_post(Some(pair.access()), ping()).await;
-    assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{}", refused.body);
+    let revoked_at = Instant::now();
+    loop {
+        let answer = pair.a.mcp_post(Some(pair.access()), ping()).await;
+        if answer.status == StatusCode::UNAUTHORIZED {
+            break;
+        }
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+        assert!(
+            revoked_at.elapsed() < Duration::from_millis(300),
+            "the revoked grant was still served after 300 ms"
+        );
+        actix_rt::time::sleep(Duration::from_millis(5)).await;
+    }
     pair.stop().await;
 }
 
