@@ -13,9 +13,9 @@
 //! while Redis pushes it an invalidation for every write (see
 //! `store::shared::Invalidations`), so another instance's revocation is
 //! seen as soon as its push arrives, a moment after that instance answered
-//! (the propagation delay RFC 7009 allows for). Client records are never rewritten
-//! (only created and expired), so client answers use [`UNCHANGING`] and are
-//! reused for [`MAX_AGE`] on every backend.
+//! (the propagation delay RFC 7009 allows for). Client records are never
+//! rewritten (only created and expired), so client answers use
+//! [`UNCHANGING`] and are reused for [`MAX_AGE`] on every backend.
 
 use std::cell::RefCell;
 use std::collections::HashMap;

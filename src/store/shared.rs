@@ -99,7 +99,7 @@ impl RedisStore {
         let info = self.client.get_connection_info().clone();
         let resp3 = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3);
         match redis::Client::open(info.set_redis_settings(resp3)) {
-            Ok(client) => invalidations.clone().follow(client, table.prefix.clone()),
+            Ok(client) => invalidations.follow(client, table.prefix.clone()),
             Err(e) => log::warn!("redis: not following invalidations of {name} records: {e}"),
         }
         table.invalidations = Some(invalidations);
@@ -133,8 +133,10 @@ impl Invalidations {
     }
 
     /// Follows on a thread of its own (it sleeps between pushes), setting
-    /// the tracking up again a second after the connection is lost.
-    fn follow(self: Arc<Self>, client: redis::Client, prefix: String) {
+    /// the tracking up again a second after the connection is lost, until
+    /// the table is dropped (the thread holds only a weak reference).
+    fn follow(self: &Arc<Self>, client: redis::Client, prefix: String) {
+        let followed = Arc::downgrade(self);
         let spawned = std::thread::Builder::new()
             .name("redis-invalidations".into())
             .spawn(move || {
@@ -144,8 +146,8 @@ impl Invalidations {
                 };
                 runtime.block_on(async move {
                     let mut warned = false;
-                    loop {
-                        if let Err(e) = self.follow_one_connection(&client, &prefix).await {
+                    while followed.strong_count() > 0 {
+                        if let Err(e) = follow_one_connection(&followed, &client, &prefix).await {
                             // Once: with a Redis that cannot track, this repeats every second.
                             if !std::mem::replace(&mut warned, true) {
                                 log::warn!(
@@ -153,7 +155,9 @@ impl Invalidations {
                                 );
                             }
                         }
-                        self.following.store(false, Ordering::Release);
+                        if let Some(invalidations) = followed.upgrade() {
+                            invalidations.following.store(false, Ordering::Release);
+                        }
                         tokio::time::sleep(Duration::from_secs(1)).await;
                     }
                 });
@@ -162,38 +166,61 @@ impl Invalidations {
             log::warn!("redis: not following invalidations: {e}");
         }
     }
+}
 
-    /// Returns when the connection closes.
-    async fn follow_one_connection(self: &Arc<Self>, client: &redis::Client, prefix: &str) -> redis::RedisResult<()> {
-        let closed = Arc::new(tokio::sync::Notify::new());
-        let (this, on_close) = (self.clone(), closed.clone());
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(1)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
-            .set_push_sender(move |push: PushInfo| {
-                // An invalidation, or the connection's end: either way what
-                // was remembered may be stale.
-                this.moved_on();
+/// Sets the tracking up on a new connection; returns when it closes, or
+/// when the table is gone.
+async fn follow_one_connection(
+    followed: &std::sync::Weak<Invalidations>,
+    client: &redis::Client,
+    prefix: &str,
+) -> redis::RedisResult<()> {
+    let closed = Arc::new(tokio::sync::Notify::new());
+    let (on_push, on_close) = (followed.clone(), closed.clone());
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(1)))
+        .set_response_timeout(Some(Duration::from_secs(2)))
+        .set_push_sender(move |push: PushInfo| {
+            // An invalidation, or the connection's end: either way what was
+            // remembered may be stale.
+            if let Some(invalidations) = on_push.upgrade() {
+                invalidations.moved_on();
                 if push.kind == PushKind::Disconnection {
-                    this.following.store(false, Ordering::Release);
-                    on_close.notify_one();
+                    invalidations.following.store(false, Ordering::Release);
                 }
-                Ok::<(), std::convert::Infallible>(())
-            });
-        let mut connection = client.get_multiplexed_async_connection_with_config(&config).await?;
-        redis::cmd("CLIENT")
-            .arg("TRACKING")
-            .arg("ON")
-            .arg("BCAST")
-            .arg("PREFIX")
-            .arg(prefix)
-            .query_async::<()>(&mut connection)
-            .await?;
-        self.moved_on();
-        self.following.store(true, Ordering::Release);
-        closed.notified().await;
-        Ok(())
+            }
+            if push.kind == PushKind::Disconnection {
+                on_close.notify_one();
+            }
+            Ok::<(), std::convert::Infallible>(())
+        });
+    let mut connection = client.get_multiplexed_async_connection_with_config(&config).await?;
+    redis::cmd("CLIENT")
+        .arg("TRACKING")
+        .arg("ON")
+        .arg("BCAST")
+        .arg("PREFIX")
+        .arg(prefix)
+        .query_async::<()>(&mut connection)
+        .await?;
+    match followed.upgrade() {
+        Some(invalidations) => {
+            invalidations.moved_on();
+            invalidations.following.store(true, Ordering::Release);
+        }
+        None => return Ok(()),
     }
+    let mut closing = std::pin::pin!(closed.notified());
+    // Wakes once a second to see whether the table is still there.
+    while tokio::time::timeout(Duration::from_secs(1), closing.as_mut())
+        .await
+        .is_err()
+    {
+        if followed.strong_count() == 0 {
+            break;
+        }
+    }
+    Ok(())
 }
 
 /// One table: keys `mcp-oauth-proxy:{name}:<key>`.
