@@ -663,4 +663,77 @@ mod tests {
         let refresh = signer().sign(&claims(TokenUse::Refresh)).unwrap();
         assert!(verifier.verify_access(&refresh).is_err());
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn config() -> ProptestConfig {
+            ProptestConfig::with_cases(256)
+        }
+
+        proptest! {
+            #![proptest_config(config())]
+
+            /// Whatever arrives as a bearer token, verification answers
+            /// (never panics) and refuses anything it did not sign.
+            #[test]
+            fn arbitrary_strings_are_refused_without_panicking(token in ".{0,300}") {
+                prop_assert!(signer().verify(&token, TokenUse::Access).is_err());
+                prop_assert!(signer().verify_access(&token).is_err());
+            }
+
+            /// Three dot-separated base64url parts of anything: still refused.
+            #[test]
+            fn arbitrary_compact_jws_shapes_are_refused(
+                header in proptest::collection::vec(any::<u8>(), 0..80),
+                payload in proptest::collection::vec(any::<u8>(), 0..200),
+                signature in proptest::collection::vec(any::<u8>(), 0..64),
+            ) {
+                let token = format!(
+                    "{}.{}.{}",
+                    URL_SAFE_NO_PAD.encode(header),
+                    URL_SAFE_NO_PAD.encode(payload),
+                    URL_SAFE_NO_PAD.encode(signature)
+                );
+                prop_assert!(signer().verify(&token, TokenUse::Access).is_err());
+            }
+
+            /// Changing any one character of a valid token (header, payload or
+            /// signature) makes it invalid, even after the original was
+            /// verified and remembered on this thread.
+            #[test]
+            fn a_token_with_any_character_changed_is_refused(
+                position in any::<prop::sample::Index>(),
+                replacement in "[A-Za-z0-9_.-]",
+            ) {
+                let token = signer().sign(&claims(TokenUse::Access)).unwrap();
+                prop_assert!(signer().verify_access(&token).is_ok());
+                let index = position.index(token.len());
+                let mut edited = token.clone();
+                edited.replace_range(index..index + 1, &replacement);
+                prop_assume!(edited != token);
+                prop_assert!(signer().verify(&edited, TokenUse::Access).is_err(), "accepted {edited}");
+                prop_assert!(signer().verify_access(&edited).is_err(), "accepted {edited}");
+            }
+
+            /// A header naming any other algorithm (`none`, HS/RS/ES/PS
+            /// variants) over a validly signed payload is refused: only the
+            /// configured algorithm is accepted (no algorithm confusion).
+            #[test]
+            fn a_header_naming_another_algorithm_is_refused(
+                alg in prop::sample::select(vec![
+                    "none", "None", "NONE", "HS384", "HS512", "RS256", "PS256", "ES256", "ES384", "EdDSA", "",
+                ]),
+                keep_signature in any::<bool>(),
+            ) {
+                let token = signer().sign(&claims(TokenUse::Access)).unwrap();
+                let parts: Vec<&str> = token.split('.').collect();
+                let header = URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"{alg}","typ":"JWT"}}"#));
+                let signature = if keep_signature { parts[2] } else { "" };
+                let forged = format!("{header}.{}.{signature}", parts[1]);
+                prop_assert!(signer().verify(&forged, TokenUse::Access).is_err());
+            }
+        }
+    }
 }

@@ -151,4 +151,57 @@ mod tests {
         assert_eq!(params.take("redirect_uri"), None);
         assert_eq!(params.take("code").as_deref(), Some("abc"));
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            /// Any body: an answer (never a panic); when accepted, no name
+            /// appears twice and there are at most `MAX_FORM_PARAMS`.
+            #[test]
+            fn any_body_parses_or_is_refused_without_panicking(body in proptest::collection::vec(any::<u8>(), 0..600)) {
+                if let Ok(params) = parse_form(&body) {
+                    prop_assert!(params.0.len() <= MAX_FORM_PARAMS);
+                    for (i, (name, _)) in params.0.iter().enumerate() {
+                        prop_assert!(params.0[..i].iter().all(|(seen, _)| seen != name), "`{name}` twice");
+                    }
+                }
+            }
+
+            /// Distinct names with any values, encoded as a browser or client
+            /// library would, come back exactly as they were sent.
+            #[test]
+            fn distinct_parameters_round_trip_through_their_encoding(
+                pairs in proptest::collection::btree_map(".{1,12}", ".{0,40}", 0..MAX_FORM_PARAMS),
+            ) {
+                let body = form_urlencoded::Serializer::new(String::new()).extend_pairs(&pairs).finish();
+                let mut params = parse_form(body.as_bytes()).unwrap();
+                for (name, value) in &pairs {
+                    let taken = params.take(name);
+                    prop_assert_eq!(taken.as_deref(), Some(value.as_str()));
+                }
+            }
+
+            /// RFC 6749 §3.1: a repeated parameter is refused, however each
+            /// copy is percent-encoded (`scope` and `sc%6Fpe` are one name).
+            #[test]
+            fn a_repeated_parameter_is_refused_in_any_encoding(
+                name in "[a-z_]{1,12}",
+                encode_mask in any::<u16>(),
+                first in "[a-z0-9 ]{0,10}",
+                second in "[a-z0-9 ]{0,10}",
+            ) {
+                let encoded: String = name
+                    .chars()
+                    .enumerate()
+                    .map(|(i, c)| if encode_mask & (1 << (i % 16)) != 0 { format!("%{:02X}", c as u32) } else { c.to_string() })
+                    .collect();
+                let body = format!("{name}={first}&other=1&{encoded}={second}");
+                prop_assert!(parse_form(body.as_bytes()).is_err(), "{body} accepted");
+            }
+        }
+    }
 }

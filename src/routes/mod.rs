@@ -198,3 +198,59 @@ pub fn redirect(location: &str, cookies: Option<&BrowserCookies>) -> HttpRespons
     }
     response.finish()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::test::TestRequest;
+    use proptest::prelude::*;
+
+    fn request_with_cookies(values: &[String]) -> HttpRequest {
+        let mut request = TestRequest::default();
+        for value in values {
+            request = request.append_header((header::COOKIE, value.as_str()));
+        }
+        request.to_http_request()
+    }
+
+    #[test]
+    fn the_named_cookie_is_found_among_others_and_not_by_prefix() {
+        let req = request_with_cookies(&["a=1; mcp_proxy_browser_x=2; mcp_proxy_browser=abc%20d".into()]);
+        assert_eq!(request_cookie(&req, "mcp_proxy_browser").unwrap().value(), "abc d");
+        assert!(request_cookie(&req, "mcp_proxy").is_none());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Any `Cookie` header lines (printable ASCII, as a header value must
+        /// be): an answer, never a panic, and a cookie found is the one named.
+        #[test]
+        fn any_cookie_header_is_read_without_panicking(values in proptest::collection::vec("[ -~]{0,200}", 0..4)) {
+            let req = request_with_cookies(&values);
+            if let Some(cookie) = request_cookie(&req, "mcp_proxy_browser") {
+                prop_assert_eq!(cookie.name(), "mcp_proxy_browser");
+            }
+        }
+
+        /// The proxy's cookie is found whatever other cookies surround it,
+        /// including ones whose names start with its name.
+        #[test]
+        fn the_proxy_cookie_is_found_among_any_other_cookies(
+            before in proptest::collection::vec(("[a-z_]{1,20}", "[A-Za-z0-9]{0,20}"), 0..5),
+            after in proptest::collection::vec(("[a-z_]{1,20}", "[A-Za-z0-9]{0,20}"), 0..5),
+            value in "[A-Za-z0-9+/=_-]{1,60}",
+        ) {
+            let name = "mcp_proxy_browser";
+            let pairs = |list: &[(String, String)]| -> Vec<String> {
+                list.iter().filter(|(n, _)| n != name).map(|(n, v)| format!("{n}={v}")).collect()
+            };
+            let mut all = pairs(&before);
+            all.push(format!("{name}={value}"));
+            all.extend(pairs(&after));
+            let req = request_with_cookies(&[all.join("; ")]);
+            let cookie = request_cookie(&req, name);
+            prop_assert_eq!(cookie.map(|c| c.value().to_string()), Some(value));
+        }
+    }
+}
