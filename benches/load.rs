@@ -235,6 +235,8 @@ async fn start_server(binary: &str, upstream: &FastUpstream, backend: &str, stor
         .env("OAUTH_PROXY_UPSTREAM_CLIENT_SECRET", upstream::CLIENT_SECRET)
         .env("OAUTH_PROXY_CONSENT_REQUIRED", "false")
         .env("OAUTH_PROXY_REGISTRATION_RATE_LIMIT", "0")
+        // Every simulated user comes from 127.0.0.1.
+        .env("OAUTH_PROXY_AUTHORIZE_RATE_LIMIT", "0")
         .env("OAUTH_PROXY_MAX_CLIENTS", "10000000")
         .env("OAUTH_PROXY_MCP_UPSTREAM_URL", format!("{backend}/mcp"))
         .stdout(Stdio::null())

@@ -193,6 +193,10 @@ pub struct Config {
     /// Secret a resource server presents (as a Bearer token) to `/introspect`.
     pub introspection_secret: Option<Secret>,
     pub registration: RegistrationLimits,
+    /// Peers whose forwarding headers are believed (`OAUTH_PROXY_TRUSTED_PROXIES`).
+    pub trusted_proxies: crate::client_address::TrustedProxies,
+    /// `/authorize` requests per client address per minute; 0 turns the limit off.
+    pub authorize_rate_limit: u32,
     /// Directory of static assets served under `/static` (the embedded
     /// defaults are used for files missing there).
     pub static_dir: String,
@@ -449,6 +453,14 @@ impl Config {
             per_ip_per_minute: env.number("OAUTH_PROXY_REGISTRATION_RATE_LIMIT", 60)?,
         };
 
+        let trusted_proxies = match env.get("OAUTH_PROXY_TRUSTED_PROXIES") {
+            None => crate::client_address::TrustedProxies::default(),
+            Some(raw) => crate::client_address::TrustedProxies::parse(&raw)
+                .map_err(|problem| bad("OAUTH_PROXY_TRUSTED_PROXIES", problem))?,
+        };
+        // Generous: everyone behind one NAT (an office, a campus) shares it.
+        let authorize_rate_limit = env.number("OAUTH_PROXY_AUTHORIZE_RATE_LIMIT", 120)?;
+
         let provider_name = match env.get("OAUTH_PROXY_UPSTREAM_NAME") {
             Some(name) => name,
             None => match &upstream.endpoints {
@@ -481,6 +493,8 @@ impl Config {
             gateway,
             introspection_secret,
             registration,
+            trusted_proxies,
+            authorize_rate_limit,
             static_dir: env.get("OAUTH_PROXY_STATIC_DIR").unwrap_or_else(|| "static".into()),
             provider_name,
             disable_transparent_huge_pages: env.boolean("OAUTH_PROXY_DISABLE_THP", true)?,
@@ -687,6 +701,31 @@ mod tests {
         let config = config_from(&[("OAUTH_PROXY_UPSTREAM_SCOPES", "read:user, user:email  repo")]).unwrap();
         assert_eq!(config.upstream.scopes, ["read:user", "user:email", "repo"]);
         assert_eq!(config.scopes, config.upstream.scopes);
+    }
+
+    #[test]
+    fn trusted_proxies_are_a_cidr_list_and_a_bad_entry_stops_start_up() {
+        let config = config_from(&[("OAUTH_PROXY_TRUSTED_PROXIES", "10.0.0.0/8, 192.0.2.1 2001:db8::/32")]).unwrap();
+        assert!(config.trusted_proxies.contains("10.1.1.1".parse().unwrap()));
+        assert!(config.trusted_proxies.contains("192.0.2.1".parse().unwrap()));
+        assert!(config.trusted_proxies.contains("2001:db8::7".parse().unwrap()));
+        assert!(!config.trusted_proxies.contains("192.0.2.2".parse().unwrap()));
+        assert!(
+            config_from(&[]).unwrap().trusted_proxies.is_empty(),
+            "unset: no proxy is trusted"
+        );
+        let err = config_from(&[("OAUTH_PROXY_TRUSTED_PROXIES", "10.0.0.0/8, lb.internal")]).unwrap_err();
+        assert_eq!(err.variable, "OAUTH_PROXY_TRUSTED_PROXIES");
+        assert!(err.problem.contains("lb.internal"), "{}", err.problem);
+    }
+
+    #[test]
+    fn the_authorize_rate_limit_is_generous_by_default_and_0_turns_it_off() {
+        assert_eq!(config_from(&[]).unwrap().authorize_rate_limit, 120);
+        let config = config_from(&[("OAUTH_PROXY_AUTHORIZE_RATE_LIMIT", "0")]).unwrap();
+        assert_eq!(config.authorize_rate_limit, 0);
+        let err = config_from(&[("OAUTH_PROXY_AUTHORIZE_RATE_LIMIT", "-1")]).unwrap_err();
+        assert_eq!(err.variable, "OAUTH_PROXY_AUTHORIZE_RATE_LIMIT");
     }
 
     #[test]

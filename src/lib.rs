@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod actors;
+pub mod client_address;
 pub mod config;
 pub mod crypto;
 pub mod error;
@@ -19,6 +20,7 @@ pub mod gateway;
 pub mod keys;
 pub mod oauth;
 pub mod proxy;
+pub mod rate_limit;
 pub mod routes;
 pub mod startup;
 pub mod store;

@@ -10,6 +10,7 @@ use actix_web::http::{header, Method};
 use actix_web::middleware::{Condition, Logger};
 use actix_web::{web, App, HttpResponse, HttpServer, Resource, Route};
 
+use crate::client_address::ClientAddress;
 use crate::gateway::Gateway;
 use crate::proxy::OAuthProxy;
 use crate::routes::static_files::StaticAssets;
@@ -27,6 +28,8 @@ pub fn configure_routes(cfg: &mut web::ServiceConfig, proxy: &OAuthProxy, assets
 
     cfg.app_data(web::Data::new(proxy.clone()))
         .app_data(web::Data::new(assets.clone()))
+        // Read by `ClientAddress` (handlers and the access log).
+        .app_data(web::Data::new(config.trusted_proxies.clone()))
         .service(health::healthz)
         .service(
             methods("/.well-known/oauth-authorization-server")
@@ -175,11 +178,14 @@ pub fn run(listener: TcpListener, proxy: OAuthProxy) -> std::io::Result<Server> 
     let server = HttpServer::new(move || {
         App::new()
             // `%U` is the path without the query: codes and states stay out of logs.
+            // `%{client}xi` is the client address (behind trusted proxies, the
+            // client they name; see `client_address`), the one rate limits use.
             // The access log costs allocations per request even when filtered
             // out: mount it only when info logging is on.
             .wrap(Condition::new(
                 log::log_enabled!(log::Level::Info),
-                Logger::new("%a \"%{method}xi %U\" %s %b %Dms")
+                Logger::new("%{client}xi \"%{method}xi %U\" %s %b %Dms")
+                    .custom_request_replace("client", |req| ClientAddress::of(req.request()).to_string())
                     .custom_request_replace("method", |req| req.method().to_string()),
             ))
             .configure(|cfg| configure_routes(cfg, &proxy, &assets))

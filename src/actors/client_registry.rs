@@ -1,27 +1,44 @@
 //! `ClientRegistry`: dynamically registered clients (RFC 7591).
 //!
 //! Contract: a client secret is stored only as a hash; unused registrations
-//! expire; registration is capped and rate limited per address, so an open
-//! `/register` cannot exhaust memory or disk. A client record is written
-//! once and never rewritten (keeping a used client only extends its expiry),
-//! which is what lets lookups be memoized (`crate::proxy::memo`).
+//! expire; registration is capped and rate limited per client address (see
+//! [`crate::client_address`]), so an open `/register` cannot exhaust memory
+//! or disk. A client record is written once and never rewritten (keeping a
+//! used client only extends its expiry), which is what lets lookups be
+//! memoized (`crate::proxy::memo`).
+//!
+//! At the cap, the oldest never-used registration (registered, never
+//! completed a token exchange) is evicted to make room; only when there is
+//! none is the registration refused. Never-used clients are marked in a
+//! table of their own (`client_unused`, same lifetime as the registration),
+//! whose marker a client's first token exchange deletes: the soonest
+//! expiring marker is the oldest never-used client, on every backend and
+//! across instances sharing Redis (oldest to the millisecond). Taking the
+//! marker decides the race between an eviction and that first exchange, or
+//! another instance's eviction: only one of them gets it. An evicted client
+//! may still be served from a worker's memo for up to a second, as one
+//! that expires by time.
 
-use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
 use super::{purge_interval, sweep_every, Answer};
+use crate::client_address::RateKey;
 use crate::config::RegistrationLimits;
 use crate::crypto::{random_token, sha256_b64url};
 use crate::oauth::client::{RegisteredClient, ValidRegistration};
 use crate::oauth::now_secs;
-use crate::store::{SealedTable, StoreError};
+use crate::rate_limit::KeyedLimit;
+use crate::store::{SealedTable, StoreError, Table};
 
-/// Registrations per address in the current minute, shared by replicas.
-type RecentRegistrations = Arc<Mutex<HashMap<IpAddr, (u64, u32)>>>;
+/// Never-used markers read per eviction attempt (the oldest first).
+const EVICTION_SAMPLE: usize = 16;
+
+/// Evictions one registration may make (the cap may have been lowered
+/// below the number of clients held).
+const MAX_EVICTIONS_PER_REGISTRATION: usize = 4;
 
 /// How long a read count is trusted while the registry is less than half
 /// full. Counting is a round trip with Redis (a tenth of a full flow's);
@@ -63,10 +80,14 @@ impl SeenCount {
 #[derive(Clone)]
 pub struct ClientRegistry {
     clients: SealedTable<RegisteredClient>,
+    /// Never-used clients: client id → registration time (Unix µs), with
+    /// the registration's lifetime (see the module docs).
+    unused: Arc<dyn Table>,
     limits: RegistrationLimits,
     unused_ttl: Duration,
     active_ttl: Duration,
-    recent: RecentRegistrations,
+    /// Registrations per client address, shared by replicas.
+    rate: Option<Arc<KeyedLimit>>,
     seen_count: SeenCount,
     /// Only the primary instance sweeps; replicas on worker threads do not.
     sweeping: bool,
@@ -75,16 +96,18 @@ pub struct ClientRegistry {
 impl ClientRegistry {
     pub fn new(
         clients: SealedTable<RegisteredClient>,
+        unused: Arc<dyn Table>,
         limits: RegistrationLimits,
         unused_ttl: Duration,
         active_ttl: Duration,
     ) -> Self {
         ClientRegistry {
             clients,
+            unused,
             limits,
             unused_ttl,
             active_ttl,
-            recent: Arc::new(Mutex::new(HashMap::new())),
+            rate: KeyedLimit::per_minute(limits.per_ip_per_minute).map(Arc::new),
             seen_count: SeenCount::default(),
             sweeping: true,
         }
@@ -98,24 +121,30 @@ impl ClientRegistry {
         }
     }
 
-    fn rate_limited(&mut self, ip: Option<IpAddr>) -> bool {
-        let (Some(ip), limit) = (ip, self.limits.per_ip_per_minute) else {
+    /// Counts a registration from `client`; whether it is over the limit.
+    fn rate_limited(&self, client: Option<RateKey>) -> bool {
+        let (Some(limit), Some(key)) = (&self.rate, client) else {
             return false;
         };
-        if limit == 0 {
-            return false;
+        let limited = limit.check(key).is_err();
+        if limited {
+            limit.log_refusal("/register", key);
         }
-        let minute = now_secs() / 60;
-        let Ok(mut recent) = self.recent.lock() else {
-            return false;
-        };
-        let entry = recent.entry(ip).or_insert((minute, 0));
-        if entry.0 != minute {
-            *entry = (minute, 0);
-        }
-        entry.1 += 1;
-        entry.1 > limit
+        limited
     }
+}
+
+/// Deletes the oldest never-used client; whether one went.
+async fn evict_oldest_unused(clients: &SealedTable<RegisteredClient>, unused: &dyn Table) -> Result<bool, StoreError> {
+    for client_id in unused.soonest_expiring(EVICTION_SAMPLE).await? {
+        // Only one taker: a first token exchange (which deletes the marker)
+        // or another eviction that got here first makes this `None`.
+        if unused.take(&client_id).await?.is_some() && clients.delete(&client_id).await? {
+            log::info!("registration cap reached: evicted never-used client {client_id}");
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 impl Actor for ClientRegistry {
@@ -131,11 +160,13 @@ impl Actor for ClientRegistry {
             "client registry",
             self.clients.clone(),
         );
-        ctx.run_interval(Duration::from_secs(60), |registry, _| {
-            let minute = now_secs() / 60;
-            if let Ok(mut recent) = registry.recent.lock() {
-                recent.retain(|_, (m, _)| *m == minute);
-            }
+        ctx.run_interval(purge_interval(self.unused_ttl), |registry, ctx| {
+            let unused = registry.unused.clone();
+            ctx.spawn(actix::fut::wrap_future(async move {
+                if let Err(e) = unused.purge_expired().await {
+                    log::error!("never-used client marker sweep failed: {e}");
+                }
+            }));
         });
     }
 }
@@ -145,7 +176,8 @@ impl Actor for ClientRegistry {
 #[rtype(result = "Result<(RegisteredClient, Option<String>), RegisterError>")]
 pub struct RegisterClient {
     pub registration: ValidRegistration,
-    pub client_ip: Option<IpAddr>,
+    /// The client's address (see [`crate::client_address::ClientAddress`]).
+    pub client_ip: Option<std::net::IpAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -162,8 +194,9 @@ impl Handler<RegisterClient> for ClientRegistry {
     type Result = Answer<Result<(RegisteredClient, Option<String>), RegisterError>>;
 
     fn handle(&mut self, msg: RegisterClient, _: &mut Self::Context) -> Self::Result {
-        let limited = self.rate_limited(msg.client_ip);
-        let (clients, max_clients, ttl) = (self.clients.clone(), self.limits.max_clients, self.unused_ttl);
+        let limited = self.rate_limited(msg.client_ip.map(RateKey::of));
+        let (clients, unused) = (self.clients.clone(), self.unused.clone());
+        let (max_clients, ttl) = (self.limits.max_clients, self.unused_ttl);
         let seen_count = self.seen_count.clone();
         Answer::of(async move {
             if limited {
@@ -172,11 +205,18 @@ impl Handler<RegisterClient> for ClientRegistry {
             if !seen_count.trusted(max_clients) {
                 let mut count = clients.count().await?;
                 if count >= max_clients {
-                    // Expired registrations may still be counted; sweep before refusing.
+                    // Expired registrations may still be counted; sweep before evicting.
                     clients.purge_expired().await?;
                     count = clients.count().await?;
-                    if count >= max_clients {
-                        return Err(RegisterError::Full);
+                    let mut evictions = 0;
+                    while count >= max_clients {
+                        if evictions == MAX_EVICTIONS_PER_REGISTRATION
+                            || !evict_oldest_unused(&clients, &*unused).await?
+                        {
+                            return Err(RegisterError::Full);
+                        }
+                        evictions += 1;
+                        count -= 1;
                     }
                 }
                 seen_count.counted(count);
@@ -194,7 +234,17 @@ impl Handler<RegisterClient> for ClientRegistry {
                 scope: reg.scope,
                 issued_at: now_secs(),
             };
-            clients.put(&client.client_id, &client, ttl).await?;
+            let registered_at = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros() as u64);
+            // Independent writes: issued together, they share one commit.
+            let (stored, marked) = futures_util::future::join(
+                clients.put(&client.client_id, &client, ttl),
+                unused.put(&client.client_id, registered_at.to_be_bytes().to_vec(), ttl),
+            )
+            .await;
+            stored?;
+            marked?;
             seen_count.registered_one();
             Ok((client, secret))
         })
@@ -223,9 +273,14 @@ impl Handler<MarkClientUsed> for ClientRegistry {
     type Result = Answer<Result<(), StoreError>>;
 
     fn handle(&mut self, msg: MarkClientUsed, _: &mut Self::Context) -> Self::Result {
-        let (clients, ttl) = (self.clients.clone(), self.active_ttl);
+        let (clients, unused, ttl) = (self.clients.clone(), self.unused.clone(), self.active_ttl);
         // Only the expiry changes: no read, decrypt and rewrite of the record.
-        Answer::of(async move { clients.touch(&msg.0, ttl).await.map(|_| ()) })
+        // The never-used marker goes with the same commit.
+        Answer::of(async move {
+            let (touched, unmarked) =
+                futures_util::future::join(clients.touch(&msg.0, ttl), unused.delete(&msg.0)).await;
+            touched.and(unmarked).map(|_| ())
+        })
     }
 }
 

@@ -319,6 +319,8 @@ struct Inner {
     primary_thread: std::thread::ThreadId,
     prototypes: ActorPrototypes,
     refresher: Addr<UpstreamRefresher>,
+    /// `/authorize` requests per client address (`None`: no limit).
+    authorize_limit: Option<crate::rate_limit::KeyedLimit>,
 }
 
 /// The OAuth proxy: cheap to clone, shared by every worker.
@@ -387,6 +389,7 @@ impl OAuthProxy {
         let prototypes = ActorPrototypes {
             clients: ClientRegistry::new(
                 SealedTable::new("client", backend.table("client", Counting::Kept)?, sealer.clone()),
+                backend.table("client_unused", Counting::OnRequest)?,
                 config.registration,
                 lifetimes.unused_client,
                 lifetimes.refresh_token.max(lifetimes.unused_client),
@@ -422,6 +425,7 @@ impl OAuthProxy {
         };
         let refresher = UpstreamRefresher::new(upstream.clone(), primary.vault.clone()).start();
 
+        let authorize_limit = crate::rate_limit::KeyedLimit::per_minute(config.authorize_rate_limit);
         Ok(OAuthProxy {
             inner: Arc::new(Inner {
                 config,
@@ -432,12 +436,18 @@ impl OAuthProxy {
                 primary_thread: std::thread::current().id(),
                 prototypes,
                 refresher,
+                authorize_limit,
             }),
         })
     }
 
     pub fn config(&self) -> &Config {
         &self.inner.config
+    }
+
+    /// The `/authorize` limit per client address (see [`crate::rate_limit`]).
+    pub fn authorize_limit(&self) -> Option<&crate::rate_limit::KeyedLimit> {
+        self.inner.authorize_limit.as_ref()
     }
 
     /// The JWT signer (its JWK Set is published at `/jwks.json`).

@@ -13,6 +13,9 @@ use crate::proxy::{AuthorizeOutcome, AuthorizeRequest, ConsentForm, ConsentOutco
 use crate::views::ConsentPage;
 
 pub async fn authorize(req: HttpRequest, proxy: web::Data<OAuthProxy>) -> Result<HttpResponse, Error> {
+    if let Some(refusal) = crate::rate_limit::authorize_refusal(&req, &proxy) {
+        return Ok(refusal);
+    }
     let request: AuthorizeRequest = serde_urlencoded::from_str(req.query_string()).map_err(|_| {
         Error::page(
             StatusCode::BAD_REQUEST,

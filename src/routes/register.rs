@@ -4,6 +4,7 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::add_cors_headers;
+use crate::client_address::ClientAddress;
 use crate::error::{Error, ErrorCode};
 use crate::oauth::client::RegistrationRequest;
 use crate::proxy::OAuthProxy;
@@ -11,7 +12,12 @@ use crate::proxy::OAuthProxy;
 /// Registration documents are small; anything bigger is refused unread.
 pub const MAX_REGISTRATION_BODY: usize = 16 * 1024;
 
-pub async fn register(req: HttpRequest, body: web::Bytes, proxy: web::Data<OAuthProxy>) -> Result<HttpResponse, Error> {
+pub async fn register(
+    req: HttpRequest,
+    client: ClientAddress,
+    body: web::Bytes,
+    proxy: web::Data<OAuthProxy>,
+) -> Result<HttpResponse, Error> {
     let result = async {
         let is_json = req
             .headers()
@@ -27,8 +33,9 @@ pub async fn register(req: HttpRequest, body: web::Bytes, proxy: web::Data<OAuth
                 format!("the registration document is not valid: {e}"),
             )
         })?;
-        let client_ip = req.peer_addr().map(|a| a.ip());
-        let answer = proxy.register_client(request, client_ip).await?;
+        // The client behind any trusted proxies, not the socket peer: the
+        // registration limit counts per client address.
+        let answer = proxy.register_client(request, client.ip()).await?;
         Ok(HttpResponse::Created()
             .insert_header((header::CACHE_CONTROL, "no-store"))
             .insert_header((header::PRAGMA, "no-cache"))

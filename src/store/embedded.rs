@@ -521,6 +521,25 @@ impl Table for EmbeddedTable {
     fn generation(&self) -> Option<u64> {
         Some(self.state.generation.load(Ordering::Acquire))
     }
+
+    fn soonest_expiring(&self, limit: usize) -> StoreFuture<Vec<String>> {
+        let now = now_millis();
+        let mut live: Vec<(u64, String)> = Vec::new();
+        for entry in self.state.keyspace.iter() {
+            let (key, value) = match entry.into_inner() {
+                Ok(pair) => pair,
+                Err(e) => return StoreFuture::ready(Err(unavailable(e))),
+            };
+            let Some(expires) = value.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes) else {
+                continue;
+            };
+            if expires > now {
+                live.push((expires, String::from_utf8_lossy(&key).into_owned()));
+            }
+        }
+        live.sort_unstable();
+        StoreFuture::ready(Ok(live.into_iter().take(limit).map(|(_, key)| key).collect()))
+    }
 }
 
 #[cfg(test)]
@@ -653,6 +672,25 @@ mod tests {
         let table = store.table_counted("grant", Counting::OnRequest);
         assert_eq!(table.count().await.unwrap(), 3);
         assert_eq!(table.get("a").await.unwrap(), Some(b"replaced".to_vec()));
+    }
+
+    #[actix_rt::test]
+    async fn the_soonest_expiring_live_keys_come_first() {
+        let store = TempStore::open("soonest");
+        let table = store.table("t");
+        table.put("late", b"1".to_vec(), Duration::from_secs(90)).await.unwrap();
+        table.put("soon", b"2".to_vec(), Duration::from_secs(30)).await.unwrap();
+        table
+            .put("gone", b"3".to_vec(), Duration::from_millis(1))
+            .await
+            .unwrap();
+        table
+            .put("middle", b"4".to_vec(), Duration::from_secs(60))
+            .await
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(table.soonest_expiring(2).await.unwrap(), ["soon", "middle"]);
+        assert_eq!(table.soonest_expiring(10).await.unwrap(), ["soon", "middle", "late"]);
     }
 
     #[actix_rt::test]

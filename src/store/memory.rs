@@ -143,6 +143,19 @@ impl Table for MemoryTable {
         done(self.lock().map(|records| records.len()))
     }
 
+    fn soonest_expiring(&self, limit: usize) -> StoreFuture<Vec<String>> {
+        let now = self.now();
+        done(self.lock().map(|records| {
+            let mut live: Vec<(u64, &str)> = records
+                .iter()
+                .filter(|(_, (_, expires))| *expires > now)
+                .map(|(key, (_, expires))| (*expires, &**key))
+                .collect();
+            live.sort_unstable();
+            live.into_iter().take(limit).map(|(_, key)| key.to_string()).collect()
+        }))
+    }
+
     fn generation(&self) -> Option<u64> {
         Some(self.generation.load(Ordering::Acquire))
     }
@@ -180,6 +193,18 @@ mod tests {
         std::thread::sleep(Duration::from_millis(40));
         assert_eq!(now(table.get("a")), Some(b"1".to_vec()), "outlived its first TTL");
         assert_eq!(now(table.get("b")), None);
+    }
+
+    #[test]
+    fn the_soonest_expiring_live_keys_come_first() {
+        let table = MemoryTable::default();
+        now(table.put("late", b"1".to_vec(), Duration::from_secs(90)));
+        now(table.put("soon", b"2".to_vec(), Duration::from_secs(30)));
+        now(table.put("gone", b"3".to_vec(), Duration::from_millis(1)));
+        now(table.put("middle", b"4".to_vec(), Duration::from_secs(60)));
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(now(table.soonest_expiring(2)), ["soon", "middle"]);
+        assert_eq!(now(table.soonest_expiring(10)), ["soon", "middle", "late"]);
     }
 
     #[test]

@@ -121,6 +121,13 @@ pub trait Table: Send + Sync + 'static {
     fn purge_expired(&self) -> StoreFuture<usize>;
     /// Records currently held.
     fn count(&self) -> StoreFuture<usize>;
+    /// Keys of up to `limit` live records that expire soonest, soonest
+    /// first. In a table whose records all get the same lifetime once, they
+    /// are the oldest records (to the millisecond): the registry finds the
+    /// oldest never-used clients this way. Memory and the directory store
+    /// read the whole table (called only at the registration cap); Redis
+    /// reads its expiry index.
+    fn soonest_expiring(&self, limit: usize) -> StoreFuture<Vec<String>>;
     /// A counter that changes after every write to this table is visible,
     /// when this process learns of every write: it makes them all (memory,
     /// directory), or Redis tells it of the others' (a table opened with

@@ -404,6 +404,30 @@ impl Table for RedisTable {
         self.invalidations.as_ref()?.generation()
     }
 
+    fn soonest_expiring(&self, limit: usize) -> StoreFuture<Vec<String>> {
+        let mut connection = self.connection.clone();
+        let (index, prefix) = (self.index.clone(), self.prefix.clone());
+        async move {
+            // ZRANGEBYSCORE rather than ZRANGE … BYSCORE: Redis before 6.2 too.
+            let keys = redis::cmd("ZRANGEBYSCORE")
+                .arg(index)
+                .arg(now_millis())
+                .arg("+inf")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(limit)
+                .query_async::<Vec<String>>(&mut connection)
+                .await
+                .map_err(unavailable)?;
+            Ok(keys
+                .into_iter()
+                .filter_map(|key| key.strip_prefix(&prefix).map(str::to_string))
+                .collect())
+        }
+        .boxed_local()
+        .into()
+    }
+
     fn count(&self) -> StoreFuture<usize> {
         let mut connection = self.connection.clone();
         let index = self.index.clone();

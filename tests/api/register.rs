@@ -3,8 +3,12 @@
 use awc::http::StatusCode;
 use serde_json::json;
 
-use crate::helpers::TestApp;
-use crate::mock_upstream::MockUpstreamConfig;
+use std::rc::Rc;
+use std::time::Duration;
+
+use crate::helpers::{free_port, Pkce, TestApp, TestClient, REDIRECT_URI};
+use crate::mock_upstream::{MockUpstream, MockUpstreamConfig};
+use crate::redis_server::RedisServer;
 
 #[actix_web::test]
 async fn a_confidential_registration_gets_a_secret_and_echoes_its_metadata() {
@@ -165,11 +169,98 @@ async fn registration_is_rate_limited_per_address_and_capped() {
     assert_eq!(limited.json()["error"], "temporarily_unavailable");
     app.stop().await;
 
+    // At the cap with every client in use (none to evict), registration is refused.
     let app = TestApp::spawn_with(&[("OAUTH_PROXY_MAX_CLIENTS", "2")], MockUpstreamConfig::default()).await;
     for _ in 0..2 {
-        assert_eq!(app.post_json("/register", &body).await.status, StatusCode::CREATED);
+        let client = app.register_public().await;
+        app.full_flow(&client).await;
     }
     let full = app.post_json("/register", &body).await;
     assert_eq!(full.status, StatusCode::SERVICE_UNAVAILABLE);
     app.stop().await;
+}
+
+/// The consent page (200) or the unknown-client page (400) for `client`.
+async fn authorize_status(app: &TestApp, client: &TestClient) -> (StatusCode, bool) {
+    app.clear_cookies();
+    let answer = app.browser_get(&app.authorize_path(client, &Pkce::new(), "s")).await;
+    (answer.status, answer.body.contains("Unknown client"))
+}
+
+/// With a cap of 3: a used client, then two never-used ones; the fourth
+/// registration (on `other`, which may be another instance) evicts the
+/// oldest never-used one, keeps the used one; once every client is used,
+/// registration is refused again.
+async fn the_oldest_never_used_registration_makes_room(app: &TestApp, other: &TestApp) {
+    let used = app.register_public().await;
+    app.full_flow(&used).await;
+    let oldest = app.register_public().await;
+    // Evicted in registration order to the millisecond.
+    actix_rt::time::sleep(Duration::from_millis(5)).await;
+    let newer = other.register_public().await;
+    actix_rt::time::sleep(Duration::from_millis(5)).await;
+    let newest = other.register_public().await;
+    // A worker may serve a client it read for up to a second (proxy::memo).
+    actix_rt::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        authorize_status(app, &oldest).await,
+        (StatusCode::BAD_REQUEST, true),
+        "evicted"
+    );
+    for kept in [&used, &newer, &newest] {
+        assert_eq!(authorize_status(app, kept).await, (StatusCode::OK, false), "{kept:?}");
+    }
+    app.full_flow(&used).await;
+
+    for client in [&newer, &newest] {
+        other.full_flow(client).await;
+    }
+    let full = app
+        .post_json("/register", &json!({"redirect_uris": [REDIRECT_URI]}))
+        .await;
+    assert_eq!(full.status, StatusCode::SERVICE_UNAVAILABLE, "{}", full.body);
+}
+
+#[actix_web::test]
+async fn at_the_cap_the_oldest_never_used_registration_makes_room_in_memory() {
+    let app = TestApp::spawn_with(&[("OAUTH_PROXY_MAX_CLIENTS", "3")], MockUpstreamConfig::default()).await;
+    the_oldest_never_used_registration_makes_room(&app, &app).await;
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn at_the_cap_the_oldest_never_used_registration_makes_room_in_a_directory() {
+    let dir = std::env::temp_dir().join(format!("mcp-oauth-proxy-evict-{}-{}", std::process::id(), free_port()));
+    let storage = dir.to_string_lossy().to_string();
+    let app = TestApp::spawn_with(
+        &[("OAUTH_PROXY_MAX_CLIENTS", "3"), ("OAUTH_PROXY_STORAGE", &storage)],
+        MockUpstreamConfig::default(),
+    )
+    .await;
+    the_oldest_never_used_registration_makes_room(&app, &app).await;
+    app.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[actix_web::test]
+async fn at_the_cap_the_oldest_never_used_registration_makes_room_across_redis_instances() {
+    let redis = RedisServer::start().await;
+    let upstream = Rc::new(MockUpstream::start(MockUpstreamConfig::default()).await);
+    let url = redis.url();
+    let mut settings = vec![
+        ("OAUTH_PROXY_MAX_CLIENTS", "3"),
+        ("OAUTH_PROXY_STORAGE", url.as_str()),
+        ("OAUTH_PROXY_ENCRYPTION_KEY", "test-encryption-key-test-encryption-key"),
+        (
+            "OAUTH_PROXY_CONSENT_SIGNING_KEY",
+            "test-consent-key-test-consent-key-01234",
+        ),
+    ];
+    let a = TestApp::spawn_instance(&settings, upstream.clone()).await;
+    settings.push(("OAUTH_PROXY_BASE_URL", &a.address));
+    let b = TestApp::spawn_instance(&settings, upstream).await;
+    // Registered on A, evicted by a registration on B.
+    the_oldest_never_used_registration_makes_room(&a, &b).await;
+    b.stop().await;
+    a.stop().await;
 }

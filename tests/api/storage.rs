@@ -12,7 +12,7 @@ use awc::http::StatusCode;
 use serde_json::json;
 
 use crate::backend_double::BackendDouble;
-use crate::helpers::{free_port, query_param, upstream_settings, Driver, Pkce, TestApp, REDIRECT_URI};
+use crate::helpers::{free_port, query_param, upstream_settings, Driver, Pkce, TestApp, TestClient, REDIRECT_URI};
 use crate::mock_upstream::{MockUpstream, MockUpstreamConfig};
 use crate::redis_server::RedisServer;
 use crate::service::RunningService;
@@ -433,7 +433,16 @@ async fn the_registration_cap_holds_across_instances_and_far_below_it_skips_coun
     for app in [&a, &b, &a, &b, &a, &b, &a, &b] {
         let answer = app.post_json("/register", &body).await;
         match answer.status {
-            StatusCode::CREATED => created += 1,
+            StatusCode::CREATED => {
+                created += 1;
+                // In use, so not evicted to make room (see register.rs).
+                let client = TestClient {
+                    client_id: answer.json()["client_id"].as_str().unwrap().to_string(),
+                    client_secret: None,
+                    redirect_uri: REDIRECT_URI.to_string(),
+                };
+                app.full_flow(&client).await;
+            }
             status => assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{}", answer.body),
         }
     }
