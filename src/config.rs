@@ -126,8 +126,11 @@ pub struct GatewayConfig {
     /// The MCP server (streamable HTTP) requests are forwarded to.
     pub upstream_url: Option<Url>,
     pub connect_timeout: Duration,
-    /// Longest wait for the backend's response to start (headers).
+    /// Longest wait for the backend's response to start (headers); also the
+    /// longest a client may take to send a request body.
     pub response_timeout: Duration,
+    /// Largest request body accepted (`OAUTH_PROXY_MCP_MAX_BODY`); 413 above.
+    pub max_body: usize,
     /// Browser origins allowed to call the MCP endpoint besides the proxy's own.
     pub allowed_origins: Vec<String>,
     /// Scopes a token must carry to use the MCP endpoint.
@@ -427,10 +430,23 @@ impl Config {
             ));
         }
 
+        let mcp_upstream_url = env.url("OAUTH_PROXY_MCP_UPSTREAM_URL")?;
+        if mcp_upstream_url
+            .as_ref()
+            .is_some_and(|url| url.query().is_some() || url.fragment().is_some())
+        {
+            // Paths below the MCP endpoint are appended to it.
+            return Err(bad("OAUTH_PROXY_MCP_UPSTREAM_URL", "must not have a query or fragment"));
+        }
+        let max_body = env.number("OAUTH_PROXY_MCP_MAX_BODY", 4 * 1024 * 1024)?;
+        if max_body == 0 {
+            return Err(bad("OAUTH_PROXY_MCP_MAX_BODY", "must be at least 1 byte"));
+        }
         let gateway = GatewayConfig {
-            upstream_url: env.url("OAUTH_PROXY_MCP_UPSTREAM_URL")?,
+            upstream_url: mcp_upstream_url,
             connect_timeout: env.seconds("OAUTH_PROXY_MCP_CONNECT_TIMEOUT", 5)?,
             response_timeout: env.seconds("OAUTH_PROXY_MCP_RESPONSE_TIMEOUT", 60)?,
+            max_body,
             allowed_origins: env
                 .list("OAUTH_PROXY_ALLOWED_ORIGINS")
                 .into_iter()
@@ -734,5 +750,25 @@ mod tests {
         let printed = format!("{config:?}");
         assert!(!printed.contains("a-signing-key-that-is-long-enough-123"));
         assert!(!printed.contains("\"secret\""));
+    }
+
+    #[test]
+    fn the_gateway_body_cap_defaults_to_4_mib_and_must_be_positive() {
+        assert_eq!(config_from(&[]).unwrap().gateway.max_body, 4_194_304);
+        let set = config_from(&[("OAUTH_PROXY_MCP_MAX_BODY", "1024")]).unwrap();
+        assert_eq!(set.gateway.max_body, 1024);
+        for bad in ["0", "-1", "4MiB"] {
+            let error = config_from(&[("OAUTH_PROXY_MCP_MAX_BODY", bad)]).unwrap_err();
+            assert_eq!(error.variable, "OAUTH_PROXY_MCP_MAX_BODY", "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_mcp_server_url_may_not_carry_a_query_or_fragment() {
+        for url in ["http://127.0.0.1:3000/mcp?key=1", "http://127.0.0.1:3000/mcp#x"] {
+            let error = config_from(&[("OAUTH_PROXY_MCP_UPSTREAM_URL", url)]).unwrap_err();
+            assert_eq!(error.variable, "OAUTH_PROXY_MCP_UPSTREAM_URL", "{url}");
+        }
+        assert!(config_from(&[("OAUTH_PROXY_MCP_UPSTREAM_URL", "http://127.0.0.1:3000/mcp")]).is_ok());
     }
 }

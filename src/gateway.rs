@@ -1,19 +1,32 @@
 //! The MCP gateway: forwards an authorized request to the MCP server with the
 //! upstream access token, and streams the answer back.
 //!
+//! - Only a path that stays below the MCP endpoint is forwarded, as the
+//!   client sent it (percent-encoding untouched): no dot segment (`.`, `..`,
+//!   encoded or not, also before a `;` parameter), no encoded `?` `#` `/`
+//!   `\`, no backslash, no control character (raw or encoded), no broken
+//!   percent-encoding ([`check_tail`]). The URL built is checked once more
+//!   to lie below the MCP server's URL ([`Gateway::target`]).
 //! - Request headers are forwarded from an allow-list (what MCP's streamable
-//!   HTTP transport needs); the client's `Authorization` (the proxy JWT) and
-//!   `Cookie` never are.
+//!   HTTP transport needs) plus every `Mcp-Param-{Name}` header; the
+//!   client's `Authorization` (the proxy JWT) and `Cookie` never are, nor a
+//!   header the client names in `Connection` (RFC 9110 §7.6.1).
+//! - Response headers: hop-by-hop ones (the fixed list and those the MCP
+//!   server names in `Connection`), `Set-Cookie`, `Location` (the MCP
+//!   server's own addresses) and `Access-Control-*` (the proxy sets its own
+//!   CORS) stay at the proxy.
 //! - Responses are streamed chunk by chunk (SSE included) with back-pressure:
 //!   actix-web pulls the next chunk from the backend only when the client's
 //!   socket takes it, and a client that goes away drops the backend connection.
+//! - A failure is answered with a fixed message; the HTTP client's error
+//!   (addresses, OS errors) goes to the log only.
 //! - One pooled client per worker thread (awc clients are not `Send`).
 
 use std::cell::RefCell;
 use std::time::Duration;
 
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use actix_web::http::{Method, StatusCode};
+use actix_web::http::{Method, StatusCode, Uri};
 use actix_web::web::Bytes;
 use actix_web::{HttpRequest, HttpResponse};
 use url::Url;
@@ -56,8 +69,10 @@ fn seeded_header_map() -> HeaderMap {
 }
 
 /// RFC 9110 §7.6.1 hop-by-hop headers, plus cookies for the backend's own
-/// origin, which must not be set on the proxy's.
-const DROPPED_RESPONSE_HEADERS: [&str; 9] = [
+/// origin, which must not be set on the proxy's, and `Location`: the MCP
+/// server's own address is no URL the client can use (MCP servers do not
+/// redirect; a redirect is not followed either, see [`backend_client`]).
+const DROPPED_RESPONSE_HEADERS: [&str; 10] = [
     "connection",
     "keep-alive",
     "proxy-authenticate",
@@ -67,12 +82,36 @@ const DROPPED_RESPONSE_HEADERS: [&str; 9] = [
     "transfer-encoding",
     "upgrade",
     "set-cookie",
+    "location",
 ];
+
+/// The prefix of the request headers that carry tool arguments (MCP
+/// 2026-07-28 transport: an intermediary MUST forward them).
+pub const MCP_PARAM_PREFIX: &str = "mcp-param-";
+
+/// Whether `name` (lowercase, as `HeaderName::as_str` gives) is an
+/// `Mcp-Param-{Name}` header.
+pub fn is_mcp_param(name: &str) -> bool {
+    name.len() > MCP_PARAM_PREFIX.len() && name.starts_with(MCP_PARAM_PREFIX)
+}
+
+/// Whether a `Connection` header of `headers` names `name` (lowercase):
+/// such a header is for this hop only (RFC 9110 §7.6.1).
+fn named_in_connection(headers: &HeaderMap, name: &str) -> bool {
+    headers.get_all(header::CONNECTION).any(|value| {
+        value
+            .to_str()
+            .is_ok_and(|value| value.split(',').any(|option| option.trim().eq_ignore_ascii_case(name)))
+    })
+}
 
 /// Most simultaneous connections to the MCP server per worker (SSE streams
 /// each hold one).
 const MAX_BACKEND_CONNECTIONS: usize = 1024;
 
+/// Why the gateway did not forward a request, or got no answer. The
+/// `Display` text (with the HTTP client's error) is for the log; the client
+/// gets [`GatewayError::public_message`].
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
     #[error("no MCP server is configured (OAUTH_PROXY_MCP_UPSTREAM_URL)")]
@@ -81,6 +120,8 @@ pub enum GatewayError {
     Unavailable(String),
     #[error("the MCP server did not answer within {0:?}")]
     Timeout(Duration),
+    #[error("the path below the MCP endpoint is refused: {0}")]
+    PathRefused(PathRefused),
 }
 
 impl GatewayError {
@@ -88,6 +129,18 @@ impl GatewayError {
         match self {
             GatewayError::NotConfigured | GatewayError::Unavailable(_) => StatusCode::BAD_GATEWAY,
             GatewayError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            GatewayError::PathRefused(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// What the client is told: fixed text, never the HTTP client's error
+    /// (which names the MCP server's address).
+    pub fn public_message(&self) -> &'static str {
+        match self {
+            GatewayError::NotConfigured => "no MCP server is configured",
+            GatewayError::Unavailable(_) => "the MCP server could not be reached",
+            GatewayError::Timeout(_) => "the MCP server did not answer in time",
+            GatewayError::PathRefused(why) => why.message(),
         }
     }
 }
@@ -108,8 +161,120 @@ impl actix_web::ResponseError for GatewayError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        // -32603: internal error (JSON-RPC 2.0 §5.1); the status says which.
-        json_rpc_error(self.status(), -32603, &self.to_string())
+        // JSON-RPC 2.0 §5.1: -32600 invalid request (the client's path),
+        // -32603 internal error (the status says which).
+        let code = match self {
+            GatewayError::PathRefused(_) => -32600,
+            _ => -32603,
+        };
+        json_rpc_error(self.status(), code, self.public_message())
+    }
+}
+
+/// Why a path below the MCP endpoint is not forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PathRefused {
+    #[error("a `.` or `..` segment")]
+    DotSegment,
+    #[error("an encoded `?`, `#`, `/` or `\\`")]
+    EncodedDelimiter,
+    #[error("a backslash")]
+    Backslash,
+    #[error("a control character")]
+    ControlCharacter,
+    #[error("a `%` not followed by two hex digits, or an encoded byte that is never UTF-8")]
+    BadEncoding,
+    #[error("not below the MCP endpoint")]
+    Outside,
+}
+
+impl PathRefused {
+    fn message(self) -> &'static str {
+        match self {
+            PathRefused::DotSegment => "the path below the MCP endpoint has a `.` or `..` segment",
+            PathRefused::EncodedDelimiter => "the path below the MCP endpoint has an encoded `?`, `#`, `/` or `\\`",
+            PathRefused::Backslash => "the path below the MCP endpoint has a backslash",
+            PathRefused::ControlCharacter => "the path below the MCP endpoint has a control character",
+            PathRefused::BadEncoding => "the path below the MCP endpoint has a malformed percent-encoding",
+            PathRefused::Outside => "the path is not below the MCP endpoint",
+        }
+    }
+}
+
+fn hex_value(byte: u8) -> Option<u8> {
+    match byte {
+        b'0'..=b'9' => Some(byte - b'0'),
+        b'a'..=b'f' => Some(byte - b'a' + 10),
+        b'A'..=b'F' => Some(byte - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Checks the raw (not percent-decoded) path below the MCP endpoint: empty,
+/// or `/` and segments, none of which a server behind the MCP server's URL
+/// could resolve to somewhere else (RFC 3986 §5.2.4 dot segments, also
+/// encoded, and Tomcat's `..;` form) or read as another delimiter. Reads
+/// the bytes once and allocates nothing.
+pub fn check_tail(tail: &str) -> Result<(), PathRefused> {
+    let bytes = tail.as_bytes();
+    if bytes.is_empty() {
+        return Ok(());
+    }
+    if bytes[0] != b'/' {
+        return Err(PathRefused::Outside);
+    }
+    // Per segment: how many decoded bytes came before its first `;`, and
+    // whether all of them were dots.
+    let (mut name_len, mut all_dots, mut in_params) = (0usize, true, false);
+    let mut i = 1;
+    loop {
+        let byte = match bytes.get(i) {
+            None | Some(b'/') => {
+                if all_dots && (1..=2).contains(&name_len) {
+                    return Err(PathRefused::DotSegment);
+                }
+                if i >= bytes.len() {
+                    return Ok(());
+                }
+                (name_len, all_dots, in_params) = (0, true, false);
+                i += 1;
+                continue;
+            }
+            Some(b'%') => {
+                let high = bytes.get(i + 1).copied().and_then(hex_value);
+                let low = bytes.get(i + 2).copied().and_then(hex_value);
+                let (Some(high), Some(low)) = (high, low) else {
+                    return Err(PathRefused::BadEncoding);
+                };
+                i += 3;
+                let decoded = high << 4 | low;
+                match decoded {
+                    b'?' | b'#' | b'/' | b'\\' => return Err(PathRefused::EncodedDelimiter),
+                    0x00..=0x1f | 0x7f => return Err(PathRefused::ControlCharacter),
+                    // Never in UTF-8; `%C0%AE` is an overlong `.` that old
+                    // decoders accept.
+                    0xc0 | 0xc1 | 0xf5..=0xff => return Err(PathRefused::BadEncoding),
+                    _ => decoded,
+                }
+            }
+            Some(&raw) => {
+                i += 1;
+                match raw {
+                    b'\\' => return Err(PathRefused::Backslash),
+                    b'?' | b'#' => return Err(PathRefused::EncodedDelimiter),
+                    0x00..=0x1f | 0x7f => return Err(PathRefused::ControlCharacter),
+                    _ => raw,
+                }
+            }
+        };
+        if !in_params {
+            if byte == b';' {
+                in_params = true;
+            } else {
+                name_len += 1;
+                all_dots &= byte == b'.';
+            }
+        }
     }
 }
 
@@ -142,9 +307,22 @@ fn backend_client(connect_timeout: Duration) -> awc::Client {
 /// Where and how requests are forwarded.
 #[derive(Debug, Clone)]
 pub struct Gateway {
-    backend: Option<Url>,
+    backend: Option<Backend>,
     connect_timeout: Duration,
     response_timeout: Duration,
+    max_body: usize,
+}
+
+/// The MCP server's URL in the pieces a request's target is built from.
+#[derive(Debug, Clone)]
+struct Backend {
+    /// Scheme, authority and path without a trailing `/`
+    /// (`http://127.0.0.1:3000/mcp`, `http://127.0.0.1:3000`).
+    base: String,
+    /// The path without a trailing `/` (`/mcp`, or empty for the root).
+    path: String,
+    /// `path` and `/`: every forwarded path starts with it (or is `path`).
+    below: String,
 }
 
 /// What the MCP server answered.
@@ -158,18 +336,44 @@ pub enum Forwarded {
 
 impl Gateway {
     pub fn new(config: &GatewayConfig) -> Self {
+        let backend = config.upstream_url.as_ref().map(|url: &Url| {
+            // Configuration refuses a query or fragment, so the URL ends
+            // with its path.
+            let base = url.as_str().trim_end_matches('/').to_string();
+            let path = url.path().trim_end_matches('/').to_string();
+            let below = format!("{path}/");
+            Backend { base, path, below }
+        });
         Gateway {
-            backend: config.upstream_url.clone(),
+            backend,
             connect_timeout: config.connect_timeout,
             response_timeout: config.response_timeout,
+            max_body: config.max_body,
         }
     }
 
-    /// The backend URL for a request path below the MCP path.
-    fn target(&self, tail: &str, query: &str) -> Result<String, GatewayError> {
+    /// Largest request body forwarded (`OAUTH_PROXY_MCP_MAX_BODY`).
+    pub fn max_body(&self) -> usize {
+        self.max_body
+    }
+
+    /// How long a client may take to send a request body: the same as the
+    /// MCP server has to start its answer (`OAUTH_PROXY_MCP_RESPONSE_TIMEOUT`).
+    pub fn body_timeout(&self) -> Duration {
+        self.response_timeout
+    }
+
+    /// The backend URL for a raw request path below the MCP path (`tail`:
+    /// empty or starting with `/`, as the client sent it) and the raw query.
+    /// The tail is checked segment by segment ([`check_tail`]), and the URL
+    /// built is checked to have the backend's path or one below it, and
+    /// exactly the client's query.
+    pub fn target(&self, tail: &str, query: &str) -> Result<Uri, GatewayError> {
         let backend = self.backend.as_ref().ok_or(GatewayError::NotConfigured)?;
-        let mut target = backend.as_str().trim_end_matches('/').to_string();
-        if backend.path() == "/" && tail.is_empty() {
+        check_tail(tail).map_err(GatewayError::PathRefused)?;
+        let mut target = String::with_capacity(backend.base.len() + tail.len() + query.len() + 2);
+        target.push_str(&backend.base);
+        if backend.path.is_empty() && tail.is_empty() {
             target.push('/');
         }
         target.push_str(tail);
@@ -177,18 +381,26 @@ impl Gateway {
             target.push('?');
             target.push_str(query);
         }
-        Ok(target)
+        let uri = Uri::try_from(target).map_err(|_| GatewayError::PathRefused(PathRefused::BadEncoding))?;
+        let path = uri.path();
+        let below =
+            path.starts_with(&backend.below) || path == backend.path || (backend.path.is_empty() && path == "/");
+        let same_query = uri.query().unwrap_or_default() == query;
+        if !below || !same_query {
+            return Err(GatewayError::PathRefused(PathRefused::Outside));
+        }
+        Ok(uri)
     }
 
-    /// Forwards a request with `Authorization: Bearer <upstream_token>`.
+    /// Forwards a request to `target` (from [`Gateway::target`]) with
+    /// `Authorization: Bearer <upstream_token>`.
     pub async fn forward(
         &self,
         req: &HttpRequest,
+        target: Uri,
         body: Bytes,
         upstream_token: &str,
-        tail: &str,
     ) -> Result<Forwarded, GatewayError> {
-        let target = self.target(tail, req.query_string())?;
         let method = req.method().clone();
         let mut request = backend_client(self.connect_timeout)
             .request(method.clone(), target)
@@ -200,8 +412,20 @@ impl Gateway {
         let bearer = HeaderValue::try_from(format!("Bearer {upstream_token}"))
             .map_err(|_| GatewayError::Unavailable("the upstream token is not a valid header value".into()))?;
         headers.insert(header::AUTHORIZATION, bearer);
+        let incoming = req.headers();
+        // Almost no client sends `Connection` options besides keep-alive or
+        // close; only then is every name looked up in it.
+        let hop_options = incoming.contains_key(header::CONNECTION);
+        let forwarded = |name: &HeaderName| !hop_options || !named_in_connection(incoming, name.as_str());
         for name in forwarded_request_headers() {
-            for value in req.headers().get_all(name) {
+            if forwarded(name) {
+                for value in incoming.get_all(name) {
+                    headers.append(name.clone(), value.clone());
+                }
+            }
+        }
+        for (name, value) in incoming.iter() {
+            if is_mcp_param(name.as_str()) && forwarded(name) {
                 headers.append(name.clone(), value.clone());
             }
         }
@@ -222,8 +446,14 @@ impl Gateway {
             return Ok(Forwarded::TokenRefused);
         }
         let mut answer = HttpResponse::build(response.status());
-        for (name, value) in response.headers() {
-            if !DROPPED_RESPONSE_HEADERS.contains(&name.as_str()) {
+        let returned = response.headers();
+        let hop_options = returned.contains_key(header::CONNECTION);
+        for (name, value) in returned {
+            let name_str = name.as_str();
+            let dropped = DROPPED_RESPONSE_HEADERS.contains(&name_str)
+                || name_str.starts_with("access-control-")
+                || hop_options && named_in_connection(returned, name_str);
+            if !dropped {
                 answer.append_header((name.clone(), value.clone()));
             }
         }
@@ -237,18 +467,193 @@ mod tests {
 
     fn gateway(backend: &str) -> Gateway {
         Gateway {
-            backend: Some(Url::parse(backend).unwrap()),
+            backend: Some(Url::parse(backend).unwrap()).as_ref().map(|url| Backend {
+                base: url.as_str().trim_end_matches('/').to_string(),
+                path: url.path().trim_end_matches('/').to_string(),
+                below: format!("{}/", url.path().trim_end_matches('/')),
+            }),
             connect_timeout: Duration::from_secs(1),
             response_timeout: Duration::from_secs(1),
+            max_body: 1024,
         }
+    }
+
+    fn target(g: &Gateway, tail: &str, query: &str) -> Result<String, GatewayError> {
+        g.target(tail, query).map(|uri| uri.to_string())
     }
 
     #[test]
     fn paths_below_the_mcp_path_map_below_the_backend_url() {
         let g = gateway("http://127.0.0.1:3000/mcp");
-        assert_eq!(g.target("", "").unwrap(), "http://127.0.0.1:3000/mcp");
-        assert_eq!(g.target("/x", "a=1").unwrap(), "http://127.0.0.1:3000/mcp/x?a=1");
+        assert_eq!(target(&g, "", "").unwrap(), "http://127.0.0.1:3000/mcp");
+        assert_eq!(target(&g, "/x", "a=1").unwrap(), "http://127.0.0.1:3000/mcp/x?a=1");
+        assert_eq!(
+            target(&g, "/caf%C3%A9/a%20b/...x/.well", "q=%3F").unwrap(),
+            "http://127.0.0.1:3000/mcp/caf%C3%A9/a%20b/...x/.well?q=%3F",
+            "forwarded as sent, not decoded"
+        );
         let root = gateway("http://127.0.0.1:3000");
-        assert_eq!(root.target("", "").unwrap(), "http://127.0.0.1:3000/");
+        assert_eq!(target(&root, "", "").unwrap(), "http://127.0.0.1:3000/");
+        assert_eq!(target(&root, "/a", "").unwrap(), "http://127.0.0.1:3000/a");
+        let slash = gateway("http://127.0.0.1:3000/mcp/");
+        assert_eq!(target(&slash, "/a", "").unwrap(), "http://127.0.0.1:3000/mcp/a");
+    }
+
+    #[test]
+    fn dot_segments_are_refused_plain_encoded_in_any_case_and_before_parameters() {
+        for tail in [
+            "/.",
+            "/..",
+            "/./x",
+            "/../x",
+            "/a/..",
+            "/a/../b",
+            "/%2e",
+            "/%2E",
+            "/%2e%2e",
+            "/%2E%2e",
+            "/.%2e",
+            "/%2e.",
+            "/%2e%2E/etc",
+            "/..;/admin",
+            "/.;x",
+            "/%2e%2e;jsessionid=1/x",
+            "/..%3b/x",
+            "/a/%2e/",
+        ] {
+            assert_eq!(check_tail(tail), Err(PathRefused::DotSegment), "{tail}");
+        }
+    }
+
+    #[test]
+    fn encoded_delimiters_backslashes_and_control_characters_are_refused() {
+        for (tail, why) in [
+            ("/a%3Fx=1", PathRefused::EncodedDelimiter),
+            ("/a%3fx=1", PathRefused::EncodedDelimiter),
+            ("/a%23b", PathRefused::EncodedDelimiter),
+            ("/a%2Fb", PathRefused::EncodedDelimiter),
+            ("/a%2fb", PathRefused::EncodedDelimiter),
+            ("/a%5Cb", PathRefused::EncodedDelimiter),
+            ("/a%5cb", PathRefused::EncodedDelimiter),
+            ("/a?b", PathRefused::EncodedDelimiter),
+            ("/a\\b", PathRefused::Backslash),
+            ("/a%00", PathRefused::ControlCharacter),
+            ("/a%0d%0aX:1", PathRefused::ControlCharacter),
+            ("/a%1F", PathRefused::ControlCharacter),
+            ("/a%7f", PathRefused::ControlCharacter),
+            ("/a\tb", PathRefused::ControlCharacter),
+            ("/a\u{7f}", PathRefused::ControlCharacter),
+            ("/a%", PathRefused::BadEncoding),
+            ("/a%2", PathRefused::BadEncoding),
+            ("/a%zz", PathRefused::BadEncoding),
+            ("/%C0%AE%C0%AE/x", PathRefused::BadEncoding),
+            ("/%ff", PathRefused::BadEncoding),
+            ("x", PathRefused::Outside),
+        ] {
+            assert_eq!(check_tail(tail), Err(why), "{tail}");
+        }
+    }
+
+    #[test]
+    fn ordinary_segments_pass() {
+        for tail in [
+            "",
+            "/",
+            "/a",
+            "/a/b/",
+            "//a",
+            "/...",
+            "/.a",
+            "/a.",
+            "/%2e%2e%2e",
+            "/;x",
+            "/a;b=1",
+            "/caf%C3%A9",
+            "/%25",
+        ] {
+            assert_eq!(check_tail(tail), Ok(()), "{tail}");
+        }
+    }
+
+    #[test]
+    fn a_refused_path_answers_400_with_a_json_rpc_error() {
+        let g = gateway("http://127.0.0.1:3000/mcp");
+        let error = g.target("/%2e%2e/admin", "").unwrap_err();
+        assert_eq!(error.status(), StatusCode::BAD_REQUEST);
+        let public = error.public_message();
+        assert!(public.contains("`.` or `..`"), "{public}");
+    }
+
+    /// RFC 3986 §5.2.4 on the percent-decoded path, as a lenient server
+    /// behind the gateway could resolve it: `\` read as `/`, `;`
+    /// parameters ignored when naming a segment.
+    fn resolved_by_a_lenient_server(path: &str) -> (Vec<String>, bool) {
+        let mut decoded = Vec::new();
+        let bytes = path.as_bytes();
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i] == b'%' && i + 2 < bytes.len() {
+                if let (Some(h), Some(l)) = (hex_value(bytes[i + 1]), hex_value(bytes[i + 2])) {
+                    decoded.push(h << 4 | l);
+                    i += 3;
+                    continue;
+                }
+            }
+            decoded.push(bytes[i]);
+            i += 1;
+        }
+        let text = String::from_utf8_lossy(&decoded).replace('\\', "/");
+        let clean = !text.chars().any(|c| c.is_control() || c == '?' || c == '#');
+        let mut out: Vec<String> = Vec::new();
+        for segment in text.split('/').skip(1) {
+            match segment.split(';').next().unwrap_or_default() {
+                "." => {}
+                ".." => {
+                    out.pop();
+                }
+                _ => out.push(segment.to_string()),
+            }
+        }
+        (out, clean)
+    }
+
+    fn fragment() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![
+            proptest::sample::select(vec![
+                "/", "/", "/", ".", "..", "%2e", "%2E", "%2f", "%2F", "%3f", "%3F", "%23", "%5c", "%5C", "\\", "?",
+                "#", ";", "a", "mcp", "%", "%0", "%00", "%0a", "%7f", "%C0%AE", "%c3%a9", "%25", "%252e", "~", "@",
+                ":", "%3b", "%20",
+            ])
+            .prop_map(String::from),
+            "[ -~]{0,4}",
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// Whatever the client sends below the MCP path, the URL built is
+        /// refused or stays below the backend's path even after a lenient
+        /// server decodes and resolves it, and carries only the client's
+        /// real query.
+        #[test]
+        fn a_built_target_never_leaves_the_backend_path_nor_gains_a_query(
+            parts in proptest::collection::vec(fragment(), 0..10),
+            query in proptest::sample::select(vec!["", "x=1", "a=%3F&b=/..", "q=%2e%2e"]),
+        ) {
+            let tail = format!("/{}", parts.concat());
+            for (base, path) in [("http://127.0.0.1:3000/mcp", &["mcp"][..]), ("http://127.0.0.1:3000/a/mcp/", &["a", "mcp"][..])] {
+                let g = gateway(base);
+                let Ok(uri) = g.target(&tail, query) else { continue };
+                proptest::prop_assert_eq!(uri.authority().map(|a| a.as_str()), Some("127.0.0.1:3000"));
+                proptest::prop_assert_eq!(uri.query().unwrap_or_default(), query);
+                let text = uri.to_string();
+                proptest::prop_assert_eq!(text.matches('?').count(), usize::from(!query.is_empty()) + query.matches('?').count());
+                let (segments, clean) = resolved_by_a_lenient_server(uri.path());
+                proptest::prop_assert!(clean, "{} decodes to a control character or delimiter", uri);
+                proptest::prop_assert!(segments.len() >= path.len() && segments[..path.len()] == *path, "{} resolves to {:?}", uri, segments);
+            }
+        }
     }
 }

@@ -91,14 +91,14 @@ pub fn configure_routes(cfg: &mut web::ServiceConfig, proxy: &OAuthProxy, assets
         // pattern is matched by string comparison, a pattern list by regex
         // (measurable on every guarded request).
         .service(
+            // The gateway reads its body itself (web::Payload), after the
+            // token check, up to OAUTH_PROXY_MCP_MAX_BODY: no PayloadConfig.
             web::resource(mcp_path.clone())
-                .app_data(web::PayloadConfig::new(gateway::MAX_MCP_BODY))
                 .app_data(mcp_gateway.clone())
                 .to(gateway::mcp),
         )
         .service(
             web::resource(format!("{mcp_path}/{{tail:.*}}"))
-                .app_data(web::PayloadConfig::new(gateway::MAX_MCP_BODY))
                 .app_data(mcp_gateway)
                 .to(gateway::mcp),
         )

@@ -9,7 +9,7 @@
 mod memo;
 mod resource;
 
-pub use resource::{AccessGrant, IntrospectionCaller};
+pub use resource::{AccessGrant, BearerRefused, IntrospectionCaller};
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;

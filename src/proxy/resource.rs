@@ -49,6 +49,18 @@ impl AccessGrant {
     }
 }
 
+/// Why a bearer token was not accepted at the MCP endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BearerRefused {
+    /// Invalid, unknown, expired or revoked: the client must authorize
+    /// again (401 `invalid_token`). The text is for `WWW-Authenticate`.
+    Invalid(String),
+    /// The store could not be asked, so nothing is known about the token:
+    /// the client should try again, keeping its token (503). The text is
+    /// for the log only.
+    Unavailable(String),
+}
+
 /// Who calls `/introspect`.
 #[derive(Debug, Clone)]
 pub enum IntrospectionCaller {
@@ -61,16 +73,16 @@ pub enum IntrospectionCaller {
 impl OAuthProxy {
     /// Checks a bearer token for the MCP endpoint: signature, type, audience,
     /// expiry and revocation (swap mode), or that the proxy handed it out and
-    /// it is current (pass-through). The error is a description for
-    /// `WWW-Authenticate`.
-    pub async fn check_bearer(&self, token: &str) -> Result<AccessGrant, String> {
+    /// it is current (pass-through). A store that cannot be asked is told
+    /// apart from a token that is bad.
+    pub async fn check_bearer(&self, token: &str) -> Result<AccessGrant, BearerRefused> {
         if !self.inner.config.token_swap {
             let (grant_id, grant) = self.passthrough_grant(token).await?;
             if !constant_time_eq(grant.upstream.access_token.as_bytes(), token.as_bytes()) {
-                return Err("the token is not current".into());
+                return Err(BearerRefused::Invalid("the token is not current".into()));
             }
             if grant.upstream.expires_at.is_some_and(|at| at <= now_secs()) {
-                return Err("the token has expired".into());
+                return Err(BearerRefused::Invalid("the token has expired".into()));
             }
             return Ok(AccessGrant {
                 found: Rc::new((grant_id, grant)),
@@ -81,7 +93,7 @@ impl OAuthProxy {
             .inner
             .signer
             .verify_access(token)
-            .map_err(|e| e.public_description().to_string())?;
+            .map_err(|e| BearerRefused::Invalid(e.public_description().to_string()))?;
         let generation = self.inner.prototypes.vault.grant_generation();
         let found = memo::remembered(&memo::ACCESS_GRANTS, &claims.jti, generation, || async {
             self.actors()
@@ -90,16 +102,18 @@ impl OAuthProxy {
                     jti: claims.jti.clone(),
                 })
                 .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| e.to_string())
+                .map_err(|e| BearerRefused::Unavailable(e.to_string()))?
+                .map_err(|e| BearerRefused::Unavailable(e.to_string()))
                 .map(|found| found.map(Rc::new))
         })
         .await?;
         let Some(found) = found else {
-            return Err("the access token was revoked".into());
+            return Err(BearerRefused::Invalid("the access token was revoked".into()));
         };
         if found.1.client_id != claims.client_id {
-            return Err("the access token does not match its grant".into());
+            return Err(BearerRefused::Invalid(
+                "the access token does not match its grant".into(),
+            ));
         }
         Ok(AccessGrant {
             found,
@@ -107,16 +121,16 @@ impl OAuthProxy {
         })
     }
 
-    async fn passthrough_grant(&self, token: &str) -> Result<(String, Grant), String> {
+    async fn passthrough_grant(&self, token: &str) -> Result<(String, Grant), BearerRefused> {
         self.actors()
             .vault
             .send(LookupPassThrough {
                 token_hash: sha256_b64url(token.as_bytes()),
             })
             .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| "the token is unknown, expired or revoked".to_string())
+            .map_err(|e| BearerRefused::Unavailable(e.to_string()))?
+            .map_err(|e| BearerRefused::Unavailable(e.to_string()))?
+            .ok_or_else(|| BearerRefused::Invalid("the token is unknown, expired or revoked".into()))
     }
 
     /// The upstream token set behind a token the proxy issued, or `None` for an

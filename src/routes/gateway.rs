@@ -1,28 +1,47 @@
-//! The guarded MCP endpoint (`OAUTH_PROXY_MCP_PATH` and below, all methods).
+//! The guarded MCP endpoint (`OAUTH_PROXY_MCP_PATH` and below).
 //!
 //! MCP authorization spec: no or bad token → 401 with
 //! `WWW-Authenticate: Bearer resource_metadata="…"` (+ `error="invalid_token"`
-//! when a token was sent); insufficient scope → 403. MCP transport spec: an
-//! `Origin` that is not allowed gets 403 (DNS rebinding); `OPTIONS` is a CORS
-//! preflight and never needs a token.
+//! when a token was sent); insufficient scope → 403. A store that cannot be
+//! asked about the token → 503 with `Retry-After` (the token is not blamed,
+//! so clients keep it). MCP transport spec: an `Origin` that is not allowed
+//! gets 403 (DNS rebinding); `OPTIONS` is a CORS preflight and never needs a
+//! token; GET, POST and DELETE are forwarded, any other method gets 405.
+//!
+//! Everything is decided from the request head before the body is read: an
+//! unauthorized client never gets to send one. An authorized one has
+//! `OAUTH_PROXY_MCP_RESPONSE_TIMEOUT` to send at most
+//! `OAUTH_PROXY_MCP_MAX_BODY` bytes (408, 413 otherwise).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use actix_web::http::header::{self, HeaderMap, HeaderValue};
 use actix_web::http::{Method, StatusCode};
-use actix_web::web::Bytes;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::web::{Bytes, BytesMut};
+use actix_web::{dev, web, HttpRequest, HttpResponse};
+use futures_util::StreamExt;
 
 use super::client_auth::bearer_token;
 use crate::actors::upstream_refresher::RefreshFailed;
-use crate::gateway::{json_rpc_error, Forwarded, Gateway};
+use crate::gateway::{check_tail, json_rpc_error, Forwarded, Gateway, GatewayError};
 use crate::oauth::metadata::protected_resource_url;
 use crate::oauth::scope::Scopes;
-use crate::proxy::OAuthProxy;
+use crate::proxy::{BearerRefused, OAuthProxy};
 
-/// Largest MCP request body forwarded.
-pub const MAX_MCP_BODY: usize = 4 * 1024 * 1024;
-
+/// Request headers a browser may send (CORS preflight), besides every
+/// `Mcp-Param-{Name}` header it asks for.
 const ALLOWED_HEADERS: &str =
     "Authorization, Content-Type, Accept, Mcp-Session-Id, MCP-Protocol-Version, Last-Event-ID, Mcp-Method, Mcp-Name";
+const ALLOWED_METHODS: &str = "GET, POST, DELETE, OPTIONS";
+/// Seconds a client is asked to wait after a 503.
+const RETRY_AFTER_SECS: &str = "5";
+/// A body announced up to this size that arrived with the request head is
+/// let through the connection's decoder before an early answer, so the
+/// connection stays open for the next request (actix closes a connection
+/// whose request body was left unread). Never waited for.
+const EARLY_ANSWER_DISCARD: u64 = 64 * 1024;
 const EXPOSED_HEADERS: &str = "Mcp-Session-Id, MCP-Protocol-Version, WWW-Authenticate";
 
 /// The request's `Origin` when it is allowed; `Err` when it is present and
@@ -88,34 +107,178 @@ fn challenge(proxy: &OAuthProxy, status: StatusCode, error: Option<(&str, &str)>
         .json(body)
 }
 
+/// The request body, until it is read.
+struct Body {
+    payload: dev::Payload,
+    read: bool,
+}
+
 pub async fn mcp(
     req: HttpRequest,
-    body: Bytes,
+    payload: web::Payload,
     proxy: web::Data<OAuthProxy>,
     gateway: web::Data<Gateway>,
 ) -> HttpResponse {
-    let Ok(origin) = check_origin(&req, &proxy) else {
-        return json_rpc_error(StatusCode::FORBIDDEN, -32000, "Origin not allowed");
+    let mut body = Body {
+        payload: payload.into_inner(),
+        read: false,
     };
-    let mut response = guarded(&req, body, &proxy, &gateway).await;
-    add_cors(response.headers_mut(), &origin);
+    let response = match check_origin(&req, &proxy) {
+        Ok(origin) => {
+            let mut response = guarded(&req, &mut body, &proxy, &gateway).await;
+            add_cors(response.headers_mut(), &origin);
+            response
+        }
+        Err(()) => json_rpc_error(StatusCode::FORBIDDEN, -32000, "Origin not allowed"),
+    };
+    if !body.read && announced_length(&req).is_some_and(|length| (1..=EARLY_ANSWER_DISCARD).contains(&length)) {
+        // Answered from the head alone: one turn lets the connection take in
+        // a small body that came with the head (nothing waits for it).
+        YieldOnce(false).await;
+    }
     response
 }
 
-async fn guarded(req: &HttpRequest, body: Bytes, proxy: &OAuthProxy, gateway: &Gateway) -> HttpResponse {
-    if req.method() == Method::OPTIONS {
-        return HttpResponse::NoContent()
-            .insert_header((header::ACCESS_CONTROL_ALLOW_METHODS, "GET, POST, DELETE, OPTIONS"))
-            .insert_header((header::ACCESS_CONTROL_ALLOW_HEADERS, ALLOWED_HEADERS))
-            .insert_header((header::ACCESS_CONTROL_MAX_AGE, "86400"))
-            .finish();
+/// Returns `Pending` once (after asking to be polled again), then `Ready`.
+struct YieldOnce(bool);
+
+impl Future for YieldOnce {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0 {
+            return Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+/// The request's `Content-Length`, when it has a valid one.
+fn announced_length(req: &HttpRequest) -> Option<u64> {
+    req.headers().get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+/// The CORS preflight: the methods forwarded, and the request headers
+/// allowed: the fixed list, plus each `Mcp-Param-{Name}` header the browser
+/// asks for (`Access-Control-Allow-Headers` has no prefix wildcard, so each
+/// is named).
+fn preflight(req: &HttpRequest) -> HttpResponse {
+    let requested = req
+        .headers()
+        .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let mut allowed = None::<String>;
+    for name in requested.split(',').map(str::trim) {
+        let param = name.len() > "mcp-param-".len()
+            && name.as_bytes()[.."mcp-param-".len()].eq_ignore_ascii_case(b"mcp-param-");
+        let token = name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        if param && token {
+            let list = allowed.get_or_insert_with(|| String::from(ALLOWED_HEADERS));
+            list.push_str(", ");
+            list.push_str(name);
+        }
+    }
+    let allowed = match allowed.map(HeaderValue::try_from) {
+        Some(Ok(value)) => value,
+        _ => HeaderValue::from_static(ALLOWED_HEADERS),
+    };
+    HttpResponse::NoContent()
+        .insert_header((header::ACCESS_CONTROL_ALLOW_METHODS, ALLOWED_METHODS))
+        .insert_header((header::ACCESS_CONTROL_ALLOW_HEADERS, allowed))
+        .insert_header((header::ACCESS_CONTROL_MAX_AGE, "86400"))
+        .finish()
+}
+
+/// A 503 that asks the client to come back, keeping its token.
+fn unavailable(message: &str) -> HttpResponse {
+    let mut response = json_rpc_error(StatusCode::SERVICE_UNAVAILABLE, -32603, message);
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
+    response
+}
+
+/// Why a request body was not read whole.
+enum BodyFailed {
+    TooLarge,
+    TimedOut,
+    Broken,
+}
+
+/// Reads the body: at most `max` bytes (the announced length is checked
+/// before anything is read), all of it within `timeout`.
+async fn read_body(
+    req: &HttpRequest,
+    body: &mut Body,
+    max: usize,
+    timeout: std::time::Duration,
+) -> Result<Bytes, BodyFailed> {
+    let announced = announced_length(req);
+    if announced.is_some_and(|length| length > max as u64) {
+        return Err(BodyFailed::TooLarge);
+    }
+    body.read = true;
+    let payload = &mut body.payload;
+    let read = async {
+        let mut bytes = BytesMut::with_capacity(announced.unwrap_or(0) as usize);
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk.map_err(|_| BodyFailed::Broken)?;
+            if bytes.len() + chunk.len() > max {
+                return Err(BodyFailed::TooLarge);
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(bytes.freeze())
+    };
+    // The timer is only armed when the body has not all arrived yet.
+    tokio::time::timeout(timeout, read)
+        .await
+        .unwrap_or(Err(BodyFailed::TimedOut))
+}
+
+async fn guarded(req: &HttpRequest, body: &mut Body, proxy: &OAuthProxy, gateway: &Gateway) -> HttpResponse {
+    let method = req.method();
+    if method == Method::OPTIONS {
+        return preflight(req);
+    }
+    if method != Method::POST && method != Method::GET && method != Method::DELETE {
+        let mut response = json_rpc_error(StatusCode::METHOD_NOT_ALLOWED, -32600, "method not allowed");
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static(ALLOWED_METHODS));
+        return response;
+    }
+    // The raw path, before any percent-decoding: what the MCP server gets.
+    let tail = req
+        .uri()
+        .path()
+        .strip_prefix(proxy.config().mcp_path.as_str())
+        .filter(|tail| tail.is_empty() || tail.starts_with('/'));
+    let Some(tail) = tail else {
+        // An encoded form of the MCP path itself (`/%6Dcp`).
+        let error = GatewayError::PathRefused(crate::gateway::PathRefused::Outside);
+        return actix_web::ResponseError::error_response(&error);
+    };
+    if let Err(why) = check_tail(tail) {
+        return actix_web::ResponseError::error_response(&GatewayError::PathRefused(why));
     }
     let Some(token) = bearer_token(req) else {
         return challenge(proxy, StatusCode::UNAUTHORIZED, None);
     };
     let access = match proxy.check_bearer(token).await {
         Ok(access) => access,
-        Err(why) => return challenge(proxy, StatusCode::UNAUTHORIZED, Some(("invalid_token", &why))),
+        Err(BearerRefused::Invalid(why)) => {
+            return challenge(proxy, StatusCode::UNAUTHORIZED, Some(("invalid_token", &why)))
+        }
+        Err(BearerRefused::Unavailable(why)) => {
+            log::error!("gateway: the token store could not be asked: {why}");
+            return unavailable("the authorization server is unavailable; try again shortly");
+        }
     };
     let required = &proxy.config().gateway.required_scopes;
     if !required.is_empty() && !Scopes::from_list(required).is_subset_of(&access.scopes()) {
@@ -125,6 +288,30 @@ async fn guarded(req: &HttpRequest, body: Bytes, proxy: &OAuthProxy, gateway: &G
             Some(("insufficient_scope", "the token lacks a scope this server requires")),
         );
     }
+    let target = match gateway.target(tail, req.query_string()) {
+        Ok(target) => target,
+        Err(e) => {
+            log::warn!("gateway: {e}");
+            return actix_web::ResponseError::error_response(&e);
+        }
+    };
+    let bytes = match read_body(req, body, gateway.max_body(), gateway.body_timeout()).await {
+        Ok(bytes) => bytes,
+        // JSON-RPC 2.0 §5.1 -32600: the request is not acceptable.
+        Err(BodyFailed::TooLarge) => {
+            return json_rpc_error(StatusCode::PAYLOAD_TOO_LARGE, -32600, "the request body is too large")
+        }
+        Err(BodyFailed::TimedOut) => {
+            return json_rpc_error(
+                StatusCode::REQUEST_TIMEOUT,
+                -32600,
+                "the request body did not arrive in time",
+            )
+        }
+        Err(BodyFailed::Broken) => {
+            return json_rpc_error(StatusCode::BAD_REQUEST, -32600, "the request body could not be read")
+        }
+    };
     let upstream_token = match proxy.upstream_access_token(&access).await {
         Ok(token) => token,
         Err(RefreshFailed::Refused(why)) => {
@@ -132,19 +319,10 @@ async fn guarded(req: &HttpRequest, body: Bytes, proxy: &OAuthProxy, gateway: &G
         }
         Err(RefreshFailed::Unavailable(why)) => {
             log::warn!("upstream token refresh for the gateway failed: {why}");
-            return json_rpc_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                -32603,
-                "the upstream authorization server is unavailable; try again shortly",
-            );
+            return unavailable("the upstream authorization server is unavailable; try again shortly");
         }
     };
-    let tail = req
-        .match_info()
-        .get("tail")
-        .map(|t| format!("/{t}"))
-        .unwrap_or_default();
-    match gateway.forward(req, body, &upstream_token, &tail).await {
+    match gateway.forward(req, target, bytes, &upstream_token).await {
         Ok(Forwarded::Response(response)) => response,
         Ok(Forwarded::TokenRefused) => challenge(
             proxy,

@@ -1,6 +1,7 @@
-//! A stand-in MCP server that records what reaches it: the `Authorization`
-//! and `Cookie` headers of every request, and whether a client that left
-//! an SSE stream made the proxy drop the backend connection.
+//! Stand-in MCP servers that record what reaches them: the `Authorization`
+//! and `Cookie` headers of every request, whether a client that left an SSE
+//! stream made the proxy drop the backend connection ([`BackendDouble`]),
+//! and each request's raw request line and header lines ([`RawBackend`]).
 
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -123,62 +124,119 @@ impl BackendDouble {
     }
 }
 
-/// A stand-in MCP server on a bare socket that records the header names of
-/// every request in the order they arrived, which an HTTP library's header
-/// map would not keep. Answers every request with a small JSON-RPC result.
-pub struct HeaderOrderBackend {
-    pub url: String,
-    pub orders: Arc<Mutex<Vec<Vec<String>>>>,
+/// One request as it reached [`RawBackend`], before any HTTP library
+/// parsed it.
+#[derive(Debug, Clone)]
+pub struct RawRequest {
+    /// The request line, e.g. `POST /mcp/sub?x=1 HTTP/1.1`.
+    pub line: String,
+    /// Every header line in arrival order, name lowercased, value as sent.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
 }
 
-impl HeaderOrderBackend {
-    pub fn start() -> HeaderOrderBackend {
+impl RawRequest {
+    /// Every value of a header (lowercase name), in arrival order.
+    pub fn values(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+}
+
+/// A stand-in MCP server on a bare socket that records each request's raw
+/// request line, header lines (in the order they arrived, which an HTTP
+/// library's header map would not keep) and body. Answers every request
+/// with a small JSON-RPC result and the extra response headers it was
+/// started with.
+pub struct RawBackend {
+    pub url: String,
+    pub requests: Arc<Mutex<Vec<RawRequest>>>,
+}
+
+impl RawBackend {
+    pub fn start() -> RawBackend {
+        RawBackend::answering_with(&[])
+    }
+
+    /// Adds `extra` (name, value) lines to every response head.
+    pub fn answering_with(extra: &[(&str, &str)]) -> RawBackend {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}/mcp", listener.local_addr().unwrap());
-        let orders = Arc::new(Mutex::new(Vec::new()));
-        let recorded = orders.clone();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let recorded = requests.clone();
+        let extra: String = extra.iter().map(|(n, v)| format!("{n}: {v}\r\n")).collect();
         // Lives as long as the test process; each connection gets a thread.
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
                 let recorded = recorded.clone();
-                std::thread::spawn(move || serve_recording_order(stream, &recorded));
+                let extra = extra.clone();
+                std::thread::spawn(move || serve_raw(stream, &recorded, &extra));
             }
         });
-        HeaderOrderBackend { url, orders }
+        RawBackend { url, requests }
+    }
+
+    /// The header names of each request, in arrival order.
+    pub fn header_orders(&self) -> Vec<Vec<String>> {
+        let requests = self.requests.lock().unwrap();
+        requests
+            .iter()
+            .map(|r| r.headers.iter().map(|(n, _)| n.clone()).collect())
+            .collect()
+    }
+
+    pub fn recorded(&self) -> Vec<RawRequest> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+/// A line up to its `\n`, bytes that are not UTF-8 replaced.
+fn read_raw_line(reader: &mut impl std::io::BufRead) -> Option<String> {
+    let mut line = Vec::new();
+    match reader.read_until(b'\n', &mut line) {
+        Ok(0) | Err(_) => None,
+        Ok(_) => Some(
+            String::from_utf8_lossy(&line)
+                .trim_end_matches(['\r', '\n'])
+                .to_string(),
+        ),
     }
 }
 
 /// Keep-alive HTTP/1.1 requests with `Content-Length` bodies, until the
 /// client closes the connection.
-fn serve_recording_order(stream: std::net::TcpStream, recorded: &Mutex<Vec<Vec<String>>>) {
-    use std::io::{BufRead, BufReader, Read, Write};
+fn serve_raw(stream: std::net::TcpStream, recorded: &Mutex<Vec<RawRequest>>, extra: &str) {
+    use std::io::{BufReader, Read, Write};
     let mut writer = stream.try_clone().unwrap();
     let mut reader = BufReader::new(stream);
     loop {
-        let mut request_line = String::new();
-        if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+        let Some(line) = read_raw_line(&mut reader) else {
             return;
-        }
-        let (mut names, mut length) = (Vec::new(), 0);
+        };
+        let (mut headers, mut length) = (Vec::new(), 0);
         loop {
-            let mut line = String::new();
-            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            let Some(header) = read_raw_line(&mut reader) else {
                 return;
-            }
-            let Some((name, value)) = line.trim_end().split_once(':') else {
+            };
+            let Some((name, value)) = header.split_once(':') else {
                 break;
             };
             if name.eq_ignore_ascii_case("content-length") {
                 length = value.trim().parse().unwrap();
             }
-            names.push(name.to_ascii_lowercase());
+            headers.push((name.to_ascii_lowercase(), value.trim().to_string()));
         }
         let mut body = vec![0; length];
-        reader.read_exact(&mut body).unwrap();
-        recorded.lock().unwrap().push(names);
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        recorded.lock().unwrap().push(RawRequest { line, headers, body });
         let answer = r#"{"jsonrpc":"2.0","id":1,"result":{}}"#;
         let head = format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n{extra}content-length: {}\r\n\r\n",
             answer.len()
         );
         if writer.write_all(format!("{head}{answer}").as_bytes()).is_err() {

@@ -9,7 +9,7 @@ use base64::Engine;
 use futures_util::StreamExt;
 use serde_json::json;
 
-use crate::backend_double::{BackendDouble, HeaderOrderBackend};
+use crate::backend_double::{BackendDouble, RawBackend};
 use crate::helpers::{bearer_challenge, TestApp};
 use crate::mock_upstream::{MockUpstreamConfig, TokenBehavior};
 
@@ -107,7 +107,7 @@ async fn bad_tokens_get_401_invalid_token() {
 /// every object gets a new shape and V8's property caches stop working.
 #[actix_web::test]
 async fn the_same_headers_reach_the_mcp_server_in_the_same_order_on_every_request() {
-    let backend = HeaderOrderBackend::start();
+    let backend = RawBackend::start();
     let app = TestApp::spawn_with(
         &[("OAUTH_PROXY_MCP_UPSTREAM_URL", backend.url.as_str())],
         MockUpstreamConfig::default(),
@@ -125,7 +125,7 @@ async fn the_same_headers_reach_the_mcp_server_in_the_same_order_on_every_reques
             .await;
         assert_eq!(answer.status, StatusCode::OK);
     }
-    let orders = backend.orders.lock().unwrap().clone();
+    let orders = backend.header_orders();
     assert_eq!(orders.len(), 20);
     for name in [
         "authorization",
@@ -528,4 +528,477 @@ async fn early_rejections_keep_the_connection_alive() {
     assert_eq!(b, [400, 400, 400], "400s on one kept-alive connection");
     app.stop().await;
     backend.stop().await;
+}
+
+/// What came back from [`raw_exchange`].
+#[derive(Debug)]
+struct RawAnswer {
+    status: u16,
+    /// The header lines, lowercased.
+    head: String,
+    body: String,
+}
+
+impl RawAnswer {
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|_| panic!("not JSON: {}", self.body))
+    }
+}
+
+/// Sends `request` as is on a new connection and reads one answer, waiting
+/// at most `wait` for it; `None` when none came in time.
+fn raw_exchange(address: &str, request: &[u8], wait: Duration) -> Option<RawAnswer> {
+    use std::io::{Read, Write};
+    let host = address.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(host).unwrap();
+    stream.set_read_timeout(Some(wait)).unwrap();
+    stream.write_all(request).unwrap();
+    let deadline = Instant::now() + wait;
+    let mut seen = Vec::new();
+    let mut buffer = [0u8; 8192];
+    loop {
+        if let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&seen[..end]).to_ascii_lowercase();
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map(|v| v.trim().parse::<usize>().unwrap());
+            if length.is_some_and(|length| seen.len() >= end + 4 + length) {
+                let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+                let body = String::from_utf8_lossy(&seen[end + 4..end + 4 + length.unwrap()]).into_owned();
+                return Some(RawAnswer { status, head, body });
+            }
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        match stream.read(&mut buffer) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => seen.extend_from_slice(&buffer[..n]),
+        }
+    }
+}
+
+/// `raw_exchange` off the test's thread (the proxy's client runs on it).
+async fn raw(address: &str, request: String, wait: Duration) -> Option<RawAnswer> {
+    let address = address.to_string();
+    actix_web::rt::task::spawn_blocking(move || raw_exchange(&address, request.as_bytes(), wait))
+        .await
+        .unwrap()
+}
+
+fn host_of(app: &TestApp) -> String {
+    app.address.trim_start_matches("http://").to_string()
+}
+
+#[actix_web::test]
+async fn paths_that_could_leave_the_mcp_endpoint_get_400_and_never_reach_the_mcp_server() {
+    let backend = RawBackend::start();
+    let app = TestApp::spawn_with(
+        &[("OAUTH_PROXY_MCP_UPSTREAM_URL", backend.url.as_str())],
+        MockUpstreamConfig::default(),
+    )
+    .await;
+    let (access, _) = access_token(&app).await;
+    let host = host_of(&app);
+    for path in [
+        "/mcp/%2e%2e/admin",
+        "/mcp/%2e%2e/%2e%2e/etc",
+        "/mcp/%2E%2e/admin",
+        "/mcp/.%2e/admin",
+        "/mcp/%2e./admin",
+        "/mcp/..",
+        "/mcp/../admin",
+        "/mcp/./admin",
+        "/mcp/sub/%2e",
+        "/mcp/..;/admin",
+        "/mcp/a%3Fx=1",
+        "/mcp/a%3fx=1",
+        "/mcp/a%23frag",
+        "/mcp/a%2F..%2Fadmin",
+        "/mcp/a%2fb",
+        "/mcp/a%5C..%5Cadmin",
+        "/mcp/a\\..\\admin",
+        "/mcp/a%00b",
+        "/mcp/a%0d%0aX-Injected:%201",
+        "/mcp/a%1Fb",
+        "/mcp/a%7fb",
+        "/mcp/a%zz",
+        "/mcp/a%2",
+        "/mcp/%C0%AE%C0%AE/admin",
+    ] {
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {access}\r\nConnection: close\r\n\r\n"
+        );
+        let answer = raw(&app.address, request, Duration::from_secs(5))
+            .await
+            .unwrap_or_else(|| panic!("{path}: no answer"));
+        assert_eq!(answer.status, 400, "{path}: {answer:?}");
+        assert_eq!(answer.json()["jsonrpc"], "2.0", "{path}");
+    }
+    assert_eq!(
+        backend.recorded().iter().map(|r| r.line.clone()).collect::<Vec<_>>(),
+        Vec::<String>::new(),
+        "nothing reached the MCP server"
+    );
+
+    // Paths that stay below the endpoint arrive exactly as sent.
+    for path in [
+        "/mcp/sub/path?x=1",
+        "/mcp/caf%C3%A9/a%20b?q=%2e%2e&r=%3F",
+        "/mcp/...x/.well",
+    ] {
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {access}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{PING}",
+            PING.len()
+        );
+        let answer = raw(&app.address, request, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(answer.status, 200, "{path}: {answer:?}");
+        let last = backend.recorded().last().cloned().unwrap();
+        assert_eq!(last.line, format!("POST {path} HTTP/1.1"));
+        assert_eq!(last.body, PING.as_bytes());
+    }
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn an_unauthenticated_request_gets_401_without_its_body_being_waited_for() {
+    let (app, backend) = spawn_with_backend(&[], MockUpstreamConfig::default()).await;
+    let host = host_of(&app);
+    // Headers announcing a large body, and no body at all.
+    for token in ["", "Authorization: Bearer not-a-token\r\n"] {
+        let request = format!(
+            "POST /mcp HTTP/1.1\r\nHost: {host}\r\n{token}Content-Type: application/json\r\nContent-Length: 3000000\r\n\r\n"
+        );
+        let started = Instant::now();
+        let answer = raw(&app.address, request, Duration::from_secs(5))
+            .await
+            .expect("the 401 came before the body was sent");
+        assert_eq!(answer.status, 401, "{answer:?}");
+        assert!(answer.head.contains("www-authenticate: bearer"), "{answer:?}");
+        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    }
+    assert!(backend.recorded.authorization.lock().unwrap().is_empty());
+    app.stop().await;
+    backend.stop().await;
+}
+
+#[actix_web::test]
+async fn a_body_over_the_configured_cap_gets_413_whether_announced_or_streamed() {
+    let (app, backend) =
+        spawn_with_backend(&[("OAUTH_PROXY_MCP_MAX_BODY", "1024")], MockUpstreamConfig::default()).await;
+    let (access, _) = access_token(&app).await;
+    let big = json!({"jsonrpc": "2.0", "id": 1, "method": "ping", "params": {"pad": "x".repeat(2000)}});
+    // Announced with Content-Length: refused before it is read.
+    let announced = app.mcp_post(Some(&access), big.clone()).await;
+    assert_eq!(announced.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", announced.body);
+    assert_eq!(announced.json()["jsonrpc"], "2.0");
+    // Chunked, without a length: counted as it arrives.
+    let chunks: Vec<Result<actix_web::web::Bytes, std::io::Error>> = (0..4)
+        .map(|_| Ok(actix_web::web::Bytes::from(vec![b' '; 400])))
+        .collect();
+    let mut streamed = app
+        .http()
+        .post(format!("{}/mcp", app.address))
+        .insert_header(("Authorization", format!("Bearer {access}")))
+        .insert_header(("Content-Type", "application/json"))
+        .send_stream(futures_util::stream::iter(chunks))
+        .await
+        .unwrap();
+    assert_eq!(streamed.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let body: serde_json::Value = serde_json::from_slice(&streamed.body().await.unwrap()).unwrap();
+    assert_eq!(body["error"]["code"], -32600);
+    // At the cap it passes.
+    let at_cap = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"ping","params":{{"pad":"{}"}}}}"#,
+        "x".repeat(1024 - 60)
+    );
+    assert_eq!(at_cap.len(), 1024);
+    let answer = app
+        .http()
+        .post(format!("{}/mcp", app.address))
+        .insert_header(("Authorization", format!("Bearer {access}")))
+        .insert_header(("Content-Type", "application/json"))
+        .send_body(at_cap)
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    assert_eq!(
+        backend.recorded.authorization.lock().unwrap().len(),
+        1,
+        "only the one at the cap"
+    );
+    app.stop().await;
+    backend.stop().await;
+}
+
+#[actix_web::test]
+async fn a_body_that_stalls_past_the_read_timeout_gets_408() {
+    let (app, backend) = spawn_with_backend(
+        &[("OAUTH_PROXY_MCP_RESPONSE_TIMEOUT", "1")],
+        MockUpstreamConfig::default(),
+    )
+    .await;
+    let (access, _) = access_token(&app).await;
+    let host = host_of(&app);
+    // Half the announced body, then nothing.
+    let request = format!(
+        "POST /mcp HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {access}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{}",
+        PING.len() * 2,
+        PING
+    );
+    let started = Instant::now();
+    let answer = raw(&app.address, request, Duration::from_secs(5))
+        .await
+        .expect("an answer after the read timeout");
+    assert_eq!(answer.status, 408, "{answer:?}");
+    assert_eq!(answer.json()["jsonrpc"], "2.0");
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert!(backend.recorded.authorization.lock().unwrap().is_empty());
+    app.stop().await;
+    backend.stop().await;
+}
+
+#[actix_web::test]
+async fn a_storage_outage_gives_503_with_retry_after_and_a_revoked_token_still_gets_401() {
+    let redis = crate::redis_server::RedisServer::start().await;
+    let backend = BackendDouble::start().await;
+    let app = TestApp::spawn_with(
+        &[
+            ("OAUTH_PROXY_MCP_UPSTREAM_URL", backend.url.as_str()),
+            ("OAUTH_PROXY_STORAGE", &redis.url()),
+            ("OAUTH_PROXY_ENCRYPTION_KEY", "test-encryption-key-test-encryption-key"),
+            (
+                "OAUTH_PROXY_CONSENT_SIGNING_KEY",
+                "test-consent-key-test-consent-key-01234",
+            ),
+        ],
+        MockUpstreamConfig::default(),
+    )
+    .await;
+    let client = app.register_public().await;
+    let revoked = app.full_flow(&client).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let kept = app.full_flow(&client).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let answer = app
+        .post_form(
+            "/revoke",
+            &[("token", &revoked), ("client_id", &client.client_id)],
+            None,
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    let answer = app.mcp_post(Some(&revoked), ping()).await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{}", answer.body);
+    assert_eq!(bearer_challenge(&answer)["error"], "invalid_token");
+
+    let mut redis = redis;
+    redis.kill();
+    let answer = app.mcp_post(Some(&kept), ping()).await;
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE, "{}", answer.body);
+    assert!(answer.header("retry-after").is_some());
+    assert!(answer.header("www-authenticate").is_none(), "the token is not blamed");
+    let message = answer.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(
+        !message.contains("redis") && !message.contains("127.0.0.1") && !message.contains("refused"),
+        "{message}"
+    );
+    assert!(backend.recorded.authorization.lock().unwrap().is_empty());
+    app.stop().await;
+    backend.stop().await;
+}
+
+#[actix_web::test]
+async fn only_get_post_and_delete_are_forwarded_and_other_methods_get_405_with_allow() {
+    let backend = RawBackend::start();
+    let app = TestApp::spawn_with(
+        &[("OAUTH_PROXY_MCP_UPSTREAM_URL", backend.url.as_str())],
+        MockUpstreamConfig::default(),
+    )
+    .await;
+    let (access, _) = access_token(&app).await;
+    for method in ["PUT", "PATCH", "HEAD", "TRACE", "PROPFIND", "CONNECT"] {
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        let answer = app
+            .mcp_request(method.clone(), "/mcp/x", Some(&access), &[], None)
+            .await;
+        assert_eq!(answer.status, StatusCode::METHOD_NOT_ALLOWED, "{method}");
+        assert_eq!(
+            answer.header("allow").as_deref(),
+            Some("GET, POST, DELETE, OPTIONS"),
+            "{method}"
+        );
+    }
+    assert!(backend.recorded().is_empty(), "{:?}", backend.recorded());
+    for method in [Method::GET, Method::POST, Method::DELETE] {
+        let answer = app.mcp_request(method.clone(), "/mcp", Some(&access), &[], None).await;
+        assert_eq!(answer.status, StatusCode::OK, "{method}");
+        assert!(backend.recorded().last().unwrap().line.starts_with(method.as_str()));
+    }
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn backend_cors_location_and_connection_named_headers_stay_at_the_proxy() {
+    let backend = RawBackend::answering_with(&[
+        ("Access-Control-Allow-Origin", "*"),
+        ("Access-Control-Allow-Credentials", "true"),
+        ("Location", "http://10.0.0.7:9000/internal"),
+        ("Connection", "keep-alive, X-Backend-Trace"),
+        ("X-Backend-Trace", "node-7"),
+        ("Keep-Alive", "timeout=5"),
+        ("X-Kept", "yes"),
+    ]);
+    let app = TestApp::spawn_with(
+        &[("OAUTH_PROXY_MCP_UPSTREAM_URL", backend.url.as_str())],
+        MockUpstreamConfig::default(),
+    )
+    .await;
+    let (access, _) = access_token(&app).await;
+    let answer = app
+        .mcp_request(
+            Method::POST,
+            "/mcp",
+            Some(&access),
+            &[("Origin", &app.address)],
+            Some(ping()),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.header("x-kept").as_deref(), Some("yes"));
+    assert_eq!(
+        answer.header("access-control-allow-origin").as_deref(),
+        Some(app.address.as_str()),
+        "the proxy's own CORS, not the backend's `*`"
+    );
+    for dropped in [
+        "access-control-allow-credentials",
+        "location",
+        "x-backend-trace",
+        "keep-alive",
+    ] {
+        assert!(answer.header(dropped).is_none(), "{dropped} reached the client");
+    }
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn request_headers_the_client_names_in_connection_are_not_forwarded() {
+    let backend = RawBackend::start();
+    let app = TestApp::spawn_with(
+        &[("OAUTH_PROXY_MCP_UPSTREAM_URL", backend.url.as_str())],
+        MockUpstreamConfig::default(),
+    )
+    .await;
+    let (access, _) = access_token(&app).await;
+    let host = host_of(&app);
+    let request = format!(
+        "POST /mcp HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {access}\r\nConnection: close, Mcp-Session-Id, mcp-param-hop\r\n\
+         Mcp-Session-Id: s-1\r\nMcp-Param-Hop: 1\r\nMcp-Param-Region: eu\r\nMCP-Protocol-Version: 2025-06-18\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{PING}",
+        PING.len()
+    );
+    let answer = raw(&app.address, request, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let seen = backend.recorded().pop().unwrap();
+    assert!(seen.values("mcp-session-id").is_empty(), "{seen:?}");
+    assert!(seen.values("mcp-param-hop").is_empty(), "{seen:?}");
+    assert_eq!(seen.values("mcp-param-region"), ["eu"]);
+    assert_eq!(seen.values("mcp-protocol-version"), ["2025-06-18"]);
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn the_mcp_servers_address_and_the_http_clients_errors_never_reach_the_client() {
+    let (app, backend) = spawn_with_backend(
+        &[("OAUTH_PROXY_MCP_RESPONSE_TIMEOUT", "1")],
+        MockUpstreamConfig::default(),
+    )
+    .await;
+    let (access, _) = access_token(&app).await;
+    let port = backend
+        .url
+        .split(':')
+        .nth(2)
+        .unwrap()
+        .trim_end_matches("/mcp")
+        .to_string();
+    let slow = app
+        .mcp_request(Method::POST, "/mcp/slow", Some(&access), &[], Some(ping()))
+        .await;
+    assert_eq!(slow.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(slow.json()["error"]["message"], "the MCP server did not answer in time");
+    backend.stop().await;
+    let down = app.mcp_post(Some(&access), ping()).await;
+    assert_eq!(down.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(down.json()["error"]["message"], "the MCP server could not be reached");
+    assert!(
+        !down.body.contains(&port) && !down.body.contains("127.0.0.1"),
+        "{}",
+        down.body
+    );
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn mcp_param_headers_reach_the_mcp_server_and_are_allowed_in_a_preflight() {
+    let backend = RawBackend::start();
+    let app = TestApp::spawn_with(
+        &[("OAUTH_PROXY_MCP_UPSTREAM_URL", backend.url.as_str())],
+        MockUpstreamConfig::default(),
+    )
+    .await;
+    let (access, _) = access_token(&app).await;
+    let host = host_of(&app);
+    let request = format!(
+        "POST /mcp HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {access}\r\nMcp-Param-Region: eu-west-1\r\n\
+         Mcp-Param-X-Y: 1\r\nMcp-Param-X-Y: 2\r\nX-Other: no\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{PING}",
+        PING.len()
+    );
+    let answer = raw(&app.address, request, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let seen = backend.recorded().pop().unwrap();
+    assert_eq!(seen.values("mcp-param-region"), ["eu-west-1"]);
+    assert_eq!(seen.values("mcp-param-x-y"), ["1", "2"], "every value, in order");
+    assert!(seen.values("x-other").is_empty());
+
+    let preflight = app
+        .mcp_request(
+            Method::OPTIONS,
+            "/mcp",
+            None,
+            &[
+                ("Origin", &app.address),
+                ("Access-Control-Request-Method", "POST"),
+                (
+                    "Access-Control-Request-Headers",
+                    "authorization, mcp-param-region,Mcp-Param-X-Y, x-evil",
+                ),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(preflight.status, StatusCode::NO_CONTENT);
+    let allowed: Vec<String> = preflight
+        .header("access-control-allow-headers")
+        .unwrap()
+        .split(',')
+        .map(|h| h.trim().to_ascii_lowercase())
+        .collect();
+    for name in ["authorization", "mcp-session-id", "mcp-param-region", "mcp-param-x-y"] {
+        assert!(allowed.iter().any(|a| a == name), "{name} not in {allowed:?}");
+    }
+    assert!(!allowed.iter().any(|a| a == "x-evil"), "{allowed:?}");
+    app.stop().await;
 }
