@@ -39,6 +39,17 @@ pub const TOKEN_LATE_WINDOW: Duration = Duration::from_secs(5);
 /// How often finished refreshes past their window are forgotten.
 const FORGET_EVERY: Duration = Duration::from_secs(5);
 
+/// When the upstream refuses a refresh token the grant still holds, the
+/// grant is read again after each of these pauses: another instance that
+/// spent the token first stores its tokens right after the upstream answers
+/// it. About half a second in all, and only before giving up on a grant.
+const WINNER_PAUSES: [Duration; 4] = [
+    Duration::ZERO,
+    Duration::from_millis(100),
+    Duration::from_millis(150),
+    Duration::from_millis(250),
+];
+
 type RefreshResult = Result<UpstreamTokens, RefreshFailed>;
 
 /// Why an upstream refresh failed.
@@ -182,15 +193,23 @@ async fn refresh(upstream: Upstream, vault: Addr<TokenVault>, msg: RefreshUpstre
         Ok(tokens) => tokens,
         Err(e) if e.is_grant_refused() => {
             // Another instance may have spent the token first (an upstream
-            // that rotates refresh tokens then refuses it): its tokens are in
-            // the grant. Read only on this rare path.
-            let grant = vault.send(GetGrant(msg.grant_id)).await.map_err(|e| storage(&e))?;
-            return match grant.map_err(|e| storage(&e))? {
-                Some(grant) if grant.upstream.refresh_token.as_deref() != Some(msg.refresh_token.as_str()) => {
-                    Ok(grant.upstream)
+            // that rotates refresh tokens then refuses it): its tokens are,
+            // or in a moment will be, in the grant. Only on this rare path.
+            for pause in WINNER_PAUSES {
+                actix_web::rt::time::sleep(pause).await;
+                let grant = vault
+                    .send(GetGrant(msg.grant_id.clone()))
+                    .await
+                    .map_err(|e| storage(&e))?;
+                match grant.map_err(|e| storage(&e))? {
+                    Some(grant) if grant.upstream.refresh_token.as_deref() != Some(msg.refresh_token.as_str()) => {
+                        return Ok(grant.upstream);
+                    }
+                    Some(_) => continue,
+                    None => break,
                 }
-                _ => Err(RefreshFailed::Refused(e.to_string())),
-            };
+            }
+            return Err(RefreshFailed::Refused(e.to_string()));
         }
         Err(e) => {
             return Err(RefreshFailed::Unavailable(Failure {

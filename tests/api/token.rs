@@ -6,11 +6,13 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde_json::json;
 
+use std::rc::Rc;
 use std::time::Duration;
 
 use crate::backend_double::BackendDouble;
 use crate::helpers::{jwt_payload, Pkce, TestApp, TestClient};
-use crate::mock_upstream::{MockUpstreamConfig, TokenBehavior};
+use crate::mock_upstream::{MockUpstream, MockUpstreamConfig, TokenBehavior};
+use crate::redis_server::RedisServer;
 
 #[actix_web::test]
 async fn a_wrong_or_missing_client_secret_is_invalid_client_401() {
@@ -510,6 +512,65 @@ async fn a_token_refresh_and_a_guarded_request_at_once_spend_the_upstream_refres
         "the upstream refresh token was spent more than once"
     );
     app.stop().await;
+    backend.stop().await;
+}
+
+fn borrowed<'a>(settings: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    settings.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+/// Instances sharing a Redis cannot share one refresh in flight: two that
+/// find the upstream access token expired at once both spend the upstream
+/// refresh token, and an upstream that rotates refuses the second. That
+/// instance takes the tokens the first stored instead of failing.
+#[actix_web::test]
+async fn guarded_requests_on_two_instances_needing_one_upstream_refresh_both_succeed() {
+    let redis = RedisServer::start().await;
+    let backend = BackendDouble::start().await;
+    let upstream = Rc::new(
+        MockUpstream::start(MockUpstreamConfig {
+            access_token_expires_in: Some(1),
+            ..Default::default()
+        })
+        .await,
+    );
+    let (storage, mcp) = (redis.url(), backend.url.clone());
+    let settings = |base: Option<&str>| {
+        let mut settings = vec![
+            ("OAUTH_PROXY_STORAGE", storage.clone()),
+            (
+                "OAUTH_PROXY_ENCRYPTION_KEY",
+                "test-encryption-key-test-encryption-key".into(),
+            ),
+            (
+                "OAUTH_PROXY_CONSENT_SIGNING_KEY",
+                "test-consent-key-test-consent-key-01234".into(),
+            ),
+            ("OAUTH_PROXY_MCP_UPSTREAM_URL", mcp.clone()),
+        ];
+        settings.extend(base.map(|base| ("OAUTH_PROXY_BASE_URL", base.to_string())));
+        settings
+    };
+    let a_settings = settings(None);
+    let a = TestApp::spawn_instance(&borrowed(&a_settings), upstream.clone()).await;
+    let b_settings = settings(Some(&a.address));
+    let b = TestApp::spawn_instance(&borrowed(&b_settings), upstream.clone()).await;
+    let client = a.register_public().await;
+    let (access, _) = tokens_for(&a, &client).await;
+    let upstream_refresh = upstream.issued_refresh_tokens()[0].clone();
+    upstream.set_access_token_expires_in(Some(3600));
+    upstream.set_token_behavior(TokenBehavior::Delay(Duration::from_millis(300)));
+    let ping = || json!({"jsonrpc": "2.0", "id": 1, "method": "ping"});
+    let (on_a, on_b) =
+        futures_util::future::join(a.mcp_post(Some(&access), ping()), b.mcp_post(Some(&access), ping())).await;
+    assert_eq!(on_a.status, StatusCode::OK, "instance A: {}", on_a.body);
+    assert_eq!(on_b.status, StatusCode::OK, "instance B: {}", on_b.body);
+    assert!(
+        upstream.refresh_grant_calls(&upstream_refresh) <= 2,
+        "at most once per instance"
+    );
+    a.stop().await;
+    b.stop().await;
     backend.stop().await;
 }
 
