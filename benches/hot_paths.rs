@@ -99,6 +99,7 @@ fn grant() -> Grant {
         previous: None,
         passthrough_refresh_hash: None,
         revoked_access: Vec::new(),
+        created_at: now_secs(),
     }
 }
 

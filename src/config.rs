@@ -157,6 +157,9 @@ pub struct Lifetimes {
     pub transaction: Duration,
     /// A registration that never completes a token exchange expires after this.
     pub unused_client: Duration,
+    /// Absolute lifetime of a grant from its sign-in, however often it is
+    /// refreshed (`OAUTH_PROXY_GRANT_MAX_LIFETIME`).
+    pub grant_max: Duration,
 }
 
 /// Limits that keep an open `/register` from exhausting memory.
@@ -346,6 +349,7 @@ impl Config {
             authorization_code: env.seconds("OAUTH_PROXY_AUTHORIZATION_CODE_TTL", 300)?,
             transaction: env.seconds("OAUTH_PROXY_TRANSACTION_TTL", 600)?,
             unused_client: env.seconds("OAUTH_PROXY_UNUSED_CLIENT_TTL", 86_400)?,
+            grant_max: env.seconds("OAUTH_PROXY_GRANT_MAX_LIFETIME", 7_776_000)?,
         };
 
         let jwt_signing_key = env.key("OAUTH_PROXY_JWT_SIGNING_KEY")?;
@@ -695,6 +699,7 @@ mod tests {
         assert_eq!(config.lifetimes.refresh_token, Duration::from_secs(2_592_000));
         assert_eq!(config.lifetimes.authorization_code, Duration::from_secs(300));
         assert_eq!(config.lifetimes.transaction, Duration::from_secs(600));
+        assert_eq!(config.lifetimes.grant_max, Duration::from_secs(7_776_000));
         assert_eq!(config.upstream.auth_method, UpstreamAuthMethod::ClientSecretBasic);
         assert_eq!(config.custom_claims, ["sub", "email", "name", "preferred_username"]);
         assert_eq!(config.provider_name, "github.com");
@@ -710,6 +715,16 @@ mod tests {
         assert_eq!(err.variable, "OAUTH_PROXY_BASE_URL");
         let err = config_from(&[("OAUTH_PROXY_UPSTREAM_EXTRA_AUTHORIZE_PARAMS", "state=x")]).unwrap_err();
         assert_eq!(err.variable, "OAUTH_PROXY_UPSTREAM_EXTRA_AUTHORIZE_PARAMS");
+    }
+
+    #[test]
+    fn the_grant_max_lifetime_is_whole_seconds_and_never_zero() {
+        let config = config_from(&[("OAUTH_PROXY_GRANT_MAX_LIFETIME", "86400")]).unwrap();
+        assert_eq!(config.lifetimes.grant_max, Duration::from_secs(86_400));
+        for bad in ["0", "-1", "90d", "1.5"] {
+            let err = config_from(&[("OAUTH_PROXY_GRANT_MAX_LIFETIME", bad)]).unwrap_err();
+            assert_eq!(err.variable, "OAUTH_PROXY_GRANT_MAX_LIFETIME", "`{bad}`");
+        }
     }
 
     #[test]

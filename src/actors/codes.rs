@@ -39,6 +39,12 @@ pub struct CodeRecord {
     /// need not read the grant back. Dropped from the record at redemption.
     pub prepared: Option<PreparedTokens>,
     pub redemption: Option<Redemption>,
+    /// When the user signed in (the callback): the grant's creation time,
+    /// from which `OAUTH_PROXY_GRANT_MAX_LIFETIME` counts; carried here so
+    /// /token bounds the first tokens without reading the grant. Appended
+    /// last: a code of the earlier release counts from when it is read.
+    #[serde(deserialize_with = "crate::store::appended_time")]
+    pub grant_created_at: u64,
 }
 
 /// The token ids the callback wrote into the grant as its current pair, and

@@ -1,10 +1,21 @@
-//! `UpstreamRefresher`: refreshes expired upstream access tokens for the MCP
-//! gateway.
+//! `UpstreamRefresher`: the one path by which the proxy spends an upstream
+//! refresh token, for the MCP gateway (an expired upstream access token) and
+//! for `/token` (a proxy refresh refreshes upstream too).
 //!
-//! Contract: concurrent requests that find the same expired upstream token
-//! share one upstream refresh; requests that arrive just after it completed
-//! (holding the old token) get its result instead of refreshing again, so an
-//! upstream that rotates refresh tokens never sees the old one twice.
+//! Contract:
+//! - Concurrent requests that need the same upstream refresh token spent
+//!   share one upstream refresh; requests that arrive just after it completed
+//!   (holding the old token) get its result instead of refreshing again, so
+//!   an upstream that rotates refresh tokens never sees the old one twice
+//!   from this instance.
+//! - Across instances (Redis), the refreshed tokens are written only if the
+//!   grant still holds the token that was spent (compare-and-swap). An
+//!   instance that lost the race, or whose refresh the upstream refused
+//!   because another instance had spent the token first, takes the tokens
+//!   the winner stored instead of failing.
+//! - Only a refusal, or a success that rotated the refresh token, is
+//!   remembered; after a passing failure the next request tries again, and a
+//!   token the upstream did not rotate may be spent again.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -12,24 +23,69 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
-use super::token_vault::{TokenVault, UpdateUpstreamTokens, UpstreamTokens};
+use super::token_vault::{GetGrant, TokenVault, UpdateUpstreamTokens, UpstreamTokens, UpstreamUpdate};
 use crate::crypto::sha256_b64url;
 use crate::upstream::Upstream;
 
-/// How long a finished refresh answers late requests holding the old token.
-const RECENT_RESULT_TTL: Duration = Duration::from_secs(60);
+/// How long a finished refresh answers late gateway requests holding the
+/// old token (they may have read the grant just before it changed).
+pub const GATEWAY_LATE_WINDOW: Duration = Duration::from_secs(60);
+
+/// The same for a refresh `/token` started: the grant is rewritten with the
+/// new tokens before `/token` answers, so only requests that read it just
+/// before can come late. Short, as every proxy refresh leaves one entry.
+pub const TOKEN_LATE_WINDOW: Duration = Duration::from_secs(5);
+
+/// How often finished refreshes past their window are forgotten.
+const FORGET_EVERY: Duration = Duration::from_secs(5);
+
+/// When the upstream refuses a refresh token the grant still holds, the
+/// grant is read again after each of these pauses: another instance that
+/// spent the token first stores its tokens right after the upstream answers
+/// it. About half a second in all, and only before giving up on a grant.
+const WINNER_PAUSES: [Duration; 4] = [
+    Duration::ZERO,
+    Duration::from_millis(100),
+    Duration::from_millis(150),
+    Duration::from_millis(250),
+];
 
 type RefreshResult = Result<UpstreamTokens, RefreshFailed>;
 
 /// Why an upstream refresh failed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum RefreshFailed {
-    /// The upstream refused the grant: the client must authorize again.
+    /// The upstream refused the grant, or the grant is gone: the client must
+    /// authorize again.
     #[error("the upstream refused the refresh: {0}")]
     Refused(String),
-    /// A passing failure (timeout, 5xx, storage).
+    /// A failure the client cannot fix by signing in again.
     #[error("the upstream refresh failed: {0}")]
-    Unavailable(String),
+    Unavailable(Failure),
+}
+
+/// What went wrong in an [`RefreshFailed::Unavailable`] refresh.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub reason: String,
+    /// Trying again later may succeed (timeout, 5xx, storage); otherwise the
+    /// upstream is misconfigured or broken.
+    pub transient: bool,
+}
+
+impl Failure {
+    pub fn transient(reason: impl Into<String>) -> Self {
+        Failure {
+            reason: reason.into(),
+            transient: true,
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.reason)
+    }
 }
 
 pub struct UpstreamRefresher {
@@ -37,6 +93,7 @@ pub struct UpstreamRefresher {
     vault: Addr<TokenVault>,
     /// Waiters per refresh in flight, by grant and old refresh token hash.
     in_flight: HashMap<String, Vec<oneshot::Sender<RefreshResult>>>,
+    /// Finished refreshes, by the same key, with the time they stop answering.
     recent: HashMap<String, (Instant, RefreshResult)>,
 }
 
@@ -55,8 +112,9 @@ impl Actor for UpstreamRefresher {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.run_interval(RECENT_RESULT_TTL, |refresher, _| {
-            refresher.recent.retain(|_, (at, _)| at.elapsed() < RECENT_RESULT_TTL);
+        ctx.run_interval(FORGET_EVERY, |refresher, _| {
+            let now = Instant::now();
+            refresher.recent.retain(|_, (until, _)| *until > now);
         });
     }
 }
@@ -66,25 +124,35 @@ impl Actor for UpstreamRefresher {
 #[rtype(result = "Result<UpstreamTokens, RefreshFailed>")]
 pub struct RefreshUpstream {
     pub grant_id: String,
+    /// The upstream refresh token to spend (the one the grant holds).
     pub refresh_token: String,
+    /// Pass-through mode: the client will hold the new tokens (the vault
+    /// records their hashes).
+    pub passthrough: bool,
+    /// How long the result answers requests that come late holding the old
+    /// token ([`GATEWAY_LATE_WINDOW`], [`TOKEN_LATE_WINDOW`]).
+    pub late_window: Duration,
 }
 
 impl Handler<RefreshUpstream> for UpstreamRefresher {
     type Result = ResponseFuture<RefreshResult>;
 
     fn handle(&mut self, msg: RefreshUpstream, ctx: &mut Self::Context) -> Self::Result {
-        let key = format!("{}.{}", msg.grant_id, sha256_b64url(msg.refresh_token.as_bytes()));
-        if let Some((at, result)) = self.recent.get(&key) {
-            if at.elapsed() < RECENT_RESULT_TTL {
+        let spent_hash = sha256_b64url(msg.refresh_token.as_bytes());
+        let key = format!("{}.{spent_hash}", msg.grant_id);
+        if let Some((until, result)) = self.recent.get(&key) {
+            if *until > Instant::now() {
                 let result = result.clone();
                 return Box::pin(async move { result });
             }
         }
         let (sender, receiver) = oneshot::channel();
         let waiting = async move {
-            receiver
-                .await
-                .unwrap_or_else(|_| Err(RefreshFailed::Unavailable("the refresh was abandoned".into())))
+            receiver.await.unwrap_or_else(|_| {
+                Err(RefreshFailed::Unavailable(Failure::transient(
+                    "the refresh was abandoned",
+                )))
+            })
         };
         if let Some(waiters) = self.in_flight.get_mut(&key) {
             waiters.push(sender);
@@ -92,27 +160,8 @@ impl Handler<RefreshUpstream> for UpstreamRefresher {
         }
         self.in_flight.insert(key.clone(), vec![sender]);
 
-        let upstream = self.upstream.clone();
-        let vault = self.vault.clone();
-        let refresh = async move {
-            let tokens = upstream.refresh(&msg.refresh_token).await.map_err(|e| {
-                if e.is_grant_refused() {
-                    RefreshFailed::Refused(e.to_string())
-                } else {
-                    RefreshFailed::Unavailable(e.to_string())
-                }
-            })?;
-            vault
-                .send(UpdateUpstreamTokens {
-                    grant_id: msg.grant_id,
-                    upstream: tokens.clone(),
-                    passthrough_hashes: None,
-                })
-                .await
-                .map_err(|e| RefreshFailed::Unavailable(e.to_string()))?
-                .map_err(|e| RefreshFailed::Unavailable(e.to_string()))?;
-            Ok(tokens)
-        };
+        let late_window = msg.late_window;
+        let refresh = refresh(self.upstream.clone(), self.vault.clone(), msg);
         ctx.spawn(
             refresh
                 .into_actor(self)
@@ -120,10 +169,75 @@ impl Handler<RefreshUpstream> for UpstreamRefresher {
                     for waiter in refresher.in_flight.remove(&key).unwrap_or_default() {
                         let _ = waiter.send(result.clone());
                     }
-                    refresher.recent.insert(key, (Instant::now(), result));
+                    let remember = match &result {
+                        Ok(tokens) => tokens
+                            .refresh_token
+                            .as_deref()
+                            .is_none_or(|new| sha256_b64url(new.as_bytes()) != spent_hash),
+                        Err(RefreshFailed::Refused(_)) => true,
+                        Err(RefreshFailed::Unavailable(_)) => false,
+                    };
+                    if remember {
+                        refresher.recent.insert(key, (Instant::now() + late_window, result));
+                    }
                 }),
         );
         Box::pin(waiting)
+    }
+}
+
+/// One upstream refresh and the compare-and-swap that stores its tokens.
+async fn refresh(upstream: Upstream, vault: Addr<TokenVault>, msg: RefreshUpstream) -> RefreshResult {
+    let storage = |e: &dyn std::fmt::Display| RefreshFailed::Unavailable(Failure::transient(e.to_string()));
+    let tokens = match upstream.refresh(&msg.refresh_token).await {
+        Ok(tokens) => tokens,
+        Err(e) if e.is_grant_refused() => {
+            // Another instance may have spent the token first (an upstream
+            // that rotates refresh tokens then refuses it): its tokens are,
+            // or in a moment will be, in the grant. Only on this rare path.
+            for pause in WINNER_PAUSES {
+                actix_web::rt::time::sleep(pause).await;
+                let grant = vault
+                    .send(GetGrant(msg.grant_id.clone()))
+                    .await
+                    .map_err(|e| storage(&e))?;
+                match grant.map_err(|e| storage(&e))? {
+                    Some(grant) if grant.upstream.refresh_token.as_deref() != Some(msg.refresh_token.as_str()) => {
+                        return Ok(grant.upstream);
+                    }
+                    Some(_) => continue,
+                    None => break,
+                }
+            }
+            return Err(RefreshFailed::Refused(e.to_string()));
+        }
+        Err(e) => {
+            return Err(RefreshFailed::Unavailable(Failure {
+                reason: e.to_string(),
+                transient: e.is_transient(),
+            }))
+        }
+    };
+    let passthrough_hashes = msg.passthrough.then(|| {
+        (
+            sha256_b64url(tokens.access_token.as_bytes()),
+            tokens.refresh_token.as_deref().map(|t| sha256_b64url(t.as_bytes())),
+        )
+    });
+    let update = vault
+        .send(UpdateUpstreamTokens {
+            grant_id: msg.grant_id,
+            spent_refresh_token: msg.refresh_token,
+            upstream: tokens.clone(),
+            passthrough_hashes,
+        })
+        .await
+        .map_err(|e| storage(&e))?
+        .map_err(|e| storage(&e))?;
+    match update {
+        UpstreamUpdate::Written => Ok(tokens),
+        UpstreamUpdate::Superseded(winner) => Ok(winner),
+        UpstreamUpdate::Gone => Err(RefreshFailed::Refused("the grant was revoked or has ended".into())),
     }
 }
 

@@ -26,10 +26,11 @@ use url::Url;
 use crate::actors::client_registry::{GetClient, MarkClientUsed, RegisterClient, RegisterError};
 use crate::actors::codes::{CodeOutcome, CodeRecord, CodeRefusal, PreparedTokens, RedeemCode, StoreCode};
 use crate::actors::token_vault::{
-    ClaimRefresh, CreateGrant, GetGrant, Grant, IssuePassThrough, IssuedPair, KeepGrant, LookupPassThrough,
-    RefreshClaim, RevokeGrant, UndoRotation, UpdateUpstreamTokens, UpstreamTokens,
+    bounded_exp, bounded_ttl, ClaimRefresh, CreateGrant, GetGrant, Grant, IssuePassThrough, IssuedPair, KeepGrant,
+    LookupPassThrough, RefreshClaim, RevokeGrant, UndoRotation, UpstreamTokens,
 };
 use crate::actors::transactions::{GetTransaction, PutTransaction, TakeTransaction, Transaction};
+use crate::actors::upstream_refresher::{Failure, RefreshFailed, RefreshUpstream, TOKEN_LATE_WINDOW};
 use crate::actors::{ClientRegistry, CodeStore, Shutdown, TokenVault, TransactionStore, UpstreamRefresher};
 use crate::config::{Config, JwtAlgorithm, Secret};
 use crate::crypto::{constant_time_eq, random_token, sha256_b64url, Sealer};
@@ -157,16 +158,20 @@ struct TokenSubject<'a> {
     /// Custom claims as a JSON object.
     claims: &'a str,
     scopes: &'a Scopes,
+    /// When the grant ends (`OAUTH_PROXY_GRANT_MAX_LIFETIME` after its
+    /// sign-in): no token outlives it.
+    ends_at: u64,
 }
 
-impl<'a> From<&'a Grant> for TokenSubject<'a> {
-    fn from(grant: &'a Grant) -> Self {
+impl<'a> TokenSubject<'a> {
+    fn of(grant: &'a Grant, max_lifetime: std::time::Duration) -> Self {
         TokenSubject {
             client_id: &grant.client_id,
             subject: &grant.subject,
             resource: &grant.resource,
             claims: &grant.claims,
             scopes: &grant.scopes,
+            ends_at: grant.ends_at(max_lifetime),
         }
     }
 }
@@ -415,6 +420,7 @@ impl OAuthProxy {
                 SealedTable::new("token", backend.table("token", Counting::OnRequest)?, sealer),
                 lifetimes.access_token,
                 lifetimes.refresh_token,
+                lifetimes.grant_max,
             ),
         };
         let primary = StoreActors {
@@ -901,6 +907,7 @@ impl OAuthProxy {
                 pending_upstream_code,
                 prepared,
                 redemption: None,
+                grant_created_at: grant.as_ref().map_or_else(now_secs, |grant| grant.created_at),
             },
         });
         // The grant and the code are independent writes: issued together,
@@ -990,6 +997,7 @@ impl OAuthProxy {
             previous: None,
             passthrough_refresh_hash: None,
             revoked_access: Vec::new(),
+            created_at: now_secs(),
         }
     }
 
@@ -1100,6 +1108,8 @@ impl OAuthProxy {
             let mut grant = self
                 .grant_from_upstream(tokens, &record.client_id, &record.scopes, &record.resource)
                 .await;
+            // The grant's lifetime counts from the sign-in, not from now.
+            grant.created_at = record.grant_created_at;
             let create = |grant, ttl| {
                 actors.vault.send(CreateGrant {
                     grant_id: record.grant_id.clone(),
@@ -1109,9 +1119,11 @@ impl OAuthProxy {
             };
             if config.token_swap {
                 grant.current = Some(pair.clone());
-                let answer = self.signed_pair(&TokenSubject::from(&grant), &pair)?;
-                let (_, created) =
-                    futures_util::future::join(keep_client(), create(grant, config.lifetimes.refresh_token)).await;
+                let answer = self.signed_pair(&TokenSubject::of(&grant, config.lifetimes.grant_max), &pair)?;
+                let ends_at = grant.ends_at(config.lifetimes.grant_max);
+                let ttl = bounded_ttl(config.lifetimes.refresh_token, ends_at, now_secs())
+                    .ok_or_else(|| Error::invalid_grant("the authorization has expired"))?;
+                let (_, created) = futures_util::future::join(keep_client(), create(grant, ttl)).await;
                 created??;
                 return Ok(answer);
             }
@@ -1122,8 +1134,11 @@ impl OAuthProxy {
             let prepared = prepared.ok_or_else(|| {
                 Error::invalid_grant("the authorization was started in another token mode; start it again")
             })?;
-            let (_, kept) =
-                futures_util::future::join(keep_client(), actors.vault.send(KeepGrant(record.grant_id.clone()))).await;
+            let keep_grant = actors.vault.send(KeepGrant {
+                grant_id: record.grant_id.clone(),
+                created_at: record.grant_created_at,
+            });
+            let (_, kept) = futures_util::future::join(keep_client(), keep_grant).await;
             if !kept?? {
                 return Err(Error::invalid_grant("the authorization has expired"));
             }
@@ -1133,6 +1148,9 @@ impl OAuthProxy {
                 resource: &record.resource,
                 claims: &prepared.claims,
                 scopes: &record.scopes,
+                ends_at: record
+                    .grant_created_at
+                    .saturating_add(config.lifetimes.grant_max.as_secs()),
             };
             return self.signed_pair(&about, &pair);
         }
@@ -1164,8 +1182,9 @@ impl OAuthProxy {
 
     /// Swap mode: sign the proxy pair; pass-through: hand out the upstream tokens.
     fn token_response(&self, grant: &Grant, pair: &IssuedPair) -> Result<TokenResponse, Error> {
-        if self.inner.config.token_swap {
-            return self.signed_pair(&TokenSubject::from(grant), pair);
+        let config = &self.inner.config;
+        if config.token_swap {
+            return self.signed_pair(&TokenSubject::of(grant, config.lifetimes.grant_max), pair);
         }
         let upstream = &grant.upstream;
         Ok(TokenResponse {
@@ -1178,12 +1197,14 @@ impl OAuthProxy {
         })
     }
 
-    /// Swap mode: the proxy's access and refresh tokens for `pair`.
+    /// Swap mode: the proxy's access and refresh tokens for `pair`, neither
+    /// outliving the grant.
     fn signed_pair(&self, about: &TokenSubject<'_>, pair: &IssuedPair) -> Result<TokenResponse, Error> {
         let config = &self.inner.config;
-        let access_ttl = config.lifetimes.access_token.as_secs();
+        let access_exp = bounded_exp(pair.issued_at, config.lifetimes.access_token.as_secs(), about.ends_at);
+        let refresh_exp = bounded_exp(pair.issued_at, config.lifetimes.refresh_token.as_secs(), about.ends_at);
         let refresh_scope = about.scopes.to_oauth_string();
-        let claims = |jti, token_use, scope, ttl| IssuedClaims {
+        let claims = |jti, token_use, scope, exp| IssuedClaims {
             iss: config.issuer.as_str(),
             aud: about.resource,
             sub: about.subject,
@@ -1191,26 +1212,26 @@ impl OAuthProxy {
             scope,
             jti,
             iat: pair.issued_at,
-            exp: pair.issued_at + ttl,
+            exp,
             token_use,
             extra_json: about.claims,
         };
         let signer = &self.inner.signer;
         let access = signer
-            .sign_issued(&claims(&pair.access_jti, TokenUse::Access, &pair.scope, access_ttl))
+            .sign_issued(&claims(&pair.access_jti, TokenUse::Access, &pair.scope, access_exp))
             .map_err(Error::internal)?;
         let refresh = signer
             .sign_issued(&claims(
                 &pair.refresh_jti,
                 TokenUse::Refresh,
                 &refresh_scope,
-                config.lifetimes.refresh_token.as_secs(),
+                refresh_exp,
             ))
             .map_err(Error::internal)?;
         Ok(TokenResponse {
             access_token: access,
             token_type: "Bearer".into(),
-            expires_in: Some((pair.issued_at + access_ttl).saturating_sub(now_secs())),
+            expires_in: Some(access_exp.saturating_sub(now_secs())),
             refresh_token: Some(refresh),
             id_token: None,
             scope: pair.scope.clone(),
@@ -1277,37 +1298,29 @@ impl OAuthProxy {
             RefreshClaim::Rotated {
                 grant_id,
                 mut grant,
-                before,
+                undo,
             } => {
                 if let Some(upstream_refresh) = grant.upstream.refresh_token.clone() {
-                    match self.inner.upstream.refresh(&upstream_refresh).await {
-                        Ok(tokens) => {
-                            grant.upstream = tokens.clone();
-                            self.actors()
-                                .vault
-                                .send(UpdateUpstreamTokens {
-                                    grant_id,
-                                    upstream: tokens,
-                                    passthrough_hashes: None,
-                                })
-                                .await??;
-                        }
-                        Err(e) if e.is_grant_refused() => {
+                    match self.refresh_upstream(&grant_id, upstream_refresh, false).await {
+                        Ok(tokens) => grant.upstream = tokens,
+                        Err(RefreshFailed::Refused(why)) => {
                             self.actors().vault.send(RevokeGrant(grant_id)).await??;
                             return Err(Error::invalid_grant(format!(
-                                "the upstream grant is no longer valid: {e}"
+                                "the upstream grant is no longer valid: {why}"
                             )));
                         }
-                        Err(e) => {
+                        Err(RefreshFailed::Unavailable(failure)) => {
+                            // Only the pair goes back, on the grant as it is
+                            // now (a revocation since stays).
                             self.actors()
                                 .vault
                                 .send(UndoRotation {
                                     grant_id,
-                                    restored: *before,
                                     successor: grant.current.clone().unwrap_or_else(|| successor.clone()),
+                                    undo,
                                 })
                                 .await??;
-                            return Err(upstream_token_error(e));
+                            return Err(upstream_refresh_error(failure));
                         }
                     }
                 }
@@ -1320,6 +1333,9 @@ impl OAuthProxy {
             RefreshClaim::GraceReplay { grant, pair } => self.token_response(&grant, &pair),
             RefreshClaim::ReuseDetected => Err(Error::invalid_grant(
                 "refresh token reuse detected; the grant was revoked",
+            )),
+            RefreshClaim::Ended => Err(Error::invalid_grant(
+                "the grant has reached its maximum lifetime; sign in again",
             )),
             RefreshClaim::WrongClient => Err(Error::invalid_grant("the refresh token was issued to another client")),
             RefreshClaim::Unknown => Err(Error::invalid_grant("the refresh token is invalid, expired or revoked")),
@@ -1346,26 +1362,20 @@ impl OAuthProxy {
         {
             return Err(Error::invalid_grant("the refresh token was not issued to this client"));
         }
-        let tokens = match self.inner.upstream.refresh(&exchange.refresh_token).await {
+        if grant.ends_at(self.inner.config.lifetimes.grant_max) <= now_secs() {
+            self.actors().vault.send(RevokeGrant(grant_id)).await??;
+            return Err(Error::invalid_grant(
+                "the grant has reached its maximum lifetime; sign in again",
+            ));
+        }
+        grant.upstream = match self.refresh_upstream(&grant_id, exchange.refresh_token, true).await {
             Ok(tokens) => tokens,
-            Err(e) if e.is_grant_refused() => {
+            Err(RefreshFailed::Refused(why)) => {
                 self.actors().vault.send(RevokeGrant(grant_id)).await??;
-                return Err(Error::invalid_grant(format!("the upstream refused the refresh: {e}")));
+                return Err(Error::invalid_grant(format!("the upstream refused the refresh: {why}")));
             }
-            Err(e) => return Err(upstream_token_error(e)),
+            Err(RefreshFailed::Unavailable(failure)) => return Err(upstream_refresh_error(failure)),
         };
-        grant.upstream = tokens.clone();
-        self.actors()
-            .vault
-            .send(UpdateUpstreamTokens {
-                grant_id,
-                passthrough_hashes: Some((
-                    sha256_b64url(tokens.access_token.as_bytes()),
-                    tokens.refresh_token.as_deref().map(|t| sha256_b64url(t.as_bytes())),
-                )),
-                upstream: tokens,
-            })
-            .await??;
         let pair = IssuedPair {
             access_jti: String::new(),
             refresh_jti: String::new(),
@@ -1373,6 +1383,27 @@ impl OAuthProxy {
             scope: grant.scopes.to_oauth_string(),
         };
         self.token_response(&grant, &pair)
+    }
+
+    /// Spends an upstream refresh token through the refresher, the one path
+    /// every upstream refresh takes (shared with the gateway's), and stores
+    /// the new tokens.
+    async fn refresh_upstream(
+        &self,
+        grant_id: &str,
+        refresh_token: String,
+        passthrough: bool,
+    ) -> Result<UpstreamTokens, RefreshFailed> {
+        self.inner
+            .refresher
+            .send(RefreshUpstream {
+                grant_id: grant_id.to_string(),
+                refresh_token,
+                passthrough,
+                late_window: TOKEN_LATE_WINDOW,
+            })
+            .await
+            .map_err(|e| RefreshFailed::Unavailable(Failure::transient(e.to_string())))?
     }
 
     /// Stops the actors and their expiry timers (the original `destroy`).
@@ -1410,6 +1441,17 @@ fn upstream_redirect_error(back: &ClientRedirect, error: UpstreamError) -> Error
         ErrorCode::ServerError
     };
     Error::redirect(back, code, format!("upstream token exchange failed: {error}"))
+}
+
+/// An upstream refresh that failed for a reason signing in again would not fix.
+fn upstream_refresh_error(failure: Failure) -> Error {
+    log::warn!("upstream token refresh failed: {failure}");
+    let code = if failure.transient {
+        ErrorCode::TemporarilyUnavailable
+    } else {
+        ErrorCode::ServerError
+    };
+    Error::oauth(code, format!("upstream token endpoint failed: {failure}"))
 }
 
 /// An upstream failure during a token request.

@@ -10,7 +10,7 @@ use super::{memo, OAuthProxy};
 use crate::actors::token_vault::{
     Grant, LookupAccessToken, LookupPassThrough, LookupRefreshToken, RevokeAccessToken, RevokeGrant, UpstreamTokens,
 };
-use crate::actors::upstream_refresher::{RefreshFailed, RefreshUpstream};
+use crate::actors::upstream_refresher::{Failure, RefreshFailed, RefreshUpstream, GATEWAY_LATE_WINDOW};
 use crate::crypto::{constant_time_eq, sha256_b64url};
 use crate::error::Error;
 use crate::oauth::client::RegisteredClient;
@@ -84,6 +84,9 @@ impl OAuthProxy {
             if grant.upstream.expires_at.is_some_and(|at| at <= now_secs()) {
                 return Err(BearerRefused::Invalid("the token has expired".into()));
             }
+            if grant.ends_at(self.inner.config.lifetimes.grant_max) <= now_secs() {
+                return Err("the grant has reached its maximum lifetime".into());
+            }
             return Ok(AccessGrant {
                 found: Rc::new((grant_id, grant)),
                 claims: None,
@@ -144,7 +147,8 @@ impl OAuthProxy {
 
     /// The upstream access token to forward for a checked bearer: in swap mode
     /// an expired one is refreshed first (one refresh shared by concurrent
-    /// requests); in pass-through mode it is the client's own token.
+    /// requests and by `/token`); in pass-through mode it is the client's own
+    /// token.
     pub async fn upstream_access_token(&self, access: &AccessGrant) -> Result<String, RefreshFailed> {
         let upstream = &access.grant().upstream;
         let expiring = upstream
@@ -160,9 +164,11 @@ impl OAuthProxy {
             .send(RefreshUpstream {
                 grant_id: access.grant_id().to_string(),
                 refresh_token,
+                passthrough: false,
+                late_window: GATEWAY_LATE_WINDOW,
             })
             .await
-            .map_err(|e| RefreshFailed::Unavailable(e.to_string()))??;
+            .map_err(|e| RefreshFailed::Unavailable(Failure::transient(e.to_string())))??;
         Ok(refreshed.access_token)
     }
 

@@ -188,6 +188,19 @@ impl Backend {
     }
 }
 
+/// Reads a time field appended at the end of a record type (postcard has
+/// no optional fields, so records of the earlier release end where the
+/// field would begin): such a record reads it as the moment it is read,
+/// and keeps that once it is written again. Only for the last field of a
+/// top-level record (a field followed by others would swallow their bytes):
+/// `#[serde(deserialize_with = "crate::store::appended_time")]`. Records
+/// are authenticated, so the only short record is one of the earlier
+/// release.
+pub fn appended_time<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    use serde::Deserialize;
+    Ok(u64::deserialize(deserializer).unwrap_or_else(|_| crate::oauth::now_secs()))
+}
+
 /// Attempts of one compare-and-swap update before giving up.
 const MAX_UPDATE_ATTEMPTS: usize = 64;
 
@@ -397,6 +410,40 @@ mod tests {
                 .unwrap();
             assert_eq!(sealed.get("moved").now_or_never().unwrap().unwrap(), None);
         }
+    }
+
+    #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+    struct Before {
+        name: String,
+        tags: Vec<String>,
+    }
+
+    #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+    struct After {
+        name: String,
+        tags: Vec<String>,
+        #[serde(deserialize_with = "appended_time")]
+        created_at: u64,
+    }
+
+    #[test]
+    fn a_record_of_the_earlier_release_reads_an_appended_time_as_now() {
+        let before = Before {
+            name: "grant".into(),
+            tags: vec!["a".into(), "b".into()],
+        };
+        let old_bytes = postcard::to_allocvec(&before).unwrap();
+        let start = crate::oauth::now_secs();
+        let read: After = postcard::from_bytes(&old_bytes).unwrap();
+        assert_eq!((read.name.as_str(), read.tags.len()), ("grant", 2));
+        assert!((start..=crate::oauth::now_secs()).contains(&read.created_at));
+        // A record written with the field keeps its value.
+        let after = After {
+            created_at: 1_700_000_000,
+            ..read
+        };
+        let new_bytes = postcard::to_allocvec(&after).unwrap();
+        assert_eq!(postcard::from_bytes::<After>(&new_bytes).unwrap(), after);
     }
 
     #[test]

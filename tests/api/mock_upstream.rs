@@ -45,6 +45,8 @@ pub enum TokenBehavior {
     NonJson,
     /// Sleep, then answer normally (for client timeouts).
     Delay(Duration),
+    /// Sleep, then answer 500 (a refresh that fails after others acted).
+    DelayThenServerError(Duration),
     /// 400 `{"error":"invalid_grant","error_description":"..."}`.
     InvalidGrant,
 }
@@ -242,6 +244,16 @@ impl MockUpstream {
     /// Every `/token` call (form and Authorization header), in order.
     pub fn token_requests(&self) -> Vec<RecordedTokenRequest> {
         lock(&self.state).token_requests.clone()
+    }
+
+    /// How many `refresh_token` grant calls spent this refresh token.
+    pub fn refresh_grant_calls(&self, refresh_token: &str) -> usize {
+        lock(&self.state)
+            .token_requests
+            .iter()
+            .filter(|r| r.form.get("grant_type").map(String::as_str) == Some("refresh_token"))
+            .filter(|r| r.form.get("refresh_token").map(String::as_str) == Some(refresh_token))
+            .count()
     }
 
     /// The `token` parameter of every `/revoke` call, in order.
@@ -680,6 +692,14 @@ async fn token(req: HttpRequest, body: web::Bytes, state: web::Data<Mutex<State>
         }
         TokenBehavior::InvalidGrant => return invalid_grant("mock upstream: simulated invalid_grant"),
         TokenBehavior::Delay(d) => actix_rt::time::sleep(d).await,
+        TokenBehavior::DelayThenServerError(d) => {
+            actix_rt::time::sleep(d).await;
+            return oauth_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "mock upstream: simulated internal error after a delay",
+            );
+        }
     }
 
     if !is_form_content_type(&req) {

@@ -1,10 +1,12 @@
 //! RFC 7009 revocation and RFC 7662 introspection.
 
+use std::time::Duration;
+
 use awc::http::StatusCode;
 
 use crate::backend_double::BackendDouble;
 use crate::helpers::{TestApp, TestClient};
-use crate::mock_upstream::MockUpstreamConfig;
+use crate::mock_upstream::{MockUpstreamConfig, TokenBehavior};
 
 const RESOURCE_SERVER_SECRET: &str = "resource-server-secret-of-32-chars-min";
 
@@ -244,4 +246,86 @@ async fn a_revoked_token_fails_on_the_next_mcp_call_even_right_after_use_directo
     let _ = std::fs::remove_dir_all(&dir);
     revocation_beats_remembered_grants(&dir.display().to_string()).await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Waits (bounded) until the mock upstream has received a refresh grant call.
+async fn until_the_upstream_refresh_is_in_flight(app: &TestApp) {
+    for _ in 0..200 {
+        let refreshing = app
+            .upstream
+            .token_requests()
+            .iter()
+            .any(|r| r.form.get("grant_type").map(String::as_str) == Some("refresh_token"));
+        if refreshing {
+            return;
+        }
+        actix_rt::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the proxy never refreshed upstream");
+}
+
+/// A refresh whose upstream refresh fails is undone so the client can retry;
+/// the undo puts back only the token pair, so an access token revoked while
+/// the upstream refresh was in flight stays revoked.
+#[actix_web::test]
+async fn an_access_token_revoked_during_a_failing_refresh_stays_revoked_when_the_refresh_is_undone() {
+    let (app, backend) = spawn(&[]).await;
+    let client = app.register_public().await;
+    let tokens = app.full_flow(&client).await;
+    let access = tokens["access_token"].as_str().unwrap();
+    let refresh = tokens["refresh_token"].as_str().unwrap();
+    assert_eq!(app.mcp_post(Some(access), ping()).await.status, StatusCode::OK);
+    app.upstream
+        .set_token_behavior(TokenBehavior::DelayThenServerError(Duration::from_millis(600)));
+    let revoke_meanwhile = async {
+        until_the_upstream_refresh_is_in_flight(&app).await;
+        assert_eq!(
+            revoke(&app, &client, access, Some("access_token")).await.status,
+            StatusCode::OK
+        );
+    };
+    let (refreshed, ()) = futures_util::future::join(app.refresh(&client, refresh), revoke_meanwhile).await;
+    assert_eq!(refreshed.status, StatusCode::SERVICE_UNAVAILABLE, "{}", refreshed.body);
+    assert_eq!(refreshed.json()["error"], "temporarily_unavailable");
+    app.upstream.set_token_behavior(TokenBehavior::Normal);
+    assert_eq!(
+        app.mcp_post(Some(access), ping()).await.status,
+        StatusCode::UNAUTHORIZED,
+        "the revoked access token works again"
+    );
+    assert_eq!(introspect_as_resource_server(&app, access).await["active"], false);
+    // The undo did happen: the refresh token the client holds still works.
+    let retry = app.refresh(&client, refresh).await;
+    assert_eq!(retry.status, StatusCode::OK, "{}", retry.body);
+    app.stop().await;
+    backend.stop().await;
+}
+
+/// The same with the whole family revoked meanwhile: it stays revoked.
+#[actix_web::test]
+async fn a_grant_revoked_during_a_failing_refresh_stays_revoked_when_the_refresh_is_undone() {
+    let (app, backend) = spawn(&[]).await;
+    let client = app.register_public().await;
+    let tokens = app.full_flow(&client).await;
+    let access = tokens["access_token"].as_str().unwrap();
+    let refresh = tokens["refresh_token"].as_str().unwrap();
+    app.upstream
+        .set_token_behavior(TokenBehavior::DelayThenServerError(Duration::from_millis(600)));
+    let revoke_meanwhile = async {
+        until_the_upstream_refresh_is_in_flight(&app).await;
+        assert_eq!(
+            revoke(&app, &client, refresh, Some("refresh_token")).await.status,
+            StatusCode::OK
+        );
+    };
+    let (refreshed, ()) = futures_util::future::join(app.refresh(&client, refresh), revoke_meanwhile).await;
+    assert_eq!(refreshed.status, StatusCode::SERVICE_UNAVAILABLE, "{}", refreshed.body);
+    app.upstream.set_token_behavior(TokenBehavior::Normal);
+    assert_eq!(
+        app.mcp_post(Some(access), ping()).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(app.refresh(&client, refresh).await.json()["error"], "invalid_grant");
+    app.stop().await;
+    backend.stop().await;
 }

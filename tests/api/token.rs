@@ -6,8 +6,13 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde_json::json;
 
+use std::rc::Rc;
+use std::time::Duration;
+
+use crate::backend_double::BackendDouble;
 use crate::helpers::{jwt_payload, Pkce, TestApp, TestClient};
-use crate::mock_upstream::MockUpstreamConfig;
+use crate::mock_upstream::{MockUpstream, MockUpstreamConfig, TokenBehavior};
+use crate::redis_server::RedisServer;
 
 #[actix_web::test]
 async fn a_wrong_or_missing_client_secret_is_invalid_client_401() {
@@ -467,5 +472,180 @@ async fn a_form_content_type_in_any_case_and_with_a_charset_is_a_form() {
         "{}",
         String::from_utf8_lossy(&answer)
     );
+    app.stop().await;
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A refresh at `/token` refreshes upstream too; a guarded request with an
+/// expired upstream access token does as well. At once, they must spend the
+/// upstream refresh token once: an upstream that rotates refresh tokens
+/// refuses the second use (and some end the whole session on reuse).
+#[actix_web::test]
+async fn a_token_refresh_and_a_guarded_request_at_once_spend_the_upstream_refresh_token_once() {
+    let backend = BackendDouble::start().await;
+    let upstream = MockUpstreamConfig {
+        access_token_expires_in: Some(1),
+        ..Default::default()
+    };
+    let app = TestApp::spawn_with(&[("OAUTH_PROXY_MCP_UPSTREAM_URL", backend.url.as_str())], upstream).await;
+    let client = app.register_public().await;
+    let (access, refresh) = tokens_for(&app, &client).await;
+    let upstream_refresh = app.upstream.issued_refresh_tokens()[0].clone();
+    app.upstream.set_access_token_expires_in(Some(3600));
+    // Slow enough that both are at the upstream together.
+    app.upstream
+        .set_token_behavior(TokenBehavior::Delay(Duration::from_millis(400)));
+    let ping = json!({"jsonrpc": "2.0", "id": 1, "method": "ping"});
+    let (refreshed, guarded) =
+        futures_util::future::join(app.refresh(&client, &refresh), app.mcp_post(Some(&access), ping)).await;
+    assert_eq!(refreshed.status, StatusCode::OK, "/token: {}", refreshed.body);
+    assert_eq!(guarded.status, StatusCode::OK, "/mcp: {}", guarded.body);
+    assert_eq!(
+        app.upstream.refresh_grant_calls(&upstream_refresh),
+        1,
+        "the upstream refresh token was spent more than once"
+    );
+    app.stop().await;
+    backend.stop().await;
+}
+
+fn borrowed<'a>(settings: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    settings.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+/// Instances sharing a Redis cannot share one refresh in flight: two that
+/// find the upstream access token expired at once both spend the upstream
+/// refresh token, and an upstream that rotates refuses the second. That
+/// instance takes the tokens the first stored instead of failing.
+#[actix_web::test]
+async fn guarded_requests_on_two_instances_needing_one_upstream_refresh_both_succeed() {
+    let redis = RedisServer::start().await;
+    let backend = BackendDouble::start().await;
+    let upstream = Rc::new(
+        MockUpstream::start(MockUpstreamConfig {
+            access_token_expires_in: Some(1),
+            ..Default::default()
+        })
+        .await,
+    );
+    let (storage, mcp) = (redis.url(), backend.url.clone());
+    let settings = |base: Option<&str>| {
+        let mut settings = vec![
+            ("OAUTH_PROXY_STORAGE", storage.clone()),
+            (
+                "OAUTH_PROXY_ENCRYPTION_KEY",
+                "test-encryption-key-test-encryption-key".into(),
+            ),
+            (
+                "OAUTH_PROXY_CONSENT_SIGNING_KEY",
+                "test-consent-key-test-consent-key-01234".into(),
+            ),
+            ("OAUTH_PROXY_MCP_UPSTREAM_URL", mcp.clone()),
+        ];
+        settings.extend(base.map(|base| ("OAUTH_PROXY_BASE_URL", base.to_string())));
+        settings
+    };
+    let a_settings = settings(None);
+    let a = TestApp::spawn_instance(&borrowed(&a_settings), upstream.clone()).await;
+    let b_settings = settings(Some(&a.address));
+    let b = TestApp::spawn_instance(&borrowed(&b_settings), upstream.clone()).await;
+    let client = a.register_public().await;
+    let (access, _) = tokens_for(&a, &client).await;
+    let upstream_refresh = upstream.issued_refresh_tokens()[0].clone();
+    upstream.set_access_token_expires_in(Some(3600));
+    upstream.set_token_behavior(TokenBehavior::Delay(Duration::from_millis(300)));
+    let ping = || json!({"jsonrpc": "2.0", "id": 1, "method": "ping"});
+    let (on_a, on_b) =
+        futures_util::future::join(a.mcp_post(Some(&access), ping()), b.mcp_post(Some(&access), ping())).await;
+    assert_eq!(on_a.status, StatusCode::OK, "instance A: {}", on_a.body);
+    assert_eq!(on_b.status, StatusCode::OK, "instance B: {}", on_b.body);
+    assert!(
+        upstream.refresh_grant_calls(&upstream_refresh) <= 2,
+        "at most once per instance"
+    );
+    a.stop().await;
+    b.stop().await;
+    backend.stop().await;
+}
+
+/// `OAUTH_PROXY_GRANT_MAX_LIFETIME` bounds a grant from its sign-in: refreshes
+/// well inside the refresh token's lifetime work until then, never after,
+/// and no token issued from the grant expires later than its end.
+#[actix_web::test]
+async fn a_grant_ends_at_its_max_lifetime_however_often_it_is_refreshed() {
+    let app = TestApp::spawn_with(
+        &[("OAUTH_PROXY_GRANT_MAX_LIFETIME", "5")],
+        MockUpstreamConfig::default(),
+    )
+    .await;
+    let client = app.register_public().await;
+    let tokens = app.full_flow(&client).await;
+    // The sign-in happened at this second or before: the grant ends by +5.
+    let ends_by = now_secs() + 5;
+    let bounded = |tokens: &serde_json::Value| {
+        for kind in ["access_token", "refresh_token"] {
+            let exp = jwt_payload(tokens[kind].as_str().unwrap())["exp"].as_u64().unwrap();
+            assert!(
+                exp <= ends_by,
+                "the {kind} expires at {exp}, after the grant's end {ends_by}"
+            );
+        }
+        assert!(tokens["expires_in"].as_u64().unwrap() <= 5);
+    };
+    bounded(&tokens);
+    let mut refresh = tokens["refresh_token"].as_str().unwrap().to_string();
+    for _ in 0..2 {
+        actix_rt::time::sleep(Duration::from_millis(800)).await;
+        let answer = app.refresh(&client, &refresh).await;
+        assert_eq!(answer.status, StatusCode::OK, "before the grant's end: {}", answer.body);
+        let tokens = answer.json();
+        bounded(&tokens);
+        refresh = tokens["refresh_token"].as_str().unwrap().to_string();
+    }
+    for _ in 0..80 {
+        if now_secs() > ends_by {
+            break;
+        }
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    let answer = app.refresh(&client, &refresh).await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.body);
+    assert_eq!(answer.json()["error"], "invalid_grant");
+    app.stop().await;
+}
+
+/// In pass-through mode the client holds the upstream's tokens, whose
+/// lifetimes the proxy does not set: the grant's end is enforced at refresh.
+#[actix_web::test]
+async fn a_pass_through_grant_cannot_be_refreshed_after_its_max_lifetime() {
+    let app = TestApp::spawn_with(
+        &[
+            ("OAUTH_PROXY_GRANT_MAX_LIFETIME", "3"),
+            ("OAUTH_PROXY_ENABLE_TOKEN_SWAP", "false"),
+        ],
+        MockUpstreamConfig::default(),
+    )
+    .await;
+    let client = app.register_public().await;
+    let tokens = app.full_flow(&client).await;
+    let ends_by = now_secs() + 3;
+    let answer = app.refresh(&client, tokens["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(answer.status, StatusCode::OK, "before the grant's end: {}", answer.body);
+    let refresh = answer.json()["refresh_token"].as_str().unwrap().to_string();
+    for _ in 0..60 {
+        if now_secs() > ends_by {
+            break;
+        }
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    let answer = app.refresh(&client, &refresh).await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.body);
+    assert_eq!(answer.json()["error"], "invalid_grant");
     app.stop().await;
 }
