@@ -319,6 +319,8 @@ struct Inner {
     primary_thread: std::thread::ThreadId,
     prototypes: ActorPrototypes,
     refresher: Addr<UpstreamRefresher>,
+    /// Closed by [`OAuthProxy::shutdown`].
+    backend: Backend,
 }
 
 /// The OAuth proxy: cheap to clone, shared by every worker.
@@ -432,6 +434,7 @@ impl OAuthProxy {
                 primary_thread: std::thread::current().id(),
                 prototypes,
                 refresher,
+                backend,
             }),
         })
     }
@@ -1365,7 +1368,11 @@ impl OAuthProxy {
         self.token_response(&grant, &pair)
     }
 
-    /// Stops the actors and their expiry timers (the original `destroy`).
+    /// Stops the actors and their expiry timers and closes the store (the
+    /// original `destroy`). A directory store is released before this
+    /// returns (its writes committed, its threads joined, its lock gone), so
+    /// another proxy may open the directory at once, even while handles to
+    /// this one remain; they answer with storage errors from then on.
     pub async fn shutdown(&self) {
         let actors = &self.inner.primary;
         let _ = actors.clients.send(Shutdown).await;
@@ -1373,6 +1380,7 @@ impl OAuthProxy {
         let _ = actors.codes.send(Shutdown).await;
         let _ = actors.vault.send(Shutdown).await;
         let _ = self.inner.refresher.send(Shutdown).await;
+        self.inner.backend.close();
     }
 }
 
