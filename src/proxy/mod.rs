@@ -145,6 +145,10 @@ pub struct TokenResponse {
     pub refresh_token: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id_token: Option<String>,
+    /// Left out when empty: RFC 6749 §3.3 makes a scope token at least one
+    /// character, so `"scope": ""` reads as one empty scope granted (rmcp
+    /// then refuses to refresh), not as none.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub scope: String,
 }
 
