@@ -17,7 +17,6 @@ pub fn authorization_server(config: &Config, has_jwks: bool) -> Value {
         "grant_types_supported": ["authorization_code", "refresh_token"],
         "code_challenge_methods_supported": ["S256"],
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
-        "scopes_supported": config.scopes,
         "service_documentation": "https://modelcontextprotocol.io/specification/draft/basic/authorization",
         // RFC 9207: every authorization response carries `iss`.
         "authorization_response_iss_parameter_supported": true,
@@ -29,18 +28,29 @@ pub fn authorization_server(config: &Config, has_jwks: bool) -> Value {
     if has_jwks {
         document["jwks_uri"] = config.url_for("/jwks.json").into();
     }
+    with_scopes(document, &config.scopes)
+}
+
+/// `scopes_supported` only when there are scopes: an empty list would say
+/// that no scope may be asked for (RFC 8414 §2, RFC 9728 §2 make the member
+/// optional), and the Python MCP SDK turns it into a registration with
+/// `"scope": ""`.
+fn with_scopes(mut document: Value, scopes: &[String]) -> Value {
+    if !scopes.is_empty() {
+        document["scopes_supported"] = scopes.into();
+    }
     document
 }
 
 /// RFC 9728 §2 metadata for the guarded MCP endpoint.
 pub fn protected_resource(config: &Config) -> Value {
-    json!({
+    let document = json!({
         "resource": config.resource(),
         "authorization_servers": [config.issuer],
-        "scopes_supported": config.scopes,
         "bearer_methods_supported": ["header"],
         "resource_name": "MCP server",
-    })
+    });
+    with_scopes(document, &config.scopes)
 }
 
 /// The absolute URL of the RFC 9728 document for the MCP endpoint (the

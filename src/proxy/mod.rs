@@ -146,6 +146,10 @@ pub struct TokenResponse {
     pub refresh_token: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id_token: Option<String>,
+    /// Left out when empty: RFC 6749 §3.3 makes a scope token at least one
+    /// character, so `"scope": ""` reads as one empty scope granted (rmcp
+    /// then refuses to refresh), not as none.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub scope: String,
 }
 
@@ -326,6 +330,8 @@ struct Inner {
     refresher: Addr<UpstreamRefresher>,
     /// `/authorize` requests per client address (`None`: no limit).
     authorize_limit: Option<crate::rate_limit::KeyedLimit>,
+    /// Closed by [`OAuthProxy::shutdown`].
+    backend: Backend,
 }
 
 /// The OAuth proxy: cheap to clone, shared by every worker.
@@ -443,6 +449,7 @@ impl OAuthProxy {
                 prototypes,
                 refresher,
                 authorize_limit,
+                backend,
             }),
         })
     }
@@ -1406,7 +1413,11 @@ impl OAuthProxy {
             .map_err(|e| RefreshFailed::Unavailable(Failure::transient(e.to_string())))?
     }
 
-    /// Stops the actors and their expiry timers (the original `destroy`).
+    /// Stops the actors and their expiry timers and closes the store (the
+    /// original `destroy`). A directory store is released before this
+    /// returns (its writes committed, its threads joined, its lock gone), so
+    /// another proxy may open the directory at once, even while handles to
+    /// this one remain; they answer with storage errors from then on.
     pub async fn shutdown(&self) {
         let actors = &self.inner.primary;
         let _ = actors.clients.send(Shutdown).await;
@@ -1414,6 +1425,7 @@ impl OAuthProxy {
         let _ = actors.codes.send(Shutdown).await;
         let _ = actors.vault.send(Shutdown).await;
         let _ = self.inner.refresher.send(Shutdown).await;
+        self.inner.backend.close();
     }
 }
 

@@ -85,7 +85,9 @@ impl OAuthProxy {
                 return Err(BearerRefused::Invalid("the token has expired".into()));
             }
             if grant.ends_at(self.inner.config.lifetimes.grant_max) <= now_secs() {
-                return Err(BearerRefused::Invalid("the grant has reached its maximum lifetime".into()));
+                return Err(BearerRefused::Invalid(
+                    "the grant has reached its maximum lifetime".into(),
+                ));
             }
             return Ok(AccessGrant {
                 found: Rc::new((grant_id, grant)),

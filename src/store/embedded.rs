@@ -17,11 +17,18 @@
 //! commit), so many concurrent requests share one fsync. Being the only
 //! writer, it makes take and compare-and-swap atomic. Reads run on the
 //! caller's thread and never wait for the writer.
+//!
+//! [`Database::close`] (the proxy's shutdown) releases the directory before
+//! it returns: the writer finishes what is queued and is joined, every
+//! table lets go of its keyspace, and the last database handle is dropped,
+//! which stops and joins fjall's own threads and unlocks the directory, so
+//! another store can open it at once in the same process.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fjall::{Keyspace, KeyspaceCreateOptions, OwnedWriteBatch, PersistMode};
@@ -68,6 +75,16 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(format!("embedded store: {e}"))
 }
 
+fn closed() -> StoreError {
+    unavailable("the store is closed (the proxy was shut down)")
+}
+
+/// A lock whose holder cannot leave what it guards half changed (a take or
+/// a push of one value), so a panic elsewhere does not make it unusable.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 enum Op {
     Put {
         key: String,
@@ -107,12 +124,22 @@ struct Write {
     reply: oneshot::Sender<Result<Outcome, StoreError>>,
 }
 
-/// The database: a handle for reads and the queue of the writer thread.
+/// The database: the queue of the writer thread, and what
+/// [`Database::close`] releases.
 #[derive(Clone)]
 pub struct Database {
-    db: fjall::Database,
     writes: QueueSender<Write>,
     path: PathBuf,
+    open: Arc<Open>,
+}
+
+/// What holds the directory's lock while the store is open: each of these
+/// (and every table's keyspace) keeps fjall's lock file locked.
+struct Open {
+    /// `None` once closed.
+    db: Mutex<Option<fjall::Database>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    tables: Mutex<Vec<Arc<TableState>>>,
 }
 
 impl Database {
@@ -137,14 +164,51 @@ impl Database {
             .open()
             .map_err(|e| unavailable(format!("cannot open {}: {e}", path.display())))?;
         let (writes, queue) = write_queue::channel::<Write>();
-        std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name("store-writer".into())
             .spawn({
                 let db = db.clone();
                 move || writer(db, queue)
             })
             .map_err(unavailable)?;
-        Ok(Database { db, writes, path })
+        Ok(Database {
+            writes,
+            path,
+            open: Arc::new(Open {
+                db: Mutex::new(Some(db)),
+                writer: Mutex::new(Some(writer)),
+                tables: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+
+    /// Closes the store and releases its directory before returning: later
+    /// writes and reads through any of its tables fail (`Unavailable`), the
+    /// writes already queued are committed, the writer thread is joined,
+    /// every table drops its keyspace, and the last fjall handle goes, which
+    /// stops and joins fjall's background threads and unlocks the directory.
+    /// Without this, the lock lasts as long as the last table handle (the
+    /// actors, each worker thread's replicas) and the writer thread, which
+    /// ends on its own time. Blocks while queued writes commit. Idempotent.
+    pub fn close(&self) {
+        self.writes.close();
+        if let Some(writer) = lock(&self.open.writer).take() {
+            if writer.join().is_err() {
+                log::error!("the embedded store's writer thread panicked");
+            }
+        }
+        for table in lock(&self.open.tables).drain(..) {
+            // Waits for reads in progress on this table.
+            let keyspace = table
+                .keyspace
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .take();
+            drop(keyspace);
+        }
+        // The last handle: fjall's drop stops its workers and unlocks.
+        let db = lock(&self.open.db).take();
+        drop(db);
     }
 
     pub fn path(&self) -> &Path {
@@ -157,8 +221,9 @@ impl Database {
     /// replaces (a lookup through the memtables and every table file's
     /// filter, about 6% of the proxy's core in full flows at c=16).
     pub fn table(&self, name: &'static str, counting: Counting) -> Result<EmbeddedTable, StoreError> {
-        let keyspace = self
-            .db
+        let keyspace = lock(&self.open.db)
+            .as_ref()
+            .ok_or_else(closed)?
             .keyspace(name, || {
                 KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES)
             })
@@ -167,12 +232,15 @@ impl Database {
             Counting::Kept => Some(AtomicUsize::new(keyspace.len().map_err(unavailable)?)),
             Counting::OnRequest => None,
         };
+        let state = Arc::new(TableState {
+            id: keyspace.id(),
+            keyspace: RwLock::new(Some(keyspace)),
+            count,
+            generation: AtomicU64::new(0),
+        });
+        lock(&self.open.tables).push(state.clone());
         Ok(EmbeddedTable {
-            state: Arc::new(TableState {
-                keyspace,
-                count,
-                generation: AtomicU64::new(0),
-            }),
+            state,
             writes: self.writes.clone(),
         })
     }
@@ -260,22 +328,32 @@ struct Group {
 impl Group {
     /// One record as this group sees it: its own earlier writes, else the store.
     fn current(&self, table: &TableState, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        match self.pending.get(&(table.keyspace.id(), key.to_string())) {
+        match self.pending.get(&(table.id, key.to_string())) {
             Some(value) => Ok(value.clone()),
-            None => Ok(table.keyspace.get(key).map_err(unavailable)?.map(|v| v.to_vec())),
+            None => table.with_keyspace(|keyspace| Ok(keyspace.get(key).map_err(unavailable)?.map(|v| v.to_vec()))),
         }
     }
 
     /// Writes (or removes, `None`) a record whose presence before the write
     /// the caller already knows (it has just read it).
-    fn set(&mut self, table: &Arc<TableState>, key: &str, existed: bool, value: Option<Vec<u8>>) {
-        match &value {
-            Some(stored) => self.commit.insert(&table.keyspace, key, stored.as_slice()),
-            None => self.commit.remove(&table.keyspace, key),
-        }
+    fn set(
+        &mut self,
+        table: &Arc<TableState>,
+        key: &str,
+        existed: bool,
+        value: Option<Vec<u8>>,
+    ) -> Result<(), StoreError> {
+        table.with_keyspace(|keyspace| {
+            match &value {
+                Some(stored) => self.commit.insert(keyspace, key, stored.as_slice()),
+                None => self.commit.remove(keyspace, key),
+            }
+            Ok(())
+        })?;
         let delta = value.is_some() as isize - existed as isize;
-        self.pending.insert((table.keyspace.id(), key.to_string()), value);
+        self.pending.insert((table.id, key.to_string()), value);
         self.counted.push((table.clone(), delta));
+        Ok(())
     }
 
     /// Commits (and syncs) the group, then updates the tables' counts and
@@ -300,20 +378,20 @@ impl Group {
             Op::Put { key, stored } => {
                 // Only a kept count needs to know whether this replaces a record.
                 let existed = table.count.is_some() && self.current(table, key)?.is_some();
-                self.set(table, key, existed, Some(stored.clone()));
+                self.set(table, key, existed, Some(stored.clone()))?;
                 Outcome::Done
             }
             Op::Take { key } => {
                 let value = self.current(table, key)?;
                 if value.is_some() {
-                    self.set(table, key, true, None);
+                    self.set(table, key, true, None)?;
                 }
                 Outcome::Value(value.and_then(|v| decode(&v, now)))
             }
             Op::Delete { key } => {
                 let existed = self.current(table, key)?.is_some();
                 if existed {
-                    self.set(table, key, true, None);
+                    self.set(table, key, true, None)?;
                 }
                 Outcome::Flag(existed)
             }
@@ -323,30 +401,34 @@ impl Group {
                 if &stored.and_then(|v| decode(&v, now)) != expected {
                     Outcome::Flag(false)
                 } else {
-                    self.set(table, key, existed, new.clone());
+                    self.set(table, key, existed, new.clone())?;
                     Outcome::Flag(true)
                 }
             }
             Op::Touch { key, ttl } => match self.current(table, key)? {
                 Some(stored) if decode(&stored, now).is_some() => {
                     let extended = encode(&stored[8..], *ttl);
-                    self.set(table, key, true, Some(extended));
+                    self.set(table, key, true, Some(extended))?;
                     Outcome::Flag(true)
                 }
                 _ => Outcome::Flag(false),
             },
             Op::Purge => {
-                let mut expired = Vec::new();
-                for entry in table.keyspace.iter() {
-                    let (key, value) = entry.into_inner().map_err(unavailable)?;
-                    let key = String::from_utf8_lossy(&key).into_owned();
-                    let rewritten = self.pending.contains_key(&(table.keyspace.id(), key.clone()));
-                    if !rewritten && decode(&value, now).is_none() {
-                        expired.push(key);
+                let pending = &self.pending;
+                let expired = table.with_keyspace(|keyspace| {
+                    let mut expired = Vec::new();
+                    for entry in keyspace.iter() {
+                        let (key, value) = entry.into_inner().map_err(unavailable)?;
+                        let key = String::from_utf8_lossy(&key).into_owned();
+                        let rewritten = pending.contains_key(&(table.id, key.clone()));
+                        if !rewritten && decode(&value, now).is_none() {
+                            expired.push(key);
+                        }
                     }
-                }
+                    Ok(expired)
+                })?;
                 for key in &expired {
-                    self.set(table, key, true, None);
+                    self.set(table, key, true, None)?;
                 }
                 Outcome::Count(expired.len())
             }
@@ -364,11 +446,24 @@ pub struct EmbeddedTable {
 /// What the writer needs of a table: each write carries it (one reference
 /// count, not a handle on the queue).
 struct TableState {
-    keyspace: Keyspace,
+    /// The keyspace's id, kept for after it is closed.
+    id: u64,
+    /// `None` once the database is closed ([`Database::close`] takes it: a
+    /// keyspace handle keeps the directory locked). An uncontended read
+    /// lock; only the close writes.
+    keyspace: RwLock<Option<Keyspace>>,
     /// `None`: counted on request (see [`Database::table`]).
     count: Option<AtomicUsize>,
     /// Bumped after each commit that wrote to this table.
     generation: AtomicU64,
+}
+
+impl TableState {
+    /// Runs `read` on the keyspace, unless the database is closed.
+    fn with_keyspace<R>(&self, read: impl FnOnce(&Keyspace) -> Result<R, StoreError>) -> Result<R, StoreError> {
+        let keyspace = self.keyspace.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        read(keyspace.as_ref().ok_or_else(closed)?)
+    }
 }
 
 impl EmbeddedTable {
@@ -389,7 +484,7 @@ impl EmbeddedTable {
             .is_ok();
         async move {
             if !queued {
-                return Err(unavailable("the writer thread stopped"));
+                return Err(unavailable("the writer thread stopped (or the store was closed)"));
             }
             answer.await.map_err(|_| unavailable("the writer thread stopped"))?
         }
@@ -400,12 +495,14 @@ impl EmbeddedTable {
     /// Counts the live records by reading them all (see [`Counting::OnRequest`]).
     fn live_records(&self) -> Result<usize, StoreError> {
         let now = now_millis();
-        let mut live = 0;
-        for entry in self.state.keyspace.iter() {
-            let (_, value) = entry.into_inner().map_err(unavailable)?;
-            live += decode(&value, now).is_some() as usize;
-        }
-        Ok(live)
+        self.state.with_keyspace(|keyspace| {
+            let mut live = 0;
+            for entry in keyspace.iter() {
+                let (_, value) = entry.into_inner().map_err(unavailable)?;
+                live += decode(&value, now).is_some() as usize;
+            }
+            Ok(live)
+        })
     }
 
     /// A compare-and-swap; `early`: see [`Table::compare_and_swap_before_write`].
@@ -448,12 +545,12 @@ impl Table for EmbeddedTable {
 
     fn get(&self, key: &str) -> StoreFuture<Option<Vec<u8>>> {
         let now = now_millis();
-        let result = self
-            .state
-            .keyspace
-            .get(key)
-            .map(|stored| stored.and_then(|v| decode(&v, now)))
-            .map_err(unavailable);
+        let result = self.state.with_keyspace(|keyspace| {
+            keyspace
+                .get(key)
+                .map(|stored| stored.and_then(|v| decode(&v, now)))
+                .map_err(unavailable)
+        });
         StoreFuture::ready(result)
     }
 
@@ -524,21 +621,23 @@ impl Table for EmbeddedTable {
 
     fn soonest_expiring(&self, limit: usize) -> StoreFuture<Vec<String>> {
         let now = now_millis();
-        let mut live: Vec<(u64, String)> = Vec::new();
-        for entry in self.state.keyspace.iter() {
-            let (key, value) = match entry.into_inner() {
-                Ok(pair) => pair,
-                Err(e) => return StoreFuture::ready(Err(unavailable(e))),
-            };
-            let Some(expires) = value.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes) else {
-                continue;
-            };
-            if expires > now {
-                live.push((expires, String::from_utf8_lossy(&key).into_owned()));
+        let live = self.state.with_keyspace(|keyspace| {
+            let mut live: Vec<(u64, String)> = Vec::new();
+            for entry in keyspace.iter() {
+                let (key, value) = entry.into_inner().map_err(unavailable)?;
+                let Some(expires) = value.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes) else {
+                    continue;
+                };
+                if expires > now {
+                    live.push((expires, String::from_utf8_lossy(&key).into_owned()));
+                }
             }
-        }
-        live.sort_unstable();
-        StoreFuture::ready(Ok(live.into_iter().take(limit).map(|(_, key)| key).collect()))
+            Ok(live)
+        });
+        StoreFuture::ready(live.map(|mut live| {
+            live.sort_unstable();
+            live.into_iter().take(limit).map(|(_, key)| key).collect()
+        }))
     }
 }
 
@@ -566,6 +665,15 @@ mod tests {
             self.table_counted(name, Counting::Kept)
         }
 
+        /// Closes the database (as the proxy's shutdown does) and opens
+        /// the directory again at once.
+        fn reopen(&mut self) {
+            if let Some(db) = self.db.take() {
+                db.close();
+            }
+            self.db = Some(Database::open(&self.dir).unwrap());
+        }
+
         fn table_counted(&self, name: &'static str, counting: Counting) -> EmbeddedTable {
             self.db.as_ref().unwrap().table(name, counting).unwrap()
         }
@@ -573,7 +681,9 @@ mod tests {
 
     impl Drop for TempStore {
         fn drop(&mut self) {
-            self.db.take();
+            if let Some(db) = self.db.take() {
+                db.close();
+            }
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
@@ -605,6 +715,29 @@ mod tests {
         assert!(table.delete("b").await.unwrap());
         assert!(!table.delete("b").await.unwrap());
         assert_eq!(table.count().await.unwrap(), 0);
+    }
+
+    #[actix_rt::test]
+    async fn a_closed_database_unlocks_its_directory_at_once_even_while_its_tables_are_held() {
+        let mut store = TempStore::open("close");
+        let table = store.table("grant");
+        table.put("g", b"kept".to_vec(), HOUR).await.unwrap();
+        // Queued, not yet committed, when the close begins: committed by it.
+        let queued = table.put("late", b"also kept".to_vec(), HOUR);
+        store.db.take().unwrap().close();
+        queued.await.unwrap();
+        // The handle outlives the close: it answers, but no longer reaches the store.
+        assert!(matches!(table.get("g").await, Err(StoreError::Unavailable(_))));
+        assert!(matches!(
+            table.put("after", b"x".to_vec(), HOUR).await,
+            Err(StoreError::Unavailable(_))
+        ));
+        store.db = Some(Database::open(&store.dir).expect("the directory is unlocked once close returns"));
+        let reopened = store.table("grant");
+        assert_eq!(reopened.get("g").await.unwrap(), Some(b"kept".to_vec()));
+        assert_eq!(reopened.get("late").await.unwrap(), Some(b"also kept".to_vec()));
+        assert_eq!(reopened.get("after").await.unwrap(), None);
+        assert_eq!(reopened.count().await.unwrap(), 2);
     }
 
     #[actix_rt::test]
@@ -667,8 +800,7 @@ mod tests {
         );
         drop(table);
 
-        store.db = None;
-        store.db = Some(Database::open(&store.dir).unwrap());
+        store.reopen();
         let table = store.table_counted("grant", Counting::OnRequest);
         assert_eq!(table.count().await.unwrap(), 3);
         assert_eq!(table.get("a").await.unwrap(), Some(b"replaced".to_vec()));
@@ -744,8 +876,7 @@ mod tests {
             .sum();
         assert!(flushed_tables >= 2, "the memtable was flushed to disk tables");
 
-        store.db = None;
-        store.db = Some(Database::open(&store.dir).unwrap());
+        store.reopen();
         let table = store.table("grant");
         assert_eq!(table.count().await.unwrap(), written - 1);
         assert_eq!(table.get("g0").await.unwrap(), None, "the take outlived the reopen");
@@ -801,8 +932,7 @@ mod tests {
         table.put("code", b"c".to_vec(), HOUR).await.unwrap();
         drop(table);
 
-        store.db = None;
-        store.db = Some(Database::open(&store.dir).unwrap());
+        store.reopen();
         let table = store.table("transaction");
         assert_eq!(table.get("t").await.unwrap(), None);
         assert_eq!(table.get("code").await.unwrap(), Some(b"c".to_vec()));
@@ -845,8 +975,7 @@ mod tests {
         table.put("grant", b"g".to_vec(), HOUR).await.unwrap();
         drop(table);
 
-        store.db = None;
-        store.db = Some(Database::open(&store.dir).unwrap());
+        store.reopen();
         let table = store.table("code");
         assert_eq!(
             table.get("c").await.unwrap(),

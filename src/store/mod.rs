@@ -168,6 +168,16 @@ impl Backend {
         }
     }
 
+    /// Releases what the backend holds open, before returning: the
+    /// directory store is closed and its directory unlocked (see
+    /// [`embedded::Database::close`]); memory and Redis hold nothing that
+    /// outlives their tables. Tables opened from it fail afterwards.
+    pub fn close(&self) {
+        if let Backend::Embedded(db) = self {
+            db.close();
+        }
+    }
+
     /// A table whose reads callers remember (see [`Table::generation`]):
     /// with Redis, it follows Redis's invalidations of its keys.
     pub fn remembered_table(&self, name: &'static str, counting: Counting) -> Result<Arc<dyn Table>, StoreError> {

@@ -17,6 +17,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 struct State<T> {
     queued: VecDeque<T>,
     senders: usize,
+    /// Set by [`QueueSender::close`]: no more sends; the receiver ends once
+    /// it has taken what was queued.
+    closed: bool,
     receiver_gone: bool,
     /// The receiver sleeps and must be woken by the next send.
     receiver_waiting: bool,
@@ -40,6 +43,7 @@ pub(crate) fn channel<T>() -> (QueueSender<T>, QueueReceiver<T>) {
         state: Mutex::new(State {
             queued: VecDeque::new(),
             senders: 1,
+            closed: false,
             receiver_gone: false,
             receiver_waiting: false,
         }),
@@ -51,10 +55,11 @@ pub(crate) fn channel<T>() -> (QueueSender<T>, QueueReceiver<T>) {
 pub(crate) struct QueueSender<T>(Arc<Shared<T>>);
 
 impl<T> QueueSender<T> {
-    /// Queues `item`; gives it back if the receiver is gone.
+    /// Queues `item`; gives it back if the receiver is gone or the queue
+    /// is closed.
     pub(crate) fn send(&self, item: T) -> Result<(), T> {
         let mut state = self.0.lock();
-        if state.receiver_gone {
+        if state.receiver_gone || state.closed {
             return Err(item);
         }
         state.queued.push_back(item);
@@ -64,6 +69,18 @@ impl<T> QueueSender<T> {
             self.0.ready.notify_one();
         }
         Ok(())
+    }
+}
+
+impl<T> QueueSender<T> {
+    /// Refuses every later send (from any sender) and lets the receiver end
+    /// once it has taken what is queued, even while senders remain: how the
+    /// store stops its writer at shutdown, when tables may still be held.
+    pub(crate) fn close(&self) {
+        let mut state = self.0.lock();
+        state.closed = true;
+        drop(state);
+        self.0.ready.notify_one();
     }
 }
 
@@ -90,12 +107,12 @@ pub(crate) struct QueueReceiver<T>(Arc<Shared<T>>);
 
 impl<T> QueueReceiver<T> {
     /// Waits for at least one item, then moves up to `max` of them, oldest
-    /// first, into `into`. False once every sender is gone and nothing is
-    /// left.
+    /// first, into `into`. False once every sender is gone, or the queue is
+    /// closed, and nothing is left.
     pub(crate) fn recv_many(&self, into: &mut Vec<T>, max: usize) -> bool {
         let mut state = self.0.lock();
         while state.queued.is_empty() {
-            if state.senders == 0 {
+            if state.senders == 0 || state.closed {
                 return false;
             }
             state.receiver_waiting = true;
@@ -174,6 +191,24 @@ mod tests {
         drop(other);
         let (got, _) = waiting.join().unwrap();
         assert_eq!(got, vec![1, 2]);
+    }
+
+    #[test]
+    fn a_closed_queue_refuses_sends_and_its_receiver_ends_after_what_was_queued() {
+        let (sender, receiver) = channel();
+        let other = sender.clone();
+        sender.send(1).unwrap();
+        let waiting = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            while receiver.recv_many(&mut got, 10) {}
+            got
+        });
+        other.send(2).unwrap();
+        sender.close();
+        assert_eq!(other.send(3), Err(3), "no send after close, from any sender");
+        // Both senders are still alive: the receiver ends because of the close.
+        assert_eq!(waiting.join().unwrap(), vec![1, 2]);
+        drop((sender, other));
     }
 
     #[test]

@@ -125,3 +125,29 @@ async fn a_method_an_endpoint_does_not_take_gets_405_naming_the_ones_it_does() {
     assert_eq!(preflight.status(), StatusCode::NO_CONTENT);
     app.stop().await;
 }
+
+#[actix_web::test]
+async fn metadata_leaves_scopes_supported_out_when_no_scope_is_configured() {
+    // An empty `scopes_supported` reads as "no scope may be asked for"; the
+    // Python SDK turns it into a registration with `"scope": ""`.
+    let app = TestApp::spawn_with(
+        &[("OAUTH_PROXY_UPSTREAM_SCOPES", "")],
+        crate::mock_upstream::MockUpstreamConfig::default(),
+    )
+    .await;
+    for path in [
+        "/.well-known/oauth-authorization-server",
+        "/.well-known/oauth-protected-resource",
+        "/.well-known/oauth-protected-resource/mcp",
+    ] {
+        let answer = app.get(path).await;
+        assert_eq!(answer.status, StatusCode::OK, "{path}");
+        let doc = answer.json();
+        assert!(
+            doc.get("issuer").is_some() || doc.get("resource").is_some(),
+            "{path}: {doc}"
+        );
+        assert!(doc.get("scopes_supported").is_none(), "{path}: {doc}");
+    }
+    app.stop().await;
+}

@@ -39,7 +39,7 @@ impl RedisServer {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("redis-server is installed (.ci/run installs the redis-server package)");
+            .expect("redis-server is installed (scripts/test.sh installs the redis-server package)");
         self.child = Some(child);
         let started = Instant::now();
         loop {

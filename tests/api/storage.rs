@@ -638,3 +638,30 @@ async fn a_grant_lost_with_a_redis_restart_is_not_served_from_memory() {
     }
     pair.stop().await;
 }
+
+#[actix_web::test]
+async fn a_directory_store_proxy_shut_down_can_start_again_at_once_on_its_directory_in_one_process() {
+    // A library user stops the server, shuts the proxy down and starts a
+    // new one on the same directory straight away, while a handle to the old
+    // one is still around (the proxy is a cheap clone kept in app state and
+    // by every worker; here, `old`): shutdown must have released the
+    // directory (fjall's lock) before it returned, whoever still holds a
+    // handle or however long the store's threads take to end.
+    let upstream = Rc::new(MockUpstream::start(MockUpstreamConfig::default()).await);
+    let dir = temp_dir("restart-in-process");
+    let storage = dir.display().to_string();
+    let settings = [("OAUTH_PROXY_STORAGE", storage.as_str())];
+    let first = TestApp::spawn_instance(&settings, upstream.clone()).await;
+    let old = first.proxy.clone();
+    let client = first.register_confidential().await;
+    assert!(first.full_flow(&client).await["access_token"].is_string());
+    first.stop().await;
+
+    let second = TestApp::spawn_instance(&settings, upstream.clone()).await;
+    // The same store: the client registered with the first instance signs in.
+    let tokens = second.full_flow(&client).await;
+    assert!(tokens["access_token"].is_string(), "{tokens}");
+    second.stop().await;
+    drop(old);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -649,3 +649,29 @@ async fn a_pass_through_grant_cannot_be_refreshed_after_its_max_lifetime() {
     assert_eq!(answer.json()["error"], "invalid_grant");
     app.stop().await;
 }
+
+#[actix_web::test]
+async fn a_token_response_leaves_scope_out_when_the_grant_has_none_in_swap_and_pass_through_mode() {
+    // RFC 6749 §3.3: a scope token is at least one character, so `"scope": ""`
+    // is one empty scope (rmcp then refuses to refresh); none is said by
+    // leaving the member out.
+    for swap in ["true", "false"] {
+        let app = TestApp::spawn_with(
+            &[
+                ("OAUTH_PROXY_UPSTREAM_SCOPES", ""),
+                ("OAUTH_PROXY_ENABLE_TOKEN_SWAP", swap),
+            ],
+            MockUpstreamConfig::default(),
+        )
+        .await;
+        let client = app.register_confidential().await;
+        let tokens = app.full_flow(&client).await;
+        assert!(tokens["access_token"].is_string(), "swap={swap}: {tokens}");
+        assert!(tokens.get("scope").is_none(), "swap={swap}: code exchange: {tokens}");
+        let refreshed = app.refresh(&client, tokens["refresh_token"].as_str().unwrap()).await;
+        assert_eq!(refreshed.status, StatusCode::OK, "swap={swap}: {}", refreshed.body);
+        let refreshed = refreshed.json();
+        assert!(refreshed.get("scope").is_none(), "swap={swap}: refresh: {refreshed}");
+        app.stop().await;
+    }
+}

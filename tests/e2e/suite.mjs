@@ -4,6 +4,10 @@
 //            │                       │
 //            └── chromium ──────────▶└──▶ oidc-provider (upstream OAuth/OIDC server)
 //
+// Both SDK generations: 1.x (`@modelcontextprotocol/sdk`, scenarios 1-6) and
+// 2.x (`@modelcontextprotocol/client` / `server`, protocol 2026-07-28,
+// scenario 7, behind a third proxy).
+//
 // Prints `PASS <scenario>` / `FAIL <scenario>: <reason>` for each scenario and
 // a closing `e2e: N passed, N failed` line; exits 1 on any FAIL.
 //
@@ -21,7 +25,9 @@ import { SignJWT, decodeJwt, decodeProtectedHeader } from 'jose';
 
 import { ACCOUNT, startUpstream } from './upstream.mjs';
 import { startMcpServer } from './mcp-server.mjs';
+import { PARAM_HEADER, startMcpServerV2 } from './mcp-server-v2.mjs';
 import { InMemoryOAuthProvider, McpSession, startCallbackListener } from './client.mjs';
+import { InMemoryOAuthProviderV2, McpSessionV2, PROTOCOL_VERSION } from './client-v2.mjs';
 import { CHROMIUM, authorizeInBrowser, launchBrowser, newContext } from './browser.mjs';
 import { freePort, killAllProxies, startProxy } from './proxy.mjs';
 
@@ -174,12 +180,13 @@ async function setUp() {
     expect(existsSync(CHROMIUM), `browser not found at ${CHROMIUM} (apt-get install -y chromium)`);
 
     const ports = new Set();
-    while (ports.size < 3) ports.add(await freePort());
-    const [upstreamPort, swapPort, passPort] = [...ports];
+    while (ports.size < 4) ports.add(await freePort());
+    const [upstreamPort, swapPort, passPort, v2Port] = [...ports];
 
     const secrets = {
         basic: randomBytes(24).toString('base64url'),
-        post: randomBytes(24).toString('base64url')
+        post: randomBytes(24).toString('base64url'),
+        v2: randomBytes(24).toString('base64url')
     };
     world.upstream = await startUpstream({
         port: upstreamPort,
@@ -195,10 +202,17 @@ async function setUp() {
                 client_secret: secrets.post,
                 redirect_uri: `http://127.0.0.1:${passPort}/oauth/callback`,
                 auth_method: 'client_secret_post'
+            },
+            {
+                client_id: 'mcp-proxy-v2',
+                client_secret: secrets.v2,
+                redirect_uri: `http://127.0.0.1:${v2Port}/oauth/callback`,
+                auth_method: 'client_secret_basic'
             }
         ]
     });
     world.mcp = await startMcpServer({ userinfoUrl: world.upstream.userinfoUrl });
+    world.mcp2 = await startMcpServerV2({ userinfoUrl: world.upstream.userinfoUrl });
 
     const common = {
         OAUTH_PROXY_STORAGE: 'memory',
@@ -240,11 +254,27 @@ async function setUp() {
             OAUTH_PROXY_UPSTREAM_TOKEN_ENDPOINT_AUTH_METHOD: 'client_secret_post'
         }
     });
+    // Swap mode in front of the 2.x SDK's server.
+    world.v2 = await startProxy({
+        name: 'v2',
+        binary: BINARY,
+        port: v2Port,
+        logDir: ARTIFACTS,
+        env: {
+            ...common,
+            OAUTH_PROXY_MCP_UPSTREAM_URL: world.mcp2.url,
+            OAUTH_PROXY_ENABLE_TOKEN_SWAP: 'true',
+            OAUTH_PROXY_UPSTREAM_CLIENT_ID: 'mcp-proxy-v2',
+            OAUTH_PROXY_UPSTREAM_CLIENT_SECRET: secrets.v2,
+            OAUTH_PROXY_UPSTREAM_TOKEN_ENDPOINT_AUTH_METHOD: 'client_secret_basic'
+        }
+    });
     world.callbacks = await startCallbackListener();
     world.browser = await launchBrowser();
     console.log(
         `setup: upstream ${world.upstream.issuer}, MCP server ${world.mcp.url}, ` +
             `proxy swap ${world.swap.base}, proxy pass-through ${world.pass.base}, ` +
+            `MCP server (SDK 2.x) ${world.mcp2.url} behind proxy ${world.v2.base}, ` +
             `chromium ${world.browser.version()}`
     );
 }
@@ -254,8 +284,10 @@ async function tearDown() {
         () => world.browser?.close(),
         () => world.swap?.stop(),
         () => world.pass?.stop(),
+        () => world.v2?.stop(),
         () => world.callbacks?.close(),
         () => world.mcp?.close(),
+        () => world.mcp2?.close(),
         () => world.upstream?.close()
     ];
     for (const step of steps) {
@@ -790,13 +822,137 @@ async function scenario6() {
     }
 }
 
+async function scenario7() {
+    const proxy = world.v2;
+    const context = await newContext(world.browser);
+    let session;
+    try {
+        // Sign-in: the 2.x SDK's discovery, registration, PKCE and code
+        // exchange (it checks the callback's `iss`, RFC 9207), our consent
+        // page and the upstream's in the browser.
+        const name = 'E2E SDK 2.x Client';
+        const redirectUrl = world.callbacks.redirectUrl('v2');
+        const provider = new InMemoryOAuthProviderV2({ redirectUrl, clientMetadata: clientMetadata(name, redirectUrl) });
+        session = new McpSessionV2({ mcpUrl: proxy.mcpUrl, provider });
+        const authUrl = await session.start();
+        expect(authUrl, 'the 2.x SDK connected without authorization: the proxy did not ask for a token');
+        let consent = null;
+        const flow = await authorizeInBrowser({
+            context,
+            url: authUrl,
+            proxyOrigin: proxy.base,
+            upstreamOrigin: world.upstream.issuer,
+            callbackOrigin: world.callbacks.origin,
+            decision: 'approve',
+            onConsentPage: async page => {
+                consent = await readConsentPage(page);
+            }
+        });
+        checkConsentPage(consent, name, redirectUrl);
+        const params = await world.callbacks.wait(provider.lastState);
+        expect(typeof params.code === 'string' && !params.error, `authorization response: ${JSON.stringify(params)}`);
+        expect(params.iss === proxy.base, `the authorization response's iss is ${params.iss}, expected ${proxy.base}`);
+        await session.complete(params);
+        const log = session.fetchLog.map(e => `${e.method} ${new URL(e.url).pathname} ${e.status}`);
+        detail(`SDK 2.x requests: ${log.join(' → ')}`);
+        const step = (method, path, status) =>
+            session.fetchLog.findIndex(e => e.method === method && new URL(e.url).pathname === path && e.status === status);
+        const iReg = step('POST', '/register', 201);
+        const iTok = step('POST', '/token', 200);
+        expect(step('POST', '/mcp', 401) === 0, 'the first request of the 2.x SDK was not a 401 from /mcp');
+        expect(iReg > 0 && iTok > iReg, 'the 2.x SDK did not register and then exchange the code');
+        detail(`browser: ${flow.steps.join(' > ')}; callback iss=${params.iss}`);
+        const negotiated = session.negotiatedVersion();
+        expect(negotiated === PROTOCOL_VERSION, `negotiated protocol ${negotiated}, expected ${PROTOCOL_VERSION}`);
+        const tokens = provider.tokens();
+        expect(isProxyJwt(tokens?.access_token, proxy.base), 'swap mode handed the 2.x client no proxy JWT');
+        expect(tokens.refresh_token, 'no refresh token');
+        detail(`negotiated ${negotiated}; tokens: proxy JWT + refresh token`);
+
+        // tools/list: the SDK keeps a tool only when its x-mcp-header declaration is valid.
+        const tools = await session.listTools();
+        const names = tools.tools.map(t => t.name);
+        const lookup = tools.tools.find(t => t.name === 'lookup');
+        expect(names.includes('whoami') && lookup, `tools/list: [${names.join(', ')}]`);
+        const declared = lookup.inputSchema?.properties?.region?.['x-mcp-header'];
+        expect(declared === PARAM_HEADER, `lookup's region declares x-mcp-header ${declared}`);
+        const who = await session.callJson('whoami');
+        expect(who.sub === ACCOUNT.sub, `whoami: ${JSON.stringify(who)}`);
+        expect(who.bearer && !isProxyJwt(who.bearer, proxy.base), 'the MCP server received the proxy\'s JWT');
+        detail(`tools/list: [${names.join(', ')}] (lookup.region: x-mcp-header ${declared}); whoami → "${who.sub}" with the upstream token`);
+
+        // Refresh: the access token re-signed as expired; the SDK refreshes by itself.
+        const claims = jwtClaims(tokens.access_token);
+        const now = Math.floor(Date.now() / 1000);
+        const expired = await new SignJWT({ ...claims, iat: now - 3720, exp: now - 120 })
+            .setProtectedHeader(decodeProtectedHeader(tokens.access_token))
+            .sign(JWT_KEY_BYTES);
+        provider.setTokens({ ...tokens, access_token: expired });
+        const redirects = provider.redirects.length;
+        const refreshesBefore = session.fetchLog.filter(e => new URL(e.url).pathname === '/token').length;
+        const who2 = await session.callJson('whoami');
+        const after = provider.tokens();
+        expect(provider.redirects.length === redirects, 'the 2.x SDK started a new browser authorization instead of refreshing');
+        const refreshes = session.fetchLog.filter(e => new URL(e.url).pathname === '/token').slice(refreshesBefore);
+        expect(refreshes.length === 1 && refreshes[0].status === 200, `refresh requests: ${JSON.stringify(refreshes)}`);
+        expect(who2.sub === ACCOUNT.sub, `whoami after the refresh: ${JSON.stringify(who2)}`);
+        expect(after.access_token !== expired && isProxyJwt(after.access_token, proxy.base), 'no new access token');
+        expect(after.refresh_token && after.refresh_token !== tokens.refresh_token, 'the refresh token did not rotate');
+        detail('refresh: 401 on the expired token → POST /token 200 (no browser) → whoami works; refresh token rotated');
+
+        // The x-mcp-header tool through the gateway: the client sends
+        // Mcp-Param-Region, the proxy must forward it (an intermediary MUST
+        // forward Mcp-Param-* headers), the SDK's server refuses the call
+        // without it.
+        const region = 'eu-west-1';
+        const sentBefore = session.fetchLog.length;
+        const seenBefore = world.mcp2.received.length;
+        const headerName = `mcp-param-${PARAM_HEADER.toLowerCase()}`;
+        let answer;
+        try {
+            answer = await session.callJson('lookup', { region });
+        } catch (e) {
+            const sent = session.fetchLog.slice(sentBefore).find(r => r.mcp['mcp-method'] === 'tools/call');
+            const seen = world.mcp2.received.slice(seenBefore).find(r => r.mcp_method === 'tools/call');
+            throw new Error(
+                `tools/call lookup failed: ${oneLine(e.message).slice(0, 300)}; the client sent ` +
+                    `Mcp-Param-${PARAM_HEADER}: ${sent?.mcp[headerName] ?? '(none)'} (proxy answered ${sent?.status}); ` +
+                    `the MCP server got ${seen ? `Mcp-Param-${PARAM_HEADER}: ${seen.mcp_param_region ?? '(none)'} and answered ${seen.status}` : 'no tools/call'}`
+            );
+        }
+        const sent = session.fetchLog.slice(sentBefore).find(r => r.mcp['mcp-method'] === 'tools/call');
+        expect(sent?.mcp[headerName] === region, `the client sent Mcp-Param-${PARAM_HEADER}: ${sent?.mcp[headerName]}`);
+        expect(answer.region === region, `lookup answered ${JSON.stringify(answer)}`);
+        expect(
+            answer.mcp_param_region === region,
+            `the MCP server saw Mcp-Param-${PARAM_HEADER}: ${answer.mcp_param_region ?? '(none)'}, expected ${region}`
+        );
+        expect(
+            answer.mcp_method === 'tools/call' && answer.mcp_name === 'lookup' && answer.protocol_version === PROTOCOL_VERSION,
+            `the MCP server saw Mcp-Method ${answer.mcp_method}, Mcp-Name ${answer.mcp_name}, MCP-Protocol-Version ${answer.protocol_version}`
+        );
+        detail(
+            `lookup(region=${region}): the MCP server saw Mcp-Param-${PARAM_HEADER}: ${answer.mcp_param_region}, ` +
+                `Mcp-Method ${answer.mcp_method}, Mcp-Name ${answer.mcp_name}, MCP-Protocol-Version ${answer.protocol_version}`
+        );
+    } finally {
+        await session?.close();
+        await context.close().catch(() => {});
+    }
+}
+
 const SCENARIOS = [
     ['1', 'scenario 1: swap mode, consent on (401, discovery, DCR, consent page, upstream login, tools/list, whoami)', scenario1],
     ['2', 'scenario 2: refresh on 401, rotated-out refresh token refused', scenario2],
     ['3', 'scenario 3: deny on our consent page', scenario3],
     ['4', 'scenario 4: pass-through mode (upstream client_secret_post)', scenario4],
     ['5', 'scenario 5: remembered consent', scenario5],
-    ['6', 'scenario 6: tampered, alg=none, expired, foreign-audience tokens; error page', scenario6]
+    ['6', 'scenario 6: tampered, alg=none, expired, foreign-audience tokens; error page', scenario6],
+    [
+        '7',
+        `scenario 7: MCP SDK 2.x, protocol ${PROTOCOL_VERSION} (sign-in, tools/list, refresh, x-mcp-header tool via Mcp-Param-${PARAM_HEADER})`,
+        scenario7
+    ]
 ];
 
 // ---------------------------------------------------------------- main

@@ -79,6 +79,11 @@ impl Drop for DatabaseInner {
         // Drain again after threads are closed
         let _ = self.worker_pool.rx.drain().count();
 
+        // PATCHED (mcp-oauth-proxy): the threads have left their loop; wait
+        // until they have ended, so nothing of this database runs after its
+        // drop returns (see `WorkerPool::join_threads`).
+        self.worker_pool.join_threads();
+
         // IMPORTANT: Break cyclic Arcs
         self.supervisor.flush_manager.clear();
         self.supervisor

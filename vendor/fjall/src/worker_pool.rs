@@ -117,6 +117,27 @@ impl WorkerPool {
 
         Ok(())
     }
+
+    /// PATCHED (mcp-oauth-proxy): waits until every worker thread has ended,
+    /// once they have been told to close. `DatabaseInner::drop` only waits
+    /// for the active thread counter, which a worker decrements before its
+    /// thread ends (still holding a `Supervisor`, whose journal it may then
+    /// be the one to drop and sync); joining makes the close complete when
+    /// the database's drop returns. The calling thread itself is skipped.
+    pub(crate) fn join_threads(&self) {
+        let handles = std::mem::take(
+            &mut *self
+                .thread_handles
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        let current = std::thread::current().id();
+        for handle in handles {
+            if handle.thread().id() != current {
+                let _ = handle.join();
+            }
+        }
+    }
 }
 
 /// Claims one slot in the active thread counter per worker, immediately before

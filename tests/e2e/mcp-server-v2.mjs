@@ -1,0 +1,170 @@
+// The MCP server of the SDK's 2.x generation behind the third proxy:
+// `@modelcontextprotocol/server` (`McpServer` from a per-request factory,
+// served by `createMcpHandler`: protocol 2026-07-28, with the stateless 2025
+// fallback) on a loopback port, run in-process on node:http.
+//
+// Tools:
+//   whoami   as in mcp-server.mjs: calls the upstream userinfo endpoint with
+//            the bearer this request carried; returns {sub, userinfo_status,
+//            userinfo_error, bearer}.
+//   lookup   one argument, `region`, declared with `x-mcp-header: Region`
+//            (SEP-2243), so a 2026-07-28 client sends it again as the
+//            `Mcp-Param-Region` header. The SDK's HTTP entry refuses a
+//            tools/call whose header is missing or disagrees with the body
+//            (400, -32020) before the tool runs; the tool returns
+//            {region, mcp_param_region, mcp_method, mcp_name, protocol_version}
+//            as the HTTP request that reached this server carried them.
+//
+// `received` lists the headers of every request that reached the server.
+
+import http from 'node:http';
+import { McpServer, createMcpHandler } from '@modelcontextprotocol/server';
+import * as z from 'zod';
+
+const MAX_BODY_BYTES = 1024 * 1024;
+export const PARAM_HEADER = 'Region';
+
+function bearerOf(authorization) {
+    const m = /^Bearer\s+(\S+)\s*$/i.exec(authorization || '');
+    return m ? m[1] : null;
+}
+
+/** One server instance per request; `request` is the web Request it serves. */
+function buildServer(userinfoUrl, request) {
+    const header = name => request?.headers.get(name) ?? null;
+    const server = new McpServer({ name: 'e2e-v2-server', version: '2.0.0' });
+    server.registerTool(
+        'whoami',
+        {
+            description:
+                'Calls the upstream userinfo endpoint with the bearer token this request carried ' +
+                'and returns the subject, plus the raw bearer received.'
+        },
+        async () => {
+            const authorization = header('authorization');
+            const result = { sub: null, userinfo_status: null, userinfo_error: null, bearer: bearerOf(authorization) };
+            try {
+                const res = await fetch(userinfoUrl, {
+                    headers: authorization ? { authorization } : {},
+                    signal: AbortSignal.timeout(5000)
+                });
+                const text = await res.text();
+                result.userinfo_status = res.status;
+                if (res.ok) result.sub = JSON.parse(text).sub ?? null;
+                else result.userinfo_error = `${res.headers.get('www-authenticate') || ''} ${text}`.trim().slice(0, 300);
+            } catch (e) {
+                result.userinfo_error = String(e?.message || e);
+            }
+            return { content: [{ type: 'text', text: JSON.stringify(result) }], isError: result.sub === null };
+        }
+    );
+    server.registerTool(
+        'lookup',
+        {
+            description: 'Looks a region up; the region travels in the Mcp-Param-Region header too.',
+            inputSchema: z.object({
+                region: z.string().meta({ 'x-mcp-header': PARAM_HEADER, description: 'A region name' })
+            })
+        },
+        async ({ region }) => {
+            const seen = {
+                region,
+                mcp_param_region: header(`mcp-param-${PARAM_HEADER.toLowerCase()}`),
+                mcp_method: header('mcp-method'),
+                mcp_name: header('mcp-name'),
+                protocol_version: header('mcp-protocol-version')
+            };
+            return { content: [{ type: 'text', text: JSON.stringify(seen) }] };
+        }
+    );
+    return server;
+}
+
+function readBody(req) {
+    return new Promise((resolve, reject) => {
+        const chunks = [];
+        let size = 0;
+        req.on('data', c => {
+            size += c.length;
+            if (size > MAX_BODY_BYTES) {
+                reject(new Error('body too large'));
+                req.destroy();
+                return;
+            }
+            chunks.push(c);
+        });
+        req.on('end', () => resolve(Buffer.concat(chunks)));
+        req.on('error', reject);
+    });
+}
+
+/** Starts the server on 127.0.0.1:<port> (0 = any free port). */
+export async function startMcpServerV2({ port = 0, userinfoUrl }) {
+    const received = [];
+    const handler = createMcpHandler(({ requestInfo }) => buildServer(userinfoUrl, requestInfo), {
+        // One JSON answer per request: nothing here streams.
+        responseMode: 'json',
+        onerror: e => console.error(`[mcp-server-v2] ${e?.message || e}`)
+    });
+    const httpServer = http.createServer(async (req, res) => {
+        const url = new URL(req.url || '/', 'http://127.0.0.1');
+        if (url.pathname !== '/mcp') {
+            res.writeHead(404).end();
+            return;
+        }
+        const h = name => req.headers[name] ?? null;
+        const entry = {
+            method: req.method,
+            authorization: h('authorization'),
+            protocol_version: h('mcp-protocol-version'),
+            mcp_method: h('mcp-method'),
+            mcp_name: h('mcp-name'),
+            mcp_param_region: h(`mcp-param-${PARAM_HEADER.toLowerCase()}`),
+            status: null,
+            at: Date.now()
+        };
+        received.push(entry);
+        try {
+            const body = req.method === 'GET' || req.method === 'HEAD' ? undefined : await readBody(req);
+            const headers = new Headers();
+            for (const [name, value] of Object.entries(req.headers)) {
+                if (Array.isArray(value)) for (const v of value) headers.append(name, v);
+                else if (value !== undefined) headers.set(name, value);
+            }
+            const request = new Request(`http://${req.headers.host || '127.0.0.1'}${req.url}`, {
+                method: req.method,
+                headers,
+                body
+            });
+            const response = await handler.fetch(request);
+            entry.status = response.status;
+            const out = {};
+            response.headers.forEach((value, name) => {
+                out[name] = value;
+            });
+            res.writeHead(response.status, out);
+            res.end(Buffer.from(await response.arrayBuffer()));
+        } catch (e) {
+            console.error('[mcp-server-v2] error handling request:', e);
+            if (!res.headersSent) {
+                res.writeHead(500, { 'content-type': 'application/json' });
+                res.end(JSON.stringify({ jsonrpc: '2.0', error: { code: -32603, message: 'Internal error' }, id: null }));
+            }
+        }
+    });
+    await new Promise((resolve, reject) => {
+        httpServer.once('error', reject);
+        httpServer.listen(port, '127.0.0.1', resolve);
+    });
+    const actualPort = httpServer.address().port;
+    return {
+        port: actualPort,
+        url: `http://127.0.0.1:${actualPort}/mcp`,
+        received,
+        async close() {
+            await handler.close().catch(() => {});
+            httpServer.closeAllConnections?.();
+            await new Promise(resolve => httpServer.close(() => resolve()));
+        }
+    };
+}
