@@ -22,6 +22,7 @@ pub mod proxy;
 pub mod routes;
 pub mod startup;
 pub mod store;
+pub mod tls;
 pub mod upstream;
 pub mod views;
 
