@@ -378,3 +378,24 @@ async fn a_previous_key_with_a_slash_is_used_as_given_and_tokens_it_signed_stay_
     );
     app.stop().await;
 }
+
+#[actix_web::test]
+async fn a_failed_discovery_stops_start_up_saying_what_to_check() {
+    let (code, stderr) = start_up_failure(&[
+        ("OAUTH_PROXY_UPSTREAM_AUTHORIZATION_ENDPOINT", ""),
+        ("OAUTH_PROXY_UPSTREAM_TOKEN_ENDPOINT", ""),
+        (
+            "OAUTH_PROXY_UPSTREAM_ISSUER",
+            &format!("http://127.0.0.1:{}", free_port()),
+        ),
+    ])
+    .await;
+    assert_eq!(code, Some(1), "{stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("mcp-oauth-proxy: cannot start"))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert!(line.contains("could not be discovered"), "{line}");
+    assert!(line.contains("check OAUTH_PROXY_UPSTREAM_ISSUER"), "{line}");
+    assert!(line.contains("OAUTH_PROXY_EXTRA_CA_FILE"), "{line}");
+}
