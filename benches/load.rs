@@ -234,6 +234,8 @@ async fn start_server(binary: &str, upstream: &FastUpstream, backend: &str, stor
         .env("OAUTH_PROXY_UPSTREAM_CLIENT_ID", upstream::CLIENT_ID)
         .env("OAUTH_PROXY_UPSTREAM_CLIENT_SECRET", upstream::CLIENT_SECRET)
         .env("OAUTH_PROXY_CONSENT_REQUIRED", "false")
+        // Consent off needs every redirect host pinned (REDIRECT is loopback).
+        .env("OAUTH_PROXY_ALLOWED_REDIRECT_URI_PATTERNS", "http://127.0.0.1:*")
         .env("OAUTH_PROXY_REGISTRATION_RATE_LIMIT", "0")
         // Every simulated user comes from 127.0.0.1.
         .env("OAUTH_PROXY_AUTHORIZE_RATE_LIMIT", "0")

@@ -4,12 +4,28 @@
 //! Every value is parsed and validated here; a bad or missing value stops
 //! start-up with one line naming the variable. Secrets are wrapped in
 //! [`Secret`] so `Debug` output never shows them.
+//!
+//! Every secret can come from its variable or from a file named by its
+//! `_FILE` twin (`OAUTH_PROXY_JWT_SIGNING_KEY_FILE`, ...), never both. A
+//! variable's value is always the secret itself, never guessed to be a path:
+//! a base64 key may hold `/` and `.`.
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use url::Url;
+
+use crate::oauth::redirect_uri::pattern_pins_host;
+use crate::tls::OutboundTls;
+
+/// A secret variable and its `_FILE` twin: `twin!("OAUTH_PROXY_X")` is
+/// `("OAUTH_PROXY_X", "OAUTH_PROXY_X_FILE")`.
+macro_rules! twin {
+    ($name:literal) => {
+        ($name, concat!($name, "_FILE"))
+    };
+}
 
 /// A configuration error: the variable and what is wrong with it.
 #[derive(Debug, thiserror::Error)]
@@ -210,6 +226,9 @@ pub struct Config {
     pub provider_name: String,
     /// Opt the service's process out of transparent huge pages (Linux).
     pub disable_transparent_huge_pages: bool,
+    /// The roots every outbound TLS connection trusts (upstream, MCP server,
+    /// Redis): Mozilla's plus `OAUTH_PROXY_EXTRA_CA_FILE`.
+    pub outbound_tls: OutboundTls,
 }
 
 impl Config {
@@ -316,16 +335,24 @@ impl Config {
             userinfo_endpoint: env.url("OAUTH_PROXY_UPSTREAM_USERINFO_ENDPOINT")?,
             revocation_endpoint: env.url("OAUTH_PROXY_UPSTREAM_REVOCATION_ENDPOINT")?,
             client_id: env.required("OAUTH_PROXY_UPSTREAM_CLIENT_ID")?,
-            client_secret: Secret::new(env.required("OAUTH_PROXY_UPSTREAM_CLIENT_SECRET")?),
+            client_secret: env
+                .secret(twin!("OAUTH_PROXY_UPSTREAM_CLIENT_SECRET"))?
+                .map(|given| given.value)
+                .ok_or_else(|| {
+                    bad(
+                        "OAUTH_PROXY_UPSTREAM_CLIENT_SECRET",
+                        "is required (or OAUTH_PROXY_UPSTREAM_CLIENT_SECRET_FILE naming a file that holds it)",
+                    )
+                })?,
             scopes: upstream_scopes.clone(),
             auth_method,
             extra_authorize_params,
             timeout: env.seconds("OAUTH_PROXY_UPSTREAM_TIMEOUT", 10)?,
         };
 
-        let scopes = match env.get("OAUTH_PROXY_SCOPES") {
-            Some(_) => env.list("OAUTH_PROXY_SCOPES"),
-            None => upstream_scopes,
+        let (scopes, scopes_variable) = match env.get("OAUTH_PROXY_SCOPES") {
+            Some(_) => (env.list("OAUTH_PROXY_SCOPES"), "OAUTH_PROXY_SCOPES"),
+            None => (upstream_scopes, "OAUTH_PROXY_UPSTREAM_SCOPES"),
         };
 
         let redirect_path = env
@@ -352,12 +379,12 @@ impl Config {
             grant_max: env.seconds("OAUTH_PROXY_GRANT_MAX_LIFETIME", 7_776_000)?,
         };
 
-        let jwt_signing_key = env.key("OAUTH_PROXY_JWT_SIGNING_KEY")?;
-        let encryption = match env.get("OAUTH_PROXY_ENCRYPTION_KEY").as_deref() {
-            Some("false") => EncryptionSetting::Disabled,
-            _ => EncryptionSetting::Key(env.key("OAUTH_PROXY_ENCRYPTION_KEY")?),
+        let jwt_signing_key = key(env.secret(twin!("OAUTH_PROXY_JWT_SIGNING_KEY"))?)?;
+        let encryption = match env.secret(twin!("OAUTH_PROXY_ENCRYPTION_KEY"))? {
+            Some(given) if given.value.expose() == "false" => EncryptionSetting::Disabled,
+            given => EncryptionSetting::Key(key(given)?),
         };
-        let consent_signing_key = env.key("OAUTH_PROXY_CONSENT_SIGNING_KEY")?;
+        let consent_signing_key = key(env.secret(twin!("OAUTH_PROXY_CONSENT_SIGNING_KEY"))?)?;
 
         let storage = match env.get("OAUTH_PROXY_STORAGE") {
             None => StorageSetting::Directory("./data".into()),
@@ -389,7 +416,7 @@ impl Config {
                 if let Some(KeySetting::Generate) = setting {
                     return Err(bad(
                         name,
-                        "is required with Redis storage: every instance needs the same key (e.g. `openssl rand -base64 32`)",
+                        "is required with Redis storage: every instance needs the same key (e.g. `openssl rand -base64 32`; or the variable's _FILE twin naming a file that holds it)",
                     ));
                 }
             }
@@ -402,21 +429,41 @@ impl Config {
                 .to_vec(),
         };
 
+        let algorithm = match env.get("OAUTH_PROXY_JWT_ALGORITHM").as_deref() {
+            None | Some("HS256") => JwtAlgorithm::Hs256,
+            Some("ES256") => JwtAlgorithm::Es256,
+            Some("EdDSA") => JwtAlgorithm::EdDsa,
+            Some(other) => {
+                return Err(bad(
+                    "OAUTH_PROXY_JWT_ALGORITHM",
+                    format!("`{other}` is not HS256, ES256 or EdDSA"),
+                ))
+            }
+        };
+        let private_key_pem = match env.secret(twin!("OAUTH_PROXY_JWT_PRIVATE_KEY"))? {
+            None => None,
+            Some(given) => Some(pem(given, "OAUTH_PROXY_JWT_PRIVATE_KEY_FILE", "a PEM private key")?),
+        };
+        let previous_key = match env.secret(twin!("OAUTH_PROXY_JWT_PREVIOUS_KEY"))? {
+            None => None,
+            Some(given) if algorithm != JwtAlgorithm::Hs256 => Some(pem(
+                given,
+                "OAUTH_PROXY_JWT_PREVIOUS_KEY_FILE",
+                "the previous public (or private) key as PEM",
+            )?),
+            Some(given) if given.value.expose().len() < 32 => {
+                return Err(bad(
+                    given.variable,
+                    "must be at least 32 characters: the previous OAUTH_PROXY_JWT_SIGNING_KEY, as it was given",
+                ))
+            }
+            Some(given) => Some(given.value),
+        };
         let jwt = JwtConfig {
-            algorithm: match env.get("OAUTH_PROXY_JWT_ALGORITHM").as_deref() {
-                None | Some("HS256") => JwtAlgorithm::Hs256,
-                Some("ES256") => JwtAlgorithm::Es256,
-                Some("EdDSA") => JwtAlgorithm::EdDsa,
-                Some(other) => {
-                    return Err(bad(
-                        "OAUTH_PROXY_JWT_ALGORITHM",
-                        format!("`{other}` is not HS256, ES256 or EdDSA"),
-                    ))
-                }
-            },
+            algorithm,
             signing_key: jwt_signing_key,
-            private_key_pem: env.pem_or_file("OAUTH_PROXY_JWT_PRIVATE_KEY")?,
-            previous_key: env.pem_or_file("OAUTH_PROXY_JWT_PREVIOUS_KEY")?,
+            private_key_pem,
+            previous_key,
         };
         if jwt.algorithm != JwtAlgorithm::Hs256
             && jwt.private_key_pem.is_none()
@@ -458,14 +505,56 @@ impl Config {
                 .collect(),
             required_scopes: env.list("OAUTH_PROXY_MCP_REQUIRED_SCOPES"),
         };
-        let introspection_secret = match env.get("OAUTH_PROXY_INTROSPECTION_SECRET") {
-            Some(secret) if secret.len() < 32 => {
+        if !scopes.is_empty() {
+            if let Some(missing) = gateway.required_scopes.iter().find(|s| !scopes.contains(s)) {
                 return Err(bad(
-                    "OAUTH_PROXY_INTROSPECTION_SECRET",
-                    "must be at least 32 characters",
-                ))
+                    "OAUTH_PROXY_MCP_REQUIRED_SCOPES",
+                    format!(
+                        "`{missing}` is not among the advertised scopes ({scopes_variable}={}): no client could ever get a token for the MCP endpoint; add it to {scopes_variable} or drop it here",
+                        scopes.join(" ")
+                    ),
+                ));
             }
-            other => other.map(Secret::new),
+        }
+        let introspection_secret = match env.secret(twin!("OAUTH_PROXY_INTROSPECTION_SECRET"))? {
+            Some(given) if given.value.expose().len() < 32 => {
+                return Err(bad(given.variable, "must be at least 32 characters"))
+            }
+            other => other.map(|given| given.value),
+        };
+
+        let consent_required = env.boolean("OAUTH_PROXY_CONSENT_REQUIRED", true)?;
+        if !consent_required {
+            // MCP authorization spec (security best practices, confused
+            // deputy): a proxy with a static upstream client must ask for the
+            // user's consent for each dynamically registered client. Without
+            // consent, anyone who can register a redirect URI on a host they
+            // control gets tokens for a signed-in user with one link.
+            let open = match &allowed_redirect_uri_patterns {
+                None => Some("the default (loopback and any https URI)".to_string()),
+                Some(patterns) => patterns
+                    .iter()
+                    .find(|p| !pattern_pins_host(p))
+                    .map(|p| format!("`{p}`")),
+            };
+            if let Some(open) = open {
+                return Err(bad(
+                    "OAUTH_PROXY_CONSENT_REQUIRED",
+                    format!(
+                        "false needs OAUTH_PROXY_ALLOWED_REDIRECT_URI_PATTERNS to pin every redirect host (e.g. `https://app.example.com/callback http://127.0.0.1:*`), but {open} lets any registered client receive codes without the user's consent; pin the hosts or keep consent on"
+                    ),
+                ));
+            }
+        }
+
+        let outbound_tls = match env.get("OAUTH_PROXY_EXTRA_CA_FILE") {
+            None => OutboundTls::default(),
+            Some(path) => {
+                let bundle = std::fs::read(&path)
+                    .map_err(|e| bad("OAUTH_PROXY_EXTRA_CA_FILE", format!("cannot read {path}: {e}")))?;
+                OutboundTls::new(Some(&bundle))
+                    .map_err(|problem| bad("OAUTH_PROXY_EXTRA_CA_FILE", format!("{path} {problem}")))?
+            }
         };
 
         let registration = RegistrationLimits {
@@ -499,7 +588,7 @@ impl Config {
             upstream,
             scopes,
             token_swap: env.boolean("OAUTH_PROXY_ENABLE_TOKEN_SWAP", true)?,
-            consent_required: env.boolean("OAUTH_PROXY_CONSENT_REQUIRED", true)?,
+            consent_required,
             redirect_path,
             allowed_redirect_uri_patterns,
             lifetimes,
@@ -518,6 +607,7 @@ impl Config {
             static_dir: env.get("OAUTH_PROXY_STATIC_DIR").unwrap_or_else(|| "static".into()),
             provider_name,
             disable_transparent_huge_pages: env.boolean("OAUTH_PROXY_DISABLE_THP", true)?,
+            outbound_tls,
         })
     }
 
@@ -614,33 +704,73 @@ impl<F: Fn(&str) -> Option<String>> Env<'_, F> {
         Ok(Duration::from_secs(secs))
     }
 
-    /// A PEM given inline, or the path of a file holding one.
-    fn pem_or_file(&self, name: &'static str) -> Result<Option<Secret>, ConfigError> {
-        let Some(value) = self.get(name) else {
-            return Ok(None);
-        };
-        if value.starts_with("-----BEGIN") {
-            // Environment files often carry PEMs with literal `\n`.
-            return Ok(Some(Secret::new(value.replace("\\n", "\n"))));
+    /// A secret from `name`, or from the file its `_FILE` twin names; an
+    /// error when both are set. The variable's value is used as given; a
+    /// file's content loses one trailing newline (`echo` writes one).
+    fn secret(&self, (name, file_name): (&'static str, &'static str)) -> Result<Option<Given>, ConfigError> {
+        match (self.get(name), self.get(file_name)) {
+            (Some(_), Some(_)) => Err(bad(name, format!("and {file_name} are both set: set only one of them"))),
+            (Some(value), None) => Ok(Some(Given {
+                value: Secret::new(value),
+                variable: name,
+            })),
+            (None, Some(path)) => Ok(Some(Given {
+                value: read_secret_file(file_name, &path)?,
+                variable: file_name,
+            })),
+            (None, None) => Ok(None),
         }
-        if !value.contains('/') && !value.contains('.') && value.len() >= 32 {
-            // A plain secret (a previous HS256 key).
-            return Ok(Some(Secret::new(value)));
-        }
-        std::fs::read_to_string(&value)
-            .map(|pem| Some(Secret::new(pem)))
-            .map_err(|e| bad(name, format!("is neither a PEM nor a readable file ({e})")))
     }
+}
 
-    fn key(&self, name: &'static str) -> Result<KeySetting, ConfigError> {
-        match self.get(name) {
-            None => Ok(KeySetting::Generate),
-            Some(value) if value.len() < 32 => Err(bad(
-                name,
-                "must be at least 32 characters (e.g. `openssl rand -base64 32`)",
-            )),
-            Some(value) => Ok(KeySetting::Given(Secret::new(value))),
-        }
+/// A secret as configured, and the variable that gave it (for errors).
+struct Given {
+    value: Secret,
+    variable: &'static str,
+}
+
+/// The content of a secrets file, less one trailing `\n` or `\r\n`.
+fn read_secret_file(variable: &'static str, path: &str) -> Result<Secret, ConfigError> {
+    let mut content = std::fs::read_to_string(path).map_err(|e| bad(variable, format!("cannot read {path}: {e}")))?;
+    if content.ends_with("\r\n") {
+        content.truncate(content.len() - 2);
+    } else if content.ends_with('\n') {
+        content.truncate(content.len() - 1);
+    }
+    if content.is_empty() {
+        return Err(bad(variable, format!("{path} is empty")));
+    }
+    Ok(Secret::new(content))
+}
+
+/// A key given (at least 32 characters) or to be generated.
+fn key(given: Option<Given>) -> Result<KeySetting, ConfigError> {
+    match given {
+        None => Ok(KeySetting::Generate),
+        Some(given) if given.value.expose().len() < 32 => Err(bad(
+            given.variable,
+            "must be at least 32 characters (e.g. `openssl rand -base64 32`)",
+        )),
+        Some(given) => Ok(KeySetting::Given(given.value)),
+    }
+}
+
+/// A PEM secret. Given in the variable itself, `\n` written literally (as
+/// environment files often carry PEMs) stands for a line break.
+fn pem(given: Given, file_variable: &'static str, what: &str) -> Result<Secret, ConfigError> {
+    let text = given.value.expose();
+    if !text.contains("-----BEGIN") {
+        let hint = if given.variable == file_variable {
+            String::new()
+        } else {
+            format!("; to read it from a file, set {file_variable} to the file's path instead")
+        };
+        return Err(bad(given.variable, format!("must be {what} (`-----BEGIN ...`){hint}")));
+    }
+    if given.variable == file_variable {
+        Ok(given.value)
+    } else {
+        Ok(Secret::new(text.replace("\\n", "\n")))
     }
 }
 
@@ -765,6 +895,225 @@ mod tests {
         let printed = format!("{config:?}");
         assert!(!printed.contains("a-signing-key-that-is-long-enough-123"));
         assert!(!printed.contains("\"secret\""));
+    }
+
+    /// A file under the temp directory holding `content`, unique to the test.
+    fn temp_file(name: &str, content: &[u8]) -> String {
+        let path = std::env::temp_dir().join(format!("mcp-oauth-proxy-config-{}-{name}", std::process::id()));
+        std::fs::write(&path, content).unwrap();
+        path.display().to_string()
+    }
+
+    const SLASHED_KEY: &str = "ab/cd+ef.gh/ij+kl/mn+op/qr+st/uv+wx/yz+01/2=";
+
+    #[test]
+    fn a_secret_value_with_slashes_and_dots_is_used_as_given() {
+        assert_eq!(SLASHED_KEY.len(), 44);
+        let config = config_from(&[
+            ("OAUTH_PROXY_JWT_PREVIOUS_KEY", SLASHED_KEY),
+            ("OAUTH_PROXY_JWT_SIGNING_KEY", SLASHED_KEY),
+            ("OAUTH_PROXY_ENCRYPTION_KEY", "./looks/like/a/path/but/is/a/key.0123"),
+            ("OAUTH_PROXY_INTROSPECTION_SECRET", SLASHED_KEY),
+        ])
+        .unwrap();
+        assert_eq!(config.jwt.previous_key.unwrap().expose(), SLASHED_KEY);
+        assert!(matches!(config.jwt.signing_key, KeySetting::Given(ref k) if k.expose() == SLASHED_KEY));
+        assert!(matches!(
+            config.encryption,
+            EncryptionSetting::Key(KeySetting::Given(ref k)) if k.expose() == "./looks/like/a/path/but/is/a/key.0123"
+        ));
+        assert_eq!(config.introspection_secret.unwrap().expose(), SLASHED_KEY);
+    }
+
+    #[test]
+    fn every_secret_can_come_from_its_file_twin_less_one_trailing_newline() {
+        let unix = temp_file("unix-newline", format!("{SLASHED_KEY}\n").as_bytes());
+        let windows = temp_file("windows-newline", format!("{SLASHED_KEY}\r\n").as_bytes());
+        let two = temp_file("two-newlines", format!("{SLASHED_KEY}\n\n").as_bytes());
+        let config = config_from(&[
+            ("OAUTH_PROXY_UPSTREAM_CLIENT_SECRET", ""),
+            ("OAUTH_PROXY_UPSTREAM_CLIENT_SECRET_FILE", &unix),
+            ("OAUTH_PROXY_JWT_SIGNING_KEY_FILE", &windows),
+            ("OAUTH_PROXY_ENCRYPTION_KEY_FILE", &unix),
+            ("OAUTH_PROXY_CONSENT_SIGNING_KEY_FILE", &windows),
+            ("OAUTH_PROXY_JWT_PREVIOUS_KEY_FILE", &unix),
+            ("OAUTH_PROXY_INTROSPECTION_SECRET_FILE", &two),
+        ])
+        .unwrap();
+        assert_eq!(config.upstream.client_secret.expose(), SLASHED_KEY);
+        for setting in [
+            &config.jwt.signing_key,
+            &config.consent_signing_key,
+            match &config.encryption {
+                EncryptionSetting::Key(key) => key,
+                EncryptionSetting::Disabled => panic!("encryption stays on"),
+            },
+        ] {
+            assert!(matches!(setting, KeySetting::Given(k) if k.expose() == SLASHED_KEY));
+        }
+        assert_eq!(config.jwt.previous_key.unwrap().expose(), SLASHED_KEY);
+        // Only one newline goes: the second is the secret's.
+        assert_eq!(
+            config.introspection_secret.unwrap().expose(),
+            format!("{SLASHED_KEY}\n")
+        );
+    }
+
+    #[test]
+    fn a_private_key_pem_comes_from_its_file_as_written() {
+        let pem = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIA==\n-----END PRIVATE KEY-----\n";
+        let file = temp_file("private.pem", pem.as_bytes());
+        let config = config_from(&[
+            ("OAUTH_PROXY_JWT_ALGORITHM", "EdDSA"),
+            ("OAUTH_PROXY_JWT_PRIVATE_KEY_FILE", &file),
+        ])
+        .unwrap();
+        assert_eq!(config.jwt.private_key_pem.unwrap().expose(), pem.trim_end_matches('\n'));
+        // Given directly, a PEM with literal `\n` keeps working as before.
+        let config = config_from(&[
+            ("OAUTH_PROXY_JWT_ALGORITHM", "EdDSA"),
+            (
+                "OAUTH_PROXY_JWT_PRIVATE_KEY",
+                "-----BEGIN PRIVATE KEY-----\\nMC4CAQAwBQYDK2VwBCIEIA==\\n-----END PRIVATE KEY-----",
+            ),
+        ])
+        .unwrap();
+        assert!(config.jwt.private_key_pem.unwrap().expose().contains("-----\nMC4"));
+    }
+
+    #[test]
+    fn a_path_in_a_pem_variable_points_at_its_file_twin() {
+        let err = config_from(&[
+            ("OAUTH_PROXY_JWT_ALGORITHM", "ES256"),
+            ("OAUTH_PROXY_JWT_PRIVATE_KEY", "/etc/mcp-oauth-proxy/jwt.pem"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.variable, "OAUTH_PROXY_JWT_PRIVATE_KEY");
+        assert!(err.problem.contains("OAUTH_PROXY_JWT_PRIVATE_KEY_FILE"), "{err}");
+        let err = config_from(&[
+            ("OAUTH_PROXY_JWT_ALGORITHM", "ES256"),
+            ("OAUTH_PROXY_JWT_PREVIOUS_KEY", "/etc/mcp-oauth-proxy/old-jwt.pem"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.variable, "OAUTH_PROXY_JWT_PREVIOUS_KEY");
+        assert!(err.problem.contains("OAUTH_PROXY_JWT_PREVIOUS_KEY_FILE"), "{err}");
+    }
+
+    #[test]
+    fn a_secret_and_its_file_twin_together_are_refused_naming_both() {
+        let file = temp_file("both", SLASHED_KEY.as_bytes());
+        for name in [
+            "OAUTH_PROXY_JWT_SIGNING_KEY",
+            "OAUTH_PROXY_ENCRYPTION_KEY",
+            "OAUTH_PROXY_CONSENT_SIGNING_KEY",
+            "OAUTH_PROXY_UPSTREAM_CLIENT_SECRET",
+            "OAUTH_PROXY_JWT_PRIVATE_KEY",
+            "OAUTH_PROXY_JWT_PREVIOUS_KEY",
+            "OAUTH_PROXY_INTROSPECTION_SECRET",
+        ] {
+            let twin = format!("{name}_FILE");
+            let err = config_from(&[(name, SLASHED_KEY), (&twin, &file)]).unwrap_err();
+            assert_eq!(err.variable, name);
+            assert!(err.to_string().contains(&twin), "{err}");
+        }
+    }
+
+    #[test]
+    fn an_unreadable_or_empty_secret_file_is_refused_naming_the_file_variable() {
+        let empty = temp_file("empty", b"");
+        let newline_only = temp_file("newline-only", b"\n");
+        for path in [empty.as_str(), newline_only.as_str(), "/nonexistent/secret"] {
+            let err = config_from(&[("OAUTH_PROXY_CONSENT_SIGNING_KEY_FILE", path)]).unwrap_err();
+            assert_eq!(err.variable, "OAUTH_PROXY_CONSENT_SIGNING_KEY_FILE", "{err}");
+            assert!(err.problem.contains(path), "{err}");
+        }
+        // A short key from a file is refused naming the file variable.
+        let short = temp_file("short", b"short\n");
+        let err = config_from(&[("OAUTH_PROXY_JWT_SIGNING_KEY_FILE", &short)]).unwrap_err();
+        assert_eq!(err.variable, "OAUTH_PROXY_JWT_SIGNING_KEY_FILE");
+    }
+
+    #[test]
+    fn consent_off_is_refused_while_any_redirect_host_is_open() {
+        for patterns in [
+            None,
+            Some("https://*"),
+            Some("https://app.example.com/cb https://*.example.com/cb"),
+            Some("http://127.0.0.1:* cursor://*"),
+        ] {
+            let mut settings = vec![("OAUTH_PROXY_CONSENT_REQUIRED", "false")];
+            if let Some(patterns) = patterns {
+                settings.push(("OAUTH_PROXY_ALLOWED_REDIRECT_URI_PATTERNS", patterns));
+            }
+            let err = config_from(&settings).unwrap_err();
+            assert_eq!(err.variable, "OAUTH_PROXY_CONSENT_REQUIRED", "{patterns:?}");
+            assert!(
+                err.problem.contains("OAUTH_PROXY_ALLOWED_REDIRECT_URI_PATTERNS"),
+                "{err}"
+            );
+            assert_eq!(err.to_string().lines().count(), 1);
+        }
+    }
+
+    #[test]
+    fn consent_off_is_allowed_with_pinned_or_loopback_redirect_hosts() {
+        let config = config_from(&[
+            ("OAUTH_PROXY_CONSENT_REQUIRED", "false"),
+            (
+                "OAUTH_PROXY_ALLOWED_REDIRECT_URI_PATTERNS",
+                "https://app.example.com/cb http://127.0.0.1:* http://localhost:*/callback",
+            ),
+        ])
+        .unwrap();
+        assert!(!config.consent_required);
+        // With consent on, open patterns stay allowed.
+        assert!(config_from(&[("OAUTH_PROXY_ALLOWED_REDIRECT_URI_PATTERNS", "https://*")]).is_ok());
+    }
+
+    #[test]
+    fn required_mcp_scopes_must_be_advertised() {
+        let err = config_from(&[
+            ("OAUTH_PROXY_UPSTREAM_SCOPES", "read:user user:email"),
+            ("OAUTH_PROXY_MCP_REQUIRED_SCOPES", "read:user repo"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.variable, "OAUTH_PROXY_MCP_REQUIRED_SCOPES");
+        assert!(
+            err.problem.contains("`repo`") && err.problem.contains("OAUTH_PROXY_UPSTREAM_SCOPES"),
+            "{err}"
+        );
+        let err = config_from(&[
+            ("OAUTH_PROXY_UPSTREAM_SCOPES", "read:user repo"),
+            ("OAUTH_PROXY_SCOPES", "mcp:read"),
+            ("OAUTH_PROXY_MCP_REQUIRED_SCOPES", "repo"),
+        ])
+        .unwrap_err();
+        assert!(err.problem.contains("OAUTH_PROXY_SCOPES="), "{err}");
+        // A subset, or nothing advertised at all, is fine.
+        assert!(config_from(&[
+            ("OAUTH_PROXY_SCOPES", "mcp:read mcp:write"),
+            ("OAUTH_PROXY_MCP_REQUIRED_SCOPES", "mcp:read"),
+        ])
+        .is_ok());
+        assert!(config_from(&[("OAUTH_PROXY_MCP_REQUIRED_SCOPES", "mcp:read")]).is_ok());
+    }
+
+    #[test]
+    fn a_bad_extra_ca_file_is_refused_naming_the_variable() {
+        let empty = temp_file("ca-empty.pem", b"");
+        let not_pem = temp_file("ca-not-pem.pem", b"hello\n");
+        for path in [empty.as_str(), not_pem.as_str(), "/nonexistent/ca.pem"] {
+            let err = config_from(&[("OAUTH_PROXY_EXTRA_CA_FILE", path)]).unwrap_err();
+            assert_eq!(err.variable, "OAUTH_PROXY_EXTRA_CA_FILE");
+            assert!(err.problem.contains(path), "{err}");
+        }
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = temp_file("ca.pem", params.self_signed(&key).unwrap().pem().as_bytes());
+        let config = config_from(&[("OAUTH_PROXY_EXTRA_CA_FILE", &ca)]).unwrap();
+        assert_eq!(config.outbound_tls.extra_roots(), 1);
+        assert_eq!(config_from(&[]).unwrap().outbound_tls.extra_roots(), 0);
     }
 
     #[test]

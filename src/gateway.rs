@@ -294,7 +294,8 @@ fn backend_client(connect_timeout: Duration) -> awc::Client {
                     .connector(
                         awc::Connector::new()
                             .timeout(connect_timeout)
-                            .limit(MAX_BACKEND_CONNECTIONS),
+                            .limit(MAX_BACKEND_CONNECTIONS)
+                            .rustls_0_23(crate::tls::client_config()),
                     )
                     .finish();
                 *slot = Some((connect_timeout, client.clone()));

@@ -148,7 +148,13 @@ fn load(dir: &Path) -> Result<KeyFile, KeyFileError> {
 }
 
 /// Writes the key file readable by its owner only, atomically (temp + rename)
-/// and durably (fsync).
+/// and durably (fsync of the file, then of the directory).
+///
+/// The temporary file is always a new file: a stale one (a crash between
+/// write and rename) or a symlink planted in its place is removed first
+/// (removing a symlink removes the link, not its target), and the open
+/// neither reuses an existing file (`create_new`, so its old mode cannot
+/// survive) nor follows a symlink (`O_NOFOLLOW`).
 fn save(dir: &Path, file: &KeyFile) -> Result<(), KeyFileError> {
     let path = dir.join("keys.json");
     let error = |e: std::io::Error| KeyFileError {
@@ -157,20 +163,24 @@ fn save(dir: &Path, file: &KeyFile) -> Result<(), KeyFileError> {
     };
     std::fs::create_dir_all(dir).map_err(error)?;
     let temporary = dir.join("keys.json.tmp");
+    match std::fs::remove_file(&temporary) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(error(e)),
+        _ => {}
+    }
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    options.write(true).create_new(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
+        #[cfg(target_os = "linux")]
+        options.custom_flags(libc::O_NOFOLLOW);
     }
     let mut out = options.open(&temporary).map_err(error)?;
     out.write_all(&serde_json::to_vec_pretty(file).unwrap_or_default())
         .map_err(error)?;
     out.sync_all().map_err(error)?;
     std::fs::rename(&temporary, &path).map_err(error)?;
-    if let Ok(directory) = std::fs::File::open(dir) {
-        let _ = directory.sync_all();
-    }
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(error)?;
     Ok(())
 }

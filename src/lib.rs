@@ -24,6 +24,7 @@ pub mod rate_limit;
 pub mod routes;
 pub mod startup;
 pub mod store;
+pub mod tls;
 pub mod upstream;
 pub mod views;
 

@@ -4,6 +4,7 @@
 use std::net::TcpListener;
 use std::process::ExitCode;
 
+use mcp_oauth_proxy::proxy::StartError;
 use mcp_oauth_proxy::{startup, Config, OAuthProxy};
 
 /// mimalloc: allocation-heavy request handling runs markedly faster than
@@ -39,7 +40,7 @@ async fn main() -> ExitCode {
     let proxy = match OAuthProxy::start(config).await {
         Ok(proxy) => proxy,
         Err(e) => {
-            eprintln!("mcp-oauth-proxy: cannot start: {e}");
+            eprintln!("mcp-oauth-proxy: cannot start: {e}{}", what_to_do(&e));
             return ExitCode::from(1);
         }
     };
@@ -71,6 +72,23 @@ async fn main() -> ExitCode {
             eprintln!("mcp-oauth-proxy: server error: {e}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// What the operator can do about a start-up failure (appended to its line).
+fn what_to_do(error: &StartError) -> &'static str {
+    match error {
+        StartError::Discovery(_) => {
+            "; check OAUTH_PROXY_UPSTREAM_ISSUER (or set OAUTH_PROXY_UPSTREAM_AUTHORIZATION_ENDPOINT and \
+             OAUTH_PROXY_UPSTREAM_TOKEN_ENDPOINT), and set OAUTH_PROXY_EXTRA_CA_FILE if the provider's \
+             certificate comes from a private CA"
+        }
+        StartError::Key(_) => {
+            "; check OAUTH_PROXY_JWT_ALGORITHM and the key named (a PEM in the variable, or a file in its _FILE twin)"
+        }
+        // The storage's own message says what to check (its variable is named).
+        StartError::Storage(_) => "",
+        StartError::KeyFile(_) => "; check the data directory (OAUTH_PROXY_STORAGE) and its permissions",
     }
 }
 

@@ -22,6 +22,9 @@ use crate::routes::{
 /// `App::new().configure(|cfg| configure_routes(cfg, &proxy, &assets))`.
 pub fn configure_routes(cfg: &mut web::ServiceConfig, proxy: &OAuthProxy, assets: &StaticAssets) {
     let config = proxy.config();
+    // This thread's awc clients (upstream, MCP server) trust what the
+    // configuration says (OAUTH_PROXY_EXTRA_CA_FILE): see `crate::tls`.
+    crate::tls::use_on_this_thread(&config.outbound_tls);
     let base_path = config.base_url.path().trim_end_matches('/').to_string();
     let mcp_path = config.mcp_path.clone();
     let mcp_gateway = web::Data::new(Gateway::new(&config.gateway));

@@ -6,6 +6,7 @@
 //! POST carrying credentials must not be followed.
 
 use std::cell::RefCell;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::http::header;
@@ -88,27 +89,33 @@ fn basic_authorization(client_id: &str, client_secret: &Secret) -> Secret {
     Secret::new(format!("Basic {}", STANDARD.encode(format!("{id}:{secret}"))))
 }
 
+/// A worker's pooled client, with the timeout and TLS set-up it was built for.
+type PooledClient = (Duration, Arc<rustls::ClientConfig>, awc::Client);
+
 thread_local! {
-    static CLIENT: RefCell<Option<(Duration, awc::Client)>> = const { RefCell::new(None) };
+    static CLIENT: RefCell<Option<PooledClient>> = const { RefCell::new(None) };
 }
 
-/// The worker's pooled client for `timeout` (built on first use).
+/// The worker's pooled client for `timeout` (built on first use), trusting
+/// the roots of this thread's outbound TLS set-up (`OAUTH_PROXY_EXTRA_CA_FILE`
+/// included, see [`crate::tls`]).
 fn http_client(timeout: Duration) -> awc::Client {
+    let tls = crate::tls::client_config();
     CLIENT.with(|cell| {
         let mut slot = cell.borrow_mut();
         match &*slot {
-            Some((t, client)) if *t == timeout => client.clone(),
+            Some((t, built_for, client)) if *t == timeout && Arc::ptr_eq(built_for, &tls) => client.clone(),
             _ => {
                 let client = awc::Client::builder()
                     .disable_redirects()
                     .timeout(timeout)
-                    .connector(awc::Connector::new().timeout(timeout))
+                    .connector(awc::Connector::new().timeout(timeout).rustls_0_23(tls.clone()))
                     .add_default_header((
                         header::USER_AGENT,
                         concat!("mcp-oauth-proxy/", env!("CARGO_PKG_VERSION")),
                     ))
                     .finish();
-                *slot = Some((timeout, client.clone()));
+                *slot = Some((timeout, tls, client.clone()));
                 client
             }
         }

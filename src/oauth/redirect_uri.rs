@@ -143,6 +143,32 @@ pub fn pattern_matches(pattern: &str, url: &Url) -> bool {
     glob(path, &tail) || (path.ends_with("/*") && glob(&path[..path.len() - 2], &tail))
 }
 
+/// Whether an operator pattern names its host exactly, so only that host
+/// (the operator's own, or loopback) can receive authorization responses.
+///
+/// Not pinned: a `*` in the scheme or the host (`https://*`,
+/// `https://*.example.com/cb`, `cursor://*`), an empty host, or an opaque
+/// pattern (`myapp:*`) with a `*` anywhere (any app can claim a private-use
+/// scheme). A `*` in the port or path leaves the host pinned. Parsed as
+/// [`pattern_matches`] parses it.
+pub fn pattern_pins_host(pattern: &str) -> bool {
+    let Some((scheme, rest)) = pattern.split_once(':') else {
+        return false;
+    };
+    if scheme.is_empty() || scheme.contains('*') {
+        return false;
+    }
+    let Some(rest) = rest.strip_prefix("//") else {
+        return !rest.is_empty() && !rest.contains('*');
+    };
+    let authority = match rest.find('/') {
+        Some(i) => &rest[..i],
+        None => rest,
+    };
+    let (host, _port) = split_host_port(authority);
+    !host.is_empty() && !host.contains('*')
+}
+
 fn split_host_port(authority: &str) -> (&str, Option<&str>) {
     if let Some(rest) = authority.strip_prefix('[') {
         // [::1]:port
@@ -266,5 +292,36 @@ mod tests {
         assert!(!ok("https://evil.com/a.example.com/cb"));
         assert!(!ok("https://example.org/cb"));
         assert!(!ok("http://127.0.0.1:1234/cb"));
+    }
+
+    #[test]
+    fn a_pattern_pins_its_host_only_when_the_host_has_no_wildcard() {
+        for pinned in [
+            "https://app.example.com/cb",
+            "https://app.example.com/callback*",
+            "https://app.example.com:8443/*",
+            "https://app.example.com",
+            "http://127.0.0.1:*",
+            "http://localhost:*/callback",
+            "http://[::1]:*/cb",
+            "com.example.app:/oauth2redirect",
+        ] {
+            assert!(pattern_pins_host(pinned), "{pinned}");
+        }
+        for open in [
+            "https://*",
+            "https://*/cb",
+            "https://*.example.com/cb",
+            "https://app*.example.com/cb",
+            "https://*:443/cb",
+            "http://[*]:*/cb",
+            "cursor://*",
+            "*://app.example.com/cb",
+            "myapp:*",
+            "https:///cb",
+            "no-colon-at-all",
+        ] {
+            assert!(!pattern_pins_host(open), "{open}");
+        }
     }
 }

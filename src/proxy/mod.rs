@@ -374,9 +374,11 @@ impl OAuthProxy {
     pub async fn start(config: Config) -> Result<OAuthProxy, StartError> {
         // awc with rustls 0.23 needs a process-wide crypto provider.
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        // This thread's outbound TLS (discovery, the refresher's upstream calls).
+        crate::tls::use_on_this_thread(&config.outbound_tls);
         let upstream = Upstream::resolve(&config.upstream, config.callback_url()).await?;
 
-        let backend = Backend::open(&config.storage)?;
+        let backend = Backend::open(&config.storage, &config.outbound_tls)?;
         let keys = Keys::resolve(&config, |algorithm| {
             generate_private_pem(match algorithm {
                 JwtAlgorithm::Es256 => Algorithm::ES256,

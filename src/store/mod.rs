@@ -29,6 +29,7 @@ use serde::Serialize;
 
 use crate::config::StorageSetting;
 use crate::crypto::Sealer;
+use crate::tls::OutboundTls;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
@@ -160,11 +161,12 @@ pub enum Backend {
 
 impl Backend {
     /// Opens the backend; an embedded database is created when missing.
-    pub fn open(storage: &StorageSetting) -> Result<Backend, StoreError> {
+    /// `tls`: the roots a `rediss://` connection trusts.
+    pub fn open(storage: &StorageSetting, tls: &OutboundTls) -> Result<Backend, StoreError> {
         match storage {
             StorageSetting::Memory => Ok(Backend::Memory),
             StorageSetting::Directory(dir) => Ok(Backend::Embedded(embedded::Database::open(dir)?)),
-            StorageSetting::Redis(url) => Ok(Backend::Shared(shared::RedisStore::connect(url)?)),
+            StorageSetting::Redis(url) => Ok(Backend::Shared(shared::RedisStore::connect(url, tls)?)),
         }
     }
 

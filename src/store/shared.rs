@@ -24,6 +24,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncConnectionConfig, ProtocolVersion, PushInfo, PushKind, Script};
 
 use super::{StoreError, StoreFuture, Table};
+use crate::tls::OutboundTls;
 
 const PREFIX: &str = "mcp-oauth-proxy";
 
@@ -64,22 +65,39 @@ fn scripts() -> &'static Scripts {
 /// A connection to Redis shared by every table.
 #[derive(Clone)]
 pub struct RedisStore {
-    client: redis::Client,
+    /// Boxed: with TLS its connection info carries a root store.
+    client: Arc<redis::Client>,
     connection: ConnectionManager,
 }
 
 impl RedisStore {
     /// Connects lazily: the service starts while Redis is down and serves
-    /// 503s until it is back.
-    pub fn connect(url: &str) -> Result<RedisStore, StoreError> {
-        let client = redis::Client::open(url).map_err(unavailable)?;
+    /// 503s until it is back. A `rediss://` URL trusts the roots of `tls`
+    /// (Mozilla's and `OAUTH_PROXY_EXTRA_CA_FILE`), and its certificate is
+    /// checked here, once: a certificate Redis's clients would never accept
+    /// is a configuration error, not an outage.
+    pub fn connect(url: &str, tls: &OutboundTls) -> Result<RedisStore, StoreError> {
+        let client = if url.starts_with("rediss://") {
+            let certificates = redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(tls.roots_pem().to_vec()),
+            };
+            let client = redis::Client::build_with_tls(url, certificates).map_err(unavailable)?;
+            check_tls(&client)?;
+            client
+        } else {
+            redis::Client::open(url).map_err(unavailable)?
+        };
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(1)))
             .set_response_timeout(Some(Duration::from_secs(2)))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_secs(1));
         let connection = ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(unavailable)?;
-        Ok(RedisStore { client, connection })
+        Ok(RedisStore {
+            client: Arc::new(client),
+            connection,
+        })
     }
 
     pub fn table(&self, name: &'static str) -> RedisTable {
@@ -105,6 +123,54 @@ impl RedisStore {
         table.invalidations = Some(invalidations);
         table
     }
+}
+
+/// Connects once, with a short timeout, to see the server's certificate: a
+/// TLS failure (unknown issuer, wrong name, not TLS at all) stops start-up
+/// with what to do; any other failure (Redis down, refused, a bad password)
+/// is left to the lazy connection, as with `redis://`.
+fn check_tls(client: &redis::Client) -> Result<(), StoreError> {
+    let Err(e) = client.get_connection_with_timeout(Duration::from_secs(2)) else {
+        return Ok(());
+    };
+    match tls_failure(&e) {
+        Some(problem) => Err(StoreError::Unavailable(format!(
+            "redis: the TLS handshake failed: {problem}. If Redis's certificate is signed by a private CA, \
+             set OAUTH_PROXY_EXTRA_CA_FILE to that CA's PEM; check the host name in the rediss:// URL \
+             matches the certificate"
+        ))),
+        None => {
+            log::warn!("redis: not reachable at start-up ({e}); requests get 503 until it is");
+            Ok(())
+        }
+    }
+}
+
+/// The TLS error inside a connection error, if that is what it is: the
+/// redis crate keeps the I/O error behind an `Arc`, and the I/O error keeps
+/// rustls's (reachable with `get_ref`, not `source`).
+fn tls_failure(error: &redis::RedisError) -> Option<String> {
+    type Shared = Arc<dyn std::error::Error + Send + Sync>;
+    fn rustls_in<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+        if let Some(tls) = error.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        if let Some(inner) = error.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+            return rustls_in(inner);
+        }
+        if let Some(shared) = error.downcast_ref::<Shared>() {
+            return rustls_in(shared.as_ref());
+        }
+        None
+    }
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(current) = next {
+        if let Some(tls) = rustls_in(current) {
+            return Some(tls.to_string());
+        }
+        next = current.source();
+    }
+    None
 }
 
 /// What this process knows of writes to one table's keys by other

@@ -207,7 +207,11 @@ async fn forwarded_pkce_sends_the_client_challenge_upstream_and_its_verifier_at_
 #[actix_web::test]
 async fn consent_off_redirects_straight_upstream() {
     let app = TestApp::spawn_with(
-        &[("OAUTH_PROXY_CONSENT_REQUIRED", "false")],
+        &[
+            ("OAUTH_PROXY_CONSENT_REQUIRED", "false"),
+            // Consent off needs every redirect host pinned (here: loopback).
+            ("OAUTH_PROXY_ALLOWED_REDIRECT_URI_PATTERNS", "http://127.0.0.1:*"),
+        ],
         MockUpstreamConfig::default(),
     )
     .await;

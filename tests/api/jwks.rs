@@ -62,7 +62,7 @@ async fn es256_and_eddsa_tokens_verify_against_the_published_jwks_with_an_indepe
         let app = TestApp::spawn_with(
             &[
                 ("OAUTH_PROXY_JWT_ALGORITHM", algorithm),
-                ("OAUTH_PROXY_JWT_PRIVATE_KEY", private.to_str().unwrap()),
+                ("OAUTH_PROXY_JWT_PRIVATE_KEY_FILE", private.to_str().unwrap()),
             ],
             MockUpstreamConfig::default(),
         )
@@ -103,7 +103,7 @@ async fn a_previous_key_stays_published_and_accepted_during_rotation() {
     let old_app = TestApp::spawn_with(
         &[
             ("OAUTH_PROXY_JWT_ALGORITHM", "ES256"),
-            ("OAUTH_PROXY_JWT_PRIVATE_KEY", old_private.to_str().unwrap()),
+            ("OAUTH_PROXY_JWT_PRIVATE_KEY_FILE", old_private.to_str().unwrap()),
         ],
         MockUpstreamConfig::default(),
     )
@@ -114,8 +114,8 @@ async fn a_previous_key_stays_published_and_accepted_during_rotation() {
     let app = TestApp::spawn_with(
         &[
             ("OAUTH_PROXY_JWT_ALGORITHM", "ES256"),
-            ("OAUTH_PROXY_JWT_PRIVATE_KEY", new_private.to_str().unwrap()),
-            ("OAUTH_PROXY_JWT_PREVIOUS_KEY", old_public.to_str().unwrap()),
+            ("OAUTH_PROXY_JWT_PRIVATE_KEY_FILE", new_private.to_str().unwrap()),
+            ("OAUTH_PROXY_JWT_PREVIOUS_KEY_FILE", old_public.to_str().unwrap()),
         ],
         MockUpstreamConfig::default(),
     )

@@ -18,5 +18,6 @@ mod register;
 mod revocation;
 mod service;
 mod storage;
+mod tls;
 mod token;
 mod upstream_errors;

@@ -4,7 +4,9 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::helpers::{free_port, upstream_settings};
+use awc::http::StatusCode;
+
+use crate::helpers::{free_port, jwt_payload, upstream_settings, TestApp};
 use crate::mock_upstream::{MockUpstream, MockUpstreamConfig};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_mcp-oauth-proxy");
@@ -168,4 +170,232 @@ impl Drop for RunningService {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The binary's exit code and stderr for these variables (besides a valid
+/// upstream); a service that is still up after 10 s is stopped (by its PID)
+/// and counts as a failed test.
+async fn start_up_failure(variables: &[(&str, &str)]) -> (Option<i32>, String) {
+    let port = free_port();
+    let mut command = service();
+    command
+        .env("OAUTH_PROXY_BIND", format!("127.0.0.1:{port}"))
+        .env("OAUTH_PROXY_BASE_URL", format!("http://127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .env(
+            "OAUTH_PROXY_UPSTREAM_AUTHORIZATION_ENDPOINT",
+            "https://up.example/authorize",
+        )
+        .env("OAUTH_PROXY_UPSTREAM_TOKEN_ENDPOINT", "https://up.example/token")
+        .env("OAUTH_PROXY_UPSTREAM_CLIENT_ID", "id")
+        .env("OAUTH_PROXY_UPSTREAM_CLIENT_SECRET", "secret")
+        .env("OAUTH_PROXY_STORAGE", "memory");
+    for (name, value) in variables {
+        command.env(name, value);
+    }
+    let mut child = command.spawn().unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the service started instead of refusing to");
+        }
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    (status.code(), stderr)
+}
+
+#[actix_web::test]
+async fn consent_off_with_any_open_redirect_host_stops_start_up_naming_both_variables() {
+    for patterns in [
+        None,
+        Some("https://*"),
+        Some("http://127.0.0.1:* https://*.example.com/cb"),
+    ] {
+        let mut variables = vec![("OAUTH_PROXY_CONSENT_REQUIRED", "false")];
+        if let Some(patterns) = patterns {
+            variables.push(("OAUTH_PROXY_ALLOWED_REDIRECT_URI_PATTERNS", patterns));
+        }
+        let (code, stderr) = start_up_failure(&variables).await;
+        assert_eq!(code, Some(2), "{patterns:?}: {stderr}");
+        assert!(stderr.contains("OAUTH_PROXY_CONSENT_REQUIRED"), "{stderr}");
+        assert!(stderr.contains("OAUTH_PROXY_ALLOWED_REDIRECT_URI_PATTERNS"), "{stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    }
+}
+
+#[actix_web::test]
+async fn consent_off_with_pinned_redirect_hosts_starts() {
+    let upstream = MockUpstream::start(MockUpstreamConfig::default()).await;
+    let mut settings = upstream_settings(&upstream);
+    settings.extend([
+        ("OAUTH_PROXY_STORAGE", "memory".to_string()),
+        ("OAUTH_PROXY_CONSENT_REQUIRED", "false".to_string()),
+        (
+            "OAUTH_PROXY_ALLOWED_REDIRECT_URI_PATTERNS",
+            "https://app.example.com/callback http://127.0.0.1:*".to_string(),
+        ),
+    ]);
+    let service = RunningService::start(free_port(), &settings).await;
+    let status = service.stop_with("TERM").await;
+    assert!(status.success(), "{status:?}");
+    upstream.stop().await;
+}
+
+#[actix_web::test]
+async fn required_mcp_scopes_that_are_not_advertised_stop_start_up_naming_both_variables() {
+    let (code, stderr) = start_up_failure(&[
+        ("OAUTH_PROXY_UPSTREAM_SCOPES", "read:user user:email"),
+        ("OAUTH_PROXY_MCP_REQUIRED_SCOPES", "repo"),
+    ])
+    .await;
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("OAUTH_PROXY_MCP_REQUIRED_SCOPES"), "{stderr}");
+    assert!(stderr.contains("OAUTH_PROXY_UPSTREAM_SCOPES"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+}
+
+#[actix_web::test]
+async fn a_secret_and_its_file_twin_together_stop_start_up_naming_both() {
+    let file = std::env::temp_dir().join(format!("mcp-oauth-proxy-both-{}", std::process::id()));
+    std::fs::write(&file, "a-consent-key-from-a-file-0123456789abcdef\n").unwrap();
+    let (code, stderr) = start_up_failure(&[
+        (
+            "OAUTH_PROXY_CONSENT_SIGNING_KEY",
+            "a-consent-key-from-the-variable-0123456789",
+        ),
+        ("OAUTH_PROXY_CONSENT_SIGNING_KEY_FILE", file.to_str().unwrap()),
+    ])
+    .await;
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("OAUTH_PROXY_CONSENT_SIGNING_KEY: and OAUTH_PROXY_CONSENT_SIGNING_KEY_FILE are both set"),
+        "{stderr}"
+    );
+}
+
+/// A secret written to a file the way `echo` writes it (one newline).
+fn secret_file(name: &str, secret: &str) -> String {
+    let path = std::env::temp_dir().join(format!("mcp-oauth-proxy-secret-{name}-{}", std::process::id()));
+    std::fs::write(&path, format!("{secret}\n")).unwrap();
+    path.display().to_string()
+}
+
+#[actix_web::test]
+async fn a_proxy_reads_its_signing_key_from_a_file_and_its_tokens_verify_with_that_key() {
+    const KEY: &str = "a-signing-key-kept-in-a-secrets-file-0123";
+    let file = secret_file("jwt-signing-key", KEY);
+    let app = TestApp::spawn_with(
+        &[
+            ("OAUTH_PROXY_JWT_SIGNING_KEY", ""),
+            ("OAUTH_PROXY_JWT_SIGNING_KEY_FILE", &file),
+        ],
+        MockUpstreamConfig::default(),
+    )
+    .await;
+    let client = app.register_confidential().await;
+    let tokens = app.full_flow(&client).await;
+    let token = tokens["access_token"].as_str().unwrap();
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    validation.set_audience(&[format!("{}/mcp", app.address)]);
+    validation.set_issuer(&[&app.address]);
+    let verified = jsonwebtoken::decode::<serde_json::Value>(
+        token,
+        &jsonwebtoken::DecodingKey::from_secret(KEY.as_bytes()),
+        &validation,
+    );
+    assert!(verified.is_ok(), "verifies with the file's key: {verified:?}");
+    // The file's trailing newline is not part of the key.
+    let with_newline = jsonwebtoken::decode::<serde_json::Value>(
+        token,
+        &jsonwebtoken::DecodingKey::from_secret(format!("{KEY}\n").as_bytes()),
+        &validation,
+    );
+    assert!(with_newline.is_err());
+    app.stop().await;
+}
+
+/// The token's header and payload signed again, HS256, with `key`.
+fn signed_again(token: &str, key: &str) -> String {
+    let payload = jwt_payload(token);
+    let header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    jsonwebtoken::encode(
+        &header,
+        &payload,
+        &jsonwebtoken::EncodingKey::from_secret(key.as_bytes()),
+    )
+    .unwrap()
+}
+
+#[actix_web::test]
+async fn a_previous_key_with_a_slash_is_used_as_given_and_tokens_it_signed_stay_valid() {
+    // `openssl rand -base64 32` output: 44 characters, here with `/` and `+`.
+    const PREVIOUS: &str = "q8Vh/3kR+Zt0bWc9/Lp2mXn4sYe7uJg1aD6fHi5oKrQ=";
+    const INTROSPECTION: &str = "a-resource-server-introspection-secret-01";
+    assert_eq!(PREVIOUS.len(), 44);
+    let app = TestApp::spawn_with(
+        &[
+            ("OAUTH_PROXY_JWT_PREVIOUS_KEY", PREVIOUS),
+            ("OAUTH_PROXY_INTROSPECTION_SECRET", INTROSPECTION),
+        ],
+        MockUpstreamConfig::default(),
+    )
+    .await;
+    let client = app.register_confidential().await;
+    let tokens = app.full_flow(&client).await;
+    let current = tokens["access_token"].as_str().unwrap();
+    let introspect = |token: String| {
+        let app = &app;
+        async move {
+            let mut response = app
+                .http()
+                .post(format!("{}/introspect", app.address))
+                .insert_header(("Authorization", format!("Bearer {INTROSPECTION}")))
+                .send_form(&[("token", token)])
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            response.json::<serde_json::Value>().await.unwrap()
+        }
+    };
+    assert_eq!(introspect(current.to_string()).await["active"], true);
+    assert_eq!(
+        introspect(signed_again(current, PREVIOUS)).await["active"],
+        true,
+        "signed with the previous key"
+    );
+    assert_eq!(
+        introspect(signed_again(current, "some-other-key-that-was-never-configured")).await["active"],
+        false,
+        "signed with a key never configured"
+    );
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn a_failed_discovery_stops_start_up_saying_what_to_check() {
+    let (code, stderr) = start_up_failure(&[
+        ("OAUTH_PROXY_UPSTREAM_AUTHORIZATION_ENDPOINT", ""),
+        ("OAUTH_PROXY_UPSTREAM_TOKEN_ENDPOINT", ""),
+        (
+            "OAUTH_PROXY_UPSTREAM_ISSUER",
+            &format!("http://127.0.0.1:{}", free_port()),
+        ),
+    ])
+    .await;
+    assert_eq!(code, Some(1), "{stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("mcp-oauth-proxy: cannot start"))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert!(line.contains("could not be discovered"), "{line}");
+    assert!(line.contains("check OAUTH_PROXY_UPSTREAM_ISSUER"), "{line}");
+    assert!(line.contains("OAUTH_PROXY_EXTRA_CA_FILE"), "{line}");
 }

@@ -665,3 +665,40 @@ async fn a_directory_store_proxy_shut_down_can_start_again_at_once_on_its_direct
     drop(old);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[actix_web::test]
+async fn generated_keys_never_go_through_a_planted_temp_file_and_are_kept_owner_only() {
+    // A symlink where the temp file goes, pointing outside the data directory.
+    let dir = temp_dir("keys-symlink");
+    std::fs::create_dir_all(&dir).unwrap();
+    let outside = temp_dir("keys-symlink-target");
+    std::fs::create_dir_all(&outside).unwrap();
+    let target = outside.join("victim");
+    std::fs::write(&target, "untouched").unwrap();
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::os::unix::fs::symlink(&target, dir.join("keys.json.tmp")).unwrap();
+    let dir_setting = dir.display().to_string();
+    let app = TestApp::spawn_with(&[("OAUTH_PROXY_STORAGE", &dir_setting)], MockUpstreamConfig::default()).await;
+    app.stop().await;
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "untouched");
+    assert_eq!(std::fs::metadata(&target).unwrap().permissions().mode() & 0o777, 0o644);
+    let keys = std::fs::symlink_metadata(dir.join("keys.json")).unwrap();
+    assert!(keys.file_type().is_file(), "keys.json is a file of its own, not a link");
+    assert_eq!(keys.permissions().mode() & 0o777, 0o600);
+
+    // A stale temp file from an earlier run, readable by everyone.
+    let dir = temp_dir("keys-stale");
+    std::fs::create_dir_all(&dir).unwrap();
+    let stale = dir.join("keys.json.tmp");
+    std::fs::write(&stale, "stale").unwrap();
+    std::fs::set_permissions(&stale, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let dir_setting = dir.display().to_string();
+    let app = TestApp::spawn_with(&[("OAUTH_PROXY_STORAGE", &dir_setting)], MockUpstreamConfig::default()).await;
+    app.stop().await;
+    let keys = dir.join("keys.json");
+    assert_eq!(std::fs::metadata(&keys).unwrap().permissions().mode() & 0o777, 0o600);
+    let kept: serde_json::Value = serde_json::from_slice(&std::fs::read(&keys).unwrap()).unwrap();
+    assert!(kept["consent_signing_key"].is_string(), "{kept}");
+    assert!(!stale.exists(), "the temp file was renamed into place");
+    let _ = std::fs::remove_dir_all(&outside);
+}
