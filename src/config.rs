@@ -152,9 +152,26 @@ pub struct Lifetimes {
     pub refresh_token: Duration,
     pub authorization_code: Duration,
     pub transaction: Duration,
+    /// A pending authorization that has not been approved on the consent page
+    /// yet lives this long (at most `transaction`); the full `transaction`
+    /// lifetime starts when the user approves or consent is skipped. Not an
+    /// environment variable: two minutes is enough to read the consent page,
+    /// and tests shorten it through this field.
+    pub unapproved_transaction: Duration,
     /// A registration that never completes a token exchange expires after this.
     pub unused_client: Duration,
 }
+
+/// How long an authorization waits on the consent page before it expires.
+pub const UNAPPROVED_TRANSACTION_TTL: Duration = Duration::from_secs(120);
+
+/// Default cap on live pending authorizations (all clients together). A
+/// pending authorization is at most about 2 KiB (its `state` is capped at
+/// 1 KiB), so the cap bounds them to about 20 MiB of memory or disk, and
+/// 10 000 sign-ins in flight at once (about 80 a second started within the
+/// two minutes an unapproved one lives) is far beyond what one proxy in front
+/// of one MCP server sees.
+pub const DEFAULT_MAX_PENDING_AUTHORIZATIONS: usize = 10_000;
 
 /// Limits that keep an open `/register` from exhausting memory.
 #[derive(Debug, Clone, Copy)]
@@ -193,6 +210,9 @@ pub struct Config {
     /// Secret a resource server presents (as a Bearer token) to `/introspect`.
     pub introspection_secret: Option<Secret>,
     pub registration: RegistrationLimits,
+    /// Live pending authorizations (transactions), all clients together;
+    /// `/authorize` answers 503 above it (`OAUTH_PROXY_MAX_PENDING_AUTHORIZATIONS`).
+    pub max_pending_authorizations: usize,
     /// Directory of static assets served under `/static` (the embedded
     /// defaults are used for files missing there).
     pub static_dir: String,
@@ -338,6 +358,7 @@ impl Config {
             refresh_token: env.seconds("OAUTH_PROXY_REFRESH_TOKEN_TTL", 2_592_000)?,
             authorization_code: env.seconds("OAUTH_PROXY_AUTHORIZATION_CODE_TTL", 300)?,
             transaction: env.seconds("OAUTH_PROXY_TRANSACTION_TTL", 600)?,
+            unapproved_transaction: UNAPPROVED_TRANSACTION_TTL,
             unused_client: env.seconds("OAUTH_PROXY_UNUSED_CLIENT_TTL", 86_400)?,
         };
 
@@ -449,6 +470,17 @@ impl Config {
             per_ip_per_minute: env.number("OAUTH_PROXY_REGISTRATION_RATE_LIMIT", 60)?,
         };
 
+        let max_pending_authorizations = env.number(
+            "OAUTH_PROXY_MAX_PENDING_AUTHORIZATIONS",
+            DEFAULT_MAX_PENDING_AUTHORIZATIONS,
+        )?;
+        if max_pending_authorizations == 0 {
+            return Err(bad(
+                "OAUTH_PROXY_MAX_PENDING_AUTHORIZATIONS",
+                "must be at least 1 (the cap cannot be turned off)",
+            ));
+        }
+
         let provider_name = match env.get("OAUTH_PROXY_UPSTREAM_NAME") {
             Some(name) => name,
             None => match &upstream.endpoints {
@@ -481,6 +513,7 @@ impl Config {
             gateway,
             introspection_secret,
             registration,
+            max_pending_authorizations,
             static_dir: env.get("OAUTH_PROXY_STATIC_DIR").unwrap_or_else(|| "static".into()),
             provider_name,
             disable_transparent_huge_pages: env.boolean("OAUTH_PROXY_DISABLE_THP", true)?,
@@ -665,6 +698,8 @@ mod tests {
         assert_eq!(config.lifetimes.refresh_token, Duration::from_secs(2_592_000));
         assert_eq!(config.lifetimes.authorization_code, Duration::from_secs(300));
         assert_eq!(config.lifetimes.transaction, Duration::from_secs(600));
+        assert_eq!(config.lifetimes.unapproved_transaction, Duration::from_secs(120));
+        assert_eq!(config.max_pending_authorizations, 10_000);
         assert_eq!(config.upstream.auth_method, UpstreamAuthMethod::ClientSecretBasic);
         assert_eq!(config.custom_claims, ["sub", "email", "name", "preferred_username"]);
         assert_eq!(config.provider_name, "github.com");
@@ -695,5 +730,15 @@ mod tests {
         let printed = format!("{config:?}");
         assert!(!printed.contains("a-signing-key-that-is-long-enough-123"));
         assert!(!printed.contains("\"secret\""));
+    }
+
+    #[test]
+    fn the_pending_authorization_cap_is_read_and_cannot_be_turned_off() {
+        let config = config_from(&[("OAUTH_PROXY_MAX_PENDING_AUTHORIZATIONS", "250")]).unwrap();
+        assert_eq!(config.max_pending_authorizations, 250);
+        for bad_value in ["0", "-1", "many"] {
+            let err = config_from(&[("OAUTH_PROXY_MAX_PENDING_AUTHORIZATIONS", bad_value)]).unwrap_err();
+            assert_eq!(err.variable, "OAUTH_PROXY_MAX_PENDING_AUTHORIZATIONS", "{bad_value}");
+        }
     }
 }
