@@ -479,6 +479,69 @@ async fn authorize_answers_503_with_retry_after_and_an_html_page_when_pending_au
     app.stop().await;
 }
 
+/// Counts 200 (consent page) and 503 answers to `/authorize` for `client`,
+/// asking each app in turn.
+async fn consent_pages_and_refusals(apps: &[&TestApp], client: &TestClient, requests: usize) -> (usize, usize) {
+    let (mut pages, mut refused) = (0, 0);
+    for i in 0..requests {
+        let app = apps[i % apps.len()];
+        let answer = app.browser_get(&app.authorize_path(client, &Pkce::new(), "s")).await;
+        match answer.status {
+            StatusCode::OK => pages += 1,
+            status => {
+                assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{}", answer.body);
+                assert_eq!(answer.header("retry-after").as_deref(), Some("60"));
+                refused += 1;
+            }
+        }
+    }
+    (pages, refused)
+}
+
+#[actix_web::test]
+async fn the_pending_authorization_cap_holds_on_the_directory_store_and_across_redis_instances() {
+    let dir = std::env::temp_dir().join(format!(
+        "mcp-oauth-proxy-pending-cap-{}-{}",
+        std::process::id(),
+        crate::helpers::free_port()
+    ));
+    let storage = dir.display().to_string();
+    let app = TestApp::spawn_with(
+        &[
+            ("OAUTH_PROXY_STORAGE", &storage),
+            ("OAUTH_PROXY_MAX_PENDING_AUTHORIZATIONS", "3"),
+        ],
+        MockUpstreamConfig::default(),
+    )
+    .await;
+    let client = app.register_confidential().await;
+    assert_eq!(consent_pages_and_refusals(&[&app], &client, 6).await, (3, 3));
+    app.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // Two instances sharing one Redis count the same transactions.
+    let redis = crate::redis_server::RedisServer::start().await;
+    let upstream = std::rc::Rc::new(crate::mock_upstream::MockUpstream::start(MockUpstreamConfig::default()).await);
+    let url = redis.url();
+    let mut settings = vec![
+        ("OAUTH_PROXY_STORAGE", url.as_str()),
+        ("OAUTH_PROXY_ENCRYPTION_KEY", "test-encryption-key-test-encryption-key"),
+        (
+            "OAUTH_PROXY_CONSENT_SIGNING_KEY",
+            "test-consent-key-test-consent-key-01234",
+        ),
+        ("OAUTH_PROXY_MAX_PENDING_AUTHORIZATIONS", "4"),
+    ];
+    let a = TestApp::spawn_instance(&settings, upstream.clone()).await;
+    let a_address = a.address.clone();
+    settings.push(("OAUTH_PROXY_BASE_URL", &a_address));
+    let b = TestApp::spawn_instance(&settings, upstream).await;
+    let client = a.register_confidential().await;
+    assert_eq!(consent_pages_and_refusals(&[&a, &b], &client, 8).await, (4, 4));
+    a.stop().await;
+    b.stop().await;
+}
+
 #[actix_web::test]
 async fn a_pending_authorization_not_approved_is_gone_after_its_short_life_and_an_approved_one_lives_on() {
     let upstream = std::rc::Rc::new(crate::mock_upstream::MockUpstream::start(MockUpstreamConfig::default()).await);
