@@ -1508,3 +1508,111 @@ fn upstream_token_error(error: UpstreamError) -> Error {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const NAMES: [&str; 8] = [
+        "response_type",
+        "client_id",
+        "redirect_uri",
+        "scope",
+        "state",
+        "code_challenge",
+        "code_challenge_method",
+        "resource",
+    ];
+
+    #[test]
+    fn an_authorize_query_is_read_with_its_caps() {
+        let request = AuthorizeRequest::from_query("response_type=code&state=a%20b&extra=1").unwrap();
+        assert_eq!(request.response_type.as_deref(), Some("code"));
+        assert_eq!(request.state.as_deref(), Some("a b"));
+        let state = |n: usize| format!("state={}", "s".repeat(n));
+        assert!(AuthorizeRequest::from_query(&state(MAX_STATE)).is_ok());
+        assert_eq!(
+            AuthorizeRequest::from_query(&state(MAX_STATE + 1)).unwrap_err(),
+            AuthorizeQueryError::StateTooLong
+        );
+        // Percent-encoded, the state is measured decoded.
+        let encoded = format!("state={}", "%41".repeat(MAX_STATE));
+        assert!(AuthorizeRequest::from_query(&encoded).is_ok());
+        let padded = format!("client_id=c&pad={}", "p".repeat(MAX_AUTHORIZE_QUERY));
+        assert_eq!(
+            AuthorizeRequest::from_query(&padded).unwrap_err(),
+            AuthorizeQueryError::TooLong
+        );
+        assert_eq!(
+            AuthorizeRequest::from_query("state=a&state=b").unwrap_err(),
+            AuthorizeQueryError::Unreadable
+        );
+    }
+
+    /// A value in any spelling: plain, percent-encoded, broken escapes,
+    /// `+`, invalid UTF-8.
+    fn value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[a-zA-Z0-9._~-]{0,12}",
+            "(%[0-9a-fA-F]{2}){0,8}",
+            "(%[0-9a-zA-Z]{0,2}|[+&=;a-z]){0,12}",
+            "\\PC{0,12}",
+        ]
+    }
+
+    fn config() -> ProptestConfig {
+        ProptestConfig {
+            cases: 256,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        }
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn any_query_is_read_or_refused_without_panicking(raw in "\\PC{0,200}", pairs in proptest::collection::vec((prop_oneof![
+            proptest::sample::select(NAMES.to_vec()).prop_map(String::from),
+            "[a-z_%]{0,10}",
+        ], value()), 0..10)) {
+            let built = pairs
+                .iter()
+                .map(|(name, value)| format!("{name}={value}"))
+                .collect::<Vec<_>>()
+                .join("&");
+            for query in [raw.as_str(), built.as_str()] {
+                if let Ok(request) = AuthorizeRequest::from_query(query) {
+                    prop_assert!(query.len() <= MAX_AUTHORIZE_QUERY);
+                    prop_assert!(request.state.as_deref().is_none_or(|s| s.len() <= MAX_STATE));
+                }
+            }
+        }
+
+        #[test]
+        fn a_repeated_parameter_is_refused(
+            pairs in proptest::collection::vec((proptest::sample::select(NAMES.to_vec()), value()), 0..6),
+            repeated in proptest::sample::select(NAMES.to_vec()),
+            first in value(),
+            second in value(),
+            at in 0usize..8,
+        ) {
+            let mut pairs: Vec<(String, String)> = pairs
+                .into_iter()
+                .filter(|(name, _)| *name != repeated)
+                .map(|(name, value)| (name.to_string(), value))
+                .collect();
+            pairs.push((repeated.to_string(), first));
+            pairs.insert(at.min(pairs.len()), (repeated.to_string(), second));
+            let query = pairs
+                .iter()
+                .map(|(name, value)| format!("{name}={value}"))
+                .collect::<Vec<_>>()
+                .join("&");
+            // A value with a raw `&` or `=` may split into other pairs, but the
+            // two names are still there.
+            prop_assert!(AuthorizeRequest::from_query(&query).is_err(), "{query}");
+        }
+    }
+}
