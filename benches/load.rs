@@ -10,9 +10,11 @@
 //!
 //! Environment: `BENCH_DURATION` seconds per measurement (default 10),
 //! `BENCH_SCENARIOS` a comma list of
-//! `flow,refresh,register,metadata,mcp,mcp-real,memory` (default all),
+//! `flow,refresh,register,metadata,mcp,mcp-real,memory,authorize` (default all),
 //! `BENCH_BACKENDS` a comma list of `memory,directory,redis` (default all),
 //! `BENCH_GRANTS` grants stored for the memory scenario (default 100000),
+//! `BENCH_AUTHORIZE_REQUESTS` valid `/authorize` requests of the authorize
+//! scenario (default 100000; memory and directory backends),
 //! `BENCH_REAL_CONCURRENCY` for the real MCP server rows (default 16) and
 //! `BENCH_REAL_ROUNDS` their alternating rounds of half a `BENCH_DURATION`
 //! each (default 6, at least 1), `BENCH_PROXY_BINARY` to measure another
@@ -188,9 +190,20 @@ async fn wait_until_up(url: &str) {
 }
 
 async fn start_proxy(upstream: &FastUpstream, backend: &str, storage: &str, core: usize) -> Proxy {
+    start_proxy_with(upstream, backend, storage, core, &[]).await
+}
+
+/// [`start_proxy`] with variables added to (or overriding) the benchmark's.
+async fn start_proxy_with(
+    upstream: &FastUpstream,
+    backend: &str,
+    storage: &str,
+    core: usize,
+    extra: &[(&str, &str)],
+) -> Proxy {
     // Another build of the proxy can be measured against this one's load.
     let binary = std::env::var("BENCH_PROXY_BINARY").unwrap_or_else(|_| PROXY_BINARY.to_string());
-    start_server(&binary, upstream, backend, storage, core).await
+    start_server(&binary, upstream, backend, storage, core, extra).await
 }
 
 /// The flow floor (`examples/flow_floor.rs`), when it has been built next
@@ -203,7 +216,14 @@ fn flow_floor_binary() -> Option<PathBuf> {
 }
 
 /// Starts `binary` with the proxy's environment (the proxy, or the flow floor).
-async fn start_server(binary: &str, upstream: &FastUpstream, backend: &str, storage: &str, core: usize) -> Proxy {
+async fn start_server(
+    binary: &str,
+    upstream: &FastUpstream,
+    backend: &str,
+    storage: &str,
+    core: usize,
+    extra: &[(&str, &str)],
+) -> Proxy {
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let mut command = pinned(core, binary);
@@ -241,6 +261,7 @@ async fn start_server(binary: &str, upstream: &FastUpstream, backend: &str, stor
         .env("OAUTH_PROXY_AUTHORIZE_RATE_LIMIT", "0")
         .env("OAUTH_PROXY_MAX_CLIENTS", "10000000")
         .env("OAUTH_PROXY_MCP_UPSTREAM_URL", format!("{backend}/mcp"))
+        .envs(extra.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
     let process = Process(command.spawn().expect("the proxy binary starts"));
@@ -896,6 +917,113 @@ fn dir_size(dir: &Path) -> u64 {
         .unwrap_or(0)
 }
 
+/// Disk use of a directory as `du -sk` reports it (allocated blocks), in KiB.
+fn du_kib(dir: &Path) -> u64 {
+    Command::new("du")
+        .arg("-sk")
+        .arg(dir)
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .and_then(|out| out.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Security review item 1: `BENCH_AUTHORIZE_REQUESTS` (default 100 000)
+/// valid `/authorize` requests from one address, consent on (each stores a
+/// pending authorization and answers the consent page) and the per-address
+/// rate limit off, into a fresh proxy. The pending-authorization cap
+/// (default 10 000) bounds what they store: memory must grow by at most
+/// 32 MiB, and the directory store's size stays bounded.
+async fn authorize_flood(upstream: &FastUpstream, backend: &str, storage_kind: &str) {
+    let data_dir = std::env::temp_dir().join(format!("mcp-oauth-proxy-bench-authorize-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data_dir);
+    let storage = match storage_kind {
+        "directory" => data_dir.display().to_string(),
+        _ => "memory".to_string(),
+    };
+    let proxy = start_proxy_with(
+        upstream,
+        backend,
+        &storage,
+        0,
+        &[
+            ("OAUTH_PROXY_CONSENT_REQUIRED", "true"),
+            ("OAUTH_PROXY_AUTHORIZE_RATE_LIMIT", "0"),
+        ],
+    )
+    .await;
+    let (base, pid) = (proxy.base.clone(), proxy.process.0.id());
+    let registration = format!(r#"{{"redirect_uris":["{REDIRECT}"],"token_endpoint_auth_method":"none"}}"#);
+    let registered = Agent::default()
+        .post(&format!("{base}/register"), "application/json", registration.as_bytes())
+        .await
+        .expect("a registration");
+    let client: serde_json::Value = serde_json::from_slice(&registered.body).expect("client information");
+    let client_id = client["client_id"].as_str().expect("a client_id").to_string();
+    let authorize = Rc::new(format!(
+        "{base}/authorize?response_type=code&client_id={client_id}&redirect_uri={REDIRECT}&state=s&code_challenge={}&code_challenge_method=S256",
+        challenge()
+    ));
+    let requests = env_number("BENCH_AUTHORIZE_REQUESTS", 100_000) as usize;
+    let (sent, pages, refused) = (
+        Rc::new(std::cell::Cell::new(0usize)),
+        Rc::new(std::cell::Cell::new(0usize)),
+        Rc::new(std::cell::Cell::new(0usize)),
+    );
+    let (rss_before, disk_before) = (resident_kib(pid), du_kib(&data_dir));
+    let counters = (sent.clone(), pages.clone(), refused.clone());
+    let agents = (0..16).map(|_| Agent::default()).collect();
+    let m = run_load(16, 600, agents, move |mut agent: Agent| {
+        let (authorize, (sent, pages, refused)) = (authorize.clone(), counters.clone());
+        async move {
+            if sent.get() >= requests {
+                return (agent, Step::Stop);
+            }
+            sent.set(sent.get() + 1);
+            let step = match agent.get(&authorize, None).await {
+                Ok(answer) if answer.status == 200 => {
+                    pages.set(pages.get() + 1);
+                    Step::Done
+                }
+                Ok(answer) if answer.status == 503 => {
+                    refused.set(refused.get() + 1);
+                    Step::Done
+                }
+                Ok(answer) => Step::Failed(format!("/authorize answered {}", answer.status)),
+                Err(e) => Step::Failed(e),
+            };
+            (agent, step)
+        }
+    })
+    .await;
+    let (rss_after, disk_after) = (resident_kib(pid), du_kib(&data_dir));
+    row(
+        &format!("[{storage_kind}] /authorize flood, consent on, one address, c=16"),
+        &m,
+        None,
+    );
+    let grown = rss_after.saturating_sub(rss_before) as f64 / 1024.0;
+    println!(
+        "|   [{storage_kind}] {} valid /authorize requests: {} consent pages, {} answered 503 (pending cap); \
+         proxy RSS {:.1} MiB before, {:.1} MiB after: +{grown:.1} MiB (target <= 32 MiB: {})",
+        sent.get().min(requests),
+        pages.get(),
+        refused.get(),
+        rss_before as f64 / 1024.0,
+        rss_after as f64 / 1024.0,
+        if grown <= 32.0 { "met" } else { "MISSED" },
+    );
+    if storage_kind == "directory" {
+        println!(
+            "|   [directory] data directory (du -sk): {disk_before} KiB before, {disk_after} KiB after ({} bytes apparent)",
+            dir_size(&data_dir)
+        );
+    }
+    drop(proxy);
+    let _ = std::fs::remove_dir_all(&data_dir);
+}
+
 /// A guarded MCP request's body.
 const MCP_BODY: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
 
@@ -941,7 +1069,10 @@ async fn main() {
     pin_self();
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let seconds = env_number("BENCH_DURATION", 10);
-    let scenarios = env_list("BENCH_SCENARIOS", "flow,refresh,register,metadata,mcp,mcp-real,memory");
+    let scenarios = env_list(
+        "BENCH_SCENARIOS",
+        "flow,refresh,register,metadata,mcp,mcp-real,memory,authorize",
+    );
     let backends = env_list("BENCH_BACKENDS", "memory,directory,redis");
     let wants = |s: &str| scenarios.iter().any(|x| x == s);
     if !has_command("wrk") {
@@ -1001,7 +1132,7 @@ async fn main() {
     if wants("flow") {
         match flow_floor_binary() {
             Some(binary) => {
-                let floor = start_server(&binary.display().to_string(), &upstream, &backend, "memory", 0).await;
+                let floor = start_server(&binary.display().to_string(), &upstream, &backend, "memory", 0, &[]).await;
                 let pid = floor.process.0.id();
                 let (mut m, cpu) = with_cpu(pid, measure_flows(&floor.base, 16, seconds)).await;
                 m.proxy_cpu = Some(cpu);
@@ -1061,6 +1192,12 @@ async fn main() {
             per_grant - upstream_bytes as f64
         );
         drop(proxy);
+    }
+
+    if wants("authorize") {
+        for storage_kind in backends.iter().filter(|b| *b == "memory" || *b == "directory") {
+            authorize_flood(&upstream, &backend, storage_kind).await;
+        }
     }
 
     if wants("mcp-real") {

@@ -171,12 +171,29 @@ pub struct Lifetimes {
     pub refresh_token: Duration,
     pub authorization_code: Duration,
     pub transaction: Duration,
+    /// A pending authorization that has not been approved on the consent page
+    /// yet lives this long (at most `transaction`); the full `transaction`
+    /// lifetime starts when the user approves or consent is skipped. Not an
+    /// environment variable: two minutes is enough to read the consent page,
+    /// and tests shorten it through this field.
+    pub unapproved_transaction: Duration,
     /// A registration that never completes a token exchange expires after this.
     pub unused_client: Duration,
     /// Absolute lifetime of a grant from its sign-in, however often it is
     /// refreshed (`OAUTH_PROXY_GRANT_MAX_LIFETIME`).
     pub grant_max: Duration,
 }
+
+/// How long an authorization waits on the consent page before it expires.
+pub const UNAPPROVED_TRANSACTION_TTL: Duration = Duration::from_secs(120);
+
+/// Default cap on live pending authorizations (all clients together). A
+/// pending authorization is at most about 2 KiB (its `state` is capped at
+/// 1 KiB), so the cap bounds them to about 20 MiB of memory or disk, and
+/// 10 000 sign-ins in flight at once (about 80 a second started within the
+/// two minutes an unapproved one lives) is far beyond what one proxy in front
+/// of one MCP server sees.
+pub const DEFAULT_MAX_PENDING_AUTHORIZATIONS: usize = 10_000;
 
 /// Limits that keep an open `/register` from exhausting memory.
 #[derive(Debug, Clone, Copy)]
@@ -219,6 +236,9 @@ pub struct Config {
     pub trusted_proxies: crate::client_address::TrustedProxies,
     /// `/authorize` requests per client address per minute; 0 turns the limit off.
     pub authorize_rate_limit: u32,
+    /// Live pending authorizations (transactions), all clients together;
+    /// `/authorize` answers 503 above it (`OAUTH_PROXY_MAX_PENDING_AUTHORIZATIONS`).
+    pub max_pending_authorizations: usize,
     /// Directory of static assets served under `/static` (the embedded
     /// defaults are used for files missing there).
     pub static_dir: String,
@@ -375,6 +395,7 @@ impl Config {
             refresh_token: env.seconds("OAUTH_PROXY_REFRESH_TOKEN_TTL", 2_592_000)?,
             authorization_code: env.seconds("OAUTH_PROXY_AUTHORIZATION_CODE_TTL", 300)?,
             transaction: env.seconds("OAUTH_PROXY_TRANSACTION_TTL", 600)?,
+            unapproved_transaction: UNAPPROVED_TRANSACTION_TTL,
             unused_client: env.seconds("OAUTH_PROXY_UNUSED_CLIENT_TTL", 86_400)?,
             grant_max: env.seconds("OAUTH_PROXY_GRANT_MAX_LIFETIME", 7_776_000)?,
         };
@@ -569,6 +590,16 @@ impl Config {
         };
         // Generous: everyone behind one NAT (an office, a campus) shares it.
         let authorize_rate_limit = env.number("OAUTH_PROXY_AUTHORIZE_RATE_LIMIT", 120)?;
+        let max_pending_authorizations = env.number(
+            "OAUTH_PROXY_MAX_PENDING_AUTHORIZATIONS",
+            DEFAULT_MAX_PENDING_AUTHORIZATIONS,
+        )?;
+        if max_pending_authorizations == 0 {
+            return Err(bad(
+                "OAUTH_PROXY_MAX_PENDING_AUTHORIZATIONS",
+                "must be at least 1 (the cap cannot be turned off)",
+            ));
+        }
 
         let provider_name = match env.get("OAUTH_PROXY_UPSTREAM_NAME") {
             Some(name) => name,
@@ -604,6 +635,7 @@ impl Config {
             registration,
             trusted_proxies,
             authorize_rate_limit,
+            max_pending_authorizations,
             static_dir: env.get("OAUTH_PROXY_STATIC_DIR").unwrap_or_else(|| "static".into()),
             provider_name,
             disable_transparent_huge_pages: env.boolean("OAUTH_PROXY_DISABLE_THP", true)?,
@@ -830,6 +862,8 @@ mod tests {
         assert_eq!(config.lifetimes.authorization_code, Duration::from_secs(300));
         assert_eq!(config.lifetimes.transaction, Duration::from_secs(600));
         assert_eq!(config.lifetimes.grant_max, Duration::from_secs(7_776_000));
+        assert_eq!(config.lifetimes.unapproved_transaction, Duration::from_secs(120));
+        assert_eq!(config.max_pending_authorizations, 10_000);
         assert_eq!(config.upstream.auth_method, UpstreamAuthMethod::ClientSecretBasic);
         assert_eq!(config.custom_claims, ["sub", "email", "name", "preferred_username"]);
         assert_eq!(config.provider_name, "github.com");
@@ -1134,5 +1168,15 @@ mod tests {
             assert_eq!(error.variable, "OAUTH_PROXY_MCP_UPSTREAM_URL", "{url}");
         }
         assert!(config_from(&[("OAUTH_PROXY_MCP_UPSTREAM_URL", "http://127.0.0.1:3000/mcp")]).is_ok());
+    }
+
+    #[test]
+    fn the_pending_authorization_cap_is_read_and_cannot_be_turned_off() {
+        let config = config_from(&[("OAUTH_PROXY_MAX_PENDING_AUTHORIZATIONS", "250")]).unwrap();
+        assert_eq!(config.max_pending_authorizations, 250);
+        for bad_value in ["0", "-1", "many"] {
+            let err = config_from(&[("OAUTH_PROXY_MAX_PENDING_AUTHORIZATIONS", bad_value)]).unwrap_err();
+            assert_eq!(err.variable, "OAUTH_PROXY_MAX_PENDING_AUTHORIZATIONS", "{bad_value}");
+        }
     }
 }

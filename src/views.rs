@@ -6,6 +6,19 @@
 //! so they work under the proxy's strict Content-Security-Policy. Their only
 //! asset is the stylesheet at `{static_prefix}/consent.css`.
 use askama::Template;
+use url::Url;
+
+/// What the consent page shows as where the user will be sent: the host of
+/// an http(s) redirect URI; for a private-use scheme (RFC 8252 §7.1) the
+/// scheme too, since `x-app://claude.ai/cb` is not claude.ai: any app can
+/// claim the scheme `x-app` (`x-app://claude.ai`, or `x-app:` without a host).
+pub fn redirect_display_host(url: &Url) -> String {
+    match (url.scheme(), url.host_str()) {
+        ("http" | "https", Some(host)) => host.to_string(),
+        (scheme, Some(host)) if !host.is_empty() => format!("{scheme}://{host}"),
+        (scheme, _) => format!("{scheme}:"),
+    }
+}
 
 /// The consent screen shown before the proxy forwards a client to the
 /// upstream identity provider.
@@ -86,6 +99,15 @@ mod tests {
         assert!(html.contains(r#"href="/static/consent.css""#));
         assert!(html.contains(r#"<meta name="referrer" content="no-referrer">"#));
         assert!(html.contains(r#"<meta name="viewport" content="width=device-width, initial-scale=1">"#));
+    }
+
+    #[test]
+    fn a_private_use_scheme_is_shown_with_its_host() {
+        let shown = |raw: &str| redirect_display_host(&Url::parse(raw).unwrap());
+        assert_eq!(shown("x-app://claude.ai/cb"), "x-app://claude.ai");
+        assert_eq!(shown("com.example.app:/oauth/cb"), "com.example.app:");
+        assert_eq!(shown("https://claude.ai/api/mcp/auth_callback"), "claude.ai");
+        assert_eq!(shown("http://127.0.0.1:33418/callback"), "127.0.0.1");
     }
 
     #[test]

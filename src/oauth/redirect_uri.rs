@@ -324,4 +324,156 @@ mod tests {
             assert!(!pattern_pins_host(open), "{open}");
         }
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn config() -> ProptestConfig {
+            ProptestConfig {
+                cases: 256,
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            }
+        }
+
+        /// Hosts that look alike: the pinned one, its sub- and super-domains,
+        /// and hosts that merely contain it.
+        fn host() -> impl Strategy<Value = String> {
+            prop_oneof![
+                Just("app.example.com".to_string()),
+                Just("APP.example.com".to_string()),
+                Just("evil.app.example.com".to_string()),
+                Just("app.example.com.evil.net".to_string()),
+                Just("appXexample.com".to_string()),
+                Just("example.com".to_string()),
+                Just("127.0.0.1".to_string()),
+                Just("localhost".to_string()),
+                Just("[::1]".to_string()),
+                "[a-z0-9.-]{1,20}",
+            ]
+        }
+
+        /// Redirect URIs built from parts, some of them hostile.
+        fn uri() -> impl Strategy<Value = String> {
+            (
+                prop_oneof![
+                    Just("https"),
+                    Just("http"),
+                    Just("cursor"),
+                    Just("javascript"),
+                    Just("data"),
+                    Just("HTTPS"),
+                ],
+                proptest::option::of("[a-z:%0-9]{0,8}@"),
+                host(),
+                proptest::option::of(0u16..=65535),
+                "(/[a-zA-Z0-9%._~@:*-]{0,10}){0,3}",
+                proptest::option::of("[a-z=&%0-9]{0,10}"),
+                proptest::option::of("[a-z%#0-9]{0,6}"),
+            )
+                .prop_map(|(scheme, userinfo, host, port, path, query, fragment)| {
+                    let mut uri = format!("{scheme}://{}{host}", userinfo.unwrap_or_default());
+                    if let Some(port) = port {
+                        uri.push_str(&format!(":{port}"));
+                    }
+                    uri.push_str(&path);
+                    if let Some(query) = query {
+                        uri.push('?');
+                        uri.push_str(&query);
+                    }
+                    if let Some(fragment) = fragment {
+                        uri.push('#');
+                        uri.push_str(&fragment);
+                    }
+                    uri
+                })
+        }
+
+        fn patterns() -> impl Strategy<Value = Vec<String>> {
+            proptest::collection::vec(
+                prop_oneof![
+                    Just("https://app.example.com/*".to_string()),
+                    Just("https://*.example.com/*".to_string()),
+                    Just("http://127.0.0.1:7777/*".to_string()),
+                    Just("http://localhost:*".to_string()),
+                    Just("cursor://*".to_string()),
+                    Just("*".to_string()),
+                    Just("*://*".to_string()),
+                    "[a-z*:/.]{0,24}",
+                ],
+                0..4,
+            )
+        }
+
+        proptest! {
+            #![proptest_config(config())]
+
+            #[test]
+            fn parsing_and_matching_never_panic(raw in "\\PC{0,80}", built in uri(), patterns in patterns()) {
+                for candidate in [&raw, &built] {
+                    let _ = RedirectUri::parse(candidate, None);
+                    let _ = RedirectUri::parse(candidate, Some(&patterns));
+                    if let Ok(url) = Url::parse(candidate) {
+                        for pattern in &patterns {
+                            let _ = pattern_matches(pattern, &url);
+                        }
+                        if let Ok(registered) = RedirectUri::parse(&built, None) {
+                            let _ = registered.matches(&url);
+                        }
+                    }
+                }
+            }
+
+            #[test]
+            fn userinfo_fragments_and_script_schemes_are_never_accepted(
+                built in uri(),
+                patterns in patterns(),
+                prefix in prop_oneof![Just(""), Just("javascript:"), Just("JavaScript:"), Just(" javascript:")],
+            ) {
+                let candidate = format!("{prefix}{built}");
+                for accepted in [RedirectUri::parse(&candidate, None), RedirectUri::parse(&candidate, Some(&patterns))]
+                    .into_iter()
+                    .flatten()
+                {
+                    let url = accepted.url();
+                    prop_assert!(url.username().is_empty() && url.password().is_none(), "{candidate}");
+                    prop_assert!(url.fragment().is_none() && !candidate.contains('#'), "{candidate}");
+                    prop_assert!(!FORBIDDEN_SCHEMES.contains(&url.scheme()), "{candidate}");
+                    prop_assert!(url.scheme() != "http" || is_loopback(url), "{candidate}");
+                }
+            }
+
+            #[test]
+            fn a_pattern_match_implies_the_host_the_pattern_pins(built in uri()) {
+                let Ok(url) = Url::parse(&built) else { return Ok(()) };
+                let host = url.host_str().unwrap_or("").to_ascii_lowercase();
+                if pattern_matches("https://app.example.com/*", &url) {
+                    prop_assert_eq!(&host, "app.example.com");
+                    prop_assert_eq!(url.scheme(), "https");
+                }
+                if pattern_matches("https://*.example.com/*", &url) {
+                    prop_assert!(host.ends_with(".example.com"), "{built}");
+                }
+                if pattern_matches("http://127.0.0.1:7777/*", &url) {
+                    prop_assert_eq!(&host, "127.0.0.1");
+                    prop_assert_eq!(url.port(), Some(7777));
+                }
+            }
+
+            #[test]
+            fn a_registered_uri_matches_only_its_own_host_and_path(registered in uri(), requested in uri()) {
+                let (Ok(registered), Ok(url)) = (RedirectUri::parse(&registered, None), Url::parse(&requested)) else {
+                    return Ok(());
+                };
+                if registered.matches(&url) {
+                    prop_assert_eq!(registered.url().host(), url.host());
+                    prop_assert_eq!(registered.url().path(), url.path());
+                    prop_assert_eq!(registered.url().scheme(), url.scheme());
+                    // Only loopback URIs may differ (in the port).
+                    prop_assert!(registered.url() == &url || is_loopback(&url), "{registered:?} {requested}");
+                }
+            }
+        }
+    }
 }

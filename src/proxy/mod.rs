@@ -29,7 +29,9 @@ use crate::actors::token_vault::{
     bounded_exp, bounded_ttl, ClaimRefresh, CreateGrant, GetGrant, Grant, IssuePassThrough, IssuedPair, KeepGrant,
     LookupPassThrough, RefreshClaim, RevokeGrant, UndoRotation, UpstreamTokens,
 };
-use crate::actors::transactions::{GetTransaction, PutTransaction, TakeTransaction, Transaction};
+use crate::actors::transactions::{
+    GetTransaction, PutTransaction, StartRefusal, StartTransaction, TakeTransaction, Transaction,
+};
 use crate::actors::upstream_refresher::{Failure, RefreshFailed, RefreshUpstream, TOKEN_LATE_WINDOW};
 use crate::actors::{ClientRegistry, CodeStore, Shutdown, TokenVault, TransactionStore, UpstreamRefresher};
 use crate::config::{Config, JwtAlgorithm, Secret};
@@ -40,6 +42,7 @@ use crate::oauth::client::{RegisteredClient, RegistrationRequest};
 use crate::oauth::jwt::generate_private_pem;
 use crate::oauth::jwt::{IssuedClaims, KeyError, TokenSigner, TokenUse, RESERVED_CLAIMS};
 use crate::oauth::pkce::{CodeChallenge, PkcePair};
+use crate::oauth::redirect_uri::pattern_matches;
 use crate::oauth::scope::Scopes;
 use crate::oauth::{metadata, now_secs};
 use crate::store::{Backend, Counting, SealedTable, StoreError};
@@ -66,6 +69,47 @@ pub struct AuthorizeRequest<'a> {
     pub code_challenge_method: Option<Cow<'a, str>>,
     #[serde(borrow)]
     pub resource: Option<Cow<'a, str>>,
+}
+
+/// Longest `/authorize` query string accepted, in bytes. A legitimate request
+/// is a few hundred bytes; 8 KiB is the request-line limit of common front
+/// ends (nginx's `large_client_header_buffers`, Apache's `LimitRequestLine`),
+/// so a longer one would not pass a reverse proxy anyway.
+pub const MAX_AUTHORIZE_QUERY: usize = 8 * 1024;
+/// Longest `state` accepted, in bytes (after percent-decoding): clients send
+/// a random value or a short encoded blob; every byte of it is stored with
+/// the pending authorization and sent back to the client.
+pub const MAX_STATE: usize = 1024;
+/// Seconds a browser is asked to wait when the pending authorizations are at
+/// their cap (`Retry-After`).
+pub const PENDING_FULL_RETRY_AFTER: u64 = 60;
+
+/// Why an `/authorize` query string was not read. None of these can go back
+/// to the client: the query is not trusted, so an HTML page answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AuthorizeQueryError {
+    #[error("the request is longer than {MAX_AUTHORIZE_QUERY} bytes")]
+    TooLong,
+    #[error("`state` is longer than {MAX_STATE} bytes")]
+    StateTooLong,
+    #[error("the request parameters could not be read (a parameter may be repeated)")]
+    Unreadable,
+}
+
+impl<'a> AuthorizeRequest<'a> {
+    /// Reads a query string: length caps first (before any decoding), then
+    /// the parameters; a repeated parameter is refused (RFC 6749 §3.1).
+    pub fn from_query(query: &'a str) -> Result<Self, AuthorizeQueryError> {
+        if query.len() > MAX_AUTHORIZE_QUERY {
+            return Err(AuthorizeQueryError::TooLong);
+        }
+        let request: AuthorizeRequest<'a> =
+            serde_urlencoded::from_str(query).map_err(|_| AuthorizeQueryError::Unreadable)?;
+        if request.state.as_deref().is_some_and(|state| state.len() > MAX_STATE) {
+            return Err(AuthorizeQueryError::StateTooLong);
+        }
+        Ok(request)
+    }
 }
 
 /// What the browser brings: its binding id (from a signed cookie) and the
@@ -95,6 +139,9 @@ pub enum AuthorizeOutcome {
     Consent(Box<ConsentPrompt>),
     /// Consent is off or remembered: go to the upstream.
     RedirectUpstream(String),
+    /// Too many pending authorizations (`OAUTH_PROXY_MAX_PENDING_AUTHORIZATIONS`):
+    /// the browser is asked to come back after `retry_after` seconds (503).
+    Busy { retry_after: u64 },
 }
 
 /// The consent form (`POST /consent`).
@@ -397,7 +444,8 @@ impl OAuthProxy {
         let consent_key =
             actix_web::cookie::Key::from(&crate::crypto::derive_key::<64>(&keys.consent, "consent-cookie"));
 
-        // Only the client count is read while serving (the registration cap).
+        // Only the client and transaction counts are read while serving (the
+        // registration and pending-authorization caps).
         let lifetimes = config.lifetimes;
         let prototypes = ActorPrototypes {
             clients: ClientRegistry::new(
@@ -410,10 +458,13 @@ impl OAuthProxy {
             transactions: TransactionStore::new(
                 SealedTable::new(
                     "transaction",
-                    backend.table("transaction", Counting::OnRequest)?,
+                    // Read by the pending-authorization cap at each /authorize.
+                    backend.table("transaction", Counting::Kept)?,
                     sealer.clone(),
                 ),
                 lifetimes.transaction,
+                lifetimes.unapproved_transaction,
+                config.max_pending_authorizations,
             ),
             codes: CodeStore::new(
                 SealedTable::new("code", backend.table("code", Counting::OnRequest)?, sealer.clone()),
@@ -608,6 +659,16 @@ impl OAuthProxy {
             None if client.redirect_uris.len() == 1 => Url::parse(&client.redirect_uris[0]).ok(),
             None => None,
         };
+        // The URI actually used must pass the operator's patterns too: a
+        // loopback URI matches its registration on any port (RFC 8252 §7.3),
+        // so a pattern pinning a port (`http://127.0.0.1:7777/*`) is only
+        // kept if checked here, where the port is known.
+        let redirect_uri = redirect_uri.filter(|url| {
+            config
+                .allowed_redirect_uri_patterns
+                .as_deref()
+                .is_none_or(|patterns| patterns.iter().any(|pattern| pattern_matches(pattern, url)))
+        });
         let Some(redirect_uri) = redirect_uri else {
             return Err(Error::page_with_detail(
                 StatusCode::BAD_REQUEST,
@@ -616,32 +677,51 @@ impl OAuthProxy {
                 "invalid_request",
             ));
         };
-        // Errors from here on go back to the client (built only for one).
-        let back = || {
-            client_redirect(
-                config,
-                redirect_uri.clone(),
-                request.state.as_deref().map(str::to_string),
-            )
+        // RFC 9700 §4.11.2: registration is open, so a registered redirect
+        // URI proves nothing about its owner, and redirecting an error to it
+        // with no user action would make the proxy an open redirector. Errors
+        // from here on go back to the client only once this browser has
+        // approved it (a remembered consent), or when the operator turned
+        // consent off (allowed only with pinned redirect patterns); else the
+        // browser gets the HTML page.
+        let remembered = browser.remembered_clients.iter().any(|c| c == &client.client_id);
+        let approved = !config.consent_required || remembered;
+        let refuse = |code: ErrorCode, description: String| {
+            if approved {
+                let back = client_redirect(
+                    config,
+                    redirect_uri.clone(),
+                    request.state.as_deref().map(str::to_string),
+                );
+                Error::redirect(&back, code, description)
+            } else {
+                Error::page_with_detail(
+                    StatusCode::BAD_REQUEST,
+                    "Invalid authorization request",
+                    format!(
+                        "The application sent a request this server cannot accept ({description}). \
+                         You have not approved this application in this browser, so you are not sent back to it."
+                    ),
+                    code.as_str(),
+                )
+            }
         };
 
         if request.response_type.as_deref() != Some("code") {
-            return Err(Error::redirect(
-                &back(),
+            return Err(refuse(
                 ErrorCode::UnsupportedResponseType,
-                "response_type must be `code`",
+                "response_type must be `code`".into(),
             ));
         }
         let code_challenge = CodeChallenge::parse(
             request.code_challenge.as_deref(),
             request.code_challenge_method.as_deref(),
         )
-        .map_err(|e| Error::redirect(&back(), ErrorCode::InvalidRequest, e.to_string()))?;
+        .map_err(|e| refuse(ErrorCode::InvalidRequest, e.to_string()))?;
         let resource = config.resource();
         if let Some(requested) = request.resource.as_deref() {
             if !resource_matches(requested, &resource) {
-                return Err(Error::redirect(
-                    &back(),
+                return Err(refuse(
                     ErrorCode::InvalidTarget,
                     format!("this server only issues tokens for {resource}"),
                 ));
@@ -649,12 +729,10 @@ impl OAuthProxy {
         }
         let scopes = self
             .requested_scopes(request.scope.as_deref(), &client)
-            .map_err(|description| Error::redirect(&back(), ErrorCode::InvalidScope, description))?;
+            .map_err(|description| refuse(ErrorCode::InvalidScope, description))?;
 
         let transaction_id = random_token(32);
         let upstream_pkce = (!config.forward_pkce).then(PkcePair::generate);
-        let remembered = browser.remembered_clients.iter().any(|c| c == &client.client_id);
-        let approved = !config.consent_required || remembered;
         let upstream_challenge = match &upstream_pkce {
             Some(pkce) => pkce.challenge.clone(),
             None => code_challenge.as_str().to_string(),
@@ -679,13 +757,23 @@ impl OAuthProxy {
             )
         });
         let upstream = self.upstream_url(&transaction_id, &upstream_challenge);
-        self.actors()
+        let started = self
+            .actors()
             .transactions
-            .send(PutTransaction {
+            .send(StartTransaction {
                 id: transaction_id.clone(),
                 transaction,
             })
-            .await??;
+            .await?;
+        match started {
+            Ok(()) => {}
+            Err(StartRefusal::Full) => {
+                return Ok(AuthorizeOutcome::Busy {
+                    retry_after: PENDING_FULL_RETRY_AFTER,
+                })
+            }
+            Err(StartRefusal::Store(e)) => return Err(e.into()),
+        }
 
         let Some((csrf_token, scopes)) = consent else {
             return Ok(AuthorizeOutcome::RedirectUpstream(upstream));
@@ -1484,5 +1572,113 @@ fn upstream_token_error(error: UpstreamError) -> Error {
             ErrorCode::ServerError,
             format!("upstream token endpoint failed: {error}"),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const NAMES: [&str; 8] = [
+        "response_type",
+        "client_id",
+        "redirect_uri",
+        "scope",
+        "state",
+        "code_challenge",
+        "code_challenge_method",
+        "resource",
+    ];
+
+    #[test]
+    fn an_authorize_query_is_read_with_its_caps() {
+        let request = AuthorizeRequest::from_query("response_type=code&state=a%20b&extra=1").unwrap();
+        assert_eq!(request.response_type.as_deref(), Some("code"));
+        assert_eq!(request.state.as_deref(), Some("a b"));
+        let state = |n: usize| format!("state={}", "s".repeat(n));
+        assert!(AuthorizeRequest::from_query(&state(MAX_STATE)).is_ok());
+        assert_eq!(
+            AuthorizeRequest::from_query(&state(MAX_STATE + 1)).unwrap_err(),
+            AuthorizeQueryError::StateTooLong
+        );
+        // Percent-encoded, the state is measured decoded.
+        let encoded = format!("state={}", "%41".repeat(MAX_STATE));
+        assert!(AuthorizeRequest::from_query(&encoded).is_ok());
+        let padded = format!("client_id=c&pad={}", "p".repeat(MAX_AUTHORIZE_QUERY));
+        assert_eq!(
+            AuthorizeRequest::from_query(&padded).unwrap_err(),
+            AuthorizeQueryError::TooLong
+        );
+        assert_eq!(
+            AuthorizeRequest::from_query("state=a&state=b").unwrap_err(),
+            AuthorizeQueryError::Unreadable
+        );
+    }
+
+    /// A value in any spelling: plain, percent-encoded, broken escapes,
+    /// `+`, invalid UTF-8.
+    fn value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[a-zA-Z0-9._~-]{0,12}",
+            "(%[0-9a-fA-F]{2}){0,8}",
+            "(%[0-9a-zA-Z]{0,2}|[+&=;a-z]){0,12}",
+            "\\PC{0,12}",
+        ]
+    }
+
+    fn config() -> ProptestConfig {
+        ProptestConfig {
+            cases: 256,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        }
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn any_query_is_read_or_refused_without_panicking(raw in "\\PC{0,200}", pairs in proptest::collection::vec((prop_oneof![
+            proptest::sample::select(NAMES.to_vec()).prop_map(String::from),
+            "[a-z_%]{0,10}",
+        ], value()), 0..10)) {
+            let built = pairs
+                .iter()
+                .map(|(name, value)| format!("{name}={value}"))
+                .collect::<Vec<_>>()
+                .join("&");
+            for query in [raw.as_str(), built.as_str()] {
+                if let Ok(request) = AuthorizeRequest::from_query(query) {
+                    prop_assert!(query.len() <= MAX_AUTHORIZE_QUERY);
+                    prop_assert!(request.state.as_deref().is_none_or(|s| s.len() <= MAX_STATE));
+                }
+            }
+        }
+
+        #[test]
+        fn a_repeated_parameter_is_refused(
+            pairs in proptest::collection::vec((proptest::sample::select(NAMES.to_vec()), value()), 0..6),
+            repeated in proptest::sample::select(NAMES.to_vec()),
+            first in value(),
+            second in value(),
+            at in 0usize..8,
+        ) {
+            let mut pairs: Vec<(String, String)> = pairs
+                .into_iter()
+                .filter(|(name, _)| *name != repeated)
+                .map(|(name, value)| (name.to_string(), value))
+                .collect();
+            pairs.push((repeated.to_string(), first));
+            pairs.insert(at.min(pairs.len()), (repeated.to_string(), second));
+            let query = pairs
+                .iter()
+                .map(|(name, value)| format!("{name}={value}"))
+                .collect::<Vec<_>>()
+                .join("&");
+            // A value with a raw `&` or `=` may split into other pairs, but the
+            // two names are still there.
+            prop_assert!(AuthorizeRequest::from_query(&query).is_err(), "{query}");
+        }
     }
 }

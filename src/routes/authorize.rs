@@ -1,38 +1,54 @@
 //! `GET /authorize` and the consent screen (`POST /consent`).
 //!
 //! Browser-facing: errors are HTML pages until the client's redirect URI is
-//! validated, then redirects to it. Never CORS-enabled.
+//! validated and this browser has approved the client (RFC 9700 §4.11.2),
+//! then redirects to it. A query string that is too long, or whose `state`
+//! is, is never sent back: it gets the HTML page. Never CORS-enabled.
 
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
 
 use super::{add_page_security_headers, redirect, BrowserCookies, STATIC_PREFIX};
-use crate::error::Error;
+use crate::error::{error_page, Error};
 use crate::proxy::{AuthorizeOutcome, AuthorizeRequest, ConsentForm, ConsentOutcome, OAuthProxy};
-use crate::views::ConsentPage;
+use crate::views::{redirect_display_host, ConsentPage};
 
 pub async fn authorize(req: HttpRequest, proxy: web::Data<OAuthProxy>) -> Result<HttpResponse, Error> {
     if let Some(refusal) = crate::rate_limit::authorize_refusal(&req, &proxy) {
         return Ok(refusal);
     }
-    let request: AuthorizeRequest = serde_urlencoded::from_str(req.query_string()).map_err(|_| {
-        Error::page(
+    let request = AuthorizeRequest::from_query(req.query_string()).map_err(|e| {
+        Error::page_with_detail(
             StatusCode::BAD_REQUEST,
             "Invalid authorization request",
-            "The request parameters could not be read (a parameter may be repeated).",
+            format!("The request could not be accepted: {e}."),
+            "invalid_request",
         )
     })?;
     let (cookies, browser) = BrowserCookies::read(&req, &proxy);
     match proxy.authorize(request, &browser).await.map_err(Error::for_browser)? {
         AuthorizeOutcome::RedirectUpstream(url) => Ok(redirect(&url, Some(&cookies))),
+        AuthorizeOutcome::Busy { retry_after } => {
+            let mut response = error_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Too many sign-ins in progress",
+                "The authorization server is handling too many sign-ins right now. Try again in a minute.",
+                Some("temporarily_unavailable"),
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(retry_after));
+            Ok(response)
+        }
         AuthorizeOutcome::Consent(prompt) => {
+            let redirect_host = redirect_display_host(&prompt.redirect_uri);
             let page = ConsentPage {
                 static_prefix: STATIC_PREFIX,
                 client_name: &prompt.client_name,
                 client_id: &prompt.client_id,
                 redirect_uri: prompt.redirect_uri.as_str(),
-                redirect_host: prompt.redirect_uri.host_str().unwrap_or(prompt.redirect_uri.scheme()),
+                redirect_host: &redirect_host,
                 scopes: prompt.scopes.iter().map(String::as_str).collect(),
                 provider_name: &proxy.config().provider_name,
                 form_action: "/consent",

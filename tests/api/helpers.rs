@@ -157,6 +157,16 @@ impl TestApp {
 
     /// Starts a proxy in front of an upstream that other instances may share.
     pub async fn spawn_instance(settings: &[(&str, &str)], upstream: Rc<MockUpstream>) -> TestApp {
+        TestApp::spawn_adjusted(settings, upstream, |_| {}).await
+    }
+
+    /// [`TestApp::spawn_instance`] with a last change to the parsed
+    /// configuration, for settings no variable sets (shorter lifetimes).
+    pub async fn spawn_adjusted(
+        settings: &[(&str, &str)],
+        upstream: Rc<MockUpstream>,
+        adjust: impl FnOnce(&mut Config),
+    ) -> TestApp {
         let _ = env_logger::builder().is_test(true).try_init();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let address = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
@@ -165,7 +175,8 @@ impl TestApp {
         for (k, v) in settings {
             env.insert(k.to_string(), v.replace("{upstream}", &upstream.base_url()));
         }
-        let config = Config::from_lookup(|name| env.get(name).cloned()).expect("test config");
+        let mut config = Config::from_lookup(|name| env.get(name).cloned()).expect("test config");
+        adjust(&mut config);
         let proxy = OAuthProxy::start(config).await.expect("proxy starts");
         let server = startup::run(listener, proxy.clone()).unwrap();
         let handle = server.handle();
