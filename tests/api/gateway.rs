@@ -19,11 +19,76 @@ fn ping() -> serde_json::Value {
     serde_json::from_str(PING).unwrap()
 }
 
+/// An MCP backend double the proxy can stand in front of.
+trait McpBackend {
+    fn url(&self) -> &str;
+    async fn stop(self);
+}
+
+impl McpBackend for BackendDouble {
+    fn url(&self) -> &str {
+        &self.url
+    }
+    async fn stop(self) {
+        BackendDouble::stop(self).await;
+    }
+}
+
+impl McpBackend for RawBackend {
+    fn url(&self) -> &str {
+        &self.url
+    }
+    /// Its thread lives as long as the test process.
+    async fn stop(self) {}
+}
+
+/// The proxy, with `extra` settings, in front of `backend`.
+async fn spawn_in_front_of(backend: &impl McpBackend, extra: &[(&str, &str)], upstream: MockUpstreamConfig) -> TestApp {
+    let mut settings = vec![("OAUTH_PROXY_MCP_UPSTREAM_URL", backend.url())];
+    settings.extend_from_slice(extra);
+    TestApp::spawn_with(&settings, upstream).await
+}
+
 async fn spawn_with_backend(extra: &[(&str, &str)], upstream: MockUpstreamConfig) -> (TestApp, BackendDouble) {
     let backend = BackendDouble::start().await;
-    let mut settings = vec![("OAUTH_PROXY_MCP_UPSTREAM_URL", backend.url.as_str())];
-    settings.extend_from_slice(extra);
-    (TestApp::spawn_with(&settings, upstream).await, backend)
+    (spawn_in_front_of(&backend, extra, upstream).await, backend)
+}
+
+/// The proxy in front of an MCP backend double, and the access token a
+/// public client got through the whole flow: where most tests here start.
+struct Guarded<B> {
+    app: TestApp,
+    backend: B,
+    access: String,
+}
+
+impl Guarded<BackendDouble> {
+    /// In front of a [`BackendDouble`], with `extra` settings.
+    async fn start(extra: &[(&str, &str)]) -> Self {
+        Guarded::start_with(extra, MockUpstreamConfig::default()).await
+    }
+
+    async fn start_with(extra: &[(&str, &str)], upstream: MockUpstreamConfig) -> Self {
+        Guarded::spawn(BackendDouble::start().await, extra, upstream).await
+    }
+}
+
+impl<B: McpBackend> Guarded<B> {
+    /// In front of `backend`, with the default settings.
+    async fn in_front_of(backend: B) -> Self {
+        Guarded::spawn(backend, &[], MockUpstreamConfig::default()).await
+    }
+
+    async fn spawn(backend: B, extra: &[(&str, &str)], upstream: MockUpstreamConfig) -> Self {
+        let app = spawn_in_front_of(&backend, extra, upstream).await;
+        let (access, _) = access_token(&app).await;
+        Guarded { app, backend, access }
+    }
+
+    async fn stop(self) {
+        self.app.stop().await;
+        self.backend.stop().await;
+    }
 }
 
 async fn access_token(app: &TestApp) -> (String, String) {
@@ -107,13 +172,8 @@ async fn bad_tokens_get_401_invalid_token() {
 /// every object gets a new shape and V8's property caches stop working.
 #[actix_web::test]
 async fn the_same_headers_reach_the_mcp_server_in_the_same_order_on_every_request() {
-    let backend = RawBackend::start();
-    let app = TestApp::spawn_with(
-        &[("OAUTH_PROXY_MCP_UPSTREAM_URL", backend.url.as_str())],
-        MockUpstreamConfig::default(),
-    )
-    .await;
-    let (access, _) = access_token(&app).await;
+    let guarded = Guarded::in_front_of(RawBackend::start()).await;
+    let Guarded { app, backend, access } = &guarded;
     let headers = [
         ("MCP-Protocol-Version", "2025-06-18"),
         ("Mcp-Session-Id", "session-1"),
@@ -121,7 +181,7 @@ async fn the_same_headers_reach_the_mcp_server_in_the_same_order_on_every_reques
     ];
     for _ in 0..20 {
         let answer = app
-            .mcp_request(Method::POST, "/mcp", Some(&access), &headers, Some(ping()))
+            .mcp_request(Method::POST, "/mcp", Some(access), &headers, Some(ping()))
             .await;
         assert_eq!(answer.status, StatusCode::OK);
     }
@@ -145,32 +205,30 @@ async fn the_same_headers_reach_the_mcp_server_in_the_same_order_on_every_reques
     for order in &orders[1..] {
         assert_eq!(order, &orders[0]);
     }
-    app.stop().await;
+    guarded.stop().await;
 }
 
 #[actix_web::test]
 async fn an_expired_token_gets_401_invalid_token() {
-    let (app, backend) =
-        spawn_with_backend(&[("OAUTH_PROXY_ACCESS_TOKEN_TTL", "1")], MockUpstreamConfig::default()).await;
-    let (access, _) = access_token(&app).await;
-    assert_eq!(app.mcp_post(Some(&access), ping()).await.status, StatusCode::OK);
+    let guarded = Guarded::start(&[("OAUTH_PROXY_ACCESS_TOKEN_TTL", "1")]).await;
+    let Guarded { app, access, .. } = &guarded;
+    assert_eq!(app.mcp_post(Some(access), ping()).await.status, StatusCode::OK);
     actix_rt::time::sleep(Duration::from_millis(2100)).await;
-    let answer = app.mcp_post(Some(&access), ping()).await;
+    let answer = app.mcp_post(Some(access), ping()).await;
     assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
     assert_eq!(bearer_challenge(&answer)["error"], "invalid_token");
-    app.stop().await;
-    backend.stop().await;
+    guarded.stop().await;
 }
 
 #[actix_web::test]
 async fn swap_mode_forwards_the_upstream_token_never_the_proxy_jwt_or_cookies() {
-    let (app, backend) = spawn_with_backend(&[], MockUpstreamConfig::default()).await;
-    let (access, _) = access_token(&app).await;
+    let guarded = Guarded::start(&[]).await;
+    let Guarded { app, backend, access } = &guarded;
     let answer = app
         .mcp_request(
             Method::POST,
             "/mcp",
-            Some(&access),
+            Some(access),
             &[
                 ("Cookie", "mcp_proxy_browser=secret"),
                 ("Mcp-Session-Id", "s-1"),
@@ -188,42 +246,36 @@ async fn swap_mode_forwards_the_upstream_token_never_the_proxy_jwt_or_cookies() 
     );
     let upstream_token = app.upstream.issued_access_tokens()[0].clone();
     assert_eq!(backend.last_authorization(), Some(format!("Bearer {upstream_token}")));
-    assert!(!backend.last_authorization().unwrap().contains(&access));
+    assert!(!backend.last_authorization().unwrap().contains(access.as_str()));
     assert_eq!(backend.recorded.cookies.lock().unwrap().last().cloned().flatten(), None);
     let headers = backend.recorded.other_headers.lock().unwrap().last().cloned().unwrap();
     assert!(headers.contains(&"mcp-session-id".to_string()));
     assert!(headers.contains(&"mcp-protocol-version".to_string()));
-    app.stop().await;
-    backend.stop().await;
+    guarded.stop().await;
 }
 
 #[actix_web::test]
 async fn pass_through_mode_forwards_the_clients_own_token() {
-    let (app, backend) = spawn_with_backend(
-        &[("OAUTH_PROXY_ENABLE_TOKEN_SWAP", "false")],
-        MockUpstreamConfig::default(),
-    )
-    .await;
-    let (access, _) = access_token(&app).await;
-    assert_eq!(app.mcp_post(Some(&access), ping()).await.status, StatusCode::OK);
+    let guarded = Guarded::start(&[("OAUTH_PROXY_ENABLE_TOKEN_SWAP", "false")]).await;
+    let Guarded { app, backend, access } = &guarded;
+    assert_eq!(app.mcp_post(Some(access), ping()).await.status, StatusCode::OK);
     assert_eq!(backend.last_authorization(), Some(format!("Bearer {access}")));
     // A token the proxy never handed out is refused.
     let answer = app.mcp_post(Some("up-at-999-made-up"), ping()).await;
     assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
-    app.stop().await;
-    backend.stop().await;
+    guarded.stop().await;
 }
 
 #[actix_web::test]
 async fn get_and_delete_pass_through_and_options_needs_no_token() {
-    let (app, backend) = spawn_with_backend(&[], MockUpstreamConfig::default()).await;
-    let (access, _) = access_token(&app).await;
+    let guarded = Guarded::start(&[]).await;
+    let Guarded { app, access, .. } = &guarded;
     let delete = app
-        .mcp_request(Method::DELETE, "/mcp", Some(&access), &[("Mcp-Session-Id", "s")], None)
+        .mcp_request(Method::DELETE, "/mcp", Some(access), &[("Mcp-Session-Id", "s")], None)
         .await;
     assert_eq!(delete.status, StatusCode::OK);
     let get = app
-        .mcp_request(Method::GET, "/mcp/events/2", Some(&access), &[], None)
+        .mcp_request(Method::GET, "/mcp/events/2", Some(access), &[], None)
         .await;
     assert_eq!(get.status, StatusCode::OK);
     assert!(get.body.contains("data: {\"n\":1}"));
@@ -241,23 +293,18 @@ async fn get_and_delete_pass_through_and_options_needs_no_token() {
         .header("access-control-allow-headers")
         .unwrap()
         .contains("Mcp-Session-Id"));
-    app.stop().await;
-    backend.stop().await;
+    guarded.stop().await;
 }
 
 #[actix_web::test]
 async fn a_foreign_origin_gets_403_and_an_allowed_one_passes() {
-    let (app, backend) = spawn_with_backend(
-        &[("OAUTH_PROXY_ALLOWED_ORIGINS", "https://inspector.example")],
-        MockUpstreamConfig::default(),
-    )
-    .await;
-    let (access, _) = access_token(&app).await;
+    let guarded = Guarded::start(&[("OAUTH_PROXY_ALLOWED_ORIGINS", "https://inspector.example")]).await;
+    let Guarded { app, access, .. } = &guarded;
     let evil = app
         .mcp_request(
             Method::POST,
             "/mcp",
-            Some(&access),
+            Some(access),
             &[("Origin", "https://evil.example")],
             Some(ping()),
         )
@@ -268,7 +315,7 @@ async fn a_foreign_origin_gets_403_and_an_allowed_one_passes() {
         .mcp_request(
             Method::POST,
             "/mcp",
-            Some(&access),
+            Some(access),
             &[("Origin", "https://inspector.example")],
             Some(ping()),
         )
@@ -282,8 +329,7 @@ async fn a_foreign_origin_gets_403_and_an_allowed_one_passes() {
         .header("access-control-expose-headers")
         .unwrap()
         .contains("Mcp-Session-Id"));
-    app.stop().await;
-    backend.stop().await;
+    guarded.stop().await;
 }
 
 #[actix_web::test]
@@ -319,11 +365,11 @@ async fn an_expired_upstream_token_is_refreshed_once_for_twenty_concurrent_reque
         access_token_expires_in: Some(1),
         ..Default::default()
     };
-    let (app, backend) = spawn_with_backend(&[], upstream).await;
-    let (access, _) = access_token(&app).await;
+    let guarded = Guarded::start_with(&[], upstream).await;
+    let Guarded { app, backend, access } = &guarded;
     app.upstream.set_access_token_expires_in(Some(3600));
     let refreshes_before = app.upstream.token_requests().len();
-    let answers = futures_util::future::join_all((0..20).map(|_| app.mcp_post(Some(&access), ping()))).await;
+    let answers = futures_util::future::join_all((0..20).map(|_| app.mcp_post(Some(access), ping()))).await;
     for answer in &answers {
         assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
     }
@@ -341,8 +387,7 @@ async fn an_expired_upstream_token_is_refreshed_once_for_twenty_concurrent_reque
             .all(|a| a.as_deref() == Some(format!("Bearer {fresh}").as_str())),
         "all forwarded with the fresh token"
     );
-    app.stop().await;
-    backend.stop().await;
+    guarded.stop().await;
 }
 
 #[actix_web::test]
@@ -351,23 +396,22 @@ async fn a_refused_upstream_refresh_answers_401_so_the_client_re_authorizes() {
         access_token_expires_in: Some(1),
         ..Default::default()
     };
-    let (app, backend) = spawn_with_backend(&[], upstream).await;
-    let (access, _) = access_token(&app).await;
+    let guarded = Guarded::start_with(&[], upstream).await;
+    let Guarded { app, backend, access } = &guarded;
     app.upstream.set_token_behavior(TokenBehavior::InvalidGrant);
-    let answer = app.mcp_post(Some(&access), ping()).await;
+    let answer = app.mcp_post(Some(access), ping()).await;
     assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
     assert_eq!(bearer_challenge(&answer)["error"], "invalid_token");
     assert!(backend.recorded.authorization.lock().unwrap().is_empty());
-    app.stop().await;
-    backend.stop().await;
+    guarded.stop().await;
 }
 
 #[actix_web::test]
 async fn a_backend_that_refuses_the_upstream_token_gives_401() {
-    let (app, backend) = spawn_with_backend(&[], MockUpstreamConfig::default()).await;
-    let (access, _) = access_token(&app).await;
+    let guarded = Guarded::start(&[]).await;
+    let Guarded { app, access, .. } = &guarded;
     let answer = app
-        .mcp_request(Method::POST, "/mcp/refuse", Some(&access), &[], Some(ping()))
+        .mcp_request(Method::POST, "/mcp/refuse", Some(access), &[], Some(ping()))
         .await;
     assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
     let challenge = bearer_challenge(&answer);
@@ -376,18 +420,12 @@ async fn a_backend_that_refuses_the_upstream_token_gives_401() {
         challenge["resource_metadata"].starts_with(&app.address),
         "our metadata, not the backend's"
     );
-    app.stop().await;
-    backend.stop().await;
+    guarded.stop().await;
 }
 
 #[actix_web::test]
 async fn a_backend_that_is_down_gives_502_quickly_and_a_slow_one_504() {
-    let (app, backend) = spawn_with_backend(
-        &[("OAUTH_PROXY_MCP_RESPONSE_TIMEOUT", "1")],
-        MockUpstreamConfig::default(),
-    )
-    .await;
-    let (access, _) = access_token(&app).await;
+    let Guarded { app, backend, access } = Guarded::start(&[("OAUTH_PROXY_MCP_RESPONSE_TIMEOUT", "1")]).await;
     let slow = app
         .mcp_request(Method::POST, "/mcp/slow", Some(&access), &[], Some(ping()))
         .await;
@@ -408,8 +446,8 @@ async fn a_backend_that_is_down_gives_502_quickly_and_a_slow_one_504() {
 
 #[actix_web::test]
 async fn sse_events_stream_through_as_they_come_and_a_leaving_client_closes_the_backend() {
-    let (app, backend) = spawn_with_backend(&[], MockUpstreamConfig::default()).await;
-    let (access, _) = access_token(&app).await;
+    let guarded = Guarded::start(&[]).await;
+    let Guarded { app, backend, access } = &guarded;
     let started = Instant::now();
     let mut response = app
         .http()
@@ -460,8 +498,7 @@ async fn sse_events_stream_through_as_they_come_and_a_leaving_client_closes_the_
         );
         actix_rt::time::sleep(Duration::from_millis(50)).await;
     }
-    app.stop().await;
-    backend.stop().await;
+    guarded.stop().await;
 }
 
 /// Sends `count` identical requests over one TCP connection and answers the
@@ -593,14 +630,9 @@ fn host_of(app: &TestApp) -> String {
 
 #[actix_web::test]
 async fn paths_that_could_leave_the_mcp_endpoint_get_400_and_never_reach_the_mcp_server() {
-    let backend = RawBackend::start();
-    let app = TestApp::spawn_with(
-        &[("OAUTH_PROXY_MCP_UPSTREAM_URL", backend.url.as_str())],
-        MockUpstreamConfig::default(),
-    )
-    .await;
-    let (access, _) = access_token(&app).await;
-    let host = host_of(&app);
+    let guarded = Guarded::in_front_of(RawBackend::start()).await;
+    let Guarded { app, backend, access } = &guarded;
+    let host = host_of(app);
     for path in [
         "/mcp/%2e%2e/admin",
         "/mcp/%2e%2e/%2e%2e/etc",
@@ -658,7 +690,7 @@ async fn paths_that_could_leave_the_mcp_endpoint_get_400_and_never_reach_the_mcp
         assert_eq!(last.line, format!("POST {path} HTTP/1.1"));
         assert_eq!(last.body, PING.as_bytes());
     }
-    app.stop().await;
+    guarded.stop().await;
 }
 
 #[actix_web::test]
@@ -685,12 +717,11 @@ async fn an_unauthenticated_request_gets_401_without_its_body_being_waited_for()
 
 #[actix_web::test]
 async fn a_body_over_the_configured_cap_gets_413_whether_announced_or_streamed() {
-    let (app, backend) =
-        spawn_with_backend(&[("OAUTH_PROXY_MCP_MAX_BODY", "1024")], MockUpstreamConfig::default()).await;
-    let (access, _) = access_token(&app).await;
+    let guarded = Guarded::start(&[("OAUTH_PROXY_MCP_MAX_BODY", "1024")]).await;
+    let Guarded { app, backend, access } = &guarded;
     let big = json!({"jsonrpc": "2.0", "id": 1, "method": "ping", "params": {"pad": "x".repeat(2000)}});
     // Announced with Content-Length: refused before it is read.
-    let announced = app.mcp_post(Some(&access), big.clone()).await;
+    let announced = app.mcp_post(Some(access), big.clone()).await;
     assert_eq!(announced.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", announced.body);
     assert_eq!(announced.json()["jsonrpc"], "2.0");
     // Chunked, without a length: counted as it arrives.
@@ -728,19 +759,14 @@ async fn a_body_over_the_configured_cap_gets_413_whether_announced_or_streamed()
         1,
         "only the one at the cap"
     );
-    app.stop().await;
-    backend.stop().await;
+    guarded.stop().await;
 }
 
 #[actix_web::test]
 async fn a_body_that_stalls_past_the_read_timeout_gets_408() {
-    let (app, backend) = spawn_with_backend(
-        &[("OAUTH_PROXY_MCP_RESPONSE_TIMEOUT", "1")],
-        MockUpstreamConfig::default(),
-    )
-    .await;
-    let (access, _) = access_token(&app).await;
-    let host = host_of(&app);
+    let guarded = Guarded::start(&[("OAUTH_PROXY_MCP_RESPONSE_TIMEOUT", "1")]).await;
+    let Guarded { app, backend, access } = &guarded;
+    let host = host_of(app);
     // Half the announced body, then nothing.
     let request = format!(
         "POST /mcp HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {access}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{}",
@@ -760,17 +786,14 @@ async fn a_body_that_stalls_past_the_read_timeout_gets_408() {
     );
     assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
     assert!(backend.recorded.authorization.lock().unwrap().is_empty());
-    app.stop().await;
-    backend.stop().await;
+    guarded.stop().await;
 }
 
 #[actix_web::test]
 async fn a_storage_outage_gives_503_with_retry_after_and_a_revoked_token_still_gets_401() {
     let redis = crate::redis_server::RedisServer::start().await;
-    let backend = BackendDouble::start().await;
-    let app = TestApp::spawn_with(
+    let (app, backend) = spawn_with_backend(
         &[
-            ("OAUTH_PROXY_MCP_UPSTREAM_URL", backend.url.as_str()),
             ("OAUTH_PROXY_STORAGE", &redis.url()),
             ("OAUTH_PROXY_ENCRYPTION_KEY", "test-encryption-key-test-encryption-key"),
             (
@@ -820,18 +843,11 @@ async fn a_storage_outage_gives_503_with_retry_after_and_a_revoked_token_still_g
 
 #[actix_web::test]
 async fn only_get_post_and_delete_are_forwarded_and_other_methods_get_405_with_allow() {
-    let backend = RawBackend::start();
-    let app = TestApp::spawn_with(
-        &[("OAUTH_PROXY_MCP_UPSTREAM_URL", backend.url.as_str())],
-        MockUpstreamConfig::default(),
-    )
-    .await;
-    let (access, _) = access_token(&app).await;
+    let guarded = Guarded::in_front_of(RawBackend::start()).await;
+    let Guarded { app, backend, access } = &guarded;
     for method in ["PUT", "PATCH", "HEAD", "TRACE", "PROPFIND", "CONNECT"] {
         let method = Method::from_bytes(method.as_bytes()).unwrap();
-        let answer = app
-            .mcp_request(method.clone(), "/mcp/x", Some(&access), &[], None)
-            .await;
+        let answer = app.mcp_request(method.clone(), "/mcp/x", Some(access), &[], None).await;
         assert_eq!(answer.status, StatusCode::METHOD_NOT_ALLOWED, "{method}");
         assert_eq!(
             answer.header("allow").as_deref(),
@@ -841,16 +857,16 @@ async fn only_get_post_and_delete_are_forwarded_and_other_methods_get_405_with_a
     }
     assert!(backend.recorded().is_empty(), "{:?}", backend.recorded());
     for method in [Method::GET, Method::POST, Method::DELETE] {
-        let answer = app.mcp_request(method.clone(), "/mcp", Some(&access), &[], None).await;
+        let answer = app.mcp_request(method.clone(), "/mcp", Some(access), &[], None).await;
         assert_eq!(answer.status, StatusCode::OK, "{method}");
         assert!(backend.recorded().last().unwrap().line.starts_with(method.as_str()));
     }
-    app.stop().await;
+    guarded.stop().await;
 }
 
 #[actix_web::test]
 async fn backend_cors_location_and_connection_named_headers_stay_at_the_proxy() {
-    let backend = RawBackend::answering_with(&[
+    let guarded = Guarded::in_front_of(RawBackend::answering_with(&[
         ("Access-Control-Allow-Origin", "*"),
         ("Access-Control-Allow-Credentials", "true"),
         ("Location", "http://10.0.0.7:9000/internal"),
@@ -858,18 +874,14 @@ async fn backend_cors_location_and_connection_named_headers_stay_at_the_proxy() 
         ("X-Backend-Trace", "node-7"),
         ("Keep-Alive", "timeout=5"),
         ("X-Kept", "yes"),
-    ]);
-    let app = TestApp::spawn_with(
-        &[("OAUTH_PROXY_MCP_UPSTREAM_URL", backend.url.as_str())],
-        MockUpstreamConfig::default(),
-    )
+    ]))
     .await;
-    let (access, _) = access_token(&app).await;
+    let Guarded { app, access, .. } = &guarded;
     let answer = app
         .mcp_request(
             Method::POST,
             "/mcp",
-            Some(&access),
+            Some(access),
             &[("Origin", &app.address)],
             Some(ping()),
         )
@@ -889,19 +901,14 @@ async fn backend_cors_location_and_connection_named_headers_stay_at_the_proxy() 
     ] {
         assert!(answer.header(dropped).is_none(), "{dropped} reached the client");
     }
-    app.stop().await;
+    guarded.stop().await;
 }
 
 #[actix_web::test]
 async fn request_headers_the_client_names_in_connection_are_not_forwarded() {
-    let backend = RawBackend::start();
-    let app = TestApp::spawn_with(
-        &[("OAUTH_PROXY_MCP_UPSTREAM_URL", backend.url.as_str())],
-        MockUpstreamConfig::default(),
-    )
-    .await;
-    let (access, _) = access_token(&app).await;
-    let host = host_of(&app);
+    let guarded = Guarded::in_front_of(RawBackend::start()).await;
+    let Guarded { app, backend, access } = &guarded;
+    let host = host_of(app);
     let request = format!(
         "POST /mcp HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {access}\r\nConnection: close, Mcp-Session-Id, mcp-param-hop\r\n\
          Mcp-Session-Id: s-1\r\nMcp-Param-Hop: 1\r\nMcp-Param-Region: eu\r\nMCP-Protocol-Version: 2025-06-18\r\n\
@@ -915,17 +922,12 @@ async fn request_headers_the_client_names_in_connection_are_not_forwarded() {
     assert!(seen.values("mcp-param-hop").is_empty(), "{seen:?}");
     assert_eq!(seen.values("mcp-param-region"), ["eu"]);
     assert_eq!(seen.values("mcp-protocol-version"), ["2025-06-18"]);
-    app.stop().await;
+    guarded.stop().await;
 }
 
 #[actix_web::test]
 async fn the_mcp_servers_address_and_the_http_clients_errors_never_reach_the_client() {
-    let (app, backend) = spawn_with_backend(
-        &[("OAUTH_PROXY_MCP_RESPONSE_TIMEOUT", "1")],
-        MockUpstreamConfig::default(),
-    )
-    .await;
-    let (access, _) = access_token(&app).await;
+    let Guarded { app, backend, access } = Guarded::start(&[("OAUTH_PROXY_MCP_RESPONSE_TIMEOUT", "1")]).await;
     let port = backend
         .url
         .split(':')
@@ -952,14 +954,9 @@ async fn the_mcp_servers_address_and_the_http_clients_errors_never_reach_the_cli
 
 #[actix_web::test]
 async fn mcp_param_headers_reach_the_mcp_server_and_are_allowed_in_a_preflight() {
-    let backend = RawBackend::start();
-    let app = TestApp::spawn_with(
-        &[("OAUTH_PROXY_MCP_UPSTREAM_URL", backend.url.as_str())],
-        MockUpstreamConfig::default(),
-    )
-    .await;
-    let (access, _) = access_token(&app).await;
-    let host = host_of(&app);
+    let guarded = Guarded::in_front_of(RawBackend::start()).await;
+    let Guarded { app, backend, access } = &guarded;
+    let host = host_of(app);
     let request = format!(
         "POST /mcp HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {access}\r\nMcp-Param-Region: eu-west-1\r\n\
          Mcp-Param-X-Y: 1\r\nMcp-Param-X-Y: 2\r\nX-Other: no\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
@@ -1000,5 +997,5 @@ async fn mcp_param_headers_reach_the_mcp_server_and_are_allowed_in_a_preflight()
         assert!(allowed.iter().any(|a| a == name), "{name} not in {allowed:?}");
     }
     assert!(!allowed.iter().any(|a| a == "x-evil"), "{allowed:?}");
-    app.stop().await;
+    guarded.stop().await;
 }
