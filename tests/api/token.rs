@@ -10,7 +10,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use crate::backend_double::BackendDouble;
-use crate::helpers::{jwt_payload, Pkce, TestApp, TestClient};
+use crate::helpers::{jwt_payload, Answer, Pkce, TestApp, TestClient};
 use crate::mock_upstream::{MockUpstream, MockUpstreamConfig, TokenBehavior};
 use crate::redis_server::RedisServer;
 
@@ -482,6 +482,18 @@ fn now_secs() -> u64 {
         .as_secs()
 }
 
+/// Refreshes with `refresh` once the clock has passed the second `ends_by`
+/// (after 8 s at the most).
+async fn refresh_after(app: &TestApp, client: &TestClient, refresh: &str, ends_by: u64) -> Answer {
+    for _ in 0..80 {
+        if now_secs() > ends_by {
+            break;
+        }
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    app.refresh(client, refresh).await
+}
+
 /// A refresh at `/token` refreshes upstream too; a guarded request with an
 /// expired upstream access token does as well. At once, they must spend the
 /// upstream refresh token once: an upstream that rotates refresh tokens
@@ -608,13 +620,7 @@ async fn a_grant_ends_at_its_max_lifetime_however_often_it_is_refreshed() {
         bounded(&tokens);
         refresh = tokens["refresh_token"].as_str().unwrap().to_string();
     }
-    for _ in 0..80 {
-        if now_secs() > ends_by {
-            break;
-        }
-        actix_rt::time::sleep(Duration::from_millis(100)).await;
-    }
-    let answer = app.refresh(&client, &refresh).await;
+    let answer = refresh_after(&app, &client, &refresh, ends_by).await;
     assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.body);
     assert_eq!(answer.json()["error"], "invalid_grant");
     app.stop().await;
@@ -638,13 +644,7 @@ async fn a_pass_through_grant_cannot_be_refreshed_after_its_max_lifetime() {
     let answer = app.refresh(&client, tokens["refresh_token"].as_str().unwrap()).await;
     assert_eq!(answer.status, StatusCode::OK, "before the grant's end: {}", answer.body);
     let refresh = answer.json()["refresh_token"].as_str().unwrap().to_string();
-    for _ in 0..60 {
-        if now_secs() > ends_by {
-            break;
-        }
-        actix_rt::time::sleep(Duration::from_millis(100)).await;
-    }
-    let answer = app.refresh(&client, &refresh).await;
+    let answer = refresh_after(&app, &client, &refresh, ends_by).await;
     assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.body);
     assert_eq!(answer.json()["error"], "invalid_grant");
     app.stop().await;
