@@ -264,14 +264,13 @@ async fn required_mcp_scopes_that_are_not_advertised_stop_start_up_naming_both_v
 
 #[actix_web::test]
 async fn a_secret_and_its_file_twin_together_stop_start_up_naming_both() {
-    let file = std::env::temp_dir().join(format!("mcp-oauth-proxy-both-{}", std::process::id()));
-    std::fs::write(&file, "a-consent-key-from-a-file-0123456789abcdef\n").unwrap();
+    let file = secret_file("both", "a-consent-key-from-a-file-0123456789abcdef");
     let (code, stderr) = start_up_failure(&[
         (
             "OAUTH_PROXY_CONSENT_SIGNING_KEY",
             "a-consent-key-from-the-variable-0123456789",
         ),
-        ("OAUTH_PROXY_CONSENT_SIGNING_KEY_FILE", file.to_str().unwrap()),
+        ("OAUTH_PROXY_CONSENT_SIGNING_KEY_FILE", &file),
     ])
     .await;
     assert_eq!(code, Some(2), "{stderr}");
