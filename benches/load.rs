@@ -190,20 +190,13 @@ async fn wait_until_up(url: &str) {
 }
 
 async fn start_proxy(upstream: &FastUpstream, backend: &str, storage: &str, core: usize) -> Proxy {
-    start_proxy_with(upstream, backend, storage, core, &[]).await
+    start_server(&proxy_binary(), upstream, backend, storage, core, &[]).await
 }
 
-/// [`start_proxy`] with variables added to (or overriding) the benchmark's.
-async fn start_proxy_with(
-    upstream: &FastUpstream,
-    backend: &str,
-    storage: &str,
-    core: usize,
-    extra: &[(&str, &str)],
-) -> Proxy {
-    // Another build of the proxy can be measured against this one's load.
-    let binary = std::env::var("BENCH_PROXY_BINARY").unwrap_or_else(|_| PROXY_BINARY.to_string());
-    start_server(&binary, upstream, backend, storage, core, extra).await
+/// The proxy binary to measure: this build's, or `BENCH_PROXY_BINARY` (so
+/// another build can be measured against this one's load).
+fn proxy_binary() -> String {
+    std::env::var("BENCH_PROXY_BINARY").unwrap_or_else(|_| PROXY_BINARY.to_string())
 }
 
 /// The flow floor (`examples/flow_floor.rs`), when it has been built next
@@ -215,7 +208,8 @@ fn flow_floor_binary() -> Option<PathBuf> {
     binary.exists().then_some(binary)
 }
 
-/// Starts `binary` with the proxy's environment (the proxy, or the flow floor).
+/// Starts `binary` with the proxy's environment (the proxy, or the flow floor);
+/// `extra` variables are added to (or override) the benchmark's.
 async fn start_server(
     binary: &str,
     upstream: &FastUpstream,
@@ -942,7 +936,8 @@ async fn authorize_flood(upstream: &FastUpstream, backend: &str, storage_kind: &
         "directory" => data_dir.display().to_string(),
         _ => "memory".to_string(),
     };
-    let proxy = start_proxy_with(
+    let proxy = start_server(
+        &proxy_binary(),
         upstream,
         backend,
         &storage,
