@@ -93,11 +93,7 @@ impl<B: McpBackend> Guarded<B> {
 
 async fn access_token(app: &TestApp) -> (String, String) {
     let client = app.register_public().await;
-    let tokens = app.full_flow(&client).await;
-    (
-        tokens["access_token"].as_str().unwrap().to_string(),
-        tokens["refresh_token"].as_str().unwrap().to_string(),
-    )
+    app.full_flow_tokens(&client).await
 }
 
 #[actix_web::test]

@@ -456,6 +456,15 @@ impl Driver {
         assert_eq!(answer.status, StatusCode::OK, "token: {}", answer.body);
         answer.json()
     }
+
+    /// [`full_flow`](Self::full_flow)'s access and refresh token.
+    pub async fn full_flow_tokens(&self, client: &TestClient) -> (String, String) {
+        let tokens = self.full_flow(client).await;
+        (
+            tokens["access_token"].as_str().unwrap().to_string(),
+            tokens["refresh_token"].as_str().unwrap().to_string(),
+        )
+    }
 }
 
 /// Decodes a JWT's payload (tests only).

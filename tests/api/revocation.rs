@@ -88,9 +88,7 @@ async fn revoking_an_access_token_fails_it_at_once_on_the_mcp_endpoint_and_at_in
 async fn revoking_a_refresh_token_revokes_the_grant_and_the_upstream_tokens() {
     let (app, backend) = spawn(&[]).await;
     let client = app.register_confidential().await;
-    let tokens = app.full_flow(&client).await;
-    let access = tokens["access_token"].as_str().unwrap();
-    let refresh = tokens["refresh_token"].as_str().unwrap();
+    let (access, refresh) = &app.full_flow_tokens(&client).await;
     assert_eq!(revoke(&app, &client, refresh, None).await.status, StatusCode::OK);
     assert_eq!(
         app.mcp_post(Some(access), ping()).await.status,
@@ -133,8 +131,7 @@ async fn revocation_answers_200_for_unknown_tokens_and_ignores_other_clients_tok
 async fn introspection_requires_authentication_and_never_shows_the_upstream_token() {
     let (app, backend) = spawn(&[]).await;
     let client = app.register_confidential().await;
-    let tokens = app.full_flow(&client).await;
-    let access = tokens["access_token"].as_str().unwrap();
+    let (access, _) = &app.full_flow_tokens(&client).await;
     let unauthenticated = app.post_form("/introspect", &[("token", access)], None).await;
     assert_eq!(unauthenticated.status, StatusCode::UNAUTHORIZED);
     let wrong_secret = app
@@ -271,9 +268,7 @@ async fn until_the_upstream_refresh_is_in_flight(app: &TestApp) {
 async fn an_access_token_revoked_during_a_failing_refresh_stays_revoked_when_the_refresh_is_undone() {
     let (app, backend) = spawn(&[]).await;
     let client = app.register_public().await;
-    let tokens = app.full_flow(&client).await;
-    let access = tokens["access_token"].as_str().unwrap();
-    let refresh = tokens["refresh_token"].as_str().unwrap();
+    let (access, refresh) = &app.full_flow_tokens(&client).await;
     assert_eq!(app.mcp_post(Some(access), ping()).await.status, StatusCode::OK);
     app.upstream
         .set_token_behavior(TokenBehavior::DelayThenServerError(Duration::from_millis(600)));
@@ -306,9 +301,7 @@ async fn an_access_token_revoked_during_a_failing_refresh_stays_revoked_when_the
 async fn a_grant_revoked_during_a_failing_refresh_stays_revoked_when_the_refresh_is_undone() {
     let (app, backend) = spawn(&[]).await;
     let client = app.register_public().await;
-    let tokens = app.full_flow(&client).await;
-    let access = tokens["access_token"].as_str().unwrap();
-    let refresh = tokens["refresh_token"].as_str().unwrap();
+    let (access, refresh) = &app.full_flow_tokens(&client).await;
     app.upstream
         .set_token_behavior(TokenBehavior::DelayThenServerError(Duration::from_millis(600)));
     let revoke_meanwhile = async {

@@ -211,19 +211,11 @@ async fn an_expired_code_is_refused() {
     app.stop().await;
 }
 
-async fn tokens_for(app: &TestApp, client: &TestClient) -> (String, String) {
-    let tokens = app.full_flow(client).await;
-    (
-        tokens["access_token"].as_str().unwrap().to_string(),
-        tokens["refresh_token"].as_str().unwrap().to_string(),
-    )
-}
-
 #[actix_web::test]
 async fn an_access_token_is_never_accepted_as_a_refresh_token_nor_the_reverse() {
     let app = TestApp::spawn().await;
     let client = app.register_public().await;
-    let (access, refresh) = tokens_for(&app, &client).await;
+    let (access, refresh) = app.full_flow_tokens(&client).await;
     let answer = app.refresh(&client, &access).await;
     assert_eq!(answer.status, StatusCode::BAD_REQUEST);
     assert_eq!(answer.json()["error"], "invalid_grant");
@@ -237,7 +229,7 @@ async fn a_refresh_token_only_works_for_the_client_it_was_issued_to() {
     let app = TestApp::spawn().await;
     let client = app.register_public().await;
     let thief = app.register_public().await;
-    let (_, refresh) = tokens_for(&app, &client).await;
+    let (_, refresh) = app.full_flow_tokens(&client).await;
     let answer = app.refresh(&thief, &refresh).await;
     assert_eq!(answer.status, StatusCode::BAD_REQUEST);
     assert_eq!(answer.json()["error"], "invalid_grant");
@@ -253,7 +245,7 @@ async fn a_refresh_token_only_works_for_the_client_it_was_issued_to() {
 async fn refresh_rotates_and_a_rotated_out_token_within_grace_gets_the_same_pair() {
     let app = TestApp::spawn().await;
     let client = app.register_public().await;
-    let (_, refresh) = tokens_for(&app, &client).await;
+    let (_, refresh) = app.full_flow_tokens(&client).await;
     let first = app.refresh(&client, &refresh).await.json();
     let again = app.refresh(&client, &refresh).await;
     assert_eq!(again.status, StatusCode::OK, "grace window: {}", again.body);
@@ -267,7 +259,7 @@ async fn refresh_rotates_and_a_rotated_out_token_within_grace_gets_the_same_pair
 async fn reuse_of_a_token_two_generations_back_revokes_the_whole_family() {
     let app = TestApp::spawn().await;
     let client = app.register_public().await;
-    let (_, gen0) = tokens_for(&app, &client).await;
+    let (_, gen0) = app.full_flow_tokens(&client).await;
     let gen1 = app.refresh(&client, &gen0).await.json();
     let gen1_refresh = gen1["refresh_token"].as_str().unwrap().to_string();
     let gen2 = app.refresh(&client, &gen1_refresh).await.json();
@@ -290,7 +282,7 @@ async fn reuse_of_a_token_two_generations_back_revokes_the_whole_family() {
 async fn concurrent_refreshes_of_one_token_never_fork_the_family() {
     let app = TestApp::spawn().await;
     let client = app.register_public().await;
-    let (_, refresh) = tokens_for(&app, &client).await;
+    let (_, refresh) = app.full_flow_tokens(&client).await;
     let answers = futures_util::future::join_all((0..10).map(|_| app.refresh(&client, &refresh))).await;
     let issued: std::collections::HashSet<String> = answers
         .iter()
@@ -305,7 +297,7 @@ async fn concurrent_refreshes_of_one_token_never_fork_the_family() {
 async fn refresh_may_narrow_the_scope_but_never_widen_it() {
     let app = TestApp::spawn().await;
     let client = app.register_public().await;
-    let (_, refresh) = tokens_for(&app, &client).await;
+    let (_, refresh) = app.full_flow_tokens(&client).await;
     let narrow = app
         .post_form(
             "/token",
@@ -344,7 +336,7 @@ async fn refresh_may_narrow_the_scope_but_never_widen_it() {
 async fn tampered_alg_none_and_foreign_tokens_load_nothing() {
     let app = TestApp::spawn().await;
     let client = app.register_public().await;
-    let (access, _) = tokens_for(&app, &client).await;
+    let (access, _) = app.full_flow_tokens(&client).await;
     let parts: Vec<&str> = access.split('.').collect();
     let mut payload = jwt_payload(&access);
     payload["scope"] = json!("admin");
@@ -380,7 +372,7 @@ async fn tampered_alg_none_and_foreign_tokens_load_nothing() {
 async fn an_expired_access_token_loads_nothing() {
     let app = TestApp::spawn_with(&[("OAUTH_PROXY_ACCESS_TOKEN_TTL", "1")], MockUpstreamConfig::default()).await;
     let client = app.register_public().await;
-    let (access, _) = tokens_for(&app, &client).await;
+    let (access, _) = app.full_flow_tokens(&client).await;
     assert!(app.proxy.load_upstream_tokens(&access).await.is_some());
     actix_rt::time::sleep(std::time::Duration::from_millis(2100)).await;
     assert!(app.proxy.load_upstream_tokens(&access).await.is_none());
@@ -507,7 +499,7 @@ async fn a_token_refresh_and_a_guarded_request_at_once_spend_the_upstream_refres
     };
     let app = TestApp::spawn_with(&[("OAUTH_PROXY_MCP_UPSTREAM_URL", backend.url.as_str())], upstream).await;
     let client = app.register_public().await;
-    let (access, refresh) = tokens_for(&app, &client).await;
+    let (access, refresh) = app.full_flow_tokens(&client).await;
     let upstream_refresh = app.upstream.issued_refresh_tokens()[0].clone();
     app.upstream.set_access_token_expires_in(Some(3600));
     // Slow enough that both are at the upstream together.
@@ -568,7 +560,7 @@ async fn guarded_requests_on_two_instances_needing_one_upstream_refresh_both_suc
     let b_settings = settings(Some(&a.address));
     let b = TestApp::spawn_instance(&borrowed(&b_settings), upstream.clone()).await;
     let client = a.register_public().await;
-    let (access, _) = tokens_for(&a, &client).await;
+    let (access, _) = a.full_flow_tokens(&client).await;
     let upstream_refresh = upstream.issued_refresh_tokens()[0].clone();
     upstream.set_access_token_expires_in(Some(3600));
     upstream.set_token_behavior(TokenBehavior::Delay(Duration::from_millis(300)));
