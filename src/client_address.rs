@@ -574,26 +574,15 @@ mod tests {
     #[test]
     fn forwarded_accepts_quoted_ipv6_with_a_port_and_ipv4_with_a_port() {
         let trust = "10.0.0.0/8";
-        assert_eq!(
-            address("10.0.0.1", &["for=\"[2001:db8::1]:4711\""], &[], trust),
-            "2001:db8::1"
-        );
-        assert_eq!(
-            address("10.0.0.1", &["For=\"[2001:db8::1]\""], &[], trust),
-            "2001:db8::1"
-        );
-        assert_eq!(
-            address("10.0.0.1", &["for=\"192.0.2.60:8080\""], &[], trust),
-            "192.0.2.60"
-        );
-        assert_eq!(
-            address("10.0.0.1", &["for=192.0.2.43;proto=https;by=10.0.0.1"], &[], trust),
-            "192.0.2.43"
-        );
-        assert_eq!(
-            address("10.0.0.1", &["for=\"[2001:db8::1]:_p0rt\""], &[], trust),
-            "2001:db8::1"
-        );
+        for (forwarded, expected) in [
+            ("for=\"[2001:db8::1]:4711\"", "2001:db8::1"),
+            ("For=\"[2001:db8::1]\"", "2001:db8::1"),
+            ("for=\"192.0.2.60:8080\"", "192.0.2.60"),
+            ("for=192.0.2.43;proto=https;by=10.0.0.1", "192.0.2.43"),
+            ("for=\"[2001:db8::1]:_p0rt\"", "2001:db8::1"),
+        ] {
+            assert_eq!(address("10.0.0.1", &[forwarded], &[], trust), expected, "{forwarded}");
+        }
     }
 
     #[test]

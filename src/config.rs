@@ -1017,20 +1017,14 @@ mod tests {
 
     #[test]
     fn a_path_in_a_pem_variable_points_at_its_file_twin() {
-        let err = config_from(&[
-            ("OAUTH_PROXY_JWT_ALGORITHM", "ES256"),
+        for (name, path) in [
             ("OAUTH_PROXY_JWT_PRIVATE_KEY", "/etc/mcp-oauth-proxy/jwt.pem"),
-        ])
-        .unwrap_err();
-        assert_eq!(err.variable, "OAUTH_PROXY_JWT_PRIVATE_KEY");
-        assert!(err.problem.contains("OAUTH_PROXY_JWT_PRIVATE_KEY_FILE"), "{err}");
-        let err = config_from(&[
-            ("OAUTH_PROXY_JWT_ALGORITHM", "ES256"),
             ("OAUTH_PROXY_JWT_PREVIOUS_KEY", "/etc/mcp-oauth-proxy/old-jwt.pem"),
-        ])
-        .unwrap_err();
-        assert_eq!(err.variable, "OAUTH_PROXY_JWT_PREVIOUS_KEY");
-        assert!(err.problem.contains("OAUTH_PROXY_JWT_PREVIOUS_KEY_FILE"), "{err}");
+        ] {
+            let err = config_from(&[("OAUTH_PROXY_JWT_ALGORITHM", "ES256"), (name, path)]).unwrap_err();
+            assert_eq!(err.variable, name);
+            assert!(err.problem.contains(&format!("{name}_FILE")), "{err}");
+        }
     }
 
     #[test]
