@@ -300,8 +300,31 @@ async function tearDown() {
 }
 
 /**
+ * The browser part of a sign-in at `proxy`: opens the authorization URL `url`
+ * and takes `decision` on our consent page, which is read first (`consent`,
+ * null when the page was not shown) and then handed to `onConsentPage`.
+ */
+async function inBrowser({ proxy, context, url, decision = 'approve', onConsentPage }) {
+    let consent = null;
+    const flow = await authorizeInBrowser({
+        context,
+        url,
+        proxyOrigin: proxy.base,
+        upstreamOrigin: world.upstream.issuer,
+        callbackOrigin: world.callbacks.origin,
+        decision,
+        onConsentPage: async page => {
+            consent = await readConsentPage(page);
+            if (onConsentPage) await onConsentPage(page);
+        }
+    });
+    return { flow, consent };
+}
+
+/**
  * A full interactive authorization through the SDK and the browser, approving
- * on our consent page. Returns the session, provider and what the browser saw.
+ * on our consent page. Returns the session, provider, what the browser saw and
+ * the consent page as read.
  */
 async function authorize({ proxy, context, label, name, authMethod, onConsentPage, provider }) {
     const redirectUrl = world.callbacks.redirectUrl(label);
@@ -309,22 +332,14 @@ async function authorize({ proxy, context, label, name, authMethod, onConsentPag
     const session = new McpSession({ mcpUrl: proxy.mcpUrl, provider });
     const authUrl = await session.start();
     expect(authUrl, 'the SDK connected without authorization: the proxy did not ask for a token');
-    const flow = await authorizeInBrowser({
-        context,
-        url: authUrl,
-        proxyOrigin: proxy.base,
-        upstreamOrigin: world.upstream.issuer,
-        callbackOrigin: world.callbacks.origin,
-        decision: 'approve',
-        onConsentPage
-    });
+    const { flow, consent } = await inBrowser({ proxy, context, url: authUrl, onConsentPage });
     const params = await world.callbacks.wait(provider.lastState);
     expect(
         typeof params.code === 'string' && !params.error,
         `authorization response has no code: ${JSON.stringify(params)}`
     );
     await session.complete(params.code);
-    return { session, provider, flow, authUrl, params };
+    return { session, provider, flow, authUrl, params, consent };
 }
 
 async function readConsentPage(page) {
@@ -368,14 +383,12 @@ async function scenario1() {
 
     const name = 'E2E Swap Client';
     const redirectUrl = world.callbacks.redirectUrl('swap');
-    let consent = null;
-    const { session, provider, flow, authUrl, params } = await authorize({
+    const { session, provider, flow, authUrl, params, consent } = await authorize({
         proxy,
         context,
         label: 'swap',
         name,
         onConsentPage: async page => {
-            consent = await readConsentPage(page);
             await page.screenshot({ path: join(ARTIFACTS, 'consent.png'), fullPage: true });
             // The same page on a phone-sized screen.
             const size = page.viewportSize();
@@ -571,18 +584,7 @@ async function scenario3() {
         const session = new McpSession({ mcpUrl: proxy.mcpUrl, provider });
         const authUrl = await session.start();
         expect(authUrl, 'no authorization URL');
-        let consent = null;
-        const flow = await authorizeInBrowser({
-            context,
-            url: authUrl,
-            proxyOrigin: proxy.base,
-            upstreamOrigin: world.upstream.issuer,
-            callbackOrigin: world.callbacks.origin,
-            decision: 'deny',
-            onConsentPage: async page => {
-                consent = await readConsentPage(page);
-            }
-        });
+        const { flow, consent } = await inBrowser({ proxy, context, url: authUrl, decision: 'deny' });
         checkConsentPage(consent, name, redirectUrl);
         expect(
             flow.steps.join(',') === 'proxy-consent,client-callback',
@@ -611,17 +613,13 @@ async function scenario4() {
     try {
         const name = 'E2E Pass-through Client';
         const redirectUrl = world.callbacks.redirectUrl('passthrough');
-        let consent = null;
         const seenBefore = world.mcp.received.length;
-        const { session, provider, flow } = await authorize({
+        const { session, provider, flow, consent } = await authorize({
             proxy,
             context,
             label: 'passthrough',
             name,
-            authMethod: 'client_secret_post',
-            onConsentPage: async page => {
-                consent = await readConsentPage(page);
-            }
+            authMethod: 'client_secret_post'
         });
         checkConsentPage(consent, name, redirectUrl);
         detail(`browser: ${flow.steps.join(' > ')}`);
@@ -689,16 +687,8 @@ async function scenario5() {
         // First authorization of client X: our consent page, approved with "remember".
         const nameX = 'E2E Remember Client X';
         const redirectX = world.callbacks.redirectUrl('remember-x');
-        let consentX = null;
-        const first = await authorize({
-            proxy,
-            context,
-            label: 'remember-x',
-            name: nameX,
-            onConsentPage: async page => {
-                consentX = await readConsentPage(page);
-            }
-        });
+        const first = await authorize({ proxy, context, label: 'remember-x', name: nameX });
+        const consentX = first.consent;
         checkConsentPage(consentX, nameX, redirectX);
         expect(consentX.rememberChecked, '"remember" is not checked by default');
         expect((await first.session.whoami()).sub === ACCOUNT.sub, 'whoami after the first authorization');
@@ -732,16 +722,8 @@ async function scenario5() {
         // Another client in the same browser sees the page again.
         const nameY = 'E2E Remember Client Y';
         const redirectY = world.callbacks.redirectUrl('remember-y');
-        let consentY = null;
-        const third = await authorize({
-            proxy,
-            context,
-            label: 'remember-y',
-            name: nameY,
-            onConsentPage: async page => {
-                consentY = await readConsentPage(page);
-            }
-        });
+        const third = await authorize({ proxy, context, label: 'remember-y', name: nameY });
+        const consentY = third.consent;
         checkConsentPage(consentY, nameY, redirectY);
         expect(
             third.provider.clientInformation().client_id !== first.provider.clientInformation().client_id,
@@ -836,18 +818,7 @@ async function scenario7() {
         session = new McpSessionV2({ mcpUrl: proxy.mcpUrl, provider });
         const authUrl = await session.start();
         expect(authUrl, 'the 2.x SDK connected without authorization: the proxy did not ask for a token');
-        let consent = null;
-        const flow = await authorizeInBrowser({
-            context,
-            url: authUrl,
-            proxyOrigin: proxy.base,
-            upstreamOrigin: world.upstream.issuer,
-            callbackOrigin: world.callbacks.origin,
-            decision: 'approve',
-            onConsentPage: async page => {
-                consent = await readConsentPage(page);
-            }
-        });
+        const { flow, consent } = await inBrowser({ proxy, context, url: authUrl });
         checkConsentPage(consent, name, redirectUrl);
         const params = await world.callbacks.wait(provider.lastState);
         expect(typeof params.code === 'string' && !params.error, `authorization response: ${JSON.stringify(params)}`);
