@@ -7,7 +7,7 @@
 // discovery state (InMemoryOAuthProviderV2).
 
 import { Client, StreamableHTTPClientTransport, UnauthorizedError } from '@modelcontextprotocol/client';
-import { InMemoryOAuthProvider } from './client.mjs';
+import { InMemoryOAuthProvider, recordingFetch } from './client.mjs';
 
 export const PROTOCOL_VERSION = '2026-07-28';
 
@@ -27,22 +27,6 @@ export class InMemoryOAuthProviderV2 extends InMemoryOAuthProvider {
         super.invalidateCredentials(scope);
         if (scope === 'all' || scope === 'discovery') this._discoveryState = undefined;
     }
-}
-
-/** A fetch that records method, URL, status and the MCP headers of every request. */
-function recordingFetch(log) {
-    return async (input, init) => {
-        const url = typeof input === 'string' ? input : input instanceof URL ? input.href : input.url;
-        const method = init?.method || (typeof input === 'object' && 'method' in input ? input.method : 'GET');
-        const headers = new Headers(init?.headers ?? (input instanceof Request ? input.headers : undefined));
-        const mcp = {};
-        headers.forEach((value, name) => {
-            if (name.startsWith('mcp-')) mcp[name] = value;
-        });
-        const res = await fetch(input, { ...init, signal: init?.signal ?? AbortSignal.timeout(20000) });
-        log.push({ method, url: String(url), status: res.status, mcp });
-        return res;
-    };
 }
 
 /**

@@ -82,13 +82,21 @@ export class InMemoryOAuthProvider {
     }
 }
 
-/** A fetch that records method, URL and status of every request the SDK makes. */
+/**
+ * A fetch that records method, URL, status and the MCP headers (`mcp-*`,
+ * lowercased) of every request the SDK makes (this client's and client-v2.mjs's).
+ */
 export function recordingFetch(log) {
     return async (input, init) => {
         const url = typeof input === 'string' ? input : input instanceof URL ? input.href : input.url;
         const method = init?.method || (typeof input === 'object' && 'method' in input ? input.method : 'GET');
+        const headers = new Headers(init?.headers ?? (input instanceof Request ? input.headers : undefined));
+        const mcp = {};
+        headers.forEach((value, name) => {
+            if (name.startsWith('mcp-')) mcp[name] = value;
+        });
         const res = await fetch(input, { ...init, signal: init?.signal ?? AbortSignal.timeout(20000) });
-        log.push({ method, url: String(url), status: res.status });
+        log.push({ method, url: String(url), status: res.status, mcp });
         return res;
     };
 }

@@ -20,14 +20,9 @@
 import http from 'node:http';
 import { McpServer, createMcpHandler } from '@modelcontextprotocol/server';
 import * as z from 'zod';
+import { listenOnLoopback, readBody, whoamiAnswer } from './mcp-server.mjs';
 
-const MAX_BODY_BYTES = 1024 * 1024;
 export const PARAM_HEADER = 'Region';
-
-function bearerOf(authorization) {
-    const m = /^Bearer\s+(\S+)\s*$/i.exec(authorization || '');
-    return m ? m[1] : null;
-}
 
 /** One server instance per request; `request` is the web Request it serves. */
 function buildServer(userinfoUrl, request) {
@@ -40,23 +35,7 @@ function buildServer(userinfoUrl, request) {
                 'Calls the upstream userinfo endpoint with the bearer token this request carried ' +
                 'and returns the subject, plus the raw bearer received.'
         },
-        async () => {
-            const authorization = header('authorization');
-            const result = { sub: null, userinfo_status: null, userinfo_error: null, bearer: bearerOf(authorization) };
-            try {
-                const res = await fetch(userinfoUrl, {
-                    headers: authorization ? { authorization } : {},
-                    signal: AbortSignal.timeout(5000)
-                });
-                const text = await res.text();
-                result.userinfo_status = res.status;
-                if (res.ok) result.sub = JSON.parse(text).sub ?? null;
-                else result.userinfo_error = `${res.headers.get('www-authenticate') || ''} ${text}`.trim().slice(0, 300);
-            } catch (e) {
-                result.userinfo_error = String(e?.message || e);
-            }
-            return { content: [{ type: 'text', text: JSON.stringify(result) }], isError: result.sub === null };
-        }
+        async () => whoamiAnswer(userinfoUrl, header('authorization'))
     );
     server.registerTool(
         'lookup',
@@ -78,24 +57,6 @@ function buildServer(userinfoUrl, request) {
         }
     );
     return server;
-}
-
-function readBody(req) {
-    return new Promise((resolve, reject) => {
-        const chunks = [];
-        let size = 0;
-        req.on('data', c => {
-            size += c.length;
-            if (size > MAX_BODY_BYTES) {
-                reject(new Error('body too large'));
-                req.destroy();
-                return;
-            }
-            chunks.push(c);
-        });
-        req.on('end', () => resolve(Buffer.concat(chunks)));
-        req.on('error', reject);
-    });
 }
 
 /** Starts the server on 127.0.0.1:<port> (0 = any free port). */
@@ -152,11 +113,7 @@ export async function startMcpServerV2({ port = 0, userinfoUrl }) {
             }
         }
     });
-    await new Promise((resolve, reject) => {
-        httpServer.once('error', reject);
-        httpServer.listen(port, '127.0.0.1', resolve);
-    });
-    const actualPort = httpServer.address().port;
+    const actualPort = await listenOnLoopback(httpServer, port);
     return {
         port: actualPort,
         url: `http://127.0.0.1:${actualPort}/mcp`,

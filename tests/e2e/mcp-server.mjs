@@ -21,6 +21,34 @@ function bearerOf(authorization) {
     return m ? m[1] : null;
 }
 
+/**
+ * The `whoami` tool's answer (this server's and mcp-server-v2.mjs's): the
+ * upstream userinfo endpoint called with `authorization` (the header the
+ * request arrived with, or null).
+ */
+export async function whoamiAnswer(userinfoUrl, authorization) {
+    const result = { sub: null, userinfo_status: null, userinfo_error: null, bearer: bearerOf(authorization) };
+    try {
+        const res = await fetch(userinfoUrl, {
+            headers: authorization ? { authorization } : {},
+            signal: AbortSignal.timeout(5000)
+        });
+        const text = await res.text();
+        result.userinfo_status = res.status;
+        if (res.ok) {
+            result.sub = JSON.parse(text).sub ?? null;
+        } else {
+            result.userinfo_error = `${res.headers.get('www-authenticate') || ''} ${text}`.trim().slice(0, 300);
+        }
+    } catch (e) {
+        result.userinfo_error = String(e?.message || e);
+    }
+    return {
+        content: [{ type: 'text', text: JSON.stringify(result) }],
+        isError: result.sub === null
+    };
+}
+
 function buildServer(userinfoUrl) {
     const server = new McpServer({ name: 'e2e-whoami-server', version: '1.0.0' });
     server.registerTool(
@@ -35,32 +63,14 @@ function buildServer(userinfoUrl) {
             const headers = extra?.requestInfo?.headers || {};
             const raw = headers.authorization;
             const authorization = Array.isArray(raw) ? raw.join(', ') : raw || null;
-            const result = { sub: null, userinfo_status: null, userinfo_error: null, bearer: bearerOf(authorization) };
-            try {
-                const res = await fetch(userinfoUrl, {
-                    headers: authorization ? { authorization } : {},
-                    signal: AbortSignal.timeout(5000)
-                });
-                const text = await res.text();
-                result.userinfo_status = res.status;
-                if (res.ok) {
-                    result.sub = JSON.parse(text).sub ?? null;
-                } else {
-                    result.userinfo_error = `${res.headers.get('www-authenticate') || ''} ${text}`.trim().slice(0, 300);
-                }
-            } catch (e) {
-                result.userinfo_error = String(e?.message || e);
-            }
-            return {
-                content: [{ type: 'text', text: JSON.stringify(result) }],
-                isError: result.sub === null
-            };
+            return whoamiAnswer(userinfoUrl, authorization);
         }
     );
     return server;
 }
 
-function readBody(req) {
+/** The request body (at most MAX_BODY_BYTES), as a Buffer. */
+export function readBody(req) {
     return new Promise((resolve, reject) => {
         const chunks = [];
         let size = 0;
@@ -73,9 +83,18 @@ function readBody(req) {
             }
             chunks.push(c);
         });
-        req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+        req.on('end', () => resolve(Buffer.concat(chunks)));
         req.on('error', reject);
     });
+}
+
+/** Listens on 127.0.0.1:<port> (0 = any free port); answers the port. */
+export async function listenOnLoopback(httpServer, port) {
+    await new Promise((resolve, reject) => {
+        httpServer.once('error', reject);
+        httpServer.listen(port, '127.0.0.1', resolve);
+    });
+    return httpServer.address().port;
 }
 
 function jsonRpcError(res, status, message) {
@@ -104,7 +123,7 @@ export async function startMcpServer({ port = 0, userinfoUrl }) {
         }
         let body;
         try {
-            body = JSON.parse(await readBody(req));
+            body = JSON.parse((await readBody(req)).toString('utf8'));
         } catch (e) {
             jsonRpcError(res, 400, `Parse error: ${e.message}`);
             return;
@@ -123,11 +142,7 @@ export async function startMcpServer({ port = 0, userinfoUrl }) {
             if (!res.headersSent) jsonRpcError(res, 500, 'Internal server error');
         }
     });
-    await new Promise((resolve, reject) => {
-        httpServer.once('error', reject);
-        httpServer.listen(port, '127.0.0.1', resolve);
-    });
-    const actualPort = httpServer.address().port;
+    const actualPort = await listenOnLoopback(httpServer, port);
     return {
         port: actualPort,
         url: `http://127.0.0.1:${actualPort}/mcp`,
