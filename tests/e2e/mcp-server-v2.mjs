@@ -20,7 +20,7 @@
 import http from 'node:http';
 import { McpServer, createMcpHandler } from '@modelcontextprotocol/server';
 import * as z from 'zod';
-import { listenOnLoopback, readBody, whoamiAnswer } from './mcp-server.mjs';
+import { closeServer, listenOnLoopback, readBody, whoamiAnswer } from './mcp-server.mjs';
 
 export const PARAM_HEADER = 'Region';
 
@@ -120,8 +120,7 @@ export async function startMcpServerV2({ port = 0, userinfoUrl }) {
         received,
         async close() {
             await handler.close().catch(() => {});
-            httpServer.closeAllConnections?.();
-            await new Promise(resolve => httpServer.close(() => resolve()));
+            await closeServer(httpServer);
         }
     };
 }

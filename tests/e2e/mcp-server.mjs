@@ -97,6 +97,12 @@ export async function listenOnLoopback(httpServer, port) {
     return httpServer.address().port;
 }
 
+/** Closes a server started with listenOnLoopback, open connections too. */
+export async function closeServer(httpServer) {
+    httpServer.closeAllConnections?.();
+    await new Promise(resolve => httpServer.close(() => resolve()));
+}
+
 function jsonRpcError(res, status, message) {
     res.writeHead(status, { 'content-type': 'application/json' });
     res.end(JSON.stringify({ jsonrpc: '2.0', error: { code: -32000, message }, id: null }));
@@ -147,9 +153,6 @@ export async function startMcpServer({ port = 0, userinfoUrl }) {
         port: actualPort,
         url: `http://127.0.0.1:${actualPort}/mcp`,
         received,
-        async close() {
-            httpServer.closeAllConnections?.();
-            await new Promise(resolve => httpServer.close(() => resolve()));
-        }
+        close: () => closeServer(httpServer)
     };
 }
