@@ -6,7 +6,6 @@ pub mod client_registry;
 pub mod codes;
 pub mod token_vault;
 pub mod transactions;
-pub mod upstream_refresher;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -19,7 +18,6 @@ pub use client_registry::ClientRegistry;
 pub use codes::CodeStore;
 pub use token_vault::TokenVault;
 pub use transactions::TransactionStore;
-pub use upstream_refresher::UpstreamRefresher;
 
 /// How often an actor sweeps expired records: often enough for short TTLs,
 /// at most once a minute.

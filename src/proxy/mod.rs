@@ -8,6 +8,7 @@
 
 mod memo;
 mod resource;
+pub mod upstream_refresh;
 
 pub use resource::{AccessGrant, BearerRefused, IntrospectionCaller};
 
@@ -32,8 +33,7 @@ use crate::actors::token_vault::{
 use crate::actors::transactions::{
     GetTransaction, PutTransaction, StartRefusal, StartTransaction, TakeTransaction, Transaction,
 };
-use crate::actors::upstream_refresher::{Failure, RefreshFailed, RefreshUpstream, TOKEN_LATE_WINDOW};
-use crate::actors::{ClientRegistry, CodeStore, Shutdown, TokenVault, TransactionStore, UpstreamRefresher};
+use crate::actors::{ClientRegistry, CodeStore, Shutdown, TokenVault, TransactionStore};
 use crate::config::{Config, JwtAlgorithm, Secret};
 use crate::crypto::{constant_time_eq, random_token, sha256_b64url, Sealer};
 use crate::error::{ClientRedirect, Error, ErrorCode};
@@ -48,6 +48,7 @@ use crate::oauth::{metadata, now_secs};
 use crate::store::{Backend, Counting, SealedTable, StoreError};
 use crate::upstream::{unverified_jwt_claims, Upstream, UpstreamError};
 use jsonwebtoken::Algorithm;
+use upstream_refresh::{Failure, RefreshFailed, RefreshFlights, RefreshUpstream, TOKEN_LATE_WINDOW};
 
 /// Parameters of `GET /authorize` (RFC 6749 §4.1.1, RFC 7636, RFC 8707),
 /// borrowed from the query string unless percent-decoding changed them.
@@ -374,7 +375,8 @@ struct Inner {
     primary: StoreActors,
     primary_thread: std::thread::ThreadId,
     prototypes: ActorPrototypes,
-    refresher: Addr<UpstreamRefresher>,
+    /// Upstream refreshes in flight, shared by every worker thread.
+    refresh_flights: RefreshFlights,
     /// `/authorize` requests per client address (`None`: no limit).
     authorize_limit: Option<crate::rate_limit::KeyedLimit>,
     /// Closed by [`OAuthProxy::shutdown`].
@@ -488,7 +490,6 @@ impl OAuthProxy {
             codes: prototypes.codes.clone().start(),
             vault: prototypes.vault.clone().start(),
         };
-        let refresher = UpstreamRefresher::new(upstream.clone(), primary.vault.clone()).start();
 
         let authorize_limit = crate::rate_limit::KeyedLimit::per_minute(config.authorize_rate_limit);
         Ok(OAuthProxy {
@@ -500,7 +501,7 @@ impl OAuthProxy {
                 primary,
                 primary_thread: std::thread::current().id(),
                 prototypes,
-                refresher,
+                refresh_flights: RefreshFlights::default(),
                 authorize_limit,
                 backend,
             }),
@@ -1482,25 +1483,25 @@ impl OAuthProxy {
         self.token_response(&grant, &pair)
     }
 
-    /// Spends an upstream refresh token through the refresher, the one path
-    /// every upstream refresh takes (shared with the gateway's), and stores
-    /// the new tokens.
+    /// Spends an upstream refresh token through the refresh flights, the one
+    /// path every upstream refresh takes (shared with the gateway's), and
+    /// stores the new tokens.
     async fn refresh_upstream(
         &self,
         grant_id: &str,
         refresh_token: String,
         passthrough: bool,
     ) -> Result<UpstreamTokens, RefreshFailed> {
+        let request = RefreshUpstream {
+            grant_id: grant_id.to_string(),
+            refresh_token,
+            passthrough,
+            late_window: TOKEN_LATE_WINDOW,
+        };
         self.inner
-            .refresher
-            .send(RefreshUpstream {
-                grant_id: grant_id.to_string(),
-                refresh_token,
-                passthrough,
-                late_window: TOKEN_LATE_WINDOW,
-            })
+            .refresh_flights
+            .refresh(&self.inner.upstream, &self.actors().vault, request)
             .await
-            .map_err(|e| RefreshFailed::Unavailable(Failure::transient(e.to_string())))?
     }
 
     /// Stops the actors and their expiry timers and closes the store (the
@@ -1514,7 +1515,6 @@ impl OAuthProxy {
         let _ = actors.transactions.send(Shutdown).await;
         let _ = actors.codes.send(Shutdown).await;
         let _ = actors.vault.send(Shutdown).await;
-        let _ = self.inner.refresher.send(Shutdown).await;
         self.inner.backend.close();
     }
 }

@@ -6,11 +6,11 @@ use std::rc::Rc;
 
 use serde_json::{json, Value};
 
+use super::upstream_refresh::{RefreshFailed, RefreshUpstream, GATEWAY_LATE_WINDOW};
 use super::{memo, OAuthProxy};
 use crate::actors::token_vault::{
     Grant, LookupAccessToken, LookupPassThrough, LookupRefreshToken, RevokeAccessToken, RevokeGrant, UpstreamTokens,
 };
-use crate::actors::upstream_refresher::{Failure, RefreshFailed, RefreshUpstream, GATEWAY_LATE_WINDOW};
 use crate::crypto::{constant_time_eq, sha256_b64url};
 use crate::error::Error;
 use crate::oauth::client::RegisteredClient;
@@ -160,17 +160,17 @@ impl OAuthProxy {
             (Some(refresh_token), true) if expiring => refresh_token.clone(),
             _ => return Ok(upstream.access_token.clone()),
         };
+        let request = RefreshUpstream {
+            grant_id: access.grant_id().to_string(),
+            refresh_token,
+            passthrough: false,
+            late_window: GATEWAY_LATE_WINDOW,
+        };
         let refreshed = self
             .inner
-            .refresher
-            .send(RefreshUpstream {
-                grant_id: access.grant_id().to_string(),
-                refresh_token,
-                passthrough: false,
-                late_window: GATEWAY_LATE_WINDOW,
-            })
-            .await
-            .map_err(|e| RefreshFailed::Unavailable(Failure::transient(e.to_string())))??;
+            .refresh_flights
+            .refresh(&self.inner.upstream, &self.actors().vault, request)
+            .await?;
         Ok(refreshed.access_token)
     }
 

@@ -24,10 +24,10 @@ use actix_web::{dev, web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 
 use super::client_auth::bearer_token;
-use crate::actors::upstream_refresher::RefreshFailed;
 use crate::gateway::{check_tail, json_rpc_error, Forwarded, Gateway, GatewayError};
 use crate::oauth::metadata::protected_resource_url;
 use crate::oauth::scope::Scopes;
+use crate::proxy::upstream_refresh::RefreshFailed;
 use crate::proxy::{BearerRefused, OAuthProxy};
 
 /// Request headers a browser may send (CORS preflight), besides every

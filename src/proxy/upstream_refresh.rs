@@ -1,6 +1,13 @@
-//! `UpstreamRefresher`: the one path by which the proxy spends an upstream
+//! [`RefreshFlights`]: the one path by which the proxy spends an upstream
 //! refresh token, for the MCP gateway (an expired upstream access token) and
 //! for `/token` (a proxy refresh refreshes upstream too).
+//!
+//! Not an actor: the flights are shared by every worker thread behind a
+//! mutex held for a map lookup, and the refresh itself runs on the thread of
+//! the request that started it. An actor on the System thread cost every
+//! `/token` refresh two thread hops and put every upstream call on one
+//! thread (a third more of the proxy's core per refresh in the load
+//! benchmark).
 //!
 //! Contract:
 //! - Concurrent requests that need the same upstream refresh token spent
@@ -18,12 +25,13 @@
 //!   token the upstream did not rotate may be spent again.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use actix::prelude::*;
+use actix::Addr;
 use tokio::sync::oneshot;
 
-use super::token_vault::{GetGrant, TokenVault, UpdateUpstreamTokens, UpstreamTokens, UpstreamUpdate};
+use crate::actors::token_vault::{GetGrant, TokenVault, UpdateUpstreamTokens, UpstreamTokens, UpstreamUpdate};
 use crate::crypto::sha256_b64url;
 use crate::upstream::Upstream;
 
@@ -88,40 +96,32 @@ impl std::fmt::Display for Failure {
     }
 }
 
-pub struct UpstreamRefresher {
-    upstream: Upstream,
-    vault: Addr<TokenVault>,
+/// Refreshes in flight and just finished, shared by every worker thread.
+#[derive(Clone, Default)]
+pub struct RefreshFlights {
+    state: Arc<Mutex<Flights>>,
+}
+
+#[derive(Default)]
+struct Flights {
     /// Waiters per refresh in flight, by grant and old refresh token hash.
     in_flight: HashMap<String, Vec<oneshot::Sender<RefreshResult>>>,
     /// Finished refreshes, by the same key, with the time they stop answering.
     recent: HashMap<String, (Instant, RefreshResult)>,
+    /// When `recent` was last swept of entries past their time.
+    swept: Option<Instant>,
 }
 
-impl UpstreamRefresher {
-    pub fn new(upstream: Upstream, vault: Addr<TokenVault>) -> Self {
-        UpstreamRefresher {
-            upstream,
-            vault,
-            in_flight: HashMap::new(),
-            recent: HashMap::new(),
+impl Flights {
+    fn sweep(&mut self, now: Instant) {
+        if self.swept.is_none_or(|at| now.duration_since(at) >= FORGET_EVERY) {
+            self.recent.retain(|_, (until, _)| *until > now);
+            self.swept = Some(now);
         }
     }
 }
 
-impl Actor for UpstreamRefresher {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.run_interval(FORGET_EVERY, |refresher, _| {
-            let now = Instant::now();
-            refresher.recent.retain(|_, (until, _)| *until > now);
-        });
-    }
-}
-
 /// Refreshes the upstream tokens of a grant and stores the new set.
-#[derive(Message)]
-#[rtype(result = "Result<UpstreamTokens, RefreshFailed>")]
 pub struct RefreshUpstream {
     pub grant_id: String,
     /// The upstream refresh token to spend (the one the grant holds).
@@ -134,55 +134,79 @@ pub struct RefreshUpstream {
     pub late_window: Duration,
 }
 
-impl Handler<RefreshUpstream> for UpstreamRefresher {
-    type Result = ResponseFuture<RefreshResult>;
-
-    fn handle(&mut self, msg: RefreshUpstream, ctx: &mut Self::Context) -> Self::Result {
+impl RefreshFlights {
+    /// Spends `msg.refresh_token` upstream once, however many requests ask
+    /// at once, and stores the new tokens through `vault`. The refresh runs
+    /// as a task of this thread, so it completes (and answers the others
+    /// waiting) even if the request that started it goes away.
+    pub async fn refresh(&self, upstream: &Upstream, vault: &Addr<TokenVault>, msg: RefreshUpstream) -> RefreshResult {
         let spent_hash = sha256_b64url(msg.refresh_token.as_bytes());
         let key = format!("{}.{spent_hash}", msg.grant_id);
-        if let Some((until, result)) = self.recent.get(&key) {
-            if *until > Instant::now() {
-                let result = result.clone();
-                return Box::pin(async move { result });
-            }
-        }
         let (sender, receiver) = oneshot::channel();
-        let waiting = async move {
-            receiver.await.unwrap_or_else(|_| {
-                Err(RefreshFailed::Unavailable(Failure::transient(
-                    "the refresh was abandoned",
-                )))
-            })
+        let start = {
+            let mut flights = self.lock();
+            let now = Instant::now();
+            flights.sweep(now);
+            if let Some((until, result)) = flights.recent.get(&key) {
+                if *until > now {
+                    return result.clone();
+                }
+            }
+            match flights.in_flight.get_mut(&key) {
+                Some(waiters) => {
+                    waiters.push(sender);
+                    false
+                }
+                None => {
+                    flights.in_flight.insert(key.clone(), vec![sender]);
+                    true
+                }
+            }
         };
-        if let Some(waiters) = self.in_flight.get_mut(&key) {
-            waiters.push(sender);
-            return Box::pin(waiting);
+        if start {
+            let (flights, upstream, vault) = (self.clone(), upstream.clone(), vault.clone());
+            actix_web::rt::spawn(async move {
+                let late_window = msg.late_window;
+                let result = refresh(upstream, vault, msg).await;
+                flights.finish(key, spent_hash, late_window, result);
+            });
         }
-        self.in_flight.insert(key.clone(), vec![sender]);
+        receiver.await.unwrap_or_else(|_| {
+            Err(RefreshFailed::Unavailable(Failure::transient(
+                "the refresh was abandoned",
+            )))
+        })
+    }
 
-        let late_window = msg.late_window;
-        let refresh = refresh(self.upstream.clone(), self.vault.clone(), msg);
-        ctx.spawn(
-            refresh
-                .into_actor(self)
-                .map(move |result: RefreshResult, refresher, _| {
-                    for waiter in refresher.in_flight.remove(&key).unwrap_or_default() {
-                        let _ = waiter.send(result.clone());
-                    }
-                    let remember = match &result {
-                        Ok(tokens) => tokens
-                            .refresh_token
-                            .as_deref()
-                            .is_none_or(|new| sha256_b64url(new.as_bytes()) != spent_hash),
-                        Err(RefreshFailed::Refused(_)) => true,
-                        Err(RefreshFailed::Unavailable(_)) => false,
-                    };
-                    if remember {
-                        refresher.recent.insert(key, (Instant::now() + late_window, result));
-                    }
-                }),
-        );
-        Box::pin(waiting)
+    /// Answers everyone waiting for the refresh of `key`, and remembers a
+    /// refusal or a rotation for requests that come late with the old token.
+    fn finish(&self, key: String, spent_hash: String, late_window: Duration, result: RefreshResult) {
+        let remember = match &result {
+            Ok(tokens) => tokens
+                .refresh_token
+                .as_deref()
+                .is_none_or(|new| sha256_b64url(new.as_bytes()) != spent_hash),
+            Err(RefreshFailed::Refused(_)) => true,
+            Err(RefreshFailed::Unavailable(_)) => false,
+        };
+        let waiters = {
+            let mut flights = self.lock();
+            if remember {
+                flights
+                    .recent
+                    .insert(key.clone(), (Instant::now() + late_window, result.clone()));
+            }
+            flights.in_flight.remove(&key).unwrap_or_default()
+        };
+        for waiter in waiters {
+            let _ = waiter.send(result.clone());
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Flights> {
+        // A panic while holding it leaves the maps consistent (each update is
+        // one insert or remove), so a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -238,13 +262,5 @@ async fn refresh(upstream: Upstream, vault: Addr<TokenVault>, msg: RefreshUpstre
         UpstreamUpdate::Written => Ok(tokens),
         UpstreamUpdate::Superseded(winner) => Ok(winner),
         UpstreamUpdate::Gone => Err(RefreshFailed::Refused("the grant was revoked or has ended".into())),
-    }
-}
-
-impl Handler<super::Shutdown> for UpstreamRefresher {
-    type Result = ();
-
-    fn handle(&mut self, _: super::Shutdown, ctx: &mut Self::Context) {
-        ctx.stop();
     }
 }
