@@ -398,3 +398,76 @@ async fn a_failed_discovery_stops_start_up_saying_what_to_check() {
     assert!(line.contains("check OAUTH_PROXY_UPSTREAM_ISSUER"), "{line}");
     assert!(line.contains("OAUTH_PROXY_EXTRA_CA_FILE"), "{line}");
 }
+
+/// The access log names the client as the rest of the proxy sees it: behind
+/// a trusted proxy, the forwarded address; from anyone else, the socket
+/// peer, whatever they claim. Paths only: a query string (which may carry a
+/// code or a state) is never logged.
+#[actix_web::test]
+async fn the_access_log_names_the_client_address_behind_trusted_proxies_and_never_the_query() {
+    for (trusted, expected, spoofed_shown) in [("127.0.0.1/32", "198.51.100.7", true), ("", "127.0.0.1", false)] {
+        let port = free_port();
+        let log_path = std::env::temp_dir().join(format!("mcp-oauth-proxy-access-log-{}-{port}", std::process::id()));
+        let log = std::fs::File::create(&log_path).unwrap();
+        let mut command = service();
+        command
+            .env("OAUTH_PROXY_BIND", format!("127.0.0.1:{port}"))
+            .env("OAUTH_PROXY_BASE_URL", format!("http://127.0.0.1:{port}"))
+            .env(
+                "OAUTH_PROXY_UPSTREAM_AUTHORIZATION_ENDPOINT",
+                "https://up.example/authorize",
+            )
+            .env("OAUTH_PROXY_UPSTREAM_TOKEN_ENDPOINT", "https://up.example/token")
+            .env("OAUTH_PROXY_UPSTREAM_CLIENT_ID", "id")
+            .env("OAUTH_PROXY_UPSTREAM_CLIENT_SECRET", "secret")
+            .env("OAUTH_PROXY_STORAGE", "memory")
+            .env("OAUTH_PROXY_TRUSTED_PROXIES", trusted)
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log));
+        let mut child = command.spawn().unwrap();
+        let client = awc::Client::default();
+        let base = format!("http://127.0.0.1:{port}");
+        let started = Instant::now();
+        while client.get(format!("{base}/healthz")).send().await.is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "the service did not come up"
+            );
+            actix_rt::time::sleep(Duration::from_millis(50)).await;
+        }
+        let answer = client
+            .get(format!(
+                "{base}/.well-known/oauth-authorization-server?code=secret-code-123"
+            ))
+            .insert_header(("X-Forwarded-For", "198.51.100.7"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), StatusCode::OK);
+        let mut logged = String::new();
+        for _ in 0..50 {
+            logged = std::fs::read_to_string(&log_path).unwrap();
+            if logged.contains("/.well-known/oauth-authorization-server") {
+                break;
+            }
+            actix_rt::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        let _ = std::fs::remove_file(&log_path);
+        let line = logged
+            .lines()
+            .find(|line| line.contains("/.well-known/oauth-authorization-server"))
+            .unwrap_or_else(|| panic!("no access log line for the request:\n{logged}"));
+        assert!(line.contains(expected), "trusted={trusted:?}: {line}");
+        assert_eq!(
+            line.contains("198.51.100.7"),
+            spoofed_shown,
+            "trusted={trusted:?}: {line}"
+        );
+        assert!(
+            !logged.contains("secret-code-123"),
+            "the query string was logged: {line}"
+        );
+    }
+}
