@@ -18,6 +18,7 @@ mod register;
 mod revocation;
 mod service;
 mod storage;
+mod store_contract;
 mod tls;
 mod token;
 mod upstream_errors;
