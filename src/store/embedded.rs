@@ -689,35 +689,6 @@ mod tests {
     }
 
     #[actix_rt::test]
-    async fn writes_are_read_back_taken_once_and_swapped_only_from_the_expected_value() {
-        let store = TempStore::open("semantics");
-        let table = store.table("code");
-        table.put("a", b"one".to_vec(), HOUR).await.unwrap();
-        assert_eq!(table.get("a").await.unwrap(), Some(b"one".to_vec()));
-        assert_eq!(table.count().await.unwrap(), 1);
-
-        assert!(!table
-            .compare_and_swap("a", Some(b"other".to_vec()), Some((b"two".to_vec(), HOUR)))
-            .await
-            .unwrap());
-        assert!(table
-            .compare_and_swap("a", Some(b"one".to_vec()), Some((b"two".to_vec(), HOUR)))
-            .await
-            .unwrap());
-        assert!(table
-            .compare_and_swap("b", None, Some((b"new".to_vec(), HOUR)))
-            .await
-            .unwrap());
-        assert_eq!(table.count().await.unwrap(), 2);
-
-        assert_eq!(table.take("a").await.unwrap(), Some(b"two".to_vec()));
-        assert_eq!(table.take("a").await.unwrap(), None, "a record is taken once");
-        assert!(table.delete("b").await.unwrap());
-        assert!(!table.delete("b").await.unwrap());
-        assert_eq!(table.count().await.unwrap(), 0);
-    }
-
-    #[actix_rt::test]
     async fn a_closed_database_unlocks_its_directory_at_once_even_while_its_tables_are_held() {
         let mut store = TempStore::open("close");
         let table = store.table("grant");
@@ -755,25 +726,6 @@ mod tests {
     }
 
     #[actix_rt::test]
-    async fn expired_records_read_as_absent_and_are_purged() {
-        let store = TempStore::open("expiry");
-        let table = store.table("transaction");
-        table.put("old", b"x".to_vec(), Duration::from_millis(1)).await.unwrap();
-        table.put("new", b"y".to_vec(), HOUR).await.unwrap();
-        std::thread::sleep(Duration::from_millis(5));
-        assert_eq!(table.get("old").await.unwrap(), None);
-        assert_eq!(table.take("old").await.unwrap(), None);
-        table
-            .put("old2", b"x".to_vec(), Duration::from_millis(1))
-            .await
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(5));
-        assert_eq!(table.purge_expired().await.unwrap(), 1);
-        assert_eq!(table.count().await.unwrap(), 1);
-        assert_eq!(table.get("new").await.unwrap(), Some(b"y".to_vec()));
-    }
-
-    #[actix_rt::test]
     async fn a_table_counted_on_request_counts_its_live_records_after_every_kind_of_write() {
         let mut store = TempStore::open("count-on-request");
         let table = store.table_counted("grant", Counting::OnRequest);
@@ -804,25 +756,6 @@ mod tests {
         let table = store.table_counted("grant", Counting::OnRequest);
         assert_eq!(table.count().await.unwrap(), 3);
         assert_eq!(table.get("a").await.unwrap(), Some(b"replaced".to_vec()));
-    }
-
-    #[actix_rt::test]
-    async fn the_soonest_expiring_live_keys_come_first() {
-        let store = TempStore::open("soonest");
-        let table = store.table("t");
-        table.put("late", b"1".to_vec(), Duration::from_secs(90)).await.unwrap();
-        table.put("soon", b"2".to_vec(), Duration::from_secs(30)).await.unwrap();
-        table
-            .put("gone", b"3".to_vec(), Duration::from_millis(1))
-            .await
-            .unwrap();
-        table
-            .put("middle", b"4".to_vec(), Duration::from_secs(60))
-            .await
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(5));
-        assert_eq!(table.soonest_expiring(2).await.unwrap(), ["soon", "middle"]);
-        assert_eq!(table.soonest_expiring(10).await.unwrap(), ["soon", "middle", "late"]);
     }
 
     #[actix_rt::test]
