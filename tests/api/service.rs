@@ -172,17 +172,13 @@ impl Drop for RunningService {
     }
 }
 
-/// The binary's exit code and stderr for these variables (besides a valid
-/// upstream); a service that is still up after 10 s is stopped (by its PID)
-/// and counts as a failed test.
-async fn start_up_failure(variables: &[(&str, &str)]) -> (Option<i32>, String) {
-    let port = free_port();
+/// The binary on `port` with the memory store and a placeholder upstream
+/// (never called): what start-up checks and the access log need.
+fn service_on(port: u16) -> Command {
     let mut command = service();
     command
         .env("OAUTH_PROXY_BIND", format!("127.0.0.1:{port}"))
         .env("OAUTH_PROXY_BASE_URL", format!("http://127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
         .env(
             "OAUTH_PROXY_UPSTREAM_AUTHORIZATION_ENDPOINT",
             "https://up.example/authorize",
@@ -191,6 +187,16 @@ async fn start_up_failure(variables: &[(&str, &str)]) -> (Option<i32>, String) {
         .env("OAUTH_PROXY_UPSTREAM_CLIENT_ID", "id")
         .env("OAUTH_PROXY_UPSTREAM_CLIENT_SECRET", "secret")
         .env("OAUTH_PROXY_STORAGE", "memory");
+    command
+}
+
+/// The binary's exit code and stderr for these variables (besides a valid
+/// upstream); a service that is still up after 10 s is stopped (by its PID)
+/// and counts as a failed test.
+async fn start_up_failure(variables: &[(&str, &str)]) -> (Option<i32>, String) {
+    let port = free_port();
+    let mut command = service_on(port);
+    command.stdout(Stdio::null()).stderr(Stdio::piped());
     for (name, value) in variables {
         command.env(name, value);
     }
@@ -409,18 +415,8 @@ async fn the_access_log_names_the_client_address_behind_trusted_proxies_and_neve
         let port = free_port();
         let log_path = std::env::temp_dir().join(format!("mcp-oauth-proxy-access-log-{}-{port}", std::process::id()));
         let log = std::fs::File::create(&log_path).unwrap();
-        let mut command = service();
+        let mut command = service_on(port);
         command
-            .env("OAUTH_PROXY_BIND", format!("127.0.0.1:{port}"))
-            .env("OAUTH_PROXY_BASE_URL", format!("http://127.0.0.1:{port}"))
-            .env(
-                "OAUTH_PROXY_UPSTREAM_AUTHORIZATION_ENDPOINT",
-                "https://up.example/authorize",
-            )
-            .env("OAUTH_PROXY_UPSTREAM_TOKEN_ENDPOINT", "https://up.example/token")
-            .env("OAUTH_PROXY_UPSTREAM_CLIENT_ID", "id")
-            .env("OAUTH_PROXY_UPSTREAM_CLIENT_SECRET", "secret")
-            .env("OAUTH_PROXY_STORAGE", "memory")
             .env("OAUTH_PROXY_TRUSTED_PROXIES", trusted)
             .stdout(Stdio::null())
             .stderr(Stdio::from(log));
