@@ -1,0 +1,325 @@
+//! `GET /authorize` and `POST /consent`: validating the authorization
+//! request, starting the transaction, and the user's decision.
+
+use std::borrow::Cow;
+
+use actix_web::http::StatusCode;
+use url::Url;
+
+use super::{
+    resource_matches, AuthorizeOutcome, AuthorizeRequest, BrowserContext, ConsentForm, ConsentOutcome, ConsentPrompt,
+    OAuthProxy, PENDING_FULL_RETRY_AFTER,
+};
+use crate::actors::transactions::{
+    GetTransaction, PutTransaction, StartRefusal, StartTransaction, TakeTransaction, Transaction,
+};
+use crate::config::Config;
+use crate::crypto::{constant_time_eq, random_token, sha256_b64url};
+use crate::error::{ClientRedirect, Error, ErrorCode};
+use crate::oauth::client::RegisteredClient;
+use crate::oauth::pkce::{CodeChallenge, PkcePair};
+use crate::oauth::redirect_uri::pattern_matches;
+use crate::oauth::scope::Scopes;
+
+/// Where a browser-facing request goes once the redirect URI is validated.
+pub(super) fn client_redirect(config: &Config, redirect_uri: Url, state: Option<String>) -> ClientRedirect {
+    ClientRedirect {
+        redirect_uri,
+        state,
+        issuer: config.issuer.clone(),
+    }
+}
+
+/// [`client_redirect`] for a redirect URI kept as text in a transaction.
+pub(super) fn stored_client_redirect(
+    config: &Config,
+    redirect_uri: &str,
+    state: Option<String>,
+) -> Result<ClientRedirect, Error> {
+    let redirect_uri = Url::parse(redirect_uri).map_err(Error::internal)?;
+    Ok(client_redirect(config, redirect_uri, state))
+}
+
+/// Origin (or scheme, for private-use schemes) of a URL for a CSP source list.
+fn csp_source(url: &Url) -> String {
+    match url.origin() {
+        url::Origin::Tuple(..) => url.origin().ascii_serialization(),
+        url::Origin::Opaque(_) => format!("{}:", url.scheme()),
+    }
+}
+
+pub(super) fn expired_page() -> Error {
+    Error::page_with_detail(
+        StatusCode::BAD_REQUEST,
+        "This sign-in has expired",
+        "The authorization request is unknown, was already used, or took too long. Start again from your application.",
+        "invalid_request",
+    )
+}
+
+impl OAuthProxy {
+    /// `GET /authorize`: validates the request and either asks for consent or
+    /// redirects upstream. Until the redirect URI is validated, errors are HTML
+    /// pages (RFC 6749 §4.1.2.1); after, they go back to the client.
+    pub async fn authorize(
+        &self,
+        request: AuthorizeRequest<'_>,
+        browser: &BrowserContext,
+    ) -> Result<AuthorizeOutcome, Error> {
+        let config = &self.inner.config;
+        let Some(client_id) = request.client_id.as_deref().filter(|c| !c.is_empty()) else {
+            return Err(Error::page(
+                StatusCode::BAD_REQUEST,
+                "Missing client",
+                "The request does not name a client (client_id).",
+            ));
+        };
+        let Some(client) = self.client(client_id).await? else {
+            return Err(Error::page_with_detail(
+                StatusCode::BAD_REQUEST,
+                "Unknown client",
+                "This application is not registered with the authorization server. Ask it to register again.",
+                "invalid_client",
+            ));
+        };
+        let redirect_uri = match request.redirect_uri.as_deref() {
+            Some(raw) => {
+                let requested = Url::parse(raw).ok().filter(|_| !raw.contains('#'));
+                requested.filter(|url| {
+                    // Registered URIs are kept as parsed, so one spelled the
+                    // same matches without parsing them all again.
+                    client.redirect_uris.iter().any(|registered| registered == url.as_str())
+                        || client.redirect_uris().any(|registered| registered.matches(url))
+                })
+            }
+            // RFC 6749 §3.1.2.3: optional when exactly one is registered.
+            None if client.redirect_uris.len() == 1 => Url::parse(&client.redirect_uris[0]).ok(),
+            None => None,
+        };
+        // The URI actually used must pass the operator's patterns too: a
+        // loopback URI matches its registration on any port (RFC 8252 §7.3),
+        // so a pattern pinning a port (`http://127.0.0.1:7777/*`) is only
+        // kept if checked here, where the port is known.
+        let redirect_uri = redirect_uri.filter(|url| {
+            config
+                .allowed_redirect_uri_patterns
+                .as_deref()
+                .is_none_or(|patterns| patterns.iter().any(|pattern| pattern_matches(pattern, url)))
+        });
+        let Some(redirect_uri) = redirect_uri else {
+            return Err(Error::page_with_detail(
+                StatusCode::BAD_REQUEST,
+                "Invalid redirect URI",
+                "The redirect URI in this request is not registered for this application, so the authorization server will not send you there.",
+                "invalid_request",
+            ));
+        };
+        // RFC 9700 §4.11.2: registration is open, so a registered redirect
+        // URI proves nothing about its owner, and redirecting an error to it
+        // with no user action would make the proxy an open redirector. Errors
+        // from here on go back to the client only once this browser has
+        // approved it (a remembered consent), or when the operator turned
+        // consent off (allowed only with pinned redirect patterns); else the
+        // browser gets the HTML page.
+        let remembered = browser.remembered_clients.iter().any(|c| c == &client.client_id);
+        let approved = !config.consent_required || remembered;
+        let refuse = |code: ErrorCode, description: String| {
+            if approved {
+                let back = client_redirect(
+                    config,
+                    redirect_uri.clone(),
+                    request.state.as_deref().map(str::to_string),
+                );
+                Error::redirect(&back, code, description)
+            } else {
+                Error::page_with_detail(
+                    StatusCode::BAD_REQUEST,
+                    "Invalid authorization request",
+                    format!(
+                        "The application sent a request this server cannot accept ({description}). \
+                         You have not approved this application in this browser, so you are not sent back to it."
+                    ),
+                    code.as_str(),
+                )
+            }
+        };
+
+        if request.response_type.as_deref() != Some("code") {
+            return Err(refuse(
+                ErrorCode::UnsupportedResponseType,
+                "response_type must be `code`".into(),
+            ));
+        }
+        let code_challenge = CodeChallenge::parse(
+            request.code_challenge.as_deref(),
+            request.code_challenge_method.as_deref(),
+        )
+        .map_err(|e| refuse(ErrorCode::InvalidRequest, e.to_string()))?;
+        let resource = config.resource();
+        if let Some(requested) = request.resource.as_deref() {
+            if !resource_matches(requested, &resource) {
+                return Err(refuse(
+                    ErrorCode::InvalidTarget,
+                    format!("this server only issues tokens for {resource}"),
+                ));
+            }
+        }
+        let scopes = self
+            .requested_scopes(request.scope.as_deref(), &client)
+            .map_err(|description| refuse(ErrorCode::InvalidScope, description))?;
+
+        let transaction_id = random_token(32);
+        let upstream_pkce = (!config.forward_pkce).then(PkcePair::generate);
+        let upstream_challenge = match &upstream_pkce {
+            Some(pkce) => pkce.challenge.clone(),
+            None => code_challenge.as_str().to_string(),
+        };
+        let transaction = Transaction {
+            client_id: client.client_id.clone(),
+            redirect_uri: redirect_uri.to_string(),
+            state: request.state.map(Cow::into_owned),
+            scopes,
+            resource,
+            code_challenge,
+            upstream_verifier: upstream_pkce.map(|p| p.verifier),
+            csrf_token: random_token(32),
+            browser_hash: sha256_b64url(browser.browser_id.as_bytes()),
+            approved,
+        };
+        // What the consent page shows, kept before the transaction goes to its actor.
+        let consent = (!approved).then(|| {
+            (
+                transaction.csrf_token.clone(),
+                transaction.scopes.iter().map(String::from).collect(),
+            )
+        });
+        let upstream = self.upstream_url(&transaction_id, &upstream_challenge);
+        let started = self
+            .actors()
+            .transactions
+            .send(StartTransaction {
+                id: transaction_id.clone(),
+                transaction,
+            })
+            .await?;
+        match started {
+            Ok(()) => {}
+            Err(StartRefusal::Full) => {
+                return Ok(AuthorizeOutcome::Busy {
+                    retry_after: PENDING_FULL_RETRY_AFTER,
+                })
+            }
+            Err(StartRefusal::Store(e)) => return Err(e.into()),
+        }
+
+        let Some((csrf_token, scopes)) = consent else {
+            return Ok(AuthorizeOutcome::RedirectUpstream(upstream));
+        };
+        Ok(AuthorizeOutcome::Consent(Box::new(ConsentPrompt {
+            transaction_id,
+            csrf_token,
+            client_id: client.client_id.clone(),
+            client_name: client.display_name().to_string(),
+            form_targets: vec![
+                csp_source(&self.inner.upstream.authorization_endpoint),
+                csp_source(&redirect_uri),
+            ],
+            redirect_uri,
+            scopes,
+        })))
+    }
+
+    /// The scopes of a request: split on whitespace, limited to the advertised
+    /// ones when the operator advertises any; absent means the client's
+    /// registered scopes or the advertised default.
+    fn requested_scopes(&self, raw: Option<&str>, client: &RegisteredClient) -> Result<Scopes, String> {
+        let advertised = Scopes::from_list(&self.inner.config.scopes);
+        let requested = match raw.map(Scopes::parse).filter(|s| !s.is_empty()) {
+            Some(scopes) => scopes,
+            None => client
+                .scope
+                .as_deref()
+                .map(Scopes::parse)
+                .unwrap_or_else(|| advertised.clone()),
+        };
+        if !advertised.is_empty() && !requested.is_subset_of(&advertised) {
+            let unknown: Vec<&str> = requested.not_in(&advertised).collect();
+            return Err(format!("unknown scope(s): {}", unknown.join(" ")));
+        }
+        Ok(requested)
+    }
+
+    fn upstream_url(&self, transaction_id: &str, challenge: &str) -> String {
+        self.inner.upstream.authorization_url(transaction_id, challenge)
+    }
+
+    /// `POST /consent`: checks the CSRF token and the browser, then approves
+    /// (redirect upstream) or denies (redirect to the client with
+    /// `access_denied`).
+    pub async fn handle_consent(&self, form: ConsentForm, browser: &BrowserContext) -> Result<ConsentOutcome, Error> {
+        let transaction = self
+            .actors()
+            .transactions
+            .send(GetTransaction(form.transaction_id.clone()))
+            .await??;
+        let Some(mut transaction) = transaction else {
+            return Err(expired_page());
+        };
+        let same_browser = constant_time_eq(
+            transaction.browser_hash.as_bytes(),
+            sha256_b64url(browser.browser_id.as_bytes()).as_bytes(),
+        );
+        if !same_browser || !constant_time_eq(transaction.csrf_token.as_bytes(), form.csrf_token.as_bytes()) {
+            return Err(Error::page_with_detail(
+                StatusCode::FORBIDDEN,
+                "Request not accepted",
+                "This consent form was not issued to this browser session. Start the sign-in again from your application.",
+                "invalid_request",
+            ));
+        }
+        let back = stored_client_redirect(&self.inner.config, &transaction.redirect_uri, transaction.state.clone())?;
+        match form.decision.as_str() {
+            "approve" => {
+                transaction.approved = true;
+                let challenge = match &transaction.upstream_verifier {
+                    Some(verifier) => sha256_b64url(verifier.as_bytes()),
+                    None => transaction.code_challenge.as_str().to_string(),
+                };
+                let client_id = transaction.client_id.clone();
+                self.actors()
+                    .transactions
+                    .send(PutTransaction {
+                        id: form.transaction_id.clone(),
+                        transaction,
+                    })
+                    .await??;
+                Ok(ConsentOutcome::Approved {
+                    upstream: self.upstream_url(&form.transaction_id, &challenge),
+                    remember_client: (form.remember.as_deref() == Some("true")).then_some(client_id),
+                })
+            }
+            "deny" => {
+                let _ = self
+                    .actors()
+                    .transactions
+                    .send(TakeTransaction {
+                        id: form.transaction_id,
+                        // The denial answers without another write.
+                        before_write: false,
+                    })
+                    .await?;
+                Ok(ConsentOutcome::Denied {
+                    client_redirect: back.with_params(&[
+                        ("error", ErrorCode::AccessDenied.as_str()),
+                        ("error_description", "the user denied the request"),
+                    ]),
+                })
+            }
+            _ => Err(Error::page(
+                StatusCode::BAD_REQUEST,
+                "Invalid decision",
+                "The consent form was not understood.",
+            )),
+        }
+    }
+}

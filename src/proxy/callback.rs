@@ -1,0 +1,251 @@
+//! The upstream callback: the upstream code exchange, the grant built from
+//! the upstream tokens, and the proxy's code sent back to the client.
+
+use std::collections::BTreeMap;
+
+use actix_web::http::StatusCode;
+use serde_json::{Map, Value};
+use url::Url;
+
+use super::authorize::{expired_page, stored_client_redirect};
+use super::{BrowserContext, CallbackParams, OAuthProxy};
+use crate::actors::codes::{CodeRecord, PreparedTokens, StoreCode};
+use crate::actors::token_vault::{CreateGrant, Grant, IssuedPair, UpstreamTokens};
+use crate::actors::transactions::TakeTransaction;
+use crate::crypto::{constant_time_eq, random_token, sha256_b64url};
+use crate::error::{ClientRedirect, Error, ErrorCode};
+use crate::oauth::jwt::RESERVED_CLAIMS;
+use crate::oauth::now_secs;
+use crate::oauth::scope::Scopes;
+use crate::upstream::{unverified_jwt_claims, UpstreamError};
+
+/// Where an upstream's user id is found, in order (OIDC `sub`; GitHub's
+/// userinfo has `id` and `login`).
+const SUBJECT_CLAIMS: [&str; 3] = ["sub", "id", "login"];
+
+/// An upstream failure during the callback, sent back to the client.
+fn upstream_redirect_error(back: &ClientRedirect, error: UpstreamError) -> Error {
+    log::warn!("upstream code exchange failed: {error}");
+    let code = if error.is_grant_refused() {
+        ErrorCode::AccessDenied
+    } else if matches!(error, UpstreamError::Timeout(_) | UpstreamError::Unreachable(_)) {
+        ErrorCode::TemporarilyUnavailable
+    } else {
+        ErrorCode::ServerError
+    };
+    Error::redirect(back, code, format!("upstream token exchange failed: {error}"))
+}
+
+impl OAuthProxy {
+    /// The upstream callback: consumes the transaction, exchanges the upstream
+    /// code (unless the client's PKCE is forwarded, then at `/token`), and
+    /// redirects to the client with a proxy code, `state` and `iss`.
+    pub async fn handle_callback(&self, params: CallbackParams, browser: &BrowserContext) -> Result<Url, Error> {
+        let config = &self.inner.config;
+        let Some(state) = params.state.as_deref().filter(|s| !s.is_empty()) else {
+            return Err(expired_page());
+        };
+        let transaction = self
+            .actors()
+            .transactions
+            .send(TakeTransaction {
+                id: state.to_string(),
+                before_write: true,
+            })
+            .await??;
+        let Some(transaction) = transaction else {
+            return Err(expired_page());
+        };
+        if !constant_time_eq(
+            transaction.browser_hash.as_bytes(),
+            sha256_b64url(browser.browser_id.as_bytes()).as_bytes(),
+        ) || !transaction.approved
+        {
+            return Err(Error::page_with_detail(
+                StatusCode::FORBIDDEN,
+                "Sign-in not accepted",
+                "This sign-in was started in another browser or was not approved here. Start again from your application.",
+                "access_denied",
+            ));
+        }
+        let back = stored_client_redirect(config, &transaction.redirect_uri, transaction.state.clone())?;
+        if let Some(error) = params.error.as_deref() {
+            // Upstream codes that mean the same to the client pass through.
+            let code = match error {
+                "access_denied" => ErrorCode::AccessDenied,
+                "temporarily_unavailable" => ErrorCode::TemporarilyUnavailable,
+                "invalid_scope" => ErrorCode::InvalidScope,
+                _ => ErrorCode::ServerError,
+            };
+            let description = params
+                .error_description
+                .as_deref()
+                .map(|d| format!("upstream: {}", d.chars().take(200).collect::<String>()))
+                .unwrap_or_else(|| {
+                    format!(
+                        "the upstream provider answered `{}`",
+                        error.chars().take(64).collect::<String>()
+                    )
+                });
+            return Err(Error::redirect(&back, code, description));
+        }
+        let Some(upstream_code) = params.code.filter(|c| !c.is_empty()) else {
+            return Err(Error::redirect(
+                &back,
+                ErrorCode::ServerError,
+                "the upstream provider sent no code",
+            ));
+        };
+
+        let grant_id = random_token(24);
+        let (pending_upstream_code, grant, prepared) = match &transaction.upstream_verifier {
+            Some(verifier) => {
+                let tokens = self
+                    .inner
+                    .upstream
+                    .exchange_code(&upstream_code, Some(verifier))
+                    .await
+                    .map_err(|e| upstream_redirect_error(&back, e))?;
+                let mut grant = self
+                    .grant_from_upstream(
+                        tokens,
+                        &transaction.client_id,
+                        &transaction.scopes,
+                        &transaction.resource,
+                    )
+                    .await;
+                // Swap mode: the grant is written with the ids of the tokens
+                // its code will be redeemed for, and the code carries what
+                // they are signed with, so /token need not rewrite or even
+                // read the grant. Nothing can use the ids before /token signs
+                // tokens carrying them; those tokens carry the redemption's
+                // time, and this pair's own time is never signed.
+                let prepared = config.token_swap.then(|| {
+                    let prepared = PreparedTokens {
+                        access_nonce: random_token(16),
+                        refresh_nonce: random_token(16),
+                        subject: grant.subject.clone(),
+                        claims: grant.claims.clone(),
+                    };
+                    grant.current = Some(IssuedPair {
+                        access_jti: format!("{grant_id}.{}", prepared.access_nonce),
+                        refresh_jti: format!("{grant_id}.{}", prepared.refresh_nonce),
+                        issued_at: now_secs(),
+                        scope: grant.scopes.to_oauth_string(),
+                    });
+                    prepared
+                });
+                (None, Some(grant), prepared)
+            }
+            // Forwarded PKCE: only the client's verifier can redeem it, at /token.
+            None => (Some(upstream_code), None, None),
+        };
+
+        let code = random_token(32);
+        let actors = self.actors();
+        let store_code = actors.codes.send(StoreCode {
+            code: code.clone(),
+            record: CodeRecord {
+                client_id: transaction.client_id,
+                redirect_uri: transaction.redirect_uri,
+                code_challenge: transaction.code_challenge,
+                scopes: transaction.scopes,
+                resource: transaction.resource,
+                grant_id: grant_id.clone(),
+                pending_upstream_code,
+                prepared,
+                redemption: None,
+                grant_created_at: grant.as_ref().map_or_else(now_secs, |grant| grant.created_at),
+            },
+        });
+        // The grant and the code are independent writes: issued together,
+        // they share one durable commit (directory store) or round trip.
+        let store_grant = async {
+            match grant {
+                Some(grant) => {
+                    actors
+                        .vault
+                        .send(CreateGrant {
+                            grant_id: grant_id.clone(),
+                            grant,
+                            ttl: config.lifetimes.authorization_code,
+                        })
+                        .await
+                }
+                None => Ok(Ok(())),
+            }
+        };
+        let (code_stored, grant_stored) = futures_util::future::join(store_code, store_grant).await;
+        for stored in [code_stored, grant_stored] {
+            stored?
+                .map_err(|e| Error::redirect(&back, ErrorCode::TemporarilyUnavailable, Error::from(e).to_string()))?;
+        }
+        Ok(back.with_params(&[("code", &code)]))
+    }
+
+    /// Builds a grant from an upstream token set: the subject and custom
+    /// claims come from the ID token, a JWT access token, or userinfo.
+    pub(super) async fn grant_from_upstream(
+        &self,
+        upstream: UpstreamTokens,
+        client_id: &str,
+        scopes: &Scopes,
+        resource: &str,
+    ) -> Grant {
+        let config = &self.inner.config;
+        let mut source = Map::new();
+        if self.inner.upstream.userinfo_endpoint.is_some() {
+            match self.inner.upstream.userinfo(&upstream.access_token).await {
+                Ok(info) => source.extend(info),
+                Err(e) => log::warn!("upstream userinfo failed, continuing without its claims: {e}"),
+            }
+        }
+        // Only the claims used below are read from the tokens.
+        let wanted: Vec<&str> = SUBJECT_CLAIMS
+            .iter()
+            .copied()
+            .chain(config.custom_claims.iter().map(String::as_str))
+            .collect();
+        for token in [upstream.id_token.as_deref(), Some(upstream.access_token.as_str())]
+            .into_iter()
+            .flatten()
+        {
+            if let Some(claims) = unverified_jwt_claims(token, &wanted) {
+                for (name, value) in claims {
+                    source.entry(name).or_insert(value);
+                }
+            }
+        }
+        let subject = SUBJECT_CLAIMS
+            .iter()
+            .find_map(|name| match source.get(*name) {
+                Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+                Some(Value::Number(n)) => Some(n.to_string()),
+                _ => None,
+            })
+            // An upstream that names nobody: a stable id for this grant's tokens.
+            .unwrap_or_else(|| format!("anonymous-{}", &sha256_b64url(upstream.access_token.as_bytes())[..16]));
+        // The custom claims as a JSON object, written from references into
+        // the source (no copies); a name configured twice appears once.
+        let custom: BTreeMap<&str, &Value> = config
+            .custom_claims
+            .iter()
+            .filter(|name| !RESERVED_CLAIMS.contains(&name.as_str()))
+            .filter_map(|name| source.get(name).map(|value| (name.as_str(), value)))
+            .collect();
+        let claims = serde_json::to_string(&custom).unwrap_or_else(|_| "{}".to_string());
+        Grant {
+            client_id: client_id.to_string(),
+            subject,
+            scopes: scopes.clone(),
+            resource: resource.to_string(),
+            claims,
+            upstream,
+            current: None,
+            previous: None,
+            passthrough_refresh_hash: None,
+            revoked_access: Vec::new(),
+            created_at: now_secs(),
+        }
+    }
+}
