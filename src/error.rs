@@ -1,20 +1,22 @@
-//! The one error type of the service and its single mapping to HTTP.
+//! The core error type of the service: what went wrong, in protocol terms,
+//! with no HTTP in it. `routes::errors` is the one place that turns it into a
+//! response:
 //!
 //! - OAuth endpoint errors become RFC 6749 §5.2 JSON `{error, error_description}`
 //!   (401 plus `WWW-Authenticate` for `invalid_client` sent with HTTP Basic).
 //! - Browser-facing errors that cannot be sent back to a validated redirect URI
-//!   become an HTML page: RFC 6749 §4.1.2.1 forbids redirecting to an invalid or
-//!   unregistered redirect URI.
+//!   carry a [`PageReason`] and become an HTML page: RFC 6749 §4.1.2.1 forbids
+//!   redirecting to an invalid or unregistered redirect URI.
 //! - Errors after the redirect URI is validated redirect to the client with
 //!   `error`, `state` and `iss` (RFC 9207).
+//! - Failures inside the service keep their cause ([`std::error::Error::source`]);
+//!   the cause goes to the log, never to the client.
 
-use actix_web::http::header::{self, HeaderValue};
-use actix_web::http::StatusCode;
-use actix_web::{HttpResponse, ResponseError};
-use askama::Template;
+use std::fmt;
+
 use url::Url;
 
-use crate::views::ErrorPage;
+use crate::store::StoreError;
 
 /// RFC 6749 / RFC 8707 / RFC 7591 error codes used by the proxy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,17 +59,6 @@ impl ErrorCode {
             ErrorCode::RateLimited => "temporarily_unavailable",
         }
     }
-
-    fn status(self) -> StatusCode {
-        match self {
-            ErrorCode::InvalidClient | ErrorCode::InvalidToken => StatusCode::UNAUTHORIZED,
-            ErrorCode::AccessDenied => StatusCode::FORBIDDEN,
-            ErrorCode::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
-            ErrorCode::TemporarilyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            _ => StatusCode::BAD_REQUEST,
-        }
-    }
 }
 
 /// Where a browser-facing error goes once the client's redirect URI is known
@@ -97,7 +88,73 @@ impl ClientRedirect {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
+/// Why a browser gets an HTML error page instead of a redirect. The web layer
+/// (`routes::errors`) holds the status, title and wording of each.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PageReason {
+    /// `/authorize` names no client.
+    #[error("the request names no client")]
+    MissingClient,
+    /// `/authorize` names a client that is not registered.
+    #[error("unknown client")]
+    UnknownClient,
+    /// The redirect URI is not registered for the client (or not allowed by
+    /// the operator's patterns): nothing may be sent to it.
+    #[error("the redirect URI is not registered")]
+    UnregisteredRedirectUri,
+    /// The `/authorize` query is longer than the proxy reads.
+    #[error("the authorization request is too long")]
+    AuthorizeQueryTooLong,
+    /// `state` is longer than the proxy keeps.
+    #[error("`state` is too long")]
+    StateTooLong,
+    /// The `/authorize` query could not be read (a repeated parameter).
+    #[error("the authorization request could not be read")]
+    AuthorizeQueryUnreadable,
+    /// An invalid authorization request from a client this browser has not
+    /// approved: it is not sent back to the client (RFC 9700 §4.11.2).
+    #[error("{}: {description} (client not approved in this browser)", code.as_str())]
+    UnapprovedClientRequest { code: ErrorCode, description: String },
+    /// Too many pending authorizations
+    /// (`OAUTH_PROXY_MAX_PENDING_AUTHORIZATIONS`).
+    #[error("too many pending authorizations")]
+    TooManyPending,
+    /// Too many `/authorize` requests from one client address
+    /// (`OAUTH_PROXY_AUTHORIZE_RATE_LIMIT`).
+    #[error("too many authorization requests from one address")]
+    TooManyAttempts,
+    /// The consent form body could not be read.
+    #[error("the consent form could not be read")]
+    ConsentFormUnreadable,
+    /// The consent form's decision is neither approve nor deny.
+    #[error("the consent decision was not understood")]
+    UnknownDecision,
+    /// The consent form was not issued to this browser (CSRF token or
+    /// browser binding do not match).
+    #[error("the consent form was not issued to this browser")]
+    ConsentNotIssuedHere,
+    /// The pending authorization is unknown, used, or expired.
+    #[error("the authorization request has expired")]
+    AuthorizationExpired,
+    /// The upstream callback's parameters could not be read.
+    #[error("the upstream callback could not be read")]
+    CallbackUnreadable,
+    /// The callback came to another browser, or to an authorization that was
+    /// not approved.
+    #[error("the sign-in was not started or approved in this browser")]
+    SignInNotAccepted,
+    /// An OAuth error on a browser-facing endpoint (see [`Error::for_browser`]).
+    #[error("{}: {description}", code.as_str())]
+    Refused { code: ErrorCode, description: String },
+    /// Something failed inside the service (its cause was logged).
+    #[error("internal error")]
+    Internal,
+}
+
+/// Said to clients when the storage fails (503 `temporarily_unavailable`).
+pub const STORE_UNAVAILABLE: &str = "the token store is unavailable; try again shortly";
+
+#[derive(thiserror::Error)]
 pub enum Error {
     /// An OAuth JSON error.
     #[error("{}: {description}", code.as_str())]
@@ -108,13 +165,8 @@ pub enum Error {
         basic_challenge: bool,
     },
     /// An HTML error page for the browser.
-    #[error("{title}: {message}")]
-    Page {
-        status: StatusCode,
-        title: String,
-        message: String,
-        detail: Option<String>,
-    },
+    #[error(transparent)]
+    Page(PageReason),
     /// A redirect to the client's validated redirect URI with an error.
     #[error("{}: {description} (redirected to client)", code.as_str())]
     Redirect {
@@ -122,9 +174,55 @@ pub enum Error {
         code: ErrorCode,
         description: String,
     },
-    /// Something failed inside the service; details go to the log only.
-    #[error("internal error: {0}")]
-    Internal(String),
+    /// The storage failed: the client is told to try again (503
+    /// `temporarily_unavailable`, [`STORE_UNAVAILABLE`]).
+    #[error("{}: {STORE_UNAVAILABLE}", ErrorCode::TemporarilyUnavailable.as_str())]
+    Store(#[source] StoreError),
+    /// A store actor did not answer.
+    #[error("store actor unavailable")]
+    Mailbox(#[from] actix::MailboxError),
+    /// A token could not be signed.
+    #[error("a token could not be signed")]
+    Signing(#[source] jsonwebtoken::errors::Error),
+    /// A value kept by the service could not be read back.
+    #[error("{what} could not be read")]
+    Encoding {
+        what: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A state the service's own records should never be in.
+    #[error("{0}")]
+    Invariant(&'static str),
+    /// Any other failure inside the service.
+    #[error("{what}")]
+    Other {
+        what: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// `Debug` prints the error and its cause chain (what the log shows).
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", Chain(self))
+    }
+}
+
+/// An error and its causes, one after the other: `a: b: c`.
+pub struct Chain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = self.0.source();
+        while let Some(error) = cause {
+            write!(f, ": {error}")?;
+            cause = error.source();
+        }
+        Ok(())
+    }
 }
 
 impl Error {
@@ -148,26 +246,8 @@ impl Error {
             basic_challenge,
         }
     }
-    pub fn page(status: StatusCode, title: impl Into<String>, message: impl Into<String>) -> Self {
-        Error::Page {
-            status,
-            title: title.into(),
-            message: message.into(),
-            detail: None,
-        }
-    }
-    pub fn page_with_detail(
-        status: StatusCode,
-        title: impl Into<String>,
-        message: impl Into<String>,
-        detail: impl Into<String>,
-    ) -> Self {
-        Error::Page {
-            status,
-            title: title.into(),
-            message: message.into(),
-            detail: Some(detail.into()),
-        }
+    pub fn page(reason: PageReason) -> Self {
+        Error::Page(reason)
     }
     pub fn redirect(to: &ClientRedirect, code: ErrorCode, description: impl Into<String>) -> Self {
         Error::Redirect {
@@ -176,124 +256,107 @@ impl Error {
             description: description.into(),
         }
     }
-    pub fn internal(what: impl std::fmt::Display) -> Self {
-        Error::Internal(what.to_string())
+    /// A value kept by the service that could not be read back.
+    pub fn encoding(what: &'static str, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Error::Encoding {
+            what,
+            source: Box::new(source),
+        }
+    }
+    /// Any other failure inside the service, with its cause.
+    pub fn other(what: &'static str, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Error::Other {
+            what,
+            source: Box::new(source),
+        }
+    }
+
+    /// A failure inside the service: answered with a bare `server_error`
+    /// (or the generic error page), its cause logged.
+    pub fn is_internal(&self) -> bool {
+        matches!(
+            self,
+            Error::Mailbox(_) | Error::Signing(_) | Error::Encoding { .. } | Error::Invariant(_) | Error::Other { .. }
+        )
     }
 
     /// The OAuth error code, if this error carries one.
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
             Error::OAuth { code, .. } | Error::Redirect { code, .. } => Some(*code),
-            Error::Internal(_) => Some(ErrorCode::ServerError),
-            Error::Page { .. } => None,
+            Error::Store(_) => Some(ErrorCode::TemporarilyUnavailable),
+            Error::Page(_) => None,
+            _ => Some(ErrorCode::ServerError),
         }
     }
 
     /// Turns a JSON error into an HTML page for browser-facing endpoints.
     pub fn for_browser(self) -> Self {
         match self {
-            Error::OAuth { code, description, .. } => {
-                Error::page_with_detail(code.status(), "Authorization failed", description, code.as_str())
-            }
-            Error::Internal(what) => {
-                log::error!("internal error: {what}");
-                Error::page(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "Something went wrong",
-                    "The authorization service hit an internal error.",
-                )
+            Error::OAuth { code, description, .. } => Error::Page(PageReason::Refused { code, description }),
+            Error::Store(_) => Error::Page(PageReason::Refused {
+                code: ErrorCode::TemporarilyUnavailable,
+                description: STORE_UNAVAILABLE.to_string(),
+            }),
+            internal if internal.is_internal() => {
+                log::error!("internal error: {}", Chain(&internal));
+                Error::Page(PageReason::Internal)
             }
             other => other,
         }
     }
 }
 
-impl From<actix::MailboxError> for Error {
-    fn from(err: actix::MailboxError) -> Self {
-        Error::Internal(format!("store actor unavailable: {err}"))
+impl From<StoreError> for Error {
+    fn from(err: StoreError) -> Self {
+        log::error!("storage failure: {}", Chain(&err));
+        Error::Store(err)
     }
 }
 
-impl From<crate::store::StoreError> for Error {
-    fn from(err: crate::store::StoreError) -> Self {
-        log::error!("storage failure: {err}");
-        Error::oauth(
-            ErrorCode::TemporarilyUnavailable,
-            "the token store is unavailable; try again shortly",
-        )
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Renders the HTML error page (also used for 404s of browser routes).
-pub fn error_page(status: StatusCode, title: &str, message: &str, detail: Option<&str>) -> HttpResponse {
-    let page = ErrorPage {
-        static_prefix: crate::routes::STATIC_PREFIX,
-        status: status.as_u16(),
-        title,
-        message,
-        detail,
-    };
-    let body = page
-        .render()
-        .unwrap_or_else(|_| format!("<h1>{status}</h1><p>{title}</p>"));
-    let mut response = HttpResponse::build(status)
-        .content_type("text/html; charset=utf-8")
-        .body(body);
-    crate::routes::add_page_security_headers(response.headers_mut(), &[]);
-    response
-}
-
-impl ResponseError for Error {
-    fn status_code(&self) -> StatusCode {
-        match self {
-            Error::OAuth { code, .. } => code.status(),
-            Error::Page { status, .. } => *status,
-            Error::Redirect { .. } => StatusCode::FOUND,
-            Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        }
+    #[test]
+    fn debug_prints_the_cause_chain() {
+        let cause = "not a url".parse::<Url>().unwrap_err();
+        let error = Error::encoding("a stored redirect URI", cause);
+        assert_eq!(
+            format!("{error:?}"),
+            format!("a stored redirect URI could not be read: {cause}")
+        );
+        assert!(std::error::Error::source(&error).is_some());
+        assert_eq!(error.code(), Some(ErrorCode::ServerError));
     }
 
-    fn error_response(&self) -> HttpResponse {
-        match self {
-            Error::OAuth {
-                code,
-                description,
-                basic_challenge,
-            } => {
-                let mut response = HttpResponse::build(code.status());
-                response
-                    .insert_header((header::CACHE_CONTROL, "no-store"))
-                    .insert_header((header::PRAGMA, "no-cache"));
-                if *basic_challenge {
-                    response.insert_header((header::WWW_AUTHENTICATE, "Basic realm=\"mcp-oauth-proxy\""));
-                }
-                response.json(serde_json::json!({
-                    "error": code.as_str(),
-                    "error_description": description,
-                }))
-            }
-            Error::Page {
-                status,
-                title,
-                message,
-                detail,
-            } => error_page(*status, title, message, detail.as_deref()),
-            Error::Redirect { to, code, description } => {
-                let location = to.with_params(&[("error", code.as_str()), ("error_description", description)]);
-                HttpResponse::Found()
-                    .insert_header((header::LOCATION, location.as_str()))
-                    .insert_header((header::CACHE_CONTROL, "no-store"))
-                    .finish()
-            }
-            Error::Internal(what) => {
-                log::error!("internal error: {what}");
-                let mut response = HttpResponse::InternalServerError();
-                response.insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")));
-                response.json(serde_json::json!({
-                    "error": "server_error",
-                    "error_description": "internal error; see the proxy's log",
-                }))
-            }
-        }
+    #[test]
+    fn a_storage_failure_reads_as_temporarily_unavailable_and_keeps_its_cause() {
+        let error = Error::from(StoreError::Unavailable("connection refused".into()));
+        assert_eq!(error.code(), Some(ErrorCode::TemporarilyUnavailable));
+        assert_eq!(
+            error.to_string(),
+            "temporarily_unavailable: the token store is unavailable; try again shortly"
+        );
+        assert!(format!("{error:?}").ends_with("connection refused"), "{error:?}");
+    }
+
+    #[test]
+    fn for_browser_turns_json_errors_into_pages() {
+        let page = Error::invalid_grant("nope").for_browser();
+        assert!(matches!(
+            page,
+            Error::Page(PageReason::Refused { code: ErrorCode::InvalidGrant, ref description }) if description == "nope"
+        ));
+        let internal = Error::Invariant("broken").for_browser();
+        assert!(matches!(internal, Error::Page(PageReason::Internal)));
+        let store = Error::from(StoreError::Unavailable("down".into())).for_browser();
+        assert!(matches!(
+            store,
+            Error::Page(PageReason::Refused {
+                code: ErrorCode::TemporarilyUnavailable,
+                ..
+            })
+        ));
     }
 }

@@ -145,32 +145,6 @@ impl GatewayError {
     }
 }
 
-/// A JSON-RPC error body without an id (MCP transport spec), so MCP clients
-/// can show it.
-pub fn json_rpc_error(status: StatusCode, code: i64, message: &str) -> HttpResponse {
-    HttpResponse::build(status).json(serde_json::json!({
-        "jsonrpc": "2.0",
-        "id": null,
-        "error": { "code": code, "message": message },
-    }))
-}
-
-impl actix_web::ResponseError for GatewayError {
-    fn status_code(&self) -> StatusCode {
-        self.status()
-    }
-
-    fn error_response(&self) -> HttpResponse {
-        // JSON-RPC 2.0 §5.1: -32600 invalid request (the client's path),
-        // -32603 internal error (the status says which).
-        let code = match self {
-            GatewayError::PathRefused(_) => -32600,
-            _ => -32603,
-        };
-        json_rpc_error(self.status(), code, self.public_message())
-    }
-}
-
 /// Why a path below the MCP endpoint is not forwarded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum PathRefused {

@@ -17,7 +17,7 @@ use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use actix_web::http::{header, StatusCode};
+use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse};
 use governor::clock::Clock;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -99,12 +99,7 @@ pub fn authorize_refusal(req: &HttpRequest, proxy: &OAuthProxy) -> Option<HttpRe
     let key = ClientAddress::of(req).rate_key()?;
     let wait = limit.check(key).err()?;
     limit.log_refusal("/authorize", key);
-    let mut response = crate::error::error_page(
-        StatusCode::TOO_MANY_REQUESTS,
-        "Too many sign-in attempts",
-        "Too many authorization requests came from your network. Wait a moment, then try again.",
-        None,
-    );
+    let mut response = crate::routes::errors::error_page(&crate::error::PageReason::TooManyAttempts);
     response
         .headers_mut()
         .insert(header::RETRY_AFTER, header::HeaderValue::from(retry_after_secs(wait)));

@@ -168,10 +168,7 @@ impl HttpServiceFactory for MethodRoutes {
 }
 
 async fn not_found() -> HttpResponse {
-    HttpResponse::NotFound().json(serde_json::json!({
-        "error": "not_found",
-        "error_description": "no such endpoint",
-    }))
+    crate::routes::errors::not_found("no such endpoint")
 }
 
 /// Starts the HTTP server on `listener` (port 0 in tests).

@@ -3,7 +3,6 @@
 
 use std::borrow::Cow;
 
-use actix_web::http::StatusCode;
 use url::Url;
 
 use super::{
@@ -15,7 +14,7 @@ use crate::actors::transactions::{
 };
 use crate::config::Config;
 use crate::crypto::{constant_time_eq, random_token, sha256_b64url};
-use crate::error::{ClientRedirect, Error, ErrorCode};
+use crate::error::{ClientRedirect, Error, ErrorCode, PageReason};
 use crate::oauth::client::RegisteredClient;
 use crate::oauth::pkce::{CodeChallenge, PkcePair};
 use crate::oauth::redirect_uri::pattern_matches;
@@ -36,7 +35,7 @@ pub(super) fn stored_client_redirect(
     redirect_uri: &str,
     state: Option<String>,
 ) -> Result<ClientRedirect, Error> {
-    let redirect_uri = Url::parse(redirect_uri).map_err(Error::internal)?;
+    let redirect_uri = Url::parse(redirect_uri).map_err(|e| Error::encoding("a stored redirect URI", e))?;
     Ok(client_redirect(config, redirect_uri, state))
 }
 
@@ -49,12 +48,7 @@ fn csp_source(url: &Url) -> String {
 }
 
 pub(super) fn expired_page() -> Error {
-    Error::page_with_detail(
-        StatusCode::BAD_REQUEST,
-        "This sign-in has expired",
-        "The authorization request is unknown, was already used, or took too long. Start again from your application.",
-        "invalid_request",
-    )
+    Error::page(PageReason::AuthorizationExpired)
 }
 
 impl OAuthProxy {
@@ -68,19 +62,10 @@ impl OAuthProxy {
     ) -> Result<AuthorizeOutcome, Error> {
         let config = &self.inner.config;
         let Some(client_id) = request.client_id.as_deref().filter(|c| !c.is_empty()) else {
-            return Err(Error::page(
-                StatusCode::BAD_REQUEST,
-                "Missing client",
-                "The request does not name a client (client_id).",
-            ));
+            return Err(Error::page(PageReason::MissingClient));
         };
         let Some(client) = self.client(client_id).await? else {
-            return Err(Error::page_with_detail(
-                StatusCode::BAD_REQUEST,
-                "Unknown client",
-                "This application is not registered with the authorization server. Ask it to register again.",
-                "invalid_client",
-            ));
+            return Err(Error::page(PageReason::UnknownClient));
         };
         let redirect_uri = match request.redirect_uri.as_deref() {
             Some(raw) => {
@@ -107,12 +92,7 @@ impl OAuthProxy {
                 .is_none_or(|patterns| patterns.iter().any(|pattern| pattern_matches(pattern, url)))
         });
         let Some(redirect_uri) = redirect_uri else {
-            return Err(Error::page_with_detail(
-                StatusCode::BAD_REQUEST,
-                "Invalid redirect URI",
-                "The redirect URI in this request is not registered for this application, so the authorization server will not send you there.",
-                "invalid_request",
-            ));
+            return Err(Error::page(PageReason::UnregisteredRedirectUri));
         };
         // RFC 9700 §4.11.2: registration is open, so a registered redirect
         // URI proves nothing about its owner, and redirecting an error to it
@@ -132,15 +112,7 @@ impl OAuthProxy {
                 );
                 Error::redirect(&back, code, description)
             } else {
-                Error::page_with_detail(
-                    StatusCode::BAD_REQUEST,
-                    "Invalid authorization request",
-                    format!(
-                        "The application sent a request this server cannot accept ({description}). \
-                         You have not approved this application in this browser, so you are not sent back to it."
-                    ),
-                    code.as_str(),
-                )
+                Error::page(PageReason::UnapprovedClientRequest { code, description })
             }
         };
 
@@ -270,12 +242,7 @@ impl OAuthProxy {
             sha256_b64url(browser.browser_id.as_bytes()).as_bytes(),
         );
         if !same_browser || !constant_time_eq(transaction.csrf_token.as_bytes(), form.csrf_token.as_bytes()) {
-            return Err(Error::page_with_detail(
-                StatusCode::FORBIDDEN,
-                "Request not accepted",
-                "This consent form was not issued to this browser session. Start the sign-in again from your application.",
-                "invalid_request",
-            ));
+            return Err(Error::page(PageReason::ConsentNotIssuedHere));
         }
         let back = stored_client_redirect(&self.inner.config, &transaction.redirect_uri, transaction.state.clone())?;
         match form.decision.as_str() {
@@ -315,11 +282,7 @@ impl OAuthProxy {
                     ]),
                 })
             }
-            _ => Err(Error::page(
-                StatusCode::BAD_REQUEST,
-                "Invalid decision",
-                "The consent form was not understood.",
-            )),
+            _ => Err(Error::page(PageReason::UnknownDecision)),
         }
     }
 }

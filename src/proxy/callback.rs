@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 
-use actix_web::http::StatusCode;
 use serde_json::{Map, Value};
 use url::Url;
 
@@ -13,7 +12,7 @@ use crate::actors::codes::{CodeRecord, PreparedTokens, StoreCode};
 use crate::actors::token_vault::{CreateGrant, Grant, IssuedPair, UpstreamTokens};
 use crate::actors::transactions::TakeTransaction;
 use crate::crypto::{constant_time_eq, random_token, sha256_b64url};
-use crate::error::{ClientRedirect, Error, ErrorCode};
+use crate::error::{ClientRedirect, Error, ErrorCode, PageReason};
 use crate::oauth::jwt::RESERVED_CLAIMS;
 use crate::oauth::now_secs;
 use crate::oauth::scope::Scopes;
@@ -61,12 +60,7 @@ impl OAuthProxy {
             sha256_b64url(browser.browser_id.as_bytes()).as_bytes(),
         ) || !transaction.approved
         {
-            return Err(Error::page_with_detail(
-                StatusCode::FORBIDDEN,
-                "Sign-in not accepted",
-                "This sign-in was started in another browser or was not approved here. Start again from your application.",
-                "access_denied",
-            ));
+            return Err(Error::page(PageReason::SignInNotAccepted));
         }
         let back = stored_client_redirect(config, &transaction.redirect_uri, transaction.state.clone())?;
         if let Some(error) = params.error.as_deref() {

@@ -58,6 +58,23 @@ fn token_signer(config: &Config, keys: &Keys) -> Result<TokenSigner, KeyError> {
     }
 }
 
+/// The 64 bytes of key material for the browser cookies, derived from
+/// `OAUTH_PROXY_CONSENT_SIGNING_KEY`; the web layer builds the cookie
+/// library's key from them. Never printed.
+pub struct ConsentKey([u8; 64]);
+
+impl ConsentKey {
+    pub fn as_bytes(&self) -> &[u8; 64] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for ConsentKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ConsentKey(..)")
+    }
+}
+
 /// The addresses of the store actors one thread talks to.
 #[derive(Clone)]
 pub struct StoreActors {
@@ -97,7 +114,7 @@ pub(super) struct Inner {
     pub(super) config: Config,
     pub(super) upstream: Upstream,
     pub(super) signer: TokenSigner,
-    pub(super) consent_key: actix_web::cookie::Key,
+    pub(super) consent_key: ConsentKey,
     /// The primary actors (on the thread that started the proxy); they run
     /// the expiry timers.
     pub(super) primary: StoreActors,
@@ -142,8 +159,7 @@ impl OAuthProxy {
             }
         };
         // The cookie library wants 64 bytes of key material: derive them.
-        let consent_key =
-            actix_web::cookie::Key::from(&crate::crypto::derive_key::<64>(&keys.consent, "consent-cookie"));
+        let consent_key = ConsentKey(crate::crypto::derive_key::<64>(&keys.consent, "consent-cookie"));
 
         // Only the client and transaction counts are read while serving (the
         // registration and pending-authorization caps).
@@ -225,8 +241,8 @@ impl OAuthProxy {
         &self.inner.upstream
     }
 
-    /// Key for the signed consent and browser-binding cookies.
-    pub fn consent_key(&self) -> &actix_web::cookie::Key {
+    /// Key material for the signed consent and browser-binding cookies.
+    pub fn consent_key(&self) -> &ConsentKey {
         &self.inner.consent_key
     }
 

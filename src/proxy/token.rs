@@ -131,7 +131,7 @@ impl OAuthProxy {
         let redemption = record
             .redemption
             .clone()
-            .ok_or_else(|| Error::internal("a redeemed code without its redemption"))?;
+            .ok_or(Error::Invariant("a redeemed code without its redemption"))?;
         let pair = IssuedPair {
             access_jti: redemption.access_jti,
             refresh_jti: redemption.refresh_jti,
@@ -266,7 +266,7 @@ impl OAuthProxy {
         let signer = &self.inner.signer;
         let access = signer
             .sign_issued(&claims(&pair.access_jti, TokenUse::Access, &pair.scope, access_exp))
-            .map_err(Error::internal)?;
+            .map_err(Error::Signing)?;
         let refresh = signer
             .sign_issued(&claims(
                 &pair.refresh_jti,
@@ -274,7 +274,7 @@ impl OAuthProxy {
                 &refresh_scope,
                 refresh_exp,
             ))
-            .map_err(Error::internal)?;
+            .map_err(Error::Signing)?;
         Ok(TokenResponse {
             access_token: access,
             token_type: "Bearer".into(),
@@ -374,7 +374,7 @@ impl OAuthProxy {
                 let pair = grant
                     .current
                     .clone()
-                    .ok_or_else(|| Error::internal("rotated grant has no current pair"))?;
+                    .ok_or(Error::Invariant("rotated grant has no current pair"))?;
                 self.token_response(&grant, &pair)
             }
             RefreshClaim::GraceReplay { grant, pair } => self.token_response(&grant, &pair),

@@ -9,6 +9,7 @@ use serde::Serialize;
 use url::Url;
 
 use crate::config::Secret;
+use crate::error::PageReason;
 use crate::oauth::client::RegisteredClient;
 
 /// Parameters of `GET /authorize` (RFC 6749 §4.1.1, RFC 7636, RFC 8707),
@@ -56,6 +57,16 @@ pub enum AuthorizeQueryError {
     StateTooLong,
     #[error("the request parameters could not be read (a parameter may be repeated)")]
     Unreadable,
+}
+
+impl From<AuthorizeQueryError> for PageReason {
+    fn from(refusal: AuthorizeQueryError) -> Self {
+        match refusal {
+            AuthorizeQueryError::TooLong => PageReason::AuthorizeQueryTooLong,
+            AuthorizeQueryError::StateTooLong => PageReason::StateTooLong,
+            AuthorizeQueryError::Unreadable => PageReason::AuthorizeQueryUnreadable,
+        }
+    }
 }
 
 impl<'a> AuthorizeRequest<'a> {

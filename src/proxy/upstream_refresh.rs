@@ -165,7 +165,7 @@ impl RefreshFlights {
         };
         if start {
             let (flights, upstream, vault) = (self.clone(), upstream.clone(), vault.clone());
-            actix_web::rt::spawn(async move {
+            actix::spawn(async move {
                 let late_window = msg.late_window;
                 let result = refresh(upstream, vault, msg).await;
                 flights.finish(key, spent_hash, late_window, result);
@@ -220,7 +220,7 @@ async fn refresh(upstream: Upstream, vault: Addr<TokenVault>, msg: RefreshUpstre
             // that rotates refresh tokens then refuses it): its tokens are,
             // or in a moment will be, in the grant. Only on this rare path.
             for pause in WINNER_PAUSES {
-                actix_web::rt::time::sleep(pause).await;
+                actix::clock::sleep(pause).await;
                 let grant = vault
                     .send(GetGrant(msg.grant_id.clone()))
                     .await

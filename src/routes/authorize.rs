@@ -9,8 +9,9 @@ use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
 
+use super::errors::error_page;
 use super::{add_page_security_headers, redirect, BrowserCookies, STATIC_PREFIX};
-use crate::error::{error_page, Error};
+use crate::error::{Error, PageReason};
 use crate::proxy::{AuthorizeOutcome, AuthorizeRequest, ConsentForm, ConsentOutcome, OAuthProxy};
 use crate::views::{redirect_display_host, ConsentPage};
 
@@ -18,24 +19,12 @@ pub async fn authorize(req: HttpRequest, proxy: web::Data<OAuthProxy>) -> Result
     if let Some(refusal) = crate::rate_limit::authorize_refusal(&req, &proxy) {
         return Ok(refusal);
     }
-    let request = AuthorizeRequest::from_query(req.query_string()).map_err(|e| {
-        Error::page_with_detail(
-            StatusCode::BAD_REQUEST,
-            "Invalid authorization request",
-            format!("The request could not be accepted: {e}."),
-            "invalid_request",
-        )
-    })?;
+    let request = AuthorizeRequest::from_query(req.query_string()).map_err(|e| Error::page(PageReason::from(e)))?;
     let (cookies, browser) = BrowserCookies::read(&req, &proxy);
     match proxy.authorize(request, &browser).await.map_err(Error::for_browser)? {
         AuthorizeOutcome::RedirectUpstream(url) => Ok(redirect(&url, Some(&cookies))),
         AuthorizeOutcome::Busy { retry_after } => {
-            let mut response = error_page(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Too many sign-ins in progress",
-                "The authorization server is handling too many sign-ins right now. Try again in a minute.",
-                Some("temporarily_unavailable"),
-            );
+            let mut response = error_page(&PageReason::TooManyPending);
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, header::HeaderValue::from(retry_after));
@@ -55,7 +44,10 @@ pub async fn authorize(req: HttpRequest, proxy: web::Data<OAuthProxy>) -> Result
                 transaction_id: &prompt.transaction_id,
                 csrf_token: &prompt.csrf_token,
             };
-            let body = page.render().map_err(Error::internal).map_err(Error::for_browser)?;
+            let body = page
+                .render()
+                .map_err(|e| Error::other("the consent page could not be rendered", e))
+                .map_err(Error::for_browser)?;
             let mut response = HttpResponse::Ok();
             response.content_type("text/html; charset=utf-8");
             cookies.apply(&mut response);
@@ -67,13 +59,8 @@ pub async fn authorize(req: HttpRequest, proxy: web::Data<OAuthProxy>) -> Result
 }
 
 pub async fn consent(req: HttpRequest, body: web::Bytes, proxy: web::Data<OAuthProxy>) -> Result<HttpResponse, Error> {
-    let form: ConsentForm = serde_urlencoded::from_bytes(&body).map_err(|_| {
-        Error::page(
-            StatusCode::BAD_REQUEST,
-            "Invalid consent form",
-            "The consent form was incomplete.",
-        )
-    })?;
+    let form: ConsentForm =
+        serde_urlencoded::from_bytes(&body).map_err(|_| Error::page(PageReason::ConsentFormUnreadable))?;
     let (mut cookies, browser) = BrowserCookies::read(&req, &proxy);
     match proxy.handle_consent(form, &browser).await.map_err(Error::for_browser)? {
         ConsentOutcome::Approved {

@@ -24,8 +24,8 @@ use actix_web::{dev, web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 
 use super::client_auth::bearer_token;
-use crate::gateway::{check_tail, json_rpc_error, Forwarded, Gateway, GatewayError};
-use crate::oauth::metadata::protected_resource_url;
+use super::errors::{bearer_challenge, json_rpc_error, BearerRefusal};
+use crate::gateway::{check_tail, Forwarded, Gateway, GatewayError};
 use crate::oauth::scope::Scopes;
 use crate::proxy::upstream_refresh::RefreshFailed;
 use crate::proxy::{BearerRefused, OAuthProxy};
@@ -75,36 +75,6 @@ fn add_cors(headers: &mut HeaderMap, origin: &Option<HeaderValue>) {
             HeaderValue::from_static(EXPOSED_HEADERS),
         );
     }
-}
-
-/// A 401/403 with the RFC 6750 §3 challenge and the RFC 9728 metadata URL.
-fn challenge(proxy: &OAuthProxy, status: StatusCode, error: Option<(&str, &str)>) -> HttpResponse {
-    let config = proxy.config();
-    let mut value = format!("Bearer resource_metadata=\"{}\"", protected_resource_url(config));
-    if let Some((code, description)) = error {
-        // Quoted-string safety: no quotes or backslashes inside.
-        let description: String = description
-            .chars()
-            .filter(|c| *c != '"' && *c != '\\' && !c.is_control())
-            .collect();
-        value.push_str(&format!(", error=\"{code}\", error_description=\"{description}\""));
-    }
-    let scopes = if config.gateway.required_scopes.is_empty() {
-        &config.scopes
-    } else {
-        &config.gateway.required_scopes
-    };
-    if !scopes.is_empty() {
-        value.push_str(&format!(", scope=\"{}\"", scopes.join(" ")));
-    }
-    let body = match error {
-        Some((code, description)) => serde_json::json!({ "error": code, "error_description": description }),
-        None => serde_json::json!({ "error": "invalid_token", "error_description": "authorization required" }),
-    };
-    HttpResponse::build(status)
-        .insert_header((header::WWW_AUTHENTICATE, value))
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .json(body)
 }
 
 /// The request body, until it is read.
@@ -268,13 +238,11 @@ async fn guarded(req: &HttpRequest, body: &mut Body, proxy: &OAuthProxy, gateway
         return actix_web::ResponseError::error_response(&GatewayError::PathRefused(why));
     }
     let Some(token) = bearer_token(req) else {
-        return challenge(proxy, StatusCode::UNAUTHORIZED, None);
+        return bearer_challenge(proxy.config(), BearerRefusal::Missing);
     };
     let access = match proxy.check_bearer(token).await {
         Ok(access) => access,
-        Err(BearerRefused::Invalid(why)) => {
-            return challenge(proxy, StatusCode::UNAUTHORIZED, Some(("invalid_token", &why)))
-        }
+        Err(BearerRefused::Invalid(why)) => return bearer_challenge(proxy.config(), BearerRefusal::InvalidToken(&why)),
         Err(BearerRefused::Unavailable(why)) => {
             log::error!("gateway: the token store could not be asked: {why}");
             return unavailable("the authorization server is unavailable; try again shortly");
@@ -282,10 +250,9 @@ async fn guarded(req: &HttpRequest, body: &mut Body, proxy: &OAuthProxy, gateway
     };
     let required = &proxy.config().gateway.required_scopes;
     if !required.is_empty() && !Scopes::from_list(required).is_subset_of(&access.scopes()) {
-        return challenge(
-            proxy,
-            StatusCode::FORBIDDEN,
-            Some(("insufficient_scope", "the token lacks a scope this server requires")),
+        return bearer_challenge(
+            proxy.config(),
+            BearerRefusal::InsufficientScope("the token lacks a scope this server requires"),
         );
     }
     let target = match gateway.target(tail, req.query_string()) {
@@ -315,7 +282,7 @@ async fn guarded(req: &HttpRequest, body: &mut Body, proxy: &OAuthProxy, gateway
     let upstream_token = match proxy.upstream_access_token(&access).await {
         Ok(token) => token,
         Err(RefreshFailed::Refused(why)) => {
-            return challenge(proxy, StatusCode::UNAUTHORIZED, Some(("invalid_token", &why)));
+            return bearer_challenge(proxy.config(), BearerRefusal::InvalidToken(&why));
         }
         Err(RefreshFailed::Unavailable(why)) => {
             log::warn!("upstream token refresh for the gateway failed: {why}");
@@ -324,13 +291,9 @@ async fn guarded(req: &HttpRequest, body: &mut Body, proxy: &OAuthProxy, gateway
     };
     match gateway.forward(req, target, bytes, &upstream_token).await {
         Ok(Forwarded::Response(response)) => response,
-        Ok(Forwarded::TokenRefused) => challenge(
-            proxy,
-            StatusCode::UNAUTHORIZED,
-            Some((
-                "invalid_token",
-                "the MCP server refused the upstream token; authorize again",
-            )),
+        Ok(Forwarded::TokenRefused) => bearer_challenge(
+            proxy.config(),
+            BearerRefusal::InvalidToken("the MCP server refused the upstream token; authorize again"),
         ),
         Err(e) => {
             log::warn!("gateway: {e}");

@@ -4,6 +4,7 @@
 pub mod authorize;
 pub mod callback;
 pub mod client_auth;
+pub mod errors;
 pub mod gateway;
 pub mod health;
 pub mod introspect;
@@ -13,7 +14,7 @@ pub mod static_files;
 pub mod token;
 pub mod well_known;
 
-use actix_web::cookie::{Cookie, CookieJar, SameSite};
+use actix_web::cookie::{Cookie, CookieJar, Key, SameSite};
 use actix_web::http::header::{self, HeaderMap, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder};
 
@@ -99,6 +100,12 @@ fn request_cookie(req: &HttpRequest, name: &str) -> Option<Cookie<'static>> {
         })
 }
 
+/// The cookie library's key for the browser cookies, from the key material
+/// the proxy derived (`OAUTH_PROXY_CONSENT_SIGNING_KEY`).
+pub fn cookie_key(proxy: &OAuthProxy) -> Key {
+    Key::from(proxy.consent_key().as_bytes())
+}
+
 /// The cookies the browser-facing endpoints use, signed with the consent key.
 pub struct BrowserCookies {
     jar: CookieJar,
@@ -134,7 +141,7 @@ impl BrowserCookies {
                 cookies.jar.add_original(cookie);
             }
         }
-        let key = proxy.consent_key();
+        let key = &cookie_key(proxy);
         let signed = cookies.jar.signed(key);
         let browser_id = signed.get(cookies.browser_cookie_name()).map(|c| c.value().to_string());
         let remembered_clients = signed
@@ -176,7 +183,7 @@ impl BrowserCookies {
         let value = serde_json::to_string(&clients).unwrap_or_else(|_| "[]".into());
         let mut cookie = self.cookie(self.consent_cookie_name(), value);
         cookie.set_max_age(actix_web::cookie::time::Duration::days(CONSENT_COOKIE_MAX_AGE_DAYS));
-        self.jar.signed_mut(proxy.consent_key()).add(cookie);
+        self.jar.signed_mut(&cookie_key(proxy)).add(cookie);
     }
 
     /// Adds the cookies set during this request to a response.

@@ -28,9 +28,6 @@ pub async fn protected_resource(proxy: web::Data<OAuthProxy>) -> HttpResponse {
 pub async fn jwks(proxy: web::Data<OAuthProxy>) -> HttpResponse {
     match proxy.signer().jwks() {
         Some(jwks) => json_with_cors(serde_json::to_value(jwks).unwrap_or_default()),
-        None => HttpResponse::NotFound().json(serde_json::json!({
-            "error": "not_found",
-            "error_description": "tokens are signed with a shared secret (HS256); there is no public key",
-        })),
+        None => super::errors::not_found("tokens are signed with a shared secret (HS256); there is no public key"),
     }
 }
