@@ -1,6 +1,22 @@
-//! The actors that own the service's state. Each owns its tables and an
-//! expiry timer; handlers reach them only through messages. Store logic lives
-//! in plain types (records, tables), so this layer stays thin.
+//! The store actors: [`ClientRegistry`], [`TransactionStore`], [`CodeStore`]
+//! and [`TokenVault`].
+//!
+//! What they are: each holds shared handles to its tables (memory, a data
+//! directory or Redis, see [`crate::store`]) and their settings, and its
+//! primary instance runs the timers that purge expired records. A handler
+//! sends a message; the actor forwards it to the store and answers with the
+//! result. An actor keeps no record in memory of its own: the atomicity the
+//! protocol needs (a transaction taken once, a code redeemed once, a refresh
+//! token rotated once) comes from the store's take and compare-and-swap,
+//! with the decision itself a pure function in [`crate::records`]. That is
+//! why every worker thread can run a replica of each actor (no timers)
+//! sharing the same tables, so a handler's message never crosses threads.
+//! Beside the tables, replicas of one process share only in-process
+//! counters behind a mutex: the registration rate limit and the cached
+//! counts behind the registration and pending-authorization caps.
+//!
+//! The message/handler pairs are declared with [`store_messages!`]. The
+//! upstream refresh is not an actor (see `crate::proxy::upstream_refresh`).
 
 pub mod client_registry;
 pub mod codes;
@@ -29,8 +45,8 @@ pub(crate) fn purge_interval(shortest_ttl: Duration) -> Duration {
 /// call that needs no I/O) finishes on its first poll, so the answer goes
 /// back at once; a call that waits (a directory commit, a Redis round trip)
 /// is answered by a task that awaits it, as actix's `ResponseFuture` always
-/// does. That task per message (allocated, scheduled, polled, dropped) cost
-/// several µs per full flow (README, Performance).
+/// does: a task per message (allocated, scheduled, polled, dropped) is
+/// measurable on the hot path, so it is spent only on calls that wait.
 pub enum Answer<T> {
     Now(T),
     Later(Pin<Box<dyn Future<Output = T>>>),
@@ -104,14 +120,15 @@ pub(crate) fn sweep_every<T, A>(
     });
 }
 
-/// `CountRecords` and `Shutdown` for an actor whose main table is `$table`.
+/// `CountRecords` and `Shutdown` for an actor whose main table is
+/// `self.$table` (a field path, e.g. `tables.grants`).
 macro_rules! lifecycle_handlers {
-    ($actor:ty, $table:ident) => {
+    ($actor:ty, $($table:ident).+) => {
         impl actix::Handler<$crate::actors::CountRecords> for $actor {
             type Result = $crate::actors::Answer<Result<usize, $crate::store::StoreError>>;
 
             fn handle(&mut self, _: $crate::actors::CountRecords, _: &mut Self::Context) -> Self::Result {
-                let table = self.$table.clone();
+                let table = self.$($table).+.clone();
                 $crate::actors::Answer::of(async move { table.count().await })
             }
         }
@@ -127,123 +144,62 @@ macro_rules! lifecycle_handlers {
 }
 pub(crate) use lifecycle_handlers;
 
-#[cfg(test)]
-mod record_format {
-    //! The stored records' postcard bytes, pinned: records written by the
-    //! current release must open after any refactor of these types.
-    use super::codes::{CodeRecord, PreparedTokens, Redemption};
-    use super::token_vault::{Grant, IssuedPair, Rotation, UpstreamTokens};
-    use super::transactions::Transaction;
-    use crate::oauth::pkce::CodeChallenge;
-    use crate::oauth::scope::Scopes;
-
-    fn hex(bytes: &[u8]) -> String {
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
-    }
-
-    fn challenge() -> CodeChallenge {
-        CodeChallenge::parse(Some("E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"), Some("S256")).unwrap()
-    }
-
-    fn pair(tag: &str) -> IssuedPair {
-        IssuedPair {
-            access_jti: format!("g.a{tag}"),
-            refresh_jti: format!("g.r{tag}"),
-            issued_at: 1_700_000_000,
-            scope: "openid mcp".into(),
+/// Declares the store messages of one actor, each with its handler.
+///
+/// ```ignore
+/// store_messages! {
+///     TokenVault: |t = tables, msg|
+///
+///     /// Looks up a grant by grant id.
+///     GetGrant(pub String) -> Result<Option<Grant>, StoreError> {
+///         t.grants.get(&msg.0).await
+///     }
+/// }
+/// ```
+///
+/// Each message becomes a `pub struct` (tuple or named fields, as written)
+/// whose `actix::Message` result is the type after `->`. Its handler clones
+/// the actor's field (`tables`) into the name given (`t`), binds the message
+/// to the other name (`msg`), and answers with the body run as an
+/// `async move` block through [`Answer::of`]: what the body does before its
+/// first `.await` on something pending runs inside the handler.
+macro_rules! store_messages {
+    (@handler $actor:ident, $state:ident, $field:ident, $msg:ident, $name:ident, $result:ty, $body:block) => {
+        impl actix::Message for $name {
+            type Result = $result;
         }
-    }
 
-    fn grant() -> Grant {
-        Grant {
-            client_id: "client".into(),
-            subject: "user".into(),
-            scopes: Scopes::parse("openid mcp"),
-            resource: "https://mcp.example.com/mcp".into(),
-            claims: r#"{"email":"u@example.com"}"#.into(),
-            upstream: UpstreamTokens {
-                access_token: "up-at".into(),
-                token_type: "Bearer".into(),
-                refresh_token: Some("up-rt".into()),
-                id_token: Some("id".into()),
-                expires_at: Some(1_700_003_600),
-                scope: Some("openid".into()),
-            },
-            current: Some(pair("1")),
-            previous: Some(Rotation {
-                old_refresh_jti: "g.r0".into(),
-                rotated_at: 1_699_999_999,
-                successor: pair("1"),
-            }),
-            passthrough_refresh_hash: Some("hash".into()),
-            revoked_access: vec![("g.a0".into(), 1_700_000_100)],
-            created_at: 1_699_990_000,
+        impl actix::Handler<$name> for $actor {
+            type Result = $crate::actors::Answer<$result>;
+
+            fn handle(&mut self, $msg: $name, _: &mut Self::Context) -> Self::Result {
+                let $state = self.$field.clone();
+                $crate::actors::Answer::of(async move $body)
+            }
         }
-    }
+    };
+    ($actor:ident: |$state:ident = $field:ident, $msg:ident|) => {};
+    (
+        $actor:ident: |$state:ident = $field:ident, $msg:ident|
+        $(#[$meta:meta])* $name:ident ( $($fields:tt)* ) -> $result:ty $body:block
+        $($rest:tt)*
+    ) => {
+        $(#[$meta])*
+        pub struct $name($($fields)*);
 
-    fn code() -> CodeRecord {
-        CodeRecord {
-            client_id: "client".into(),
-            redirect_uri: "http://127.0.0.1/cb".into(),
-            code_challenge: challenge(),
-            scopes: Scopes::parse("openid"),
-            resource: "https://mcp.example.com/mcp".into(),
-            grant_id: "g".into(),
-            pending_upstream_code: Some("up-code".into()),
-            prepared: Some(PreparedTokens {
-                access_nonce: "an".into(),
-                refresh_nonce: "rn".into(),
-                subject: "user".into(),
-                claims: "{}".into(),
-            }),
-            redemption: Some(Redemption {
-                at: 1_700_000_000,
-                verifier_hash: "vh".into(),
-                access_jti: "g.an".into(),
-                refresh_jti: "g.rn".into(),
-            }),
-            grant_created_at: 1_699_990_000,
-        }
-    }
+        $crate::actors::store_messages!(@handler $actor, $state, $field, $msg, $name, $result, $body);
+        $crate::actors::store_messages!($actor: |$state = $field, $msg| $($rest)*);
+    };
+    (
+        $actor:ident: |$state:ident = $field:ident, $msg:ident|
+        $(#[$meta:meta])* $name:ident { $($fields:tt)* } -> $result:ty $body:block
+        $($rest:tt)*
+    ) => {
+        $(#[$meta])*
+        pub struct $name { $($fields)* }
 
-    fn transaction() -> Transaction {
-        Transaction {
-            client_id: "client".into(),
-            redirect_uri: "http://127.0.0.1/cb".into(),
-            state: Some("xyz".into()),
-            scopes: Scopes::parse("openid"),
-            resource: "https://mcp.example.com/mcp".into(),
-            code_challenge: challenge(),
-            upstream_verifier: Some("verifier".into()),
-            csrf_token: "csrf".into(),
-            browser_hash: "bh".into(),
-            approved: true,
-        }
-    }
-
-    const GRANT: &str = "06636c69656e74047573657202036d6370066f70656e69641b68747470733a2f2f6d63702e6578616d706c652e636f6d2f6d6370197b22656d61696c223a2275406578616d706c652e636f6d227d0575702d617406426561726572010575702d7274010269640190fecfaa0601066f70656e69640104672e613104672e723180e2cfaa060a6f70656e6964206d63700104672e7230ffe1cfaa0604672e613104672e723180e2cfaa060a6f70656e6964206d63700104686173680104672e6130e4e2cfaa06f093cfaa06";
-    const CODE: &str = "06636c69656e7413687474703a2f2f3132372e302e302e312f63622b45394d656c686f61324f77764672454d544a67754348616f654b3174385552576275474a537374772d634d01066f70656e69641b68747470733a2f2f6d63702e6578616d706c652e636f6d2f6d63700167010775702d636f64650102616e02726e0475736572027b7d0180e2cfaa0602766804672e616e04672e726ef093cfaa06";
-    const TRANSACTION: &str = "06636c69656e7413687474703a2f2f3132372e302e302e312f6362010378797a01066f70656e69641b68747470733a2f2f6d63702e6578616d706c652e636f6d2f6d63702b45394d656c686f61324f77764672454d544a67754348616f654b3174385552576275474a537374772d634d01087665726966696572046373726602626801";
-
-    fn unhex(text: &str) -> Vec<u8> {
-        (0..text.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
-            .collect()
-    }
-
-    /// `record` encodes to `pinned`, and `pinned` decodes to a record that
-    /// encodes to the same bytes again.
-    fn same_bytes<T: serde::Serialize + serde::de::DeserializeOwned>(record: &T, pinned: &str) {
-        assert_eq!(hex(&postcard::to_allocvec(record).unwrap()), pinned);
-        let read: T = postcard::from_bytes(&unhex(pinned)).unwrap();
-        assert_eq!(hex(&postcard::to_allocvec(&read).unwrap()), pinned);
-    }
-
-    #[test]
-    fn grants_codes_and_transactions_keep_their_stored_bytes() {
-        same_bytes(&grant(), GRANT);
-        same_bytes(&code(), CODE);
-        same_bytes(&transaction(), TRANSACTION);
-    }
+        $crate::actors::store_messages!(@handler $actor, $state, $field, $msg, $name, $result, $body);
+        $crate::actors::store_messages!($actor: |$state = $field, $msg| $($rest)*);
+    };
 }
+pub(crate) use store_messages;
