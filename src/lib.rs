@@ -21,6 +21,7 @@ pub mod keys;
 pub mod oauth;
 pub mod proxy;
 pub mod rate_limit;
+pub mod records;
 pub mod routes;
 pub mod startup;
 pub mod store;

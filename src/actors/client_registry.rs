@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
-use super::{purge_interval, sweep_every, Answer};
+use super::{purge_interval, store_messages, sweep_every};
 use crate::client_address::RateKey;
 use crate::config::RegistrationLimits;
 use crate::crypto::{random_token, sha256_b64url};
@@ -41,9 +41,9 @@ const EVICTION_SAMPLE: usize = 16;
 const MAX_EVICTIONS_PER_REGISTRATION: usize = 4;
 
 /// How long a read count is trusted while the registry is less than half
-/// full. Counting is a round trip with Redis (a tenth of a full flow's);
-/// other instances' registrations in that second can only matter near the
-/// cap, where every registration counts again.
+/// full. Counting is a round trip with Redis; other instances'
+/// registrations in that second can only matter near the cap, where every
+/// registration counts again.
 const COUNT_TRUSTED_FOR: Duration = Duration::from_secs(1);
 
 /// The client count as last read and when, plus this instance's
@@ -79,6 +79,15 @@ impl SeenCount {
 
 #[derive(Clone)]
 pub struct ClientRegistry {
+    tables: RegistryTables,
+    /// Only the primary instance sweeps; replicas on worker threads do not.
+    sweeping: bool,
+}
+
+/// The registry's tables, settings and in-process counters, cloned into
+/// each message's future.
+#[derive(Clone)]
+struct RegistryTables {
     clients: SealedTable<RegisteredClient>,
     /// Never-used clients: client id → registration time (Unix µs), with
     /// the registration's lifetime (see the module docs).
@@ -89,8 +98,6 @@ pub struct ClientRegistry {
     /// Registrations per client address, shared by replicas.
     rate: Option<Arc<KeyedLimit>>,
     seen_count: SeenCount,
-    /// Only the primary instance sweeps; replicas on worker threads do not.
-    sweeping: bool,
 }
 
 impl ClientRegistry {
@@ -102,13 +109,15 @@ impl ClientRegistry {
         active_ttl: Duration,
     ) -> Self {
         ClientRegistry {
-            clients,
-            unused,
-            limits,
-            unused_ttl,
-            active_ttl,
-            rate: KeyedLimit::per_minute(limits.per_ip_per_minute).map(Arc::new),
-            seen_count: SeenCount::default(),
+            tables: RegistryTables {
+                clients,
+                unused,
+                limits,
+                unused_ttl,
+                active_ttl,
+                rate: KeyedLimit::per_minute(limits.per_ip_per_minute).map(Arc::new),
+                seen_count: SeenCount::default(),
+            },
             sweeping: true,
         }
     }
@@ -120,7 +129,9 @@ impl ClientRegistry {
             ..self.clone()
         }
     }
+}
 
+impl RegistryTables {
     /// Counts a registration from `client`; whether it is over the limit.
     fn rate_limited(&self, client: Option<RateKey>) -> bool {
         let (Some(limit), Some(key)) = (&self.rate, client) else {
@@ -154,14 +165,10 @@ impl Actor for ClientRegistry {
         if !self.sweeping {
             return;
         }
-        sweep_every(
-            ctx,
-            purge_interval(self.unused_ttl),
-            "client registry",
-            self.clients.clone(),
-        );
-        ctx.run_interval(purge_interval(self.unused_ttl), |registry, ctx| {
-            let unused = registry.unused.clone();
+        let interval = purge_interval(self.tables.unused_ttl);
+        sweep_every(ctx, interval, "client registry", self.tables.clients.clone());
+        ctx.run_interval(interval, |registry, ctx| {
+            let unused = registry.tables.unused.clone();
             ctx.spawn(actix::fut::wrap_future(async move {
                 if let Err(e) = unused.purge_expired().await {
                     log::error!("never-used client marker sweep failed: {e}");
@@ -169,15 +176,6 @@ impl Actor for ClientRegistry {
             }));
         });
     }
-}
-
-/// Registers a client; answers the record and the clear secret (once).
-#[derive(Message)]
-#[rtype(result = "Result<(RegisteredClient, Option<String>), RegisterError>")]
-pub struct RegisterClient {
-    pub registration: ValidRegistration,
-    /// The client's address (see [`crate::client_address::ClientAddress`]).
-    pub client_ip: Option<std::net::IpAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -190,98 +188,79 @@ pub enum RegisterError {
     Store(#[from] StoreError),
 }
 
-impl Handler<RegisterClient> for ClientRegistry {
-    type Result = Answer<Result<(RegisteredClient, Option<String>), RegisterError>>;
+store_messages! {
+    ClientRegistry: |t = tables, msg|
 
-    fn handle(&mut self, msg: RegisterClient, _: &mut Self::Context) -> Self::Result {
-        let limited = self.rate_limited(msg.client_ip.map(RateKey::of));
-        let (clients, unused) = (self.clients.clone(), self.unused.clone());
-        let (max_clients, ttl) = (self.limits.max_clients, self.unused_ttl);
-        let seen_count = self.seen_count.clone();
-        Answer::of(async move {
-            if limited {
-                return Err(RegisterError::RateLimited);
-            }
-            if !seen_count.trusted(max_clients) {
-                let mut count = clients.count().await?;
-                if count >= max_clients {
-                    // Expired registrations may still be counted; sweep before evicting.
-                    clients.purge_expired().await?;
-                    count = clients.count().await?;
-                    let mut evictions = 0;
-                    while count >= max_clients {
-                        if evictions == MAX_EVICTIONS_PER_REGISTRATION
-                            || !evict_oldest_unused(&clients, &*unused).await?
-                        {
-                            return Err(RegisterError::Full);
-                        }
-                        evictions += 1;
-                        count -= 1;
+    /// Registers a client; answers the record and the clear secret (once).
+    RegisterClient {
+        pub registration: ValidRegistration,
+        /// The client's address (see [`crate::client_address::ClientAddress`]).
+        pub client_ip: Option<std::net::IpAddr>,
+    } -> Result<(RegisteredClient, Option<String>), RegisterError> {
+        // Before the first `.await`: counted inside the handler.
+        if t.rate_limited(msg.client_ip.map(RateKey::of)) {
+            return Err(RegisterError::RateLimited);
+        }
+        let (clients, unused) = (&t.clients, &t.unused);
+        let (max_clients, ttl) = (t.limits.max_clients, t.unused_ttl);
+        if !t.seen_count.trusted(max_clients) {
+            let mut count = clients.count().await?;
+            if count >= max_clients {
+                // Expired registrations may still be counted; sweep before evicting.
+                clients.purge_expired().await?;
+                count = clients.count().await?;
+                let mut evictions = 0;
+                while count >= max_clients {
+                    if evictions == MAX_EVICTIONS_PER_REGISTRATION || !evict_oldest_unused(clients, &**unused).await? {
+                        return Err(RegisterError::Full);
                     }
+                    evictions += 1;
+                    count -= 1;
                 }
-                seen_count.counted(count);
             }
-            let reg = msg.registration;
-            let secret = reg.auth_method.is_confidential().then(|| random_token(32));
-            let client = RegisteredClient {
-                client_id: random_token(16),
-                client_secret_hash: secret.as_deref().map(|s| sha256_b64url(s.as_bytes())),
-                redirect_uris: reg.redirect_uris,
-                token_endpoint_auth_method: reg.auth_method,
-                grant_types: reg.grant_types,
-                client_name: reg.client_name,
-                client_uri: reg.client_uri,
-                scope: reg.scope,
-                issued_at: now_secs(),
-            };
-            let registered_at = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_micros() as u64);
-            // Independent writes: issued together, they share one commit.
-            let (stored, marked) = futures_util::future::join(
-                clients.put(&client.client_id, &client, ttl),
-                unused.put(&client.client_id, registered_at.to_be_bytes().to_vec(), ttl),
-            )
-            .await;
-            stored?;
-            marked?;
-            seen_count.registered_one();
-            Ok((client, secret))
-        })
+            t.seen_count.counted(count);
+        }
+        let reg = msg.registration;
+        let secret = reg.auth_method.is_confidential().then(|| random_token(32));
+        let client = RegisteredClient {
+            client_id: random_token(16),
+            client_secret_hash: secret.as_deref().map(|s| sha256_b64url(s.as_bytes())),
+            redirect_uris: reg.redirect_uris,
+            token_endpoint_auth_method: reg.auth_method,
+            grant_types: reg.grant_types,
+            client_name: reg.client_name,
+            client_uri: reg.client_uri,
+            scope: reg.scope,
+            issued_at: now_secs(),
+        };
+        let registered_at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        // Independent writes: issued together, they share one commit.
+        let (stored, marked) = futures_util::future::join(
+            clients.put(&client.client_id, &client, ttl),
+            unused.put(&client.client_id, registered_at.to_be_bytes().to_vec(), ttl),
+        )
+        .await;
+        stored?;
+        marked?;
+        t.seen_count.registered_one();
+        Ok((client, secret))
     }
-}
 
-#[derive(Message)]
-#[rtype(result = "Result<Option<RegisteredClient>, StoreError>")]
-pub struct GetClient(pub String);
-
-impl Handler<GetClient> for ClientRegistry {
-    type Result = Answer<Result<Option<RegisteredClient>, StoreError>>;
-
-    fn handle(&mut self, msg: GetClient, _: &mut Self::Context) -> Self::Result {
-        let clients = self.clients.clone();
-        Answer::of(async move { clients.get(&msg.0).await })
+    /// Looks up a registered client.
+    GetClient(pub String) -> Result<Option<RegisteredClient>, StoreError> {
+        t.clients.get(&msg.0).await
     }
-}
 
-/// A client completed a token exchange: keep it as long as its grants live.
-#[derive(Message)]
-#[rtype(result = "Result<(), StoreError>")]
-pub struct MarkClientUsed(pub String);
-
-impl Handler<MarkClientUsed> for ClientRegistry {
-    type Result = Answer<Result<(), StoreError>>;
-
-    fn handle(&mut self, msg: MarkClientUsed, _: &mut Self::Context) -> Self::Result {
-        let (clients, unused, ttl) = (self.clients.clone(), self.unused.clone(), self.active_ttl);
+    /// A client completed a token exchange: keep it as long as its grants live.
+    MarkClientUsed(pub String) -> Result<(), StoreError> {
         // Only the expiry changes: no read, decrypt and rewrite of the record.
         // The never-used marker goes with the same commit.
-        Answer::of(async move {
-            let (touched, unmarked) =
-                futures_util::future::join(clients.touch(&msg.0, ttl), unused.delete(&msg.0)).await;
-            touched.and(unmarked).map(|_| ())
-        })
+        let (touched, unmarked) =
+            futures_util::future::join(t.clients.touch(&msg.0, t.active_ttl), t.unused.delete(&msg.0)).await;
+        touched.and(unmarked).map(|_| ())
     }
 }
 
-super::lifecycle_handlers!(ClientRegistry, clients);
+super::lifecycle_handlers!(ClientRegistry, tables.clients);

@@ -22,32 +22,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use serde::{Deserialize, Serialize};
 
-use super::{purge_interval, sweep_every, Answer};
-use crate::oauth::pkce::CodeChallenge;
-use crate::oauth::scope::Scopes;
+use super::{purge_interval, store_messages, sweep_every};
 use crate::store::{SealedTable, StoreError};
 
-/// One pending authorization.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Transaction {
-    pub client_id: String,
-    pub redirect_uri: String,
-    pub state: Option<String>,
-    pub scopes: Scopes,
-    pub resource: String,
-    pub code_challenge: CodeChallenge,
-    /// The proxy's own PKCE verifier for the upstream leg (absent when the
-    /// client's challenge is forwarded).
-    pub upstream_verifier: Option<String>,
-    /// Anti-CSRF token for the consent form.
-    pub csrf_token: String,
-    /// Hash of the browser binding cookie the transaction belongs to.
-    pub browser_hash: String,
-    /// The user approved this client on the consent page (or consent is off).
-    pub approved: bool,
-}
+// The record lives in `crate::records`; its name stays reachable here.
+pub use crate::records::Transaction;
 
 /// How long a read count is trusted while it is below half the cap.
 const COUNT_TRUSTED_FOR: Duration = Duration::from_secs(1);
@@ -132,6 +112,13 @@ impl PendingCap {
 pub struct TransactionStore {
     /// Only the primary instance sweeps; replicas on worker threads do not.
     sweeping: bool,
+    tables: TransactionTables,
+}
+
+/// The transaction table, its settings and the cap's counters, cloned into
+/// each message's future.
+#[derive(Clone)]
+struct TransactionTables {
     transactions: SealedTable<Transaction>,
     /// Lifetime of an approved transaction.
     ttl: Duration,
@@ -150,20 +137,13 @@ impl TransactionStore {
     ) -> Self {
         TransactionStore {
             sweeping: true,
-            transactions,
-            ttl,
-            unapproved_ttl: unapproved_ttl.min(ttl),
-            max_pending,
-            cap: PendingCap::default(),
-        }
-    }
-
-    /// The lifetime a transaction is stored with.
-    fn ttl_of(&self, transaction: &Transaction) -> Duration {
-        if transaction.approved {
-            self.ttl
-        } else {
-            self.unapproved_ttl
+            tables: TransactionTables {
+                transactions,
+                ttl,
+                unapproved_ttl: unapproved_ttl.min(ttl),
+                max_pending,
+                cap: PendingCap::default(),
+            },
         }
     }
 
@@ -172,6 +152,17 @@ impl TransactionStore {
         TransactionStore {
             sweeping: false,
             ..self.clone()
+        }
+    }
+}
+
+impl TransactionTables {
+    /// The lifetime a transaction is stored with.
+    fn ttl_of(&self, transaction: &Transaction) -> Duration {
+        if transaction.approved {
+            self.ttl
+        } else {
+            self.unapproved_ttl
         }
     }
 }
@@ -185,9 +176,9 @@ impl Actor for TransactionStore {
         }
         sweep_every(
             ctx,
-            purge_interval(self.unapproved_ttl),
+            purge_interval(self.tables.unapproved_ttl),
             "transaction",
-            self.transactions.clone(),
+            self.tables.transactions.clone(),
         );
     }
 }
@@ -201,98 +192,62 @@ pub enum StartRefusal {
     Store(#[from] StoreError),
 }
 
-/// Stores a new transaction, unless the pending ones are at the cap. It
-/// lives the unapproved lifetime, or the full one when already approved.
-#[derive(Message)]
-#[rtype(result = "Result<(), StartRefusal>")]
-pub struct StartTransaction {
-    pub id: String,
-    pub transaction: Transaction,
-}
+store_messages! {
+    TransactionStore: |t = tables, msg|
 
-impl Handler<StartTransaction> for TransactionStore {
-    type Result = Answer<Result<(), StartRefusal>>;
-
-    fn handle(&mut self, msg: StartTransaction, _: &mut Self::Context) -> Self::Result {
-        let (transactions, max, cap) = (self.transactions.clone(), self.max_pending, self.cap.clone());
-        let ttl = self.ttl_of(&msg.transaction);
-        Answer::of(async move {
-            if !cap.trusted(max) {
-                let mut count = transactions.count().await?;
-                if count >= max && cap.purge_due() {
-                    // Expired records may still be counted; sweep before refusing.
-                    transactions.purge_expired().await?;
-                    count = transactions.count().await?;
-                }
-                cap.counted(count);
-                if count >= max {
-                    cap.refused(max);
-                    return Err(StartRefusal::Full);
-                }
+    /// Stores a new transaction, unless the pending ones are at the cap. It
+    /// lives the unapproved lifetime, or the full one when already approved.
+    StartTransaction {
+        pub id: String,
+        pub transaction: Transaction,
+    } -> Result<(), StartRefusal> {
+        let (transactions, max, cap) = (&t.transactions, t.max_pending, &t.cap);
+        if !cap.trusted(max) {
+            let mut count = transactions.count().await?;
+            if count >= max && cap.purge_due() {
+                // Expired records may still be counted; sweep before refusing.
+                transactions.purge_expired().await?;
+                count = transactions.count().await?;
             }
-            transactions.put(&msg.id, &msg.transaction, ttl).await?;
-            cap.started_one();
-            Ok(())
-        })
-    }
-}
-
-/// Stores the approved version of a transaction: from now on it lives the
-/// full transaction lifetime.
-#[derive(Message)]
-#[rtype(result = "Result<(), StoreError>")]
-pub struct PutTransaction {
-    pub id: String,
-    pub transaction: Transaction,
-}
-
-impl Handler<PutTransaction> for TransactionStore {
-    type Result = Answer<Result<(), StoreError>>;
-
-    fn handle(&mut self, msg: PutTransaction, _: &mut Self::Context) -> Self::Result {
-        let transactions = self.transactions.clone();
-        let ttl = self.ttl_of(&msg.transaction);
-        Answer::of(async move { transactions.put(&msg.id, &msg.transaction, ttl).await })
-    }
-}
-
-#[derive(Message)]
-#[rtype(result = "Result<Option<Transaction>, StoreError>")]
-pub struct GetTransaction(pub String);
-
-impl Handler<GetTransaction> for TransactionStore {
-    type Result = Answer<Result<Option<Transaction>, StoreError>>;
-
-    fn handle(&mut self, msg: GetTransaction, _: &mut Self::Context) -> Self::Result {
-        let transactions = self.transactions.clone();
-        Answer::of(async move { transactions.get(&msg.0).await })
-    }
-}
-
-/// Takes a transaction: it cannot be used again.
-#[derive(Message)]
-#[rtype(result = "Result<Option<Transaction>, StoreError>")]
-pub struct TakeTransaction {
-    pub id: String,
-    /// The caller stores a code (a durable write) before it answers with
-    /// it, as the callback does: the take need not wait for its own sync
-    /// (see [`crate::store::Table::take_before_write`]).
-    pub before_write: bool,
-}
-
-impl Handler<TakeTransaction> for TransactionStore {
-    type Result = Answer<Result<Option<Transaction>, StoreError>>;
-
-    fn handle(&mut self, msg: TakeTransaction, _: &mut Self::Context) -> Self::Result {
-        let transactions = self.transactions.clone();
-        Answer::of(async move {
-            if msg.before_write {
-                transactions.take_before_write(&msg.id).await
-            } else {
-                transactions.take(&msg.id).await
+            cap.counted(count);
+            if count >= max {
+                cap.refused(max);
+                return Err(StartRefusal::Full);
             }
-        })
+        }
+        transactions.put(&msg.id, &msg.transaction, t.ttl_of(&msg.transaction)).await?;
+        cap.started_one();
+        Ok(())
+    }
+
+    /// Stores the approved version of a transaction: from now on it lives the
+    /// full transaction lifetime.
+    PutTransaction {
+        pub id: String,
+        pub transaction: Transaction,
+    } -> Result<(), StoreError> {
+        t.transactions.put(&msg.id, &msg.transaction, t.ttl_of(&msg.transaction)).await
+    }
+
+    /// Reads a transaction (it stays).
+    GetTransaction(pub String) -> Result<Option<Transaction>, StoreError> {
+        t.transactions.get(&msg.0).await
+    }
+
+    /// Takes a transaction: it cannot be used again.
+    TakeTransaction {
+        pub id: String,
+        /// The caller stores a code (a durable write) before it answers with
+        /// it, as the callback does: the take need not wait for its own sync
+        /// (see [`crate::store::Table::take_before_write`]).
+        pub before_write: bool,
+    } -> Result<Option<Transaction>, StoreError> {
+        if msg.before_write {
+            t.transactions.take_before_write(&msg.id).await
+        } else {
+            t.transactions.take(&msg.id).await
+        }
     }
 }
 
-super::lifecycle_handlers!(TransactionStore, transactions);
+super::lifecycle_handlers!(TransactionStore, tables.transactions);

@@ -1,5 +1,5 @@
 //! Protocol logic with no web types: parameter newtypes, PKCE, redirect-URI
-//! rules, scopes, JWTs and the metadata documents. Everything here is testable
+//! rules, scopes, resource indicators, JWTs and the metadata documents. Everything here is testable
 //! without HTTP.
 
 pub mod client;
@@ -7,6 +7,7 @@ pub mod jwt;
 pub mod metadata;
 pub mod pkce;
 pub mod redirect_uri;
+pub mod resource;
 pub mod scope;
 
 /// Seconds since the Unix epoch.

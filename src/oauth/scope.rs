@@ -51,4 +51,37 @@ mod tests {
         assert!(!Scopes::parse("admin").is_subset_of(&scopes));
         assert!(Scopes::parse("   ").is_empty());
     }
+
+    #[test]
+    fn requested_scopes_are_allowed_only_when_every_token_is_allowed() {
+        // (case, requested, allowed) → (allowed, the tokens not allowed)
+        let rows: [(&str, &str, &str, bool, &[&str]); 9] = [
+            ("the same scopes", "read write", "read write", true, &[]),
+            ("in another order", "write read", "read write", true, &[]),
+            ("fewer scopes (a narrowed refresh)", "read", "read write", true, &[]),
+            ("no scope at all", "", "read write", true, &[]),
+            ("one more scope", "read admin", "read write", false, &["admin"]),
+            ("a scope of another case", "Read", "read write", false, &["Read"]),
+            ("a prefix of an allowed scope", "rea", "read write", false, &["rea"]),
+            (
+                "two allowed tokens glued together",
+                "readwrite",
+                "read write",
+                false,
+                &["readwrite"],
+            ),
+            ("anything, when nothing is allowed", "read", "", false, &["read"]),
+        ];
+        for (case, requested, allowed, subset, unknown) in rows {
+            let (requested, allowed) = (Scopes::parse(requested), Scopes::parse(allowed));
+            assert_eq!(requested.is_subset_of(&allowed), subset, "{case}");
+            assert_eq!(requested.not_in(&allowed).collect::<Vec<_>>(), unknown, "{case}");
+        }
+    }
+
+    #[test]
+    fn a_scope_list_from_configuration_drops_empty_entries() {
+        let list = ["read".to_string(), String::new(), "write".to_string()];
+        assert_eq!(Scopes::from_list(&list), Scopes::parse("write read"));
+    }
 }
