@@ -10,13 +10,14 @@ use std::time::{Duration, Instant};
 
 use actix_web::{web, App, HttpResponse, HttpServer};
 use criterion::{criterion_group, criterion_main, Criterion};
-use mcp_oauth_proxy::actors::token_vault::{CreateGrant, Grant, IssuedPair, UpstreamTokens};
+use mcp_oauth_proxy::actors::token_vault::CreateGrant;
 use mcp_oauth_proxy::crypto::Sealer;
 use mcp_oauth_proxy::oauth::jwt::{Claims, IssuedClaims, TokenSigner, TokenUse};
 use mcp_oauth_proxy::oauth::now_secs;
 use mcp_oauth_proxy::oauth::pkce::CodeChallenge;
 use mcp_oauth_proxy::oauth::redirect_uri::{pattern_matches, RedirectUri};
 use mcp_oauth_proxy::oauth::scope::Scopes;
+use mcp_oauth_proxy::records::{Grant, IssuedPair, UpstreamTokens};
 use mcp_oauth_proxy::{startup, Config, OAuthProxy};
 use url::Url;
 

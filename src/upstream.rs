@@ -17,9 +17,9 @@ use serde_json::{Map, Value};
 use url::form_urlencoded::byte_serialize;
 use url::Url;
 
-use crate::actors::token_vault::UpstreamTokens;
 use crate::config::{Secret, UpstreamAuthMethod, UpstreamConfig, UpstreamEndpoints};
 use crate::oauth::now_secs;
+use crate::records::UpstreamTokens;
 
 /// Largest upstream answer read (token and userinfo documents are small).
 const MAX_BODY: usize = 256 * 1024;

@@ -18,9 +18,7 @@ use crate::oauth::now_secs;
 use crate::records::redemption::{redeem, Decided, RedeemRequest};
 use crate::store::{SealedTable, StoreError};
 
-// The records and the redemption decision live in `crate::records`; these
-// names stay reachable here.
-pub use crate::records::{CodeOutcome, CodeRecord, CodeRefusal, PreparedTokens, Redemption, DUPLICATE_WINDOW};
+use crate::records::{CodeOutcome, CodeRecord};
 
 #[derive(Clone)]
 pub struct CodeStore {

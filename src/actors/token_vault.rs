@@ -31,12 +31,8 @@ use crate::oauth::now_secs;
 use crate::records::rotation::{claim, refresh_token_is_live, undo_rotation, Claimed, RefreshRequest};
 use crate::store::{Change, SealedTable, StoreError};
 
-// The records and the rotation decision live in `crate::records`; these
-// names stay reachable here.
-use crate::records::GrantLifetime;
-pub use crate::records::{
-    bounded_exp, bounded_ttl, grant_id_of, Grant, IssuedPair, RefreshClaim, Rotation, RotationUndo, UpstreamTokens,
-    REFRESH_GRACE,
+use crate::records::{
+    bounded_ttl, grant_id_of, Grant, GrantLifetime, IssuedPair, RefreshClaim, RotationUndo, UpstreamTokens,
 };
 
 #[derive(Clone)]

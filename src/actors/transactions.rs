@@ -26,8 +26,7 @@ use actix::prelude::*;
 use super::{purge_interval, store_messages, sweep_every};
 use crate::store::{SealedTable, StoreError};
 
-// The record lives in `crate::records`; its name stays reachable here.
-pub use crate::records::Transaction;
+use crate::records::Transaction;
 
 /// How long a read count is trusted while it is below half the cap.
 const COUNT_TRUSTED_FOR: Duration = Duration::from_secs(1);

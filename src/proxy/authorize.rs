@@ -6,19 +6,19 @@ use std::borrow::Cow;
 use url::Url;
 
 use super::{
-    resource_matches, AuthorizeOutcome, AuthorizeRequest, BrowserContext, ConsentForm, ConsentOutcome, ConsentPrompt,
-    OAuthProxy, PENDING_FULL_RETRY_AFTER,
+    AuthorizeOutcome, AuthorizeRequest, BrowserContext, ConsentForm, ConsentOutcome, ConsentPrompt, OAuthProxy,
+    PENDING_FULL_RETRY_AFTER,
 };
-use crate::actors::transactions::{
-    GetTransaction, PutTransaction, StartRefusal, StartTransaction, TakeTransaction, Transaction,
-};
+use crate::actors::transactions::{GetTransaction, PutTransaction, StartRefusal, StartTransaction, TakeTransaction};
 use crate::config::Config;
 use crate::crypto::{constant_time_eq, random_token, sha256_b64url};
 use crate::error::{ClientRedirect, Error, ErrorCode, PageReason};
 use crate::oauth::client::RegisteredClient;
 use crate::oauth::pkce::{CodeChallenge, PkcePair};
 use crate::oauth::redirect_uri::pattern_matches;
+use crate::oauth::resource::resource_matches;
 use crate::oauth::scope::Scopes;
+use crate::records::Transaction;
 
 /// Where a browser-facing request goes once the redirect URI is validated.
 pub(super) fn client_redirect(config: &Config, redirect_uri: Url, state: Option<String>) -> ClientRedirect {

@@ -8,14 +8,16 @@ use url::Url;
 
 use super::authorize::{expired_page, stored_client_redirect};
 use super::{BrowserContext, CallbackParams, OAuthProxy};
-use crate::actors::codes::{CodeRecord, PreparedTokens, StoreCode};
-use crate::actors::token_vault::{CreateGrant, Grant, IssuedPair, UpstreamTokens};
+use crate::actors::codes::StoreCode;
+use crate::actors::token_vault::CreateGrant;
 use crate::actors::transactions::TakeTransaction;
 use crate::crypto::{constant_time_eq, random_token, sha256_b64url};
 use crate::error::{ClientRedirect, Error, ErrorCode, PageReason};
 use crate::oauth::jwt::RESERVED_CLAIMS;
 use crate::oauth::now_secs;
 use crate::oauth::scope::Scopes;
+use crate::records::{CodeRecord, PreparedTokens};
+use crate::records::{Grant, IssuedPair, UpstreamTokens};
 use crate::upstream::{unverified_jwt_claims, UpstreamError};
 
 /// Where an upstream's user id is found, in order (OIDC `sub`; GitHub's

@@ -21,8 +21,8 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use crate::actors::token_vault::Grant;
 use crate::oauth::client::RegisteredClient;
+use crate::records::Grant;
 
 /// Longest an answer is reused.
 const MAX_AGE: Duration = Duration::from_secs(1);

@@ -26,9 +26,3 @@ pub use types::{
     ClientInformation, CodeExchange, ConsentForm, ConsentOutcome, ConsentPrompt, RefreshExchange, TokenResponse,
     MAX_AUTHORIZE_QUERY, MAX_STATE, PENDING_FULL_RETRY_AFTER,
 };
-
-/// RFC 8707: `resource` must be the proxy's MCP resource (one trailing slash
-/// ignored).
-fn resource_matches(requested: &str, canonical: &str) -> bool {
-    requested.trim_end_matches('/') == canonical.trim_end_matches('/') && requested.len() <= canonical.len() + 1
-}

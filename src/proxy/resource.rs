@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use super::upstream_refresh::{RefreshFailed, RefreshUpstream, GATEWAY_LATE_WINDOW};
 use super::{memo, OAuthProxy};
 use crate::actors::token_vault::{
-    Grant, LookupAccessToken, LookupPassThrough, LookupRefreshToken, RevokeAccessToken, RevokeGrant, UpstreamTokens,
+    LookupAccessToken, LookupPassThrough, LookupRefreshToken, RevokeAccessToken, RevokeGrant,
 };
 use crate::crypto::{constant_time_eq, sha256_b64url};
 use crate::error::Error;
@@ -17,6 +17,7 @@ use crate::oauth::client::RegisteredClient;
 use crate::oauth::jwt::{Claims, TokenUse};
 use crate::oauth::now_secs;
 use crate::oauth::scope::Scopes;
+use crate::records::{Grant, UpstreamTokens};
 
 /// Refresh an upstream token this long before it expires.
 const UPSTREAM_EXPIRY_MARGIN_SECS: u64 = 10;

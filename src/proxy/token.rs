@@ -5,19 +5,21 @@
 use std::rc::Rc;
 
 use super::upstream_refresh::{Failure, RefreshFailed, RefreshUpstream, TOKEN_LATE_WINDOW};
-use super::{resource_matches, ClientCredentials, CodeExchange, OAuthProxy, RefreshExchange, TokenResponse};
+use super::{ClientCredentials, CodeExchange, OAuthProxy, RefreshExchange, TokenResponse};
 use crate::actors::client_registry::MarkClientUsed;
-use crate::actors::codes::{CodeOutcome, CodeRefusal, RedeemCode};
+use crate::actors::codes::RedeemCode;
 use crate::actors::token_vault::{
-    bounded_exp, bounded_ttl, ClaimRefresh, CreateGrant, GetGrant, Grant, IssuePassThrough, IssuedPair, KeepGrant,
-    LookupPassThrough, RefreshClaim, RevokeGrant, UndoRotation, UpstreamTokens,
+    ClaimRefresh, CreateGrant, GetGrant, IssuePassThrough, KeepGrant, LookupPassThrough, RevokeGrant, UndoRotation,
 };
 use crate::crypto::{constant_time_eq, random_token, sha256_b64url};
 use crate::error::{Error, ErrorCode};
 use crate::oauth::client::RegisteredClient;
 use crate::oauth::jwt::{IssuedClaims, TokenUse};
 use crate::oauth::now_secs;
+use crate::oauth::resource::resource_matches;
 use crate::oauth::scope::Scopes;
+use crate::records::{bounded_exp, bounded_ttl, Grant, IssuedPair, RefreshClaim, UpstreamTokens};
+use crate::records::{CodeOutcome, CodeRefusal};
 use crate::upstream::UpstreamError;
 
 /// What a grant's proxy tokens say about it: read from the grant, or at the

@@ -31,8 +31,9 @@ use std::time::{Duration, Instant};
 use actix::Addr;
 use tokio::sync::oneshot;
 
-use crate::actors::token_vault::{GetGrant, TokenVault, UpdateUpstreamTokens, UpstreamTokens, UpstreamUpdate};
+use crate::actors::token_vault::{GetGrant, TokenVault, UpdateUpstreamTokens, UpstreamUpdate};
 use crate::crypto::sha256_b64url;
+use crate::records::UpstreamTokens;
 use crate::upstream::Upstream;
 
 /// How long a finished refresh answers late gateway requests holding the
