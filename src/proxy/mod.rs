@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use actix::{Actor, Addr};
 use actix_web::http::StatusCode;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use url::Url;
@@ -34,7 +35,7 @@ use crate::actors::transactions::{
     GetTransaction, PutTransaction, StartRefusal, StartTransaction, TakeTransaction, Transaction,
 };
 use crate::actors::{ClientRegistry, CodeStore, Shutdown, TokenVault, TransactionStore};
-use crate::config::{Config, JwtAlgorithm, Secret};
+use crate::config::{Config, JwtAlgorithm};
 use crate::crypto::{constant_time_eq, random_token, sha256_b64url, Sealer};
 use crate::error::{ClientRedirect, Error, ErrorCode};
 use crate::keys::{KeyFileError, Keys};
@@ -178,7 +179,7 @@ pub struct CallbackParams {
 #[derive(Debug, Clone)]
 pub struct ClientCredentials {
     pub client_id: String,
-    pub client_secret: Option<Secret>,
+    pub client_secret: Option<SecretString>,
     /// Sent with HTTP Basic (the 401 then carries a Basic challenge).
     pub via_basic: bool,
 }
@@ -325,7 +326,7 @@ fn token_signer(config: &Config, keys: &Keys) -> Result<TokenSigner, KeyError> {
         }
     };
     match &jwt.previous_key {
-        Some(previous) => signer.with_previous_key(previous.expose().as_bytes()),
+        Some(previous) => signer.with_previous_key(previous.expose_secret().as_bytes()),
         None => Ok(signer),
     }
 }
@@ -1110,7 +1111,7 @@ impl OAuthProxy {
         match (&client.client_secret_hash, &credentials.client_secret) {
             (None, _) => Ok(client),
             (Some(expected), Some(given)) => {
-                let given = sha256_b64url(given.expose().as_bytes());
+                let given = sha256_b64url(given.expose_secret().as_bytes());
                 if constant_time_eq(expected.as_bytes(), given.as_bytes()) {
                     Ok(client)
                 } else {
