@@ -361,3 +361,136 @@ fn the_pending_authorization_cap_is_read_and_cannot_be_turned_off() {
         assert_eq!(err.variable, "OAUTH_PROXY_MAX_PENDING_AUTHORIZATIONS", "{bad_value}");
     }
 }
+
+#[test]
+fn several_bad_values_are_named_one_at_a_time_in_a_fixed_order() {
+    // Each bad value in the order the sections are read; fixing the one named
+    // brings up the next.
+    let mut settings = vec![
+        ("OAUTH_PROXY_BIND", "nowhere"),
+        ("OAUTH_PROXY_WORKERS", "0"),
+        ("OAUTH_PROXY_BASE_URL", "ftp://mcp.example.com"),
+        ("OAUTH_PROXY_UPSTREAM_AUTHORIZATION_ENDPOINT", "not a url"),
+        ("OAUTH_PROXY_UPSTREAM_TOKEN_ENDPOINT_AUTH_METHOD", "private_key_jwt"),
+        ("OAUTH_PROXY_UPSTREAM_EXTRA_AUTHORIZE_PARAMS", "state=x"),
+        ("OAUTH_PROXY_UPSTREAM_USERINFO_ENDPOINT", "nope"),
+        ("OAUTH_PROXY_UPSTREAM_REVOCATION_ENDPOINT", "nope"),
+        ("OAUTH_PROXY_UPSTREAM_CLIENT_ID", " "),
+        ("OAUTH_PROXY_UPSTREAM_TIMEOUT", "0"),
+        ("OAUTH_PROXY_REDIRECT_PATH", "callback"),
+        ("OAUTH_PROXY_MCP_PATH", "/"),
+        ("OAUTH_PROXY_ACCESS_TOKEN_TTL", "soon"),
+        ("OAUTH_PROXY_GRANT_MAX_LIFETIME", "0"),
+        ("OAUTH_PROXY_JWT_SIGNING_KEY", "short"),
+        ("OAUTH_PROXY_ENCRYPTION_KEY", "short"),
+        ("OAUTH_PROXY_CONSENT_SIGNING_KEY", "short"),
+        ("OAUTH_PROXY_STORAGE", "s3://bucket"),
+        ("OAUTH_PROXY_JWT_ALGORITHM", "RS256"),
+        ("OAUTH_PROXY_JWT_PRIVATE_KEY", "/etc/mcp-oauth-proxy/jwt.pem"),
+        ("OAUTH_PROXY_JWT_PREVIOUS_KEY", "short"),
+        ("OAUTH_PROXY_MCP_UPSTREAM_URL", "http://127.0.0.1:3000/mcp?key=1"),
+        ("OAUTH_PROXY_MCP_MAX_BODY", "0"),
+        ("OAUTH_PROXY_MCP_CONNECT_TIMEOUT", "0"),
+        ("OAUTH_PROXY_MCP_REQUIRED_SCOPES", "repo"),
+        ("OAUTH_PROXY_INTROSPECTION_SECRET", "short"),
+        ("OAUTH_PROXY_CONSENT_REQUIRED", "maybe"),
+        ("OAUTH_PROXY_EXTRA_CA_FILE", "/nonexistent/ca.pem"),
+        ("OAUTH_PROXY_MAX_CLIENTS", "lots"),
+        ("OAUTH_PROXY_REGISTRATION_RATE_LIMIT", "-1"),
+        ("OAUTH_PROXY_TRUSTED_PROXIES", "lb.internal"),
+        ("OAUTH_PROXY_AUTHORIZE_RATE_LIMIT", "-1"),
+        ("OAUTH_PROXY_MAX_PENDING_AUTHORIZATIONS", "0"),
+        ("OAUTH_PROXY_ENABLE_TOKEN_SWAP", "maybe"),
+        ("OAUTH_PROXY_FORWARD_PKCE", "maybe"),
+        ("OAUTH_PROXY_DISABLE_THP", "maybe"),
+    ];
+    let expected: Vec<&str> = settings.iter().map(|(name, _)| *name).collect();
+    // Not an error by itself: the scopes the required one is checked against.
+    settings.push(("OAUTH_PROXY_UPSTREAM_SCOPES", "read:user"));
+    for name in expected {
+        let err = config_from(&settings).unwrap_err();
+        assert_eq!(err.variable, name, "{err}");
+        settings.retain(|(set, _)| *set != name);
+    }
+    assert!(config_from(&settings).is_ok());
+}
+
+#[test]
+fn no_secret_value_appears_in_the_debug_output_of_a_config() {
+    let file = temp_file("debug-client-secret", b"upstream-client-secret-from-its-file\n");
+    let private_pem = "-----BEGIN PRIVATE KEY-----\\nUFJJVkFURS1LRVktQk9EWS1NQVJLRVI=\\n-----END PRIVATE KEY-----";
+    let previous_pem = "-----BEGIN PUBLIC KEY-----\\nUFJFVklPVVMtS0VZLUJPRFktTUFSS0VS\\n-----END PUBLIC KEY-----";
+    let symmetric = [
+        ("OAUTH_PROXY_JWT_SIGNING_KEY", "jwt-signing-key-0123456789abcdefghij"),
+        ("OAUTH_PROXY_ENCRYPTION_KEY", "encryption-key-0123456789abcdefghijk"),
+        (
+            "OAUTH_PROXY_CONSENT_SIGNING_KEY",
+            "consent-signing-key-0123456789abcdef",
+        ),
+        (
+            "OAUTH_PROXY_INTROSPECTION_SECRET",
+            "introspection-secret-0123456789abcde",
+        ),
+        ("OAUTH_PROXY_UPSTREAM_CLIENT_SECRET", ""),
+        ("OAUTH_PROXY_UPSTREAM_CLIENT_SECRET_FILE", file.as_str()),
+    ];
+    let hs256 = [("OAUTH_PROXY_JWT_PREVIOUS_KEY", "previous-hs256-key-0123456789abcdef")];
+    let eddsa = [
+        ("OAUTH_PROXY_JWT_ALGORITHM", "EdDSA"),
+        ("OAUTH_PROXY_JWT_PRIVATE_KEY", private_pem),
+        ("OAUTH_PROXY_JWT_PREVIOUS_KEY", previous_pem),
+    ];
+    let secrets = [
+        "jwt-signing-key",
+        "encryption-key",
+        "consent-signing-key",
+        "introspection-secret",
+        "upstream-client-secret",
+        "previous-hs256-key",
+        "UFJJVkFURS1LRVktQk9EWS1NQVJLRVI",
+        "UFJFVklPVVMtS0VZLUJPRFktTUFSS0VS",
+        "BEGIN",
+    ];
+    for (algorithm_settings, secrets_held) in [(&hs256[..], 6), (&eddsa[..], 8)] {
+        let settings: Vec<_> = symmetric.iter().chain(algorithm_settings).copied().collect();
+        let config = config_from(&settings).unwrap();
+        let key = |setting: &KeySetting| match setting {
+            KeySetting::Given(key) => key.expose_secret().to_string(),
+            KeySetting::Generate => panic!("every key is given"),
+        };
+        let held = [
+            key(&config.jwt.signing_key),
+            key(&config.consent_signing_key),
+            match &config.encryption {
+                EncryptionSetting::Key(setting) => key(setting),
+                EncryptionSetting::Disabled => panic!("encryption stays on"),
+            },
+            config.upstream.client_secret.expose_secret().to_string(),
+            config
+                .introspection_secret
+                .as_ref()
+                .unwrap()
+                .expose_secret()
+                .to_string(),
+            config.jwt.previous_key.as_ref().unwrap().expose_secret().to_string(),
+            config
+                .jwt
+                .private_key_pem
+                .as_ref()
+                .map(|pem| pem.expose_secret().to_string())
+                .unwrap_or_default(),
+        ]
+        .concat();
+        // Every secret was read into the config...
+        assert_eq!(
+            secrets.iter().filter(|secret| held.contains(*secret)).count(),
+            secrets_held
+        );
+        // ...and none of it is printed, while the fields around them are.
+        let printed = format!("{config:?}");
+        assert!(printed.contains("https://mcp.example.com"), "{printed}");
+        for secret in secrets {
+            assert!(!printed.contains(secret), "`{secret}` in {printed}");
+        }
+    }
+}
