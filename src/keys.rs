@@ -8,6 +8,7 @@
 use std::io::Write;
 use std::path::Path;
 
+use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, EncryptionSetting, JwtAlgorithm, KeySetting, StorageSetting};
@@ -68,7 +69,7 @@ impl Keys {
         let mut generated = Vec::new();
         let mut pick = |setting: &KeySetting, slot: &mut Option<String>, name: &'static str| -> Vec<u8> {
             match setting {
-                KeySetting::Given(secret) => secret.expose().as_bytes().to_vec(),
+                KeySetting::Given(secret) => secret.expose_secret().as_bytes().to_vec(),
                 KeySetting::Generate => slot
                     .get_or_insert_with(|| {
                         generated.push(name);
@@ -95,7 +96,7 @@ impl Keys {
             "OAUTH_PROXY_CONSENT_SIGNING_KEY",
         );
         let jwt_private_pem = match (&config.jwt.private_key_pem, config.jwt.algorithm) {
-            (Some(pem), _) => Some(pem.expose().to_string()),
+            (Some(pem), _) => Some(pem.expose_secret().to_string()),
             (None, JwtAlgorithm::Hs256) => None,
             (None, algorithm) => {
                 let name = algorithm_name(algorithm).to_string();

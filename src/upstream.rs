@@ -12,12 +12,13 @@ use std::time::Duration;
 use actix_web::http::header;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use url::form_urlencoded::byte_serialize;
 use url::Url;
 
-use crate::config::{Secret, UpstreamAuthMethod, UpstreamConfig, UpstreamEndpoints};
+use crate::config::{UpstreamAuthMethod, UpstreamConfig, UpstreamEndpoints};
 use crate::oauth::now_secs;
 use crate::records::UpstreamTokens;
 
@@ -67,11 +68,11 @@ pub struct Upstream {
     pub userinfo_endpoint: Option<Url>,
     pub revocation_endpoint: Option<Url>,
     client_id: String,
-    client_secret: Secret,
+    client_secret: SecretString,
     auth_method: UpstreamAuthMethod,
     timeout: Duration,
     /// The `Authorization: Basic` value, built once.
-    basic_authorization: Secret,
+    basic_authorization: SecretString,
     /// The proxy's callback URL, registered with the upstream client.
     callback: String,
     /// The authorization URL with every parameter that does not change per
@@ -83,10 +84,10 @@ pub struct Upstream {
 }
 
 /// RFC 6749 §2.3.1: form-urlencode id and secret, then base64.
-fn basic_authorization(client_id: &str, client_secret: &Secret) -> Secret {
+fn basic_authorization(client_id: &str, client_secret: &SecretString) -> SecretString {
     let id: String = byte_serialize(client_id.as_bytes()).collect();
-    let secret: String = byte_serialize(client_secret.expose().as_bytes()).collect();
-    Secret::new(format!("Basic {}", STANDARD.encode(format!("{id}:{secret}"))))
+    let secret: String = byte_serialize(client_secret.expose_secret().as_bytes()).collect();
+    SecretString::from(format!("Basic {}", STANDARD.encode(format!("{id}:{secret}"))))
 }
 
 /// A worker's pooled client, with the timeout and TLS set-up it was built for.
@@ -273,11 +274,11 @@ impl Upstream {
             .insert_header((header::ACCEPT, "application/json"));
         match self.auth_method {
             UpstreamAuthMethod::ClientSecretBasic => {
-                request = request.insert_header((header::AUTHORIZATION, self.basic_authorization.expose()));
+                request = request.insert_header((header::AUTHORIZATION, self.basic_authorization.expose_secret()));
             }
             UpstreamAuthMethod::ClientSecretPost => {
                 form.push(("client_id", &self.client_id));
-                form.push(("client_secret", self.client_secret.expose()));
+                form.push(("client_secret", self.client_secret.expose_secret()));
             }
         }
         (request, form)

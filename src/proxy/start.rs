@@ -3,6 +3,7 @@
 //! replicas of the store actors (sharing the tables); [`OAuthProxy::shutdown`]
 //! stops them and closes the store.
 
+use secrecy::ExposeSecret;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -53,7 +54,7 @@ fn token_signer(config: &Config, keys: &Keys) -> Result<TokenSigner, KeyError> {
         }
     };
     match &jwt.previous_key {
-        Some(previous) => signer.with_previous_key(previous.expose().as_bytes()),
+        Some(previous) => signer.with_previous_key(previous.expose_secret().as_bytes()),
         None => Ok(signer),
     }
 }

@@ -2,6 +2,7 @@
 //! `refresh_token` grants, and the token responses (the proxy's signed pair in
 //! swap mode, the upstream tokens in pass-through).
 
+use secrecy::ExposeSecret;
 use std::rc::Rc;
 
 use super::upstream_refresh::{Failure, RefreshFailed, RefreshUpstream, TOKEN_LATE_WINDOW};
@@ -61,7 +62,7 @@ impl OAuthProxy {
         match (&client.client_secret_hash, &credentials.client_secret) {
             (None, _) => Ok(client),
             (Some(expected), Some(given)) => {
-                let given = sha256_b64url(given.expose().as_bytes());
+                let given = sha256_b64url(given.expose_secret().as_bytes());
                 if constant_time_eq(expected.as_bytes(), given.as_bytes()) {
                     Ok(client)
                 } else {

@@ -8,9 +8,9 @@ use std::rc::Rc;
 use serde::Serialize;
 use url::Url;
 
-use crate::config::Secret;
 use crate::error::PageReason;
 use crate::oauth::client::RegisteredClient;
+use secrecy::SecretString;
 
 /// Parameters of `GET /authorize` (RFC 6749 §4.1.1, RFC 7636, RFC 8707),
 /// borrowed from the query string unless percent-decoding changed them.
@@ -150,7 +150,7 @@ pub struct CallbackParams {
 #[derive(Debug, Clone)]
 pub struct ClientCredentials {
     pub client_id: String,
-    pub client_secret: Option<Secret>,
+    pub client_secret: Option<SecretString>,
     /// Sent with HTTP Basic (the 401 then carries a Basic challenge).
     pub via_basic: bool,
 }

@@ -7,9 +7,9 @@ use actix_web::http::header;
 use actix_web::HttpRequest;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
+use secrecy::SecretString;
 use url::form_urlencoded;
 
-use crate::config::Secret;
 use crate::error::Error;
 use crate::proxy::ClientCredentials;
 
@@ -118,7 +118,7 @@ pub fn client_credentials(req: &HttpRequest, params: &mut FormParams) -> Result<
         }
         return Ok(ClientCredentials {
             client_id,
-            client_secret: Some(Secret::new(unescape(secret))),
+            client_secret: Some(SecretString::from(unescape(secret))),
             via_basic: true,
         });
     }
@@ -127,7 +127,7 @@ pub fn client_credentials(req: &HttpRequest, params: &mut FormParams) -> Result<
         .ok_or_else(|| Error::invalid_client("client authentication is required (client_id)", false))?;
     Ok(ClientCredentials {
         client_id,
-        client_secret: body_secret.map(Secret::new),
+        client_secret: body_secret.map(SecretString::from),
         via_basic: false,
     })
 }

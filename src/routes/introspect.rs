@@ -4,6 +4,7 @@
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
+use secrecy::ExposeSecret;
 
 use super::client_auth::{bearer_token, client_credentials, form_params};
 use crate::crypto::constant_time_eq;
@@ -14,7 +15,7 @@ async fn introspect_request(req: &HttpRequest, body: &[u8], proxy: &OAuthProxy) 
     let mut params = form_params(req, body, "introspection")?;
     // §2.1: the endpoint requires authorization.
     let caller = match (bearer_token(req), &proxy.config().introspection_secret) {
-        (Some(given), Some(secret)) if constant_time_eq(given.as_bytes(), secret.expose().as_bytes()) => {
+        (Some(given), Some(secret)) if constant_time_eq(given.as_bytes(), secret.expose_secret().as_bytes()) => {
             IntrospectionCaller::ResourceServer
         }
         (Some(_), _) => return Err(Error::invalid_client("introspection authorization failed", false)),
