@@ -113,7 +113,7 @@ impl<'a> AuthorizeRequest<'a> {
     }
 }
 
-/// What the browser brings: its binding id (from a signed cookie) and the
+/// What the browser brings: its binding id (from its session cookie) and the
 /// clients it approved before.
 #[derive(Debug, Clone)]
 pub struct BrowserContext {
@@ -369,7 +369,7 @@ struct Inner {
     config: Config,
     upstream: Upstream,
     signer: TokenSigner,
-    consent_key: actix_web::cookie::Key,
+    cookie_keys: crate::crypto::CookieKeys,
     /// The primary actors (on the thread that started the proxy); they run
     /// the expiry timers.
     primary: StoreActors,
@@ -442,9 +442,7 @@ impl OAuthProxy {
                 Sealer::disabled()
             }
         };
-        // The cookie library wants 64 bytes of key material: derive them.
-        let consent_key =
-            actix_web::cookie::Key::from(&crate::crypto::derive_key::<64>(&keys.consent, "consent-cookie"));
+        let cookie_keys = crate::crypto::CookieKeys::derive(&keys.consent);
 
         // Only the client and transaction counts are read while serving (the
         // registration and pending-authorization caps).
@@ -497,7 +495,7 @@ impl OAuthProxy {
                 config,
                 upstream,
                 signer,
-                consent_key,
+                cookie_keys,
                 primary,
                 primary_thread: std::thread::current().id(),
                 prototypes,
@@ -526,9 +524,10 @@ impl OAuthProxy {
         &self.inner.upstream
     }
 
-    /// Key for the signed consent and browser-binding cookies.
-    pub fn consent_key(&self) -> &actix_web::cookie::Key {
-        &self.inner.consent_key
+    /// Keys for the browser session cookie (and the signed cookies of
+    /// earlier releases), derived from `OAUTH_PROXY_CONSENT_SIGNING_KEY`.
+    pub fn cookie_keys(&self) -> &crate::crypto::CookieKeys {
+        &self.inner.cookie_keys
     }
 
     /// The store actors of the calling thread: the primary ones on the

@@ -1,5 +1,6 @@
 //! The upstream callback at `OAUTH_PROXY_REDIRECT_PATH`.
 
+use actix_session::Session;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 
@@ -7,7 +8,7 @@ use super::{redirect, BrowserCookies};
 use crate::error::Error;
 use crate::proxy::{CallbackParams, OAuthProxy};
 
-pub async fn callback(req: HttpRequest, proxy: web::Data<OAuthProxy>) -> Result<HttpResponse, Error> {
+pub async fn callback(req: HttpRequest, session: Session, proxy: web::Data<OAuthProxy>) -> Result<HttpResponse, Error> {
     let params: CallbackParams = serde_urlencoded::from_str(req.query_string()).map_err(|_| {
         Error::page(
             StatusCode::BAD_REQUEST,
@@ -15,7 +16,7 @@ pub async fn callback(req: HttpRequest, proxy: web::Data<OAuthProxy>) -> Result<
             "The answer from the sign-in provider could not be read.",
         )
     })?;
-    let (cookies, browser) = BrowserCookies::read(&req, &proxy);
+    let (cookies, browser) = BrowserCookies::read(&req, session, &proxy);
     let to_client = proxy
         .handle_callback(params, &browser)
         .await
