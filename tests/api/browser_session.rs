@@ -246,3 +246,30 @@ async fn routes_that_are_not_browser_facing_set_no_session_cookie() {
     assert!(metadata.headers.get("set-cookie").is_none());
     app.stop().await;
 }
+
+#[actix_web::test]
+async fn a_site_cookie_the_cookie_parser_refuses_does_not_cost_the_browser_its_session() {
+    let app = spawn(&[]).await;
+    let client = app.register_confidential().await;
+    // A nameless cookie (`document.cookie = "x"`), an empty name, bad
+    // percent-encoding: browsers send such cookies of the host.
+    let (before, after) = ("nameless; =novalue", "bad=%ff; lang=en");
+    let page = app
+        .browser_get_among(&app.authorize_path(&client, &Pkce::new(), "s"), before, after)
+        .await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    let to_upstream = app.approve(&page).await;
+    assert_eq!(
+        to_upstream.status,
+        StatusCode::SEE_OTHER,
+        "same browser: {}",
+        to_upstream.body
+    );
+    let upstream_answer = app.browser_get(to_upstream.location().as_str()).await;
+    let back = app
+        .browser_get_among(upstream_answer.location().as_str(), before, after)
+        .await;
+    assert_eq!(back.status, StatusCode::FOUND, "callback: {}", back.body);
+    assert!(query_param(&back.location(), "code").is_some());
+    app.stop().await;
+}
