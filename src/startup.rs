@@ -4,6 +4,8 @@
 use std::net::TcpListener;
 use std::path::Path;
 
+use actix_session::storage::CookieSessionStore;
+use actix_session::SessionMiddleware;
 use actix_web::dev::{AppService, HttpServiceFactory, Server};
 use actix_web::guard::{Guard, GuardContext};
 use actix_web::http::{header, Method};
@@ -15,7 +17,8 @@ use crate::gateway::Gateway;
 use crate::proxy::OAuthProxy;
 use crate::routes::static_files::StaticAssets;
 use crate::routes::{
-    authorize, callback, gateway, health, introspect, preflight, register, revoke, static_files, token, well_known,
+    self, authorize, callback, gateway, health, introspect, preflight, register, revoke, static_files, token,
+    well_known,
 };
 
 /// Mounts every endpoint of the proxy on an actix-web app:
@@ -28,6 +31,9 @@ pub fn configure_routes(cfg: &mut web::ServiceConfig, proxy: &OAuthProxy, assets
     let base_path = config.base_url.path().trim_end_matches('/').to_string();
     let mcp_path = config.mcp_path.clone();
     let mcp_gateway = web::Data::new(Gateway::new(&config.gateway));
+    // The browser session wraps the browser-facing routes only (one
+    // middleware each: its store is not `Clone`).
+    let session = || routes::browser_session(proxy);
 
     cfg.app_data(web::Data::new(proxy.clone()))
         .app_data(web::Data::new(assets.clone()))
@@ -61,13 +67,22 @@ pub fn configure_routes(cfg: &mut web::ServiceConfig, proxy: &OAuthProxy, assets
                 .on(Method::POST, web::to(register::register))
                 .on(Method::OPTIONS, web::to(preflight)),
         )
-        .service(methods("/authorize").on(Method::GET, web::to(authorize::authorize)))
+        .service(
+            methods("/authorize")
+                .on(Method::GET, web::to(authorize::authorize))
+                .with_session(session()),
+        )
         .service(
             methods("/consent")
                 .app_data(web::PayloadConfig::new(16 * 1024))
-                .on(Method::POST, web::to(authorize::consent)),
+                .on(Method::POST, web::to(authorize::consent))
+                .with_session(session()),
         )
-        .service(methods(config.redirect_path.clone()).on(Method::GET, web::to(callback::callback)))
+        .service(
+            methods(config.redirect_path.clone())
+                .on(Method::GET, web::to(callback::callback))
+                .with_session(session()),
+        )
         .service(
             methods("/token")
                 .app_data(web::PayloadConfig::new(token::MAX_TOKEN_BODY))
@@ -125,12 +140,14 @@ pub fn configure_routes(cfg: &mut web::ServiceConfig, proxy: &OAuthProxy, assets
 struct MethodRoutes {
     resource: Resource,
     allowed: Vec<Method>,
+    session: Option<SessionMiddleware<CookieSessionStore>>,
 }
 
 fn methods(path: impl Into<String>) -> MethodRoutes {
     MethodRoutes {
         resource: web::resource(path.into()),
         allowed: Vec::new(),
+        session: None,
     }
 }
 
@@ -153,17 +170,26 @@ impl MethodRoutes {
         self.resource = self.resource.app_data(data);
         self
     }
+
+    /// Wraps the resource in the browser session (see
+    /// [`routes::browser_session`]).
+    fn with_session(mut self, session: SessionMiddleware<CookieSessionStore>) -> Self {
+        self.session = Some(session);
+        self
+    }
 }
 
 impl HttpServiceFactory for MethodRoutes {
     fn register(self, config: &mut AppService) {
         let allowed = self.allowed;
-        self.resource
-            .default_service(web::to(move || {
-                let allow = header::Allow(allowed.clone());
-                async move { HttpResponse::MethodNotAllowed().insert_header(allow).finish() }
-            }))
-            .register(config)
+        let resource = self.resource.default_service(web::to(move || {
+            let allow = header::Allow(allowed.clone());
+            async move { HttpResponse::MethodNotAllowed().insert_header(allow).finish() }
+        }));
+        match self.session {
+            Some(session) => resource.wrap(session).register(config),
+            None => resource.register(config),
+        }
     }
 }
 

@@ -59,23 +59,6 @@ fn token_signer(config: &Config, keys: &Keys) -> Result<TokenSigner, KeyError> {
     }
 }
 
-/// The 64 bytes of key material for the browser cookies, derived from
-/// `OAUTH_PROXY_CONSENT_SIGNING_KEY`; the web layer builds the cookie
-/// library's key from them. Never printed.
-pub struct ConsentKey([u8; 64]);
-
-impl ConsentKey {
-    pub fn as_bytes(&self) -> &[u8; 64] {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for ConsentKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ConsentKey(..)")
-    }
-}
-
 /// The addresses of the store actors one thread talks to.
 #[derive(Clone)]
 pub struct StoreActors {
@@ -115,7 +98,7 @@ pub(super) struct Inner {
     pub(super) config: Config,
     pub(super) upstream: Upstream,
     pub(super) signer: TokenSigner,
-    pub(super) consent_key: ConsentKey,
+    pub(super) cookie_keys: crate::crypto::CookieKeys,
     /// The primary actors (on the thread that started the proxy); they run
     /// the expiry timers.
     pub(super) primary: StoreActors,
@@ -160,7 +143,7 @@ impl OAuthProxy {
             }
         };
         // The cookie library wants 64 bytes of key material: derive them.
-        let consent_key = ConsentKey(crate::crypto::derive_key::<64>(&keys.consent, "consent-cookie"));
+        let cookie_keys = crate::crypto::CookieKeys::derive(&keys.consent);
 
         // Only the client and transaction counts are read while serving (the
         // registration and pending-authorization caps).
@@ -213,7 +196,7 @@ impl OAuthProxy {
                 config,
                 upstream,
                 signer,
-                consent_key,
+                cookie_keys,
                 primary,
                 primary_thread: std::thread::current().id(),
                 prototypes,
@@ -242,9 +225,10 @@ impl OAuthProxy {
         &self.inner.upstream
     }
 
-    /// Key material for the signed consent and browser-binding cookies.
-    pub fn consent_key(&self) -> &ConsentKey {
-        &self.inner.consent_key
+    /// Keys for the browser session cookie (and the signed cookies of
+    /// earlier releases), derived from `OAUTH_PROXY_CONSENT_SIGNING_KEY`.
+    pub fn cookie_keys(&self) -> &crate::crypto::CookieKeys {
+        &self.inner.cookie_keys
     }
 
     /// The store actors of the calling thread: the primary ones on the

@@ -85,7 +85,7 @@ impl<'a> AuthorizeRequest<'a> {
     }
 }
 
-/// What the browser brings: its binding id (from a signed cookie) and the
+/// What the browser brings: its binding id (from its session cookie) and the
 /// clients it approved before.
 #[derive(Debug, Clone)]
 pub struct BrowserContext {

@@ -5,6 +5,7 @@
 //! then redirects to it. A query string that is too long, or whose `state`
 //! is, is never sent back: it gets the HTML page. Never CORS-enabled.
 
+use actix_session::Session;
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
@@ -15,12 +16,16 @@ use crate::error::{Error, PageReason};
 use crate::proxy::{AuthorizeOutcome, AuthorizeRequest, ConsentForm, ConsentOutcome, OAuthProxy};
 use crate::views::{redirect_display_host, ConsentPage};
 
-pub async fn authorize(req: HttpRequest, proxy: web::Data<OAuthProxy>) -> Result<HttpResponse, Error> {
+pub async fn authorize(
+    req: HttpRequest,
+    session: Session,
+    proxy: web::Data<OAuthProxy>,
+) -> Result<HttpResponse, Error> {
     if let Some(refusal) = crate::rate_limit::authorize_refusal(&req, &proxy) {
         return Ok(refusal);
     }
     let request = AuthorizeRequest::from_query(req.query_string()).map_err(|e| Error::page(PageReason::from(e)))?;
-    let (cookies, browser) = BrowserCookies::read(&req, &proxy);
+    let (cookies, browser) = BrowserCookies::read(&req, session, &proxy);
     match proxy.authorize(request, &browser).await.map_err(Error::for_browser)? {
         AuthorizeOutcome::RedirectUpstream(url) => Ok(redirect(&url, Some(&cookies))),
         AuthorizeOutcome::Busy { retry_after } => {
@@ -58,17 +63,22 @@ pub async fn authorize(req: HttpRequest, proxy: web::Data<OAuthProxy>) -> Result
     }
 }
 
-pub async fn consent(req: HttpRequest, body: web::Bytes, proxy: web::Data<OAuthProxy>) -> Result<HttpResponse, Error> {
+pub async fn consent(
+    req: HttpRequest,
+    session: Session,
+    body: web::Bytes,
+    proxy: web::Data<OAuthProxy>,
+) -> Result<HttpResponse, Error> {
     let form: ConsentForm =
         serde_urlencoded::from_bytes(&body).map_err(|_| Error::page(PageReason::ConsentFormUnreadable))?;
-    let (mut cookies, browser) = BrowserCookies::read(&req, &proxy);
+    let (cookies, browser) = BrowserCookies::read(&req, session, &proxy);
     match proxy.handle_consent(form, &browser).await.map_err(Error::for_browser)? {
         ConsentOutcome::Approved {
             upstream,
             remember_client,
         } => {
             if let Some(client_id) = remember_client {
-                cookies.remember_client(&proxy, &browser, &client_id);
+                cookies.remember_client(&browser, &client_id);
             }
             // 303: the browser follows a POST's redirect with GET (OAuth 2.1 §7.5.2).
             let mut response = redirect(&upstream, Some(&cookies));

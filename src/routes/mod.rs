@@ -1,5 +1,5 @@
 //! HTTP endpoints, one module per endpoint family, and the helpers they
-//! share (browser cookies, CORS, page security headers).
+//! share (the browser session, CORS, page security headers).
 
 pub mod authorize;
 pub mod callback;
@@ -14,6 +14,10 @@ pub mod static_files;
 pub mod token;
 pub mod well_known;
 
+use actix_session::config::{CookieContentSecurity, PersistentSession};
+use actix_session::storage::CookieSessionStore;
+use actix_session::{Session, SessionMiddleware};
+use actix_web::cookie::time::Duration;
 use actix_web::cookie::{Cookie, CookieJar, Key, SameSite};
 use actix_web::http::header::{self, HeaderMap, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder};
@@ -100,96 +104,168 @@ fn request_cookie(req: &HttpRequest, name: &str) -> Option<Cookie<'static>> {
         })
 }
 
-/// The cookie library's key for the browser cookies, from the key material
-/// the proxy derived (`OAUTH_PROXY_CONSENT_SIGNING_KEY`).
-pub fn cookie_key(proxy: &OAuthProxy) -> Key {
-    Key::from(proxy.consent_key().as_bytes())
+/// The browser session cookie's name. `__Host-` pins it to this origin (no
+/// `Domain`, `Path=/`); browsers accept that prefix only with `Secure`.
+pub fn session_cookie_name(secure: bool) -> &'static str {
+    if secure {
+        "__Host-mcp_proxy_session"
+    } else {
+        "mcp_proxy_session"
+    }
 }
 
-/// The cookies the browser-facing endpoints use, signed with the consent key.
+/// Session entries: the browser-binding id (a transaction is bound to its
+/// hash) and the client ids this browser approved with "remember" (newest
+/// first).
+const SESSION_BROWSER: &str = "browser";
+const SESSION_CONSENT: &str = "consent";
+
+/// The browser session of `/authorize`, `/consent` and the upstream callback,
+/// and of no other route (the token endpoint and the gateway never read a
+/// cookie): one cookie, encrypted and authenticated (actix-session's private
+/// cookie, AES-256-GCM under a key derived from
+/// `OAUTH_PROXY_CONSENT_SIGNING_KEY`), HttpOnly, `SameSite=Lax` (the callback
+/// arrives from the upstream as a top-level cross-site navigation, which
+/// `Strict` would send without it), `Path=/`, and `Secure` with a `__Host-`
+/// name when the public URL is https. It lives as long as a remembered
+/// approval: 30 days from its last change.
+pub fn browser_session(proxy: &OAuthProxy) -> SessionMiddleware<CookieSessionStore> {
+    let secure = proxy.config().secure_cookies();
+    SessionMiddleware::builder(CookieSessionStore::default(), Key::from(&proxy.cookie_keys().session))
+        .cookie_name(session_cookie_name(secure).to_string())
+        .cookie_secure(secure)
+        .cookie_http_only(true)
+        .cookie_same_site(SameSite::Lax)
+        .cookie_path("/".to_string())
+        .cookie_content_security(CookieContentSecurity::Private)
+        .session_lifecycle(PersistentSession::default().session_ttl(Duration::days(CONSENT_COOKIE_MAX_AGE_DAYS)))
+        .build()
+}
+
+/// The names of the two signed cookies earlier releases wrote instead of the
+/// session: the browser-binding id and the remembered approvals.
+fn legacy_cookie_names(secure: bool) -> [&'static str; 2] {
+    if secure {
+        ["__Host-mcp_proxy_browser", "__Host-mcp_proxy_consent"]
+    } else {
+        ["mcp_proxy_browser", "mcp_proxy_consent"]
+    }
+}
+
+/// The browser's session as the browser-facing endpoints use it.
 pub struct BrowserCookies {
-    jar: CookieJar,
+    session: Session,
     secure: bool,
+    /// Cookies of an earlier release found on this request: moved into the
+    /// session and expired in the answer.
+    expired: [Option<&'static str>; 2],
 }
 
 impl BrowserCookies {
-    fn browser_cookie_name(&self) -> &'static str {
-        // `__Host-` pins the cookie to this origin; it requires Secure.
-        if self.secure {
-            "__Host-mcp_proxy_browser"
-        } else {
-            "mcp_proxy_browser"
-        }
-    }
-
-    fn consent_cookie_name(&self) -> &'static str {
-        if self.secure {
-            "__Host-mcp_proxy_consent"
-        } else {
-            "mcp_proxy_consent"
-        }
-    }
-
-    /// Reads the signed cookies of a request; a new browser gets a new id.
-    pub fn read(req: &HttpRequest, proxy: &OAuthProxy) -> (BrowserCookies, BrowserContext) {
+    /// Reads the browser session; a new browser gets a new id. A browser
+    /// that still carries the signed cookies of an earlier release keeps its
+    /// binding id and remembered approvals: they move into the session.
+    pub fn read(req: &HttpRequest, session: Session, proxy: &OAuthProxy) -> (BrowserCookies, BrowserContext) {
         let mut cookies = BrowserCookies {
-            jar: CookieJar::new(),
+            session,
             secure: proxy.config().secure_cookies(),
+            expired: [None, None],
         };
-        for name in [cookies.browser_cookie_name(), cookies.consent_cookie_name()] {
+        let known = cookies
+            .session
+            .get::<String>(SESSION_BROWSER)
+            .ok()
+            .flatten()
+            .filter(|id| !id.is_empty());
+        let browser = match known {
+            Some(browser_id) => BrowserContext {
+                browser_id,
+                remembered_clients: cookies
+                    .session
+                    .get::<Vec<String>>(SESSION_CONSENT)
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default(),
+            },
+            None => {
+                let browser = cookies.adopt_legacy_cookies(req, proxy);
+                cookies.store(SESSION_BROWSER, &browser.browser_id);
+                if !browser.remembered_clients.is_empty() {
+                    cookies.store(SESSION_CONSENT, &browser.remembered_clients);
+                }
+                browser
+            }
+        };
+        (cookies, browser)
+    }
+
+    /// What the signed cookies of an earlier release say (checked with the
+    /// key that release derived), or a new browser.
+    fn adopt_legacy_cookies(&mut self, req: &HttpRequest, proxy: &OAuthProxy) -> BrowserContext {
+        let names = legacy_cookie_names(self.secure);
+        let mut jar = CookieJar::new();
+        for (slot, name) in names.into_iter().enumerate() {
             if let Some(cookie) = request_cookie(req, name) {
-                cookies.jar.add_original(cookie);
+                jar.add_original(cookie);
+                self.expired[slot] = Some(name);
             }
         }
-        let key = &cookie_key(proxy);
-        let signed = cookies.jar.signed(key);
-        let browser_id = signed.get(cookies.browser_cookie_name()).map(|c| c.value().to_string());
-        let remembered_clients = signed
-            .get(cookies.consent_cookie_name())
-            .and_then(|c| serde_json::from_str::<Vec<String>>(c.value()).ok())
-            .unwrap_or_default();
-        let browser_id = match browser_id {
-            Some(id) if !id.is_empty() => id,
-            _ => {
-                let id = random_token(24);
-                let cookie = cookies.cookie(cookies.browser_cookie_name(), id.clone());
-                cookies.jar.signed_mut(key).add(cookie);
-                id
-            }
-        };
-        (
-            cookies,
-            BrowserContext {
-                browser_id,
-                remembered_clients,
-            },
-        )
+        let (mut browser_id, mut remembered_clients) = (None, Vec::new());
+        if self.expired.iter().any(Option::is_some) {
+            let key = Key::from(&proxy.cookie_keys().legacy_signed);
+            let signed = jar.signed(&key);
+            browser_id = signed
+                .get(names[0])
+                .map(|c| c.value().to_string())
+                .filter(|id| !id.is_empty());
+            // As that release did: each cookie counts on its own.
+            remembered_clients = signed
+                .get(names[1])
+                .and_then(|c| serde_json::from_str::<Vec<String>>(c.value()).ok())
+                .unwrap_or_default();
+            remembered_clients.truncate(MAX_REMEMBERED_CLIENTS);
+        }
+        BrowserContext {
+            browser_id: browser_id.unwrap_or_else(|| random_token(24)),
+            remembered_clients,
+        }
     }
 
-    fn cookie(&self, name: &'static str, value: String) -> Cookie<'static> {
-        Cookie::build(name, value)
-            .path("/")
-            .http_only(true)
-            .secure(self.secure)
-            .same_site(SameSite::Lax)
-            .finish()
+    fn store<T: serde::Serialize + ?Sized>(&self, entry: &str, value: &T) {
+        // Serializing strings to JSON cannot fail; say so if it ever does.
+        if let Err(e) = self.session.insert(entry, value) {
+            log::error!("the browser session could not be written: {e}");
+        }
     }
 
-    /// Remembers that the user approved `client_id` in this browser.
-    pub fn remember_client(&mut self, proxy: &OAuthProxy, browser: &BrowserContext, client_id: &str) {
-        let mut clients = vec![client_id.to_string()];
-        clients.extend(browser.remembered_clients.iter().filter(|c| *c != client_id).cloned());
-        clients.truncate(MAX_REMEMBERED_CLIENTS);
-        let value = serde_json::to_string(&clients).unwrap_or_else(|_| "[]".into());
-        let mut cookie = self.cookie(self.consent_cookie_name(), value);
-        cookie.set_max_age(actix_web::cookie::time::Duration::days(CONSENT_COOKIE_MAX_AGE_DAYS));
-        self.jar.signed_mut(&cookie_key(proxy)).add(cookie);
+    /// Remembers that the user approved `client_id` in this browser (at most
+    /// `MAX_REMEMBERED_CLIENTS`, newest first, so the cookie stays small).
+    pub fn remember_client(&self, browser: &BrowserContext, client_id: &str) {
+        let mut clients = Vec::with_capacity(MAX_REMEMBERED_CLIENTS);
+        clients.push(client_id);
+        clients.extend(
+            browser
+                .remembered_clients
+                .iter()
+                .map(String::as_str)
+                .filter(|c| *c != client_id)
+                .take(MAX_REMEMBERED_CLIENTS - 1),
+        );
+        self.store(SESSION_CONSENT, &clients);
     }
 
-    /// Adds the cookies set during this request to a response.
+    /// Adds to a response the removal of the earlier release's cookies this
+    /// request carried (the session cookie is the middleware's).
     pub fn apply(&self, response: &mut HttpResponseBuilder) {
-        for cookie in self.jar.delta() {
-            response.cookie(cookie.clone());
+        for name in self.expired.iter().flatten() {
+            let mut cookie = Cookie::build(*name, "")
+                .path("/")
+                .http_only(true)
+                .secure(self.secure)
+                .same_site(SameSite::Lax)
+                .finish();
+            cookie.make_removal();
+            response.cookie(cookie);
         }
     }
 }

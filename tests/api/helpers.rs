@@ -215,6 +215,16 @@ impl Driver {
         self.cookies.borrow_mut().clear();
     }
 
+    /// Puts a cookie in the browser's jar (as an earlier visit would have).
+    pub fn set_cookie(&self, name: &str, value: &str) {
+        self.cookies.borrow_mut().insert(name.to_string(), value.to_string());
+    }
+
+    /// The value the browser holds for a cookie.
+    pub fn cookie(&self, name: &str) -> Option<String> {
+        self.cookies.borrow().get(name).cloned()
+    }
+
     fn cookie_header(&self) -> String {
         self.cookies
             .borrow()

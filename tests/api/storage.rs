@@ -702,3 +702,72 @@ async fn generated_keys_never_go_through_a_planted_temp_file_and_are_kept_owner_
     assert!(!stale.exists(), "the temp file was renamed into place");
     let _ = std::fs::remove_dir_all(&outside);
 }
+
+/// How the previous release sealed records (aws-lc-rs AES-256-GCM, the key
+/// derived as the proxy derives it, `<table>:<key>` as associated data).
+fn seal_as_the_aws_lc_rs_release(secret: &str, record_key: &str, plaintext: &[u8]) -> Vec<u8> {
+    use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
+    let key: [u8; 32] = mcp_oauth_proxy::crypto::derive_key(secret.as_bytes(), "token-vault aes-256-gcm");
+    let cipher = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &key).unwrap());
+    let nonce = [9u8; 12];
+    let mut sealed = vec![1u8];
+    sealed.extend_from_slice(&nonce);
+    sealed.extend_from_slice(plaintext);
+    let tag = cipher
+        .seal_in_place_separate_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(record_key.as_bytes()),
+            &mut sealed[13..],
+        )
+        .unwrap();
+    sealed.extend_from_slice(tag.as_ref());
+    sealed
+}
+
+#[actix_web::test]
+async fn a_client_record_sealed_by_the_aws_lc_rs_release_in_the_directory_store_still_works() {
+    use mcp_oauth_proxy::config::StorageSetting;
+    use mcp_oauth_proxy::crypto::Sealer;
+    use mcp_oauth_proxy::store::{Backend, Counting};
+    const ENCRYPTION_KEY: &str = "test-encryption-key-test-encryption-key";
+    let dir = temp_dir("sealed-by-aws-lc-rs");
+    let dir_setting = dir.display().to_string();
+    let settings = [
+        ("OAUTH_PROXY_STORAGE", dir_setting.as_str()),
+        ("OAUTH_PROXY_ENCRYPTION_KEY", ENCRYPTION_KEY),
+        (
+            "OAUTH_PROXY_CONSENT_SIGNING_KEY",
+            "test-consent-signing-key-0123456789abcdef",
+        ),
+    ];
+    let upstream = Rc::new(MockUpstream::start(MockUpstreamConfig::default()).await);
+    let app = TestApp::spawn_instance(&settings, upstream.clone()).await;
+    let client = app.register_confidential().await;
+    app.stop().await;
+
+    // Rewrite the client's record as the previous release wrote it.
+    let backend = Backend::open(&StorageSetting::Directory(dir.clone()), &Default::default()).unwrap();
+    let table = backend.table("client", Counting::Kept).unwrap();
+    let record_key = format!("client:{}", client.client_id);
+    let sealed = table
+        .get(&client.client_id)
+        .await
+        .unwrap()
+        .expect("the client's record");
+    let plain = Sealer::new(ENCRYPTION_KEY.as_bytes())
+        .open(record_key.as_bytes(), &sealed)
+        .unwrap();
+    let old = seal_as_the_aws_lc_rs_release(ENCRYPTION_KEY, &record_key, &plain);
+    assert_ne!(old, sealed);
+    table
+        .put(&client.client_id, old, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    backend.close();
+
+    let app = TestApp::spawn_instance(&settings, upstream.clone()).await;
+    let tokens = app.full_flow(&client).await;
+    assert!(tokens["access_token"].is_string(), "{tokens}");
+    app.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
