@@ -651,14 +651,24 @@ mod tests {
     struct TempStore {
         dir: PathBuf,
         db: Option<Database>,
+        /// Dropped after the database is closed (see `Drop`).
+        _temp: tempfile::TempDir,
     }
 
     impl TempStore {
         fn open(name: &str) -> TempStore {
-            let dir = std::env::temp_dir().join(format!("mcp-oauth-proxy-embedded-{name}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
+            let temp = tempfile::Builder::new()
+                .prefix(&format!("mcp-oauth-proxy-embedded-{name}-"))
+                .tempdir()
+                .unwrap();
+            // A directory the store creates itself, as on a first start.
+            let dir = temp.path().join("data");
             let db = Database::open(&dir).unwrap();
-            TempStore { dir, db: Some(db) }
+            TempStore {
+                dir,
+                db: Some(db),
+                _temp: temp,
+            }
         }
 
         fn table(&self, name: &'static str) -> EmbeddedTable {
@@ -684,7 +694,6 @@ mod tests {
             if let Some(db) = self.db.take() {
                 db.close();
             }
-            let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
 
