@@ -60,8 +60,8 @@ fn forwarded_request_headers() -> &'static [HeaderName] {
 ///
 /// A new map gets a random seed, so its headers went out in a random order.
 /// A Node MCP server then builds every request's header object with a new
-/// shape, and V8's property caches stop working: the TypeScript SDK server
-/// lost about 4% of its throughput to that (load benchmark, real-server rows).
+/// shape, and V8's property caches stop working, which costs the TypeScript
+/// SDK server measurable throughput (the load benchmark's real-server rows).
 /// A clone keeps its original's seed; an API test checks the order holds.
 fn seeded_header_map() -> HeaderMap {
     static SEEDED: std::sync::LazyLock<HeaderMap> = std::sync::LazyLock::new(HeaderMap::new);

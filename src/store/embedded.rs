@@ -43,9 +43,9 @@ const MAX_BATCH: usize = 512;
 
 /// Memtable size per table. fjall's default (64 MiB) lets each table's
 /// skiplist grow to hundreds of thousands of short-lived records and
-/// tombstones; at 4 MiB the writer's lookups and inserts took half the CPU
-/// (perf: 19% of the proxy's samples down to 9% in full flows at c=16) and
-/// resident memory stays bounded, at the cost of more frequent small flushes.
+/// tombstones, which makes the writer's lookups and inserts slow; a small
+/// memtable keeps them cheap and resident memory bounded, at the cost of
+/// more frequent small flushes (docs/performance.md).
 const MEMTABLE_BYTES: u64 = 4 * 1024 * 1024;
 
 fn now_millis() -> u64 {
@@ -219,7 +219,7 @@ impl Database {
     /// here and kept up to date by the writer; with [`Counting::OnRequest`]
     /// a count scans the table, and a put does not look for the record it
     /// replaces (a lookup through the memtables and every table file's
-    /// filter, about 6% of the proxy's core in full flows at c=16).
+    /// filter: a visible share of the proxy's CPU in full flows).
     pub fn table(&self, name: &'static str, counting: Counting) -> Result<EmbeddedTable, StoreError> {
         let keyspace = lock(&self.open.db)
             .as_ref()
