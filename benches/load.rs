@@ -302,15 +302,7 @@ fn resident_kib(pid: u32) -> u64 {
 struct Nginx {
     _process: Process,
     base: String,
-    _dir: TempDir,
-}
-
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+    _dir: tempfile::TempDir,
 }
 
 async fn start_nginx(backend: &str, core: usize) -> Option<Nginx> {
@@ -318,8 +310,11 @@ async fn start_nginx(backend: &str, core: usize) -> Option<Nginx> {
         .into_iter()
         .find(|p| Path::new(p).exists())?;
     let port = free_port();
-    let dir = std::env::temp_dir().join(format!("mcp-oauth-proxy-bench-nginx-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).ok()?;
+    let temp = tempfile::Builder::new()
+        .prefix("mcp-oauth-proxy-bench-nginx-")
+        .tempdir()
+        .ok()?;
+    let dir = temp.path();
     let backend = backend.trim_start_matches("http://");
     let d = dir.display();
     let config = format!(
@@ -338,7 +333,7 @@ async fn start_nginx(backend: &str, core: usize) -> Option<Nginx> {
             .arg("-c")
             .arg(&config_path)
             .arg("-p")
-            .arg(&dir)
+            .arg(dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -356,7 +351,7 @@ async fn start_nginx(backend: &str, core: usize) -> Option<Nginx> {
     Some(Nginx {
         _process: process,
         base,
-        _dir: TempDir(dir),
+        _dir: temp,
     })
 }
 
@@ -622,17 +617,8 @@ async fn measure_refresh(base: &str, concurrency: usize, seconds: u64) -> Measur
 
 // -------------------------------------------------------------------- wrk
 
-struct TempFile(PathBuf);
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-fn wrk_script(method: &str, body: &str, headers: &HashMap<&str, String>) -> TempFile {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+/// A wrk Lua script in a temporary file, removed when dropped.
+fn wrk_script(method: &str, body: &str, headers: &HashMap<&str, String>) -> tempfile::NamedTempFile {
     let mut script = format!("wrk.method = \"{method}\"\nwrk.body = [[{body}]]\n");
     for (name, value) in headers {
         script.push_str(&format!("wrk.headers[\"{name}\"] = \"{value}\"\n"));
@@ -640,13 +626,13 @@ fn wrk_script(method: &str, body: &str, headers: &HashMap<&str, String>) -> Temp
     script.push_str(
         "done = function(summary, latency, requests)\n  io.write(string.format(\"WRK p50=%f p99=%f non2xx=%d\\n\", latency:percentile(50)/1000, latency:percentile(99)/1000, summary.errors.status))\nend\n",
     );
-    let path = std::env::temp_dir().join(format!(
-        "mcp-oauth-proxy-bench-{}-{}.lua",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::SeqCst)
-    ));
-    std::fs::write(&path, script).unwrap();
-    TempFile(path)
+    let file = tempfile::Builder::new()
+        .prefix("mcp-oauth-proxy-bench-")
+        .suffix(".lua")
+        .tempfile()
+        .unwrap();
+    std::fs::write(file.path(), script).unwrap();
+    file
 }
 
 /// Runs wrk on core 1 from the blocking pool: the mock upstream answers on
@@ -799,13 +785,13 @@ async fn real_mcp_server(upstream: &FastUpstream, seconds: u64) {
         (
             format!("directly, c={concurrency}"),
             format!("{server}/mcp"),
-            &direct_script.0,
+            direct_script.path(),
             None,
         ),
         (
             format!("through the proxy, c={concurrency} (target 95%)"),
             format!("{}/mcp", proxy.base),
-            &proxy_script.0,
+            proxy_script.path(),
             Some(proxy.process.0.id()),
         ),
     ];
@@ -813,7 +799,7 @@ async fn real_mcp_server(upstream: &FastUpstream, seconds: u64) {
         paths.push((
             "through nginx, no auth".to_string(),
             format!("{}/mcp", nginx.base),
-            &direct_script.0,
+            direct_script.path(),
             None,
         ));
     }
@@ -930,8 +916,11 @@ fn du_kib(dir: &Path) -> u64 {
 /// (default 10 000) bounds what they store: memory must grow by at most
 /// 32 MiB, and the directory store's size stays bounded.
 async fn authorize_flood(upstream: &FastUpstream, backend: &str, storage_kind: &str) {
-    let data_dir = std::env::temp_dir().join(format!("mcp-oauth-proxy-bench-authorize-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&data_dir);
+    let data = tempfile::Builder::new()
+        .prefix("mcp-oauth-proxy-bench-authorize-")
+        .tempdir()
+        .unwrap();
+    let data_dir = data.path().join("data");
     let storage = match storage_kind {
         "directory" => data_dir.display().to_string(),
         _ => "memory".to_string(),
@@ -1016,7 +1005,7 @@ async fn authorize_flood(upstream: &FastUpstream, backend: &str, storage_kind: &
         );
     }
     drop(proxy);
-    let _ = std::fs::remove_dir_all(&data_dir);
+    drop(data);
 }
 
 /// A guarded MCP request's body.
@@ -1030,11 +1019,11 @@ async fn measure_hop_references(
     seconds: u64,
 ) -> (Measurement, Option<Measurement>) {
     let direct_script = wrk_script("POST", MCP_BODY, json_headers);
-    let direct = run_wrk(&format!("{backend}/mcp"), 16, seconds, &direct_script.0).await;
+    let direct = run_wrk(&format!("{backend}/mcp"), 16, seconds, direct_script.path()).await;
     row("MCP POST, backend called directly (wrk), c=16", &direct, None);
     let nginx = start_nginx(backend, 0).await;
     let via_nginx = match &nginx {
-        Some(n) => Some(run_wrk(&format!("{}/mcp", n.base), 16, seconds, &direct_script.0).await),
+        Some(n) => Some(run_wrk(&format!("{}/mcp", n.base), 16, seconds, direct_script.path()).await),
         None => None,
     };
     match &via_nginx {
@@ -1088,7 +1077,7 @@ async fn main() {
     let bare_script = wrk_script("GET", "", &HashMap::new());
     let (bare_server, bare_url) = start_bare_server();
     wait_until_up(&format!("{bare_url}/bare")).await;
-    let bare = run_wrk(&format!("{bare_url}/bare"), 16, seconds, &bare_script.0).await;
+    let bare = run_wrk(&format!("{bare_url}/bare"), 16, seconds, bare_script.path()).await;
     drop(bare_server);
     row(
         "load generator ceiling: wrk -> bare actix handler on core 0 (c=16)",
@@ -1105,7 +1094,7 @@ async fn main() {
             ("Authorization", upstream::basic_authorization()),
         ]),
     );
-    let upstream_token = run_wrk(&upstream.token_endpoint(), 16, seconds, &token_script.0).await;
+    let upstream_token = run_wrk(&upstream.token_endpoint(), 16, seconds, token_script.path()).await;
     row(
         "mock upstream headroom: wrk -> its /token, refresh grant (c=16)",
         &upstream_token,
@@ -1117,7 +1106,7 @@ async fn main() {
         upstream::CLIENT_ID,
         challenge()
     );
-    let upstream_authorize = run_wrk(&authorize_url, 16, seconds, &bare_script.0).await;
+    let upstream_authorize = run_wrk(&authorize_url, 16, seconds, bare_script.path()).await;
     row(
         "mock upstream headroom: wrk -> its /authorize (c=16)",
         &upstream_authorize,
@@ -1200,8 +1189,11 @@ async fn main() {
     }
 
     for storage_kind in &backends {
-        let data_dir = std::env::temp_dir().join(format!("mcp-oauth-proxy-bench-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&data_dir);
+        let data = tempfile::Builder::new()
+            .prefix("mcp-oauth-proxy-bench-")
+            .tempdir()
+            .unwrap();
+        let data_dir = data.path().join("data");
         let redis = if storage_kind == "redis" {
             Some(RedisServer::start().await)
         } else {
@@ -1275,7 +1267,7 @@ async fn main() {
             headers.insert("Authorization", format!("Bearer {token}"));
             let proxy_script = wrk_script("POST", MCP_BODY, &headers);
             let (mut through, cpu) = with_cpu(pid, async {
-                run_wrk(&format!("{base}/mcp"), 16, seconds, &proxy_script.0).await
+                run_wrk(&format!("{base}/mcp"), 16, seconds, proxy_script.path()).await
             })
             .await;
             through.proxy_cpu = Some(cpu);
@@ -1299,7 +1291,7 @@ async fn main() {
             );
             row(
                 &format!("[{storage_kind}] registrations (wrk), c=16"),
-                &run_wrk(&format!("{base}/register"), 16, seconds, &script.0).await,
+                &run_wrk(&format!("{base}/register"), 16, seconds, script.path()).await,
                 None,
             );
         }
@@ -1308,12 +1300,12 @@ async fn main() {
             let url = format!("{base}/.well-known/oauth-authorization-server");
             row(
                 "[memory] metadata GETs (wrk), c=16",
-                &run_wrk(&url, 16, seconds, &script.0).await,
+                &run_wrk(&url, 16, seconds, script.path()).await,
                 None,
             );
         }
         drop(proxy);
-        let _ = std::fs::remove_dir_all(&data_dir);
+        drop(data);
     }
     upstream.stop().await;
 }

@@ -8,7 +8,7 @@ use mcp_oauth_proxy::proxy::StartError;
 use mcp_oauth_proxy::{startup, Config, OAuthProxy};
 
 /// mimalloc: allocation-heavy request handling runs markedly faster than
-/// with the system allocator (see README, Performance).
+/// with the system allocator (docs/performance.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -96,8 +96,8 @@ fn what_to_do(error: &StartError) -> &'static str {
 /// `PR_SET_THP_DISABLE`), as Redis does by default (`disable-thp yes`). Where
 /// THP is set to `always`, the kernel's khugepaged thread collapses the
 /// process's growing heap into huge pages and takes the proxy's core for
-/// several milliseconds at a time: with the proxy on one core, full-flow p99
-/// at c=16 was 7.5 ms with THP and 3.2 ms without (README, Performance). Here
+/// several milliseconds at a time, which shows in the proxy's tail latency
+/// when it runs on one core (docs/performance.md). Here
 /// and not in the library, which forbids `unsafe` and must not change the
 /// process of a program that embeds it.
 #[cfg(target_os = "linux")]

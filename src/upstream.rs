@@ -411,75 +411,14 @@ async fn discover(issuer: &Url, timeout: Duration) -> Result<DiscoveredEndpoints
 /// The claims named in `wanted` from the payload of a JWT, read without
 /// verifying its signature: used only for an ID token received directly
 /// from the upstream token endpoint over TLS (OIDC Core §3.1.3.7 item 6), or
-/// a JWT access token, to copy claims. Other claims are skipped as they are
-/// parsed, not built and dropped.
+/// a JWT access token, to copy claims. Anything that is not a compact JWS
+/// (three base64url parts, RFC 7515 §7.1) whose payload is one JSON object
+/// gives `None`. Only the payload is read: the header (whatever its `alg`)
+/// plays no part in copying claims.
 pub fn unverified_jwt_claims(token: &str, wanted: &[&str]) -> Option<Map<String, Value>> {
-    let payload = token.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload.trim_end_matches('='))
-        .ok()?;
-    let mut parser = serde_json::Deserializer::from_slice(&bytes);
-    let claims = serde::de::DeserializeSeed::deserialize(WantedClaims(wanted), &mut parser).ok()?;
-    parser.end().ok()?;
+    let mut claims: Map<String, Value> = jsonwebtoken::dangerous::insecure_decode_claims(token).ok()?;
+    claims.retain(|name, _| wanted.contains(&name.as_str()));
     Some(claims)
-}
-
-/// Deserializes a JSON object keeping only the members named in it.
-struct WantedClaims<'a>(&'a [&'a str]);
-
-impl<'de> serde::de::DeserializeSeed<'de> for WantedClaims<'_> {
-    type Value = Map<String, Value>;
-
-    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
-        deserializer.deserialize_map(self)
-    }
-}
-
-impl<'de> serde::de::Visitor<'de> for WantedClaims<'_> {
-    type Value = Map<String, Value>;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a JSON object of claims")
-    }
-
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut members: A) -> Result<Self::Value, A::Error> {
-        let mut claims = Map::new();
-        while let Some(wanted) = members.next_key_seed(WantedName(self.0))? {
-            match wanted {
-                Some(name) => {
-                    claims.insert(name.to_string(), members.next_value()?);
-                }
-                None => {
-                    members.next_value::<serde::de::IgnoredAny>()?;
-                }
-            }
-        }
-        Ok(claims)
-    }
-}
-
-/// A member name: which of the wanted names it is, if any (compared as
-/// parsed, without an owned copy).
-struct WantedName<'a>(&'a [&'a str]);
-
-impl<'de, 'a> serde::de::DeserializeSeed<'de> for WantedName<'a> {
-    type Value = Option<&'a str>;
-
-    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
-        deserializer.deserialize_str(self)
-    }
-}
-
-impl<'a> serde::de::Visitor<'_> for WantedName<'a> {
-    type Value = Option<&'a str>;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a claim name")
-    }
-
-    fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<Self::Value, E> {
-        Ok(self.0.iter().find(|wanted| **wanted == name).copied())
-    }
 }
 
 #[cfg(test)]
@@ -507,5 +446,68 @@ mod tests {
             assert!(unverified_jwt_claims(&jwt(payload), &["sub"]).is_none(), "{payload}");
         }
         assert!(unverified_jwt_claims("opaque-access-token", &["sub"]).is_none());
+    }
+
+    #[test]
+    fn a_token_that_is_not_three_base64url_parts_gives_no_claims() {
+        let payload = URL_SAFE_NO_PAD.encode(r#"{"sub":"a"}"#);
+        for token in [
+            String::new(),
+            ".".to_string(),
+            "..".to_string(),
+            format!("eyJhbGciOiJSUzI1NiJ9.{payload}"),
+            format!("eyJhbGciOiJSUzI1NiJ9.{payload}.c2ln.extra"),
+            format!("eyJhbGciOiJSUzI1NiJ9.{payload}!.c2ln"),
+            format!("eyJhbGciOiJSUzI1NiJ9.{}.c2ln", "\u{e9}"),
+        ] {
+            assert!(unverified_jwt_claims(&token, &["sub"]).is_none(), "{token}");
+        }
+    }
+
+    #[test]
+    fn the_header_plays_no_part_in_reading_the_claims() {
+        // An algorithm jsonwebtoken does not know, and a header that is not JSON.
+        let payload = URL_SAFE_NO_PAD.encode(r#"{"sub":"user-1"}"#);
+        for header in [URL_SAFE_NO_PAD.encode(r#"{"alg":"ES512"}"#), "bm90IGpzb24".to_string()] {
+            let claims = unverified_jwt_claims(&format!("{header}.{payload}.c2ln"), &["sub"]).unwrap();
+            assert_eq!(Value::Object(claims), serde_json::json!({"sub": "user-1"}));
+        }
+    }
+
+    #[test]
+    fn a_payload_with_none_of_the_wanted_claims_gives_an_empty_set() {
+        let claims = unverified_jwt_claims(&jwt(r#"{"iss":"https://up"}"#), &["sub"]).unwrap();
+        assert!(claims.is_empty());
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            /// Whatever the upstream returns as a token, reading its claims
+            /// answers (never panics).
+            #[test]
+            fn arbitrary_tokens_are_read_without_panicking(token in ".{0,300}") {
+                let _ = unverified_jwt_claims(&token, &["sub"]);
+            }
+
+            /// Any JSON object payload gives exactly its wanted members.
+            #[test]
+            fn the_claims_read_are_the_wanted_members_of_the_payload(
+                members in proptest::collection::btree_map("[a-z]{1,4}", any::<i64>(), 0..8),
+            ) {
+                let token = jwt(&serde_json::to_string(&members).unwrap());
+                let claims = unverified_jwt_claims(&token, &["a", "sub", "ab"]).unwrap();
+                let expected: Map<String, Value> = members
+                    .iter()
+                    .filter(|(name, _)| ["a", "sub", "ab"].contains(&name.as_str()))
+                    .map(|(name, value)| (name.clone(), Value::from(*value)))
+                    .collect();
+                prop_assert_eq!(claims, expected);
+            }
+        }
     }
 }

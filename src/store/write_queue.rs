@@ -4,12 +4,10 @@
 //!
 //! Why not `std::sync::mpsc`: on one core its receiver spins before it
 //! sleeps, and its senders and the receiver contend for the lock on its
-//! list of sleepers. In a profile of directory-store full flows at c=16
-//! (a build without the syncs) its `recv` held 13% of the proxy's samples,
-//! half of that under the contended lock. Here a send takes one short lock
-//! and makes a wake-up call only when the writer sleeps: about 3% less of
-//! the proxy's core per flow (274 → 265 µs on average in alternating rows;
-//! README, Performance).
+//! list of sleepers; in profiles of directory-store full flows its `recv`
+//! was a large share of the proxy's CPU, much of it under that lock. Here a
+//! send takes one short lock and makes a wake-up call only when the writer
+//! sleeps (docs/performance.md has the measurements).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};

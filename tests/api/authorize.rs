@@ -500,12 +500,8 @@ async fn consent_pages_and_refusals(apps: &[&TestApp], client: &TestClient, requ
 
 #[actix_web::test]
 async fn the_pending_authorization_cap_holds_on_the_directory_store_and_across_redis_instances() {
-    let dir = std::env::temp_dir().join(format!(
-        "mcp-oauth-proxy-pending-cap-{}-{}",
-        std::process::id(),
-        crate::helpers::free_port()
-    ));
-    let storage = dir.display().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let storage = dir.path().join("data").display().to_string();
     let app = TestApp::spawn_with(
         &[
             ("OAUTH_PROXY_STORAGE", &storage),
@@ -517,7 +513,7 @@ async fn the_pending_authorization_cap_holds_on_the_directory_store_and_across_r
     let client = app.register_confidential().await;
     assert_eq!(consent_pages_and_refusals(&[&app], &client, 6).await, (3, 3));
     app.stop().await;
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(dir);
 
     // Two instances sharing one Redis count the same transactions.
     let redis = crate::redis_server::RedisServer::start().await;

@@ -1,7 +1,7 @@
 //! ES256 / EdDSA signing: the public key at `/jwks.json`, checked by an
 //! independent JWT library (jose, in Node), and key rotation.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use awc::http::StatusCode;
@@ -10,10 +10,9 @@ use crate::helpers::{jwt_payload, TestApp};
 use crate::mcp_server::node_tool;
 use crate::mock_upstream::MockUpstreamConfig;
 
-/// A fresh private key PEM file from openssl, and its public key PEM file.
-fn openssl_key(algorithm: &str, name: &str) -> (PathBuf, PathBuf) {
-    let dir = std::env::temp_dir().join(format!("mcp-oauth-proxy-keys-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+/// A fresh private key PEM file from openssl in `dir`, and its public key
+/// PEM file.
+fn openssl_key(dir: &Path, algorithm: &str, name: &str) -> (PathBuf, PathBuf) {
     let private = dir.join(format!("{name}.pem"));
     let public = dir.join(format!("{name}.pub.pem"));
     let mut generate = Command::new("openssl");
@@ -58,7 +57,8 @@ async fn token_from(app: &TestApp) -> String {
 #[actix_web::test]
 async fn es256_and_eddsa_tokens_verify_against_the_published_jwks_with_an_independent_library() {
     for algorithm in ["ES256", "EdDSA"] {
-        let (private, _) = openssl_key(algorithm, &format!("current-{algorithm}"));
+        let keys = tempfile::tempdir().unwrap();
+        let (private, _) = openssl_key(keys.path(), algorithm, &format!("current-{algorithm}"));
         let app = TestApp::spawn_with(
             &[
                 ("OAUTH_PROXY_JWT_ALGORITHM", algorithm),
@@ -98,8 +98,9 @@ async fn es256_and_eddsa_tokens_verify_against_the_published_jwks_with_an_indepe
 
 #[actix_web::test]
 async fn a_previous_key_stays_published_and_accepted_during_rotation() {
-    let (old_private, old_public) = openssl_key("ES256", "old");
-    let (new_private, _) = openssl_key("ES256", "new");
+    let keys = tempfile::tempdir().unwrap();
+    let (old_private, old_public) = openssl_key(keys.path(), "ES256", "old");
+    let (new_private, _) = openssl_key(keys.path(), "ES256", "new");
     let old_app = TestApp::spawn_with(
         &[
             ("OAUTH_PROXY_JWT_ALGORITHM", "ES256"),

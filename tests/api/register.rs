@@ -6,7 +6,7 @@ use serde_json::json;
 use std::rc::Rc;
 use std::time::Duration;
 
-use crate::helpers::{free_port, Pkce, TestApp, TestClient, REDIRECT_URI};
+use crate::helpers::{Pkce, TestApp, TestClient, REDIRECT_URI};
 use crate::mock_upstream::{MockUpstream, MockUpstreamConfig};
 use crate::redis_server::RedisServer;
 
@@ -230,8 +230,8 @@ async fn at_the_cap_the_oldest_never_used_registration_makes_room_in_memory() {
 
 #[actix_web::test]
 async fn at_the_cap_the_oldest_never_used_registration_makes_room_in_a_directory() {
-    let dir = std::env::temp_dir().join(format!("mcp-oauth-proxy-evict-{}-{}", std::process::id(), free_port()));
-    let storage = dir.to_string_lossy().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let storage = dir.path().join("data").to_string_lossy().to_string();
     let app = TestApp::spawn_with(
         &[("OAUTH_PROXY_MAX_CLIENTS", "3"), ("OAUTH_PROXY_STORAGE", &storage)],
         MockUpstreamConfig::default(),
@@ -239,7 +239,7 @@ async fn at_the_cap_the_oldest_never_used_registration_makes_room_in_a_directory
     .await;
     the_oldest_never_used_registration_makes_room(&app, &app).await;
     app.stop().await;
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(dir);
 }
 
 #[actix_web::test]

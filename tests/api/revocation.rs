@@ -239,10 +239,8 @@ async fn a_revoked_token_fails_on_the_next_mcp_call_even_right_after_use_memory_
 
 #[actix_web::test]
 async fn a_revoked_token_fails_on_the_next_mcp_call_even_right_after_use_directory_store() {
-    let dir = std::env::temp_dir().join(format!("mcp-oauth-proxy-revocation-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    revocation_beats_remembered_grants(&dir.display().to_string()).await;
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = tempfile::tempdir().unwrap();
+    revocation_beats_remembered_grants(&dir.path().join("data").display().to_string()).await;
 }
 
 /// Waits (bounded) until the mock upstream has received a refresh grant call.

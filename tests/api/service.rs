@@ -11,13 +11,33 @@ use crate::mock_upstream::{MockUpstream, MockUpstreamConfig};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_mcp-oauth-proxy");
 
-pub fn service() -> Command {
+/// The binary as a command run in an empty directory of its own (so no
+/// developer `.env` leaks into the test, and no two runs share a working
+/// directory), removed when this is dropped.
+pub struct Service {
+    command: Command,
+    _cwd: tempfile::TempDir,
+}
+
+impl std::ops::Deref for Service {
+    type Target = Command;
+
+    fn deref(&self) -> &Command {
+        &self.command
+    }
+}
+
+impl std::ops::DerefMut for Service {
+    fn deref_mut(&mut self) -> &mut Command {
+        &mut self.command
+    }
+}
+
+pub fn service() -> Service {
+    let cwd = tempfile::tempdir().unwrap();
     let mut command = Command::new(BINARY);
-    // An empty directory, so no developer `.env` leaks into the test.
-    let dir = std::env::temp_dir().join(format!("mcp-oauth-proxy-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    command.current_dir(dir).env_clear().env("RUST_LOG", "info");
-    command
+    command.current_dir(cwd.path()).env_clear().env("RUST_LOG", "info");
+    Service { command, _cwd: cwd }
 }
 
 #[actix_web::test]
@@ -75,7 +95,7 @@ fn thp_enabled(pid: u32) -> String {
 #[actix_web::test]
 async fn the_service_opts_its_process_out_of_transparent_huge_pages() {
     let upstream = MockUpstream::start(MockUpstreamConfig::default()).await;
-    // Memory storage: other tests run the binary in the same directory.
+    // Memory storage: the test needs nothing on disk.
     let mut settings = upstream_settings(&upstream);
     settings.push(("OAUTH_PROXY_STORAGE", "memory".to_string()));
     let service = RunningService::start(free_port(), &settings).await;
@@ -109,6 +129,8 @@ fn the_env_example_is_a_valid_configuration() {
 pub struct RunningService {
     child: std::process::Child,
     pub address: String,
+    /// Its working directory, removed after the process is stopped.
+    _command: Service,
 }
 
 impl RunningService {
@@ -129,6 +151,7 @@ impl RunningService {
         let service = RunningService {
             child,
             address: format!("http://{address}"),
+            _command: command,
         };
         let client = awc::Client::default();
         let started = Instant::now();
@@ -174,7 +197,7 @@ impl Drop for RunningService {
 
 /// The binary on `port` with the memory store and a placeholder upstream
 /// (never called): what start-up checks and the access log need.
-fn service_on(port: u16) -> Command {
+fn service_on(port: u16) -> Service {
     let mut command = service();
     command
         .env("OAUTH_PROXY_BIND", format!("127.0.0.1:{port}"))
@@ -270,7 +293,8 @@ async fn required_mcp_scopes_that_are_not_advertised_stop_start_up_naming_both_v
 
 #[actix_web::test]
 async fn a_secret_and_its_file_twin_together_stop_start_up_naming_both() {
-    let file = secret_file("both", "a-consent-key-from-a-file-0123456789abcdef");
+    let secret = secret_file("both", "a-consent-key-from-a-file-0123456789abcdef");
+    let file = secret.path().display().to_string();
     let (code, stderr) = start_up_failure(&[
         (
             "OAUTH_PROXY_CONSENT_SIGNING_KEY",
@@ -286,17 +310,19 @@ async fn a_secret_and_its_file_twin_together_stop_start_up_naming_both() {
     );
 }
 
-/// A secret written to a file the way `echo` writes it (one newline).
-fn secret_file(name: &str, secret: &str) -> String {
-    let path = std::env::temp_dir().join(format!("mcp-oauth-proxy-secret-{name}-{}", std::process::id()));
-    std::fs::write(&path, format!("{secret}\n")).unwrap();
-    path.display().to_string()
+/// A secret written to a temporary file the way `echo` writes it (one
+/// newline); the file is removed when the returned handle is dropped.
+fn secret_file(name: &str, secret: &str) -> tempfile::NamedTempFile {
+    let file = tempfile::NamedTempFile::with_prefix(format!("mcp-oauth-proxy-secret-{name}-")).unwrap();
+    std::fs::write(file.path(), format!("{secret}\n")).unwrap();
+    file
 }
 
 #[actix_web::test]
 async fn a_proxy_reads_its_signing_key_from_a_file_and_its_tokens_verify_with_that_key() {
     const KEY: &str = "a-signing-key-kept-in-a-secrets-file-0123";
-    let file = secret_file("jwt-signing-key", KEY);
+    let secret = secret_file("jwt-signing-key", KEY);
+    let file = secret.path().display().to_string();
     let app = TestApp::spawn_with(
         &[
             ("OAUTH_PROXY_JWT_SIGNING_KEY", ""),
@@ -413,7 +439,8 @@ async fn a_failed_discovery_stops_start_up_saying_what_to_check() {
 async fn the_access_log_names_the_client_address_behind_trusted_proxies_and_never_the_query() {
     for (trusted, expected, spoofed_shown) in [("127.0.0.1/32", "198.51.100.7", true), ("", "127.0.0.1", false)] {
         let port = free_port();
-        let log_path = std::env::temp_dir().join(format!("mcp-oauth-proxy-access-log-{}-{port}", std::process::id()));
+        let log_dir = tempfile::tempdir().unwrap();
+        let log_path = log_dir.path().join("access.log");
         let log = std::fs::File::create(&log_path).unwrap();
         let mut command = service_on(port);
         command
@@ -450,7 +477,6 @@ async fn the_access_log_names_the_client_address_behind_trusted_proxies_and_neve
         }
         let _ = child.kill();
         let _ = child.wait();
-        let _ = std::fs::remove_file(&log_path);
         let line = logged
             .lines()
             .find(|line| line.contains("/.well-known/oauth-authorization-server"))

@@ -17,10 +17,13 @@ use crate::mock_upstream::{MockUpstream, MockUpstreamConfig};
 use crate::redis_server::RedisServer;
 use crate::service::RunningService;
 
-fn temp_dir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("mcp-oauth-proxy-{name}-{}-{}", std::process::id(), free_port()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
+/// A path `name` that does not exist yet (the proxy creates its data
+/// directory itself, as on a first start), inside a fresh temporary
+/// directory that is removed when the returned guard drops.
+fn temp_dir(name: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let guard = tempfile::tempdir().unwrap();
+    let dir = guard.path().join(name);
+    (guard, dir)
 }
 
 /// Every file below `dir`, recursively.
@@ -45,7 +48,7 @@ fn ping() -> serde_json::Value {
 async fn the_directory_store_keeps_clients_grants_and_tokens_across_restarts_and_sigkill() {
     let upstream = MockUpstream::start(MockUpstreamConfig::default()).await;
     let backend = BackendDouble::start().await;
-    let dir = temp_dir("data");
+    let (_dir_guard, dir) = temp_dir("data");
     let port = free_port();
     let mut variables = upstream_settings(&upstream);
     variables.extend([
@@ -106,7 +109,6 @@ async fn the_directory_store_keeps_clients_grants_and_tokens_across_restarts_and
     service.stop_with("TERM").await;
     backend.stop().await;
     upstream.stop().await;
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[actix_web::test]
@@ -114,7 +116,7 @@ async fn the_directory_stores_callback_answer_survives_sigkill_the_state_spent_a
     // The callback's take of the transaction is answered before its own
     // sync; the code write that follows must carry it to disk with it.
     let upstream = MockUpstream::start(MockUpstreamConfig::default()).await;
-    let dir = temp_dir("callback");
+    let (_dir_guard, dir) = temp_dir("callback");
     let port = free_port();
     let mut variables = upstream_settings(&upstream);
     variables.push(("OAUTH_PROXY_STORAGE", dir.display().to_string()));
@@ -144,7 +146,6 @@ async fn the_directory_stores_callback_answer_survives_sigkill_the_state_spent_a
 
     service.stop_with("TERM").await;
     upstream.stop().await;
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn redis_settings(redis: &RedisServer, base_url: Option<&str>) -> Vec<(&'static str, String)> {
@@ -648,7 +649,7 @@ async fn a_directory_store_proxy_shut_down_can_start_again_at_once_on_its_direct
     // directory (fjall's lock) before it returned, whoever still holds a
     // handle or however long the store's threads take to end.
     let upstream = Rc::new(MockUpstream::start(MockUpstreamConfig::default()).await);
-    let dir = temp_dir("restart-in-process");
+    let (_dir_guard, dir) = temp_dir("restart-in-process");
     let storage = dir.display().to_string();
     let settings = [("OAUTH_PROXY_STORAGE", storage.as_str())];
     let first = TestApp::spawn_instance(&settings, upstream.clone()).await;
@@ -663,15 +664,14 @@ async fn a_directory_store_proxy_shut_down_can_start_again_at_once_on_its_direct
     assert!(tokens["access_token"].is_string(), "{tokens}");
     second.stop().await;
     drop(old);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[actix_web::test]
 async fn generated_keys_never_go_through_a_planted_temp_file_and_are_kept_owner_only() {
     // A symlink where the temp file goes, pointing outside the data directory.
-    let dir = temp_dir("keys-symlink");
+    let (_dir_guard, dir) = temp_dir("keys-symlink");
     std::fs::create_dir_all(&dir).unwrap();
-    let outside = temp_dir("keys-symlink-target");
+    let (_outside_guard, outside) = temp_dir("keys-symlink-target");
     std::fs::create_dir_all(&outside).unwrap();
     let target = outside.join("victim");
     std::fs::write(&target, "untouched").unwrap();
@@ -687,7 +687,7 @@ async fn generated_keys_never_go_through_a_planted_temp_file_and_are_kept_owner_
     assert_eq!(keys.permissions().mode() & 0o777, 0o600);
 
     // A stale temp file from an earlier run, readable by everyone.
-    let dir = temp_dir("keys-stale");
+    let (_dir_guard, dir) = temp_dir("keys-stale");
     std::fs::create_dir_all(&dir).unwrap();
     let stale = dir.join("keys.json.tmp");
     std::fs::write(&stale, "stale").unwrap();
@@ -700,7 +700,6 @@ async fn generated_keys_never_go_through_a_planted_temp_file_and_are_kept_owner_
     let kept: serde_json::Value = serde_json::from_slice(&std::fs::read(&keys).unwrap()).unwrap();
     assert!(kept["consent_signing_key"].is_string(), "{kept}");
     assert!(!stale.exists(), "the temp file was renamed into place");
-    let _ = std::fs::remove_dir_all(&outside);
 }
 
 /// How the previous release sealed records (aws-lc-rs AES-256-GCM, the key
@@ -730,7 +729,7 @@ async fn a_client_record_sealed_by_the_aws_lc_rs_release_in_the_directory_store_
     use mcp_oauth_proxy::crypto::Sealer;
     use mcp_oauth_proxy::store::{Backend, Counting};
     const ENCRYPTION_KEY: &str = "test-encryption-key-test-encryption-key";
-    let dir = temp_dir("sealed-by-aws-lc-rs");
+    let (_guard, dir) = temp_dir("sealed-by-aws-lc-rs");
     let dir_setting = dir.display().to_string();
     let settings = [
         ("OAUTH_PROXY_STORAGE", dir_setting.as_str()),
@@ -769,5 +768,4 @@ async fn a_client_record_sealed_by_the_aws_lc_rs_release_in_the_directory_store_
     let tokens = app.full_flow(&client).await;
     assert!(tokens["access_token"].is_string(), "{tokens}");
     app.stop().await;
-    let _ = std::fs::remove_dir_all(&dir);
 }

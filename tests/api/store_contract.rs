@@ -5,7 +5,6 @@
 //! (backend, rule), so a failure names both:
 //! `store_contract::redis::touch_extends_only_live_records`.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,7 +35,7 @@ async fn outlive() {
 /// needs to be cleaned up after.
 struct Store {
     backend: Backend,
-    dir: Option<PathBuf>,
+    _dir: Option<tempfile::TempDir>,
     _redis: Option<RedisServer>,
 }
 
@@ -52,22 +51,18 @@ impl Store {
     async fn memory() -> Store {
         Store {
             backend: Store::open(StorageSetting::Memory),
-            dir: None,
+            _dir: None,
             _redis: None,
         }
     }
 
     async fn directory() -> Store {
-        static OPENED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "mcp-oauth-proxy-contract-{}-{}",
-            std::process::id(),
-            OPENED.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = tempfile::tempdir().unwrap();
+        // A directory the store creates itself, as on a first start.
+        let data = dir.path().join("data");
         Store {
-            backend: Store::open(StorageSetting::Directory(dir.clone())),
-            dir: Some(dir),
+            backend: Store::open(StorageSetting::Directory(data)),
+            _dir: Some(dir),
             _redis: None,
         }
     }
@@ -76,7 +71,7 @@ impl Store {
         let redis = RedisServer::start().await;
         Store {
             backend: Store::open(StorageSetting::Redis(redis.url())),
-            dir: None,
+            _dir: None,
             _redis: Some(redis),
         }
     }
@@ -95,10 +90,9 @@ impl Store {
 
 impl Drop for Store {
     fn drop(&mut self) {
+        // Closed before the fields drop, so the directory goes after the
+        // store has released it.
         self.backend.close();
-        if let Some(dir) = &self.dir {
-            let _ = std::fs::remove_dir_all(dir);
-        }
     }
 }
 

@@ -3,7 +3,6 @@
 //! only through `OAUTH_PROXY_EXTRA_CA_FILE`.
 
 use std::net::TcpListener;
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -30,17 +29,15 @@ use crate::service::service;
 /// A CA made for one test, and a server certificate it signed for
 /// `127.0.0.1` and `localhost`, as PEM files in a directory of their own.
 pub struct TestPki {
-    dir: PathBuf,
+    dir: tempfile::TempDir,
 }
 
 impl TestPki {
     pub fn new(name: &str) -> TestPki {
-        let dir = std::env::temp_dir().join(format!(
-            "mcp-oauth-proxy-pki-{name}-{}-{}",
-            std::process::id(),
-            free_port()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("mcp-oauth-proxy-pki-{name}-"))
+            .tempdir()
+            .unwrap();
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
@@ -55,14 +52,14 @@ impl TestPki {
         let server_key = KeyPair::generate().unwrap();
         let server = params.signed_by(&server_key, &ca).unwrap();
 
-        std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
-        std::fs::write(dir.join("server.pem"), server.pem()).unwrap();
-        std::fs::write(dir.join("server.key"), server_key.serialize_pem()).unwrap();
+        std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
+        std::fs::write(dir.path().join("server.pem"), server.pem()).unwrap();
+        std::fs::write(dir.path().join("server.key"), server_key.serialize_pem()).unwrap();
         TestPki { dir }
     }
 
     fn file(&self, name: &str) -> String {
-        self.dir.join(name).display().to_string()
+        self.dir.path().join(name).display().to_string()
     }
 
     pub fn ca_file(&self) -> String {
@@ -82,12 +79,6 @@ impl TestPki {
             .with_no_client_auth()
             .with_single_cert(chain, key)
             .unwrap()
-    }
-}
-
-impl Drop for TestPki {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
