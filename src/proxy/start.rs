@@ -235,7 +235,7 @@ impl OAuthProxy {
     /// thread that started the proxy (or outside any actix runtime), else
     /// this thread's replicas, started on first use. Shared by `Rc`: handlers
     /// ask for them several times per request, and cloning four addresses
-    /// each time was about 2% of a full flow's CPU.
+    /// each time showed in the full flow's profile.
     pub fn actors(&self) -> Rc<StoreActors> {
         let inner = &self.inner;
         let id = Arc::as_ptr(inner) as usize;

@@ -6,8 +6,7 @@
 //! mutex held for a map lookup, and the refresh itself runs on the thread of
 //! the request that started it. An actor on the System thread cost every
 //! `/token` refresh two thread hops and put every upstream call on one
-//! thread (a third more of the proxy's core per refresh in the load
-//! benchmark).
+//! thread (docs/performance.md).
 //!
 //! Contract:
 //! - Concurrent requests that need the same upstream refresh token spent
