@@ -152,6 +152,14 @@ pub enum PageReason {
 }
 
 /// Said to clients when the storage fails (503 `temporarily_unavailable`).
+pub const AUDIT_UNAVAILABLE: &str = "the audit trail is unavailable; try again shortly";
+
+impl From<crate::audit::AuditUnavailable> for Error {
+    fn from(_: crate::audit::AuditUnavailable) -> Self {
+        Error::AuditUnavailable
+    }
+}
+
 pub const STORE_UNAVAILABLE: &str = "the token store is unavailable; try again shortly";
 
 #[derive(thiserror::Error)]
@@ -178,6 +186,10 @@ pub enum Error {
     /// `temporarily_unavailable`, [`STORE_UNAVAILABLE`]).
     #[error("{}: {STORE_UNAVAILABLE}", ErrorCode::TemporarilyUnavailable.as_str())]
     Store(#[source] StoreError),
+    /// The audit trail is required and cannot take the request's event
+    /// (503 `temporarily_unavailable`).
+    #[error("{}: {AUDIT_UNAVAILABLE}", ErrorCode::TemporarilyUnavailable.as_str())]
+    AuditUnavailable,
     /// A store actor did not answer.
     #[error("store actor unavailable")]
     Mailbox(#[from] actix::MailboxError),

@@ -12,12 +12,15 @@
 #![forbid(unsafe_code)]
 
 pub mod actors;
+pub mod audit;
+pub mod cli;
 pub mod client_address;
 pub mod config;
 pub mod crypto;
 pub mod error;
 pub mod gateway;
 pub mod keys;
+pub mod metrics;
 pub mod oauth;
 pub mod proxy;
 pub mod rate_limit;

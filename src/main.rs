@@ -4,6 +4,7 @@
 use std::net::TcpListener;
 use std::process::ExitCode;
 
+use mcp_oauth_proxy::cli::{self, Command};
 use mcp_oauth_proxy::proxy::StartError;
 use mcp_oauth_proxy::{startup, Config, OAuthProxy};
 
@@ -12,8 +13,15 @@ use mcp_oauth_proxy::{startup, Config, OAuthProxy};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[actix_web::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let command = match cli::parse(&args) {
+        Ok(command) => command,
+        Err(problem) => {
+            eprintln!("mcp-oauth-proxy: {problem}");
+            return ExitCode::from(2);
+        }
+    };
     // A missing .env is fine (the environment alone may configure the
     // service); a broken one stops start-up.
     if let Err(e) = dotenvy::dotenv() {
@@ -22,6 +30,25 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
+    match command {
+        Command::Serve => serve(),
+        Command::Version => {
+            println!("{}", cli::version());
+            ExitCode::SUCCESS
+        }
+        Command::Help => {
+            print!("{}", cli::USAGE);
+            ExitCode::SUCCESS
+        }
+        other => {
+            eprintln!("mcp-oauth-proxy: {other:?} is not built yet");
+            ExitCode::from(2)
+        }
+    }
+}
+
+#[actix_web::main]
+async fn serve() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
 
     let config = match Config::from_env() {
@@ -89,6 +116,7 @@ fn what_to_do(error: &StartError) -> &'static str {
         // The storage's own message says what to check (its variable is named).
         StartError::Storage(_) => "",
         StartError::KeyFile(_) => "; check the data directory (OAUTH_PROXY_STORAGE) and its permissions",
+        StartError::Audit(_) => "; check OAUTH_PROXY_AUDIT_LOG (the file's directory must exist and be writable)",
     }
 }
 

@@ -36,6 +36,7 @@ macro_rules! twin {
 mod env;
 mod gateway;
 mod limits;
+mod operations;
 mod service;
 mod storage;
 mod tokens;
@@ -46,6 +47,7 @@ mod tests;
 
 pub use gateway::GatewayConfig;
 pub use limits::{RegistrationLimits, DEFAULT_MAX_PENDING_AUTHORIZATIONS};
+pub use operations::{AuditSink, LogFormat, Operations};
 pub use storage::StorageSetting;
 pub use tokens::{EncryptionSetting, JwtAlgorithm, JwtConfig, KeySetting, Lifetimes, UNAPPROVED_TRANSACTION_TTL};
 pub use upstream::{UpstreamAuthMethod, UpstreamConfig, UpstreamEndpoints};
@@ -113,6 +115,8 @@ pub struct Config {
     /// The roots every outbound TLS connection trusts (upstream, MCP server,
     /// Redis): Mozilla's plus `OAUTH_PROXY_EXTRA_CA_FILE`.
     pub outbound_tls: OutboundTls,
+    /// The audit trail, the admin listener and the log format.
+    pub operations: Operations,
 }
 
 impl Config {
@@ -162,6 +166,7 @@ impl Config {
             max_pending_authorizations,
         } = limits::read_limits(&env)?;
         let provider_name = upstream::read_provider_name(&env, &upstream);
+        let operations = operations::read_operations(&env, &storage)?;
 
         Ok(Config {
             bind,
@@ -192,6 +197,7 @@ impl Config {
             provider_name,
             disable_transparent_huge_pages: env.boolean("OAUTH_PROXY_DISABLE_THP", true)?,
             outbound_tls,
+            operations,
         })
     }
 

@@ -13,9 +13,11 @@ use serde_json::Value;
 
 use super::upstream_refresh::RefreshFlights;
 use crate::actors::{ClientRegistry, CodeStore, Shutdown, TokenVault, TransactionStore};
+use crate::audit::{Audit, AuditStartError, Event};
 use crate::config::{Config, JwtAlgorithm};
 use crate::crypto::Sealer;
 use crate::keys::{KeyFileError, Keys};
+use crate::metrics::Metrics;
 use crate::oauth::jwt::generate_private_pem;
 use crate::oauth::jwt::{KeyError, TokenSigner};
 use crate::oauth::metadata;
@@ -32,6 +34,8 @@ pub enum StartError {
     Storage(#[from] StoreError),
     #[error(transparent)]
     KeyFile(#[from] KeyFileError),
+    #[error(transparent)]
+    Audit(#[from] AuditStartError),
 }
 
 /// The JWT signer the configuration asks for.
@@ -110,6 +114,10 @@ pub(super) struct Inner {
     pub(super) authorize_limit: Option<crate::rate_limit::KeyedLimit>,
     /// Closed by [`OAuthProxy::shutdown`].
     pub(super) backend: Backend,
+    pub(super) audit: Audit,
+    pub(super) metrics: Arc<Metrics>,
+    /// Names this process in audit events and logs.
+    pub(super) instance_id: String,
 }
 
 /// The OAuth proxy: cheap to clone, shared by every worker.
@@ -191,6 +199,8 @@ impl OAuthProxy {
         };
 
         let authorize_limit = crate::rate_limit::KeyedLimit::per_minute(config.authorize_rate_limit);
+        let instance_id = crate::crypto::random_token(8);
+        let audit = Audit::start(&config.operations, &instance_id)?;
         Ok(OAuthProxy {
             inner: Arc::new(Inner {
                 config,
@@ -203,12 +213,36 @@ impl OAuthProxy {
                 refresh_flights: RefreshFlights::default(),
                 authorize_limit,
                 backend,
+                audit,
+                metrics: Arc::new(Metrics::new()),
+                instance_id,
             }),
         })
     }
 
     pub fn config(&self) -> &Config {
         &self.inner.config
+    }
+
+    /// Records an audit event (and counts it in the metrics). `Err` only
+    /// when `OAUTH_PROXY_AUDIT_REQUIRED` is true and the event cannot be
+    /// taken: the request then fails with 503.
+    pub fn record(&self, event: Event) -> Result<(), crate::Error> {
+        self.inner.metrics.observe_event(&event);
+        Ok(self.inner.audit.record(event)?)
+    }
+
+    pub fn audit(&self) -> &Audit {
+        &self.inner.audit
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// Names this process in audit events.
+    pub fn instance_id(&self) -> &str {
+        &self.inner.instance_id
     }
 
     /// The `/authorize` limit per client address (see [`crate::rate_limit`]).
@@ -293,6 +327,7 @@ impl OAuthProxy {
         let _ = actors.transactions.send(Shutdown).await;
         let _ = actors.codes.send(Shutdown).await;
         let _ = actors.vault.send(Shutdown).await;
+        self.inner.audit.shutdown();
         self.inner.backend.close();
     }
 }

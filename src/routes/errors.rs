@@ -20,7 +20,7 @@ use askama::Template;
 
 use super::{add_page_security_headers, STATIC_PREFIX};
 use crate::config::Config;
-use crate::error::{Chain, Error, ErrorCode, PageReason, STORE_UNAVAILABLE};
+use crate::error::{Chain, Error, ErrorCode, PageReason, AUDIT_UNAVAILABLE, STORE_UNAVAILABLE};
 use crate::gateway::GatewayError;
 use crate::oauth::metadata::protected_resource_url;
 use crate::proxy::AuthorizeQueryError;
@@ -276,7 +276,7 @@ impl ResponseError for Error {
             Error::OAuth { code, .. } => oauth_status(*code),
             Error::Page(reason) => wording(reason).status,
             Error::Redirect { .. } => StatusCode::FOUND,
-            Error::Store(_) => oauth_status(ErrorCode::TemporarilyUnavailable),
+            Error::Store(_) | Error::AuditUnavailable => oauth_status(ErrorCode::TemporarilyUnavailable),
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -298,6 +298,7 @@ impl ResponseError for Error {
             }
             // Logged where it was converted (`From<StoreError>`).
             Error::Store(_) => oauth_error(ErrorCode::TemporarilyUnavailable, STORE_UNAVAILABLE, false),
+            Error::AuditUnavailable => oauth_error(ErrorCode::TemporarilyUnavailable, AUDIT_UNAVAILABLE, false),
             internal => {
                 log::error!("internal error: {}", Chain(internal));
                 let mut response = HttpResponse::InternalServerError();

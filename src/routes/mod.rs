@@ -1,9 +1,11 @@
 //! HTTP endpoints, one module per endpoint family, and the helpers they
 //! share (the browser session, CORS, page security headers).
 
+pub mod admin;
 pub mod authorize;
 pub mod callback;
 pub mod client_auth;
+pub mod context;
 pub mod errors;
 pub mod gateway;
 pub mod health;
