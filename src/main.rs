@@ -82,6 +82,26 @@ async fn serve() -> ExitCode {
         "mcp-oauth-proxy listening on http://{bind} (issuer {})",
         proxy.config().issuer
     );
+    // The admin listener (metrics, readiness, the admin API), when asked for.
+    let admin_server = match proxy.config().operations.admin_bind {
+        None => None,
+        Some(admin_bind) => {
+            let started = TcpListener::bind(admin_bind).and_then(|l| startup::run_admin(l, proxy.clone()));
+            match started {
+                Ok(server) => {
+                    log::info!("admin listener on http://{admin_bind} (/metrics, /readyz, /admin)");
+                    Some(server)
+                }
+                Err(e) => {
+                    eprintln!("mcp-oauth-proxy: cannot listen on {admin_bind} (OAUTH_PROXY_ADMIN_BIND): {e}");
+                    return ExitCode::from(1);
+                }
+            }
+        }
+    };
+    if let Some(admin_server) = admin_server {
+        actix_web::rt::spawn(admin_server);
+    }
     let server = match startup::run(listener, proxy.clone()) {
         Ok(server) => server,
         Err(e) => {

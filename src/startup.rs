@@ -229,3 +229,27 @@ pub fn run(listener: TcpListener, proxy: OAuthProxy) -> std::io::Result<Server> 
     .run();
     Ok(server)
 }
+
+/// The admin listener's routes: `GET /metrics`, and the admin API under
+/// `/admin` (see [`routes::admin`]).
+pub fn configure_admin_routes(cfg: &mut web::ServiceConfig, proxy: &OAuthProxy) {
+    cfg.app_data(web::Data::new(proxy.clone()))
+        .app_data(web::Data::new(proxy.config().trusted_proxies.clone()))
+        .service(methods("/metrics").on(Method::GET, web::to(routes::metrics::metrics)))
+        .configure(routes::admin::configure);
+}
+
+/// Starts the admin listener (`OAUTH_PROXY_ADMIN_BIND`) on `listener`: one
+/// worker, apart from the service's, so a scrape or an admin call never
+/// waits behind client traffic.
+pub fn run_admin(listener: TcpListener, proxy: OAuthProxy) -> std::io::Result<Server> {
+    let server = HttpServer::new(move || {
+        App::new()
+            .configure(|cfg| configure_admin_routes(cfg, &proxy))
+            .default_service(web::to(not_found))
+    })
+    .workers(1)
+    .listen(listener)?
+    .run();
+    Ok(server)
+}

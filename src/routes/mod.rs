@@ -10,6 +10,7 @@ pub mod errors;
 pub mod gateway;
 pub mod health;
 pub mod introspect;
+pub mod metrics;
 pub mod register;
 pub mod revoke;
 pub mod static_files;

@@ -33,6 +33,9 @@ pub struct TestApp {
     pub proxy: OAuthProxy,
     pub upstream: Rc<MockUpstream>,
     server: ServerHandle,
+    /// The admin listener (`/metrics`, `/readyz`, `/admin`).
+    pub admin: Driver,
+    admin_server: ServerHandle,
 }
 
 impl std::ops::Deref for TestApp {
@@ -140,6 +143,8 @@ fn base_settings(address: &str, upstream: &MockUpstream) -> HashMap<String, Stri
         ("OAUTH_PROXY_UPSTREAM_TIMEOUT", "2".to_string()),
         ("OAUTH_PROXY_REGISTRATION_RATE_LIMIT", "0".to_string()),
         ("OAUTH_PROXY_STORAGE", "memory".to_string()),
+        // Tests that read the audit trail name a file of their own.
+        ("OAUTH_PROXY_AUDIT_LOG", "off".to_string()),
     ]);
     settings.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
 }
@@ -181,7 +186,15 @@ impl TestApp {
         let server = startup::run(listener, proxy.clone()).unwrap();
         let handle = server.handle();
         actix_rt::spawn(server);
+        // The admin listener, on a port of its own.
+        let admin_listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let admin_address = format!("http://127.0.0.1:{}", admin_listener.local_addr().unwrap().port());
+        let admin_server = startup::run_admin(admin_listener, proxy.clone()).unwrap();
+        let admin_handle = admin_server.handle();
+        actix_rt::spawn(admin_server);
         TestApp {
+            admin: Driver::new(&admin_address),
+            admin_server: admin_handle,
             driver: Driver::new(&address),
             proxy,
             upstream,
@@ -190,6 +203,7 @@ impl TestApp {
     }
 
     pub async fn stop(self) {
+        self.admin_server.stop(false).await;
         self.server.stop(false).await;
         self.proxy.shutdown().await;
         if let Ok(upstream) = Rc::try_unwrap(self.upstream) {
