@@ -310,6 +310,10 @@ impl Error {
                 code: ErrorCode::TemporarilyUnavailable,
                 description: STORE_UNAVAILABLE.to_string(),
             }),
+            Error::AuditUnavailable => Error::Page(PageReason::Refused {
+                code: ErrorCode::TemporarilyUnavailable,
+                description: AUDIT_UNAVAILABLE.to_string(),
+            }),
             internal if internal.is_internal() => {
                 log::error!("internal error: {}", Chain(&internal));
                 Error::Page(PageReason::Internal)

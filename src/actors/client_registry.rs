@@ -24,12 +24,14 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
-use super::{purge_interval, store_messages, sweep_every};
+use super::{purge_interval, store_messages};
+use crate::audit::{Event, EventKind, Outcome, RequestContext};
 use crate::client_address::RateKey;
 use crate::config::RegistrationLimits;
 use crate::crypto::{random_token, sha256_b64url};
 use crate::oauth::client::{RegisteredClient, ValidRegistration};
 use crate::oauth::now_secs;
+use crate::proxy::Recorder;
 use crate::rate_limit::KeyedLimit;
 use crate::store::{SealedTable, StoreError, Table};
 
@@ -98,6 +100,8 @@ struct RegistryTables {
     /// Registrations per client address, shared by replicas.
     rate: Option<Arc<KeyedLimit>>,
     seen_count: SeenCount,
+    /// Records `client.expired` (the sweep, evictions at the cap).
+    recorder: Option<Recorder>,
 }
 
 impl ClientRegistry {
@@ -117,9 +121,16 @@ impl ClientRegistry {
                 active_ttl,
                 rate: KeyedLimit::per_minute(limits.per_ip_per_minute).map(Arc::new),
                 seen_count: SeenCount::default(),
+                recorder: None,
             },
             sweeping: true,
         }
+    }
+
+    /// Records expired and evicted registrations in the audit trail.
+    pub fn recording(mut self, recorder: Recorder) -> Self {
+        self.tables.recorder = Some(recorder);
+        self
     }
 
     /// A copy for another thread, sharing the tables and the rate limiter.
@@ -133,6 +144,20 @@ impl ClientRegistry {
 
 impl RegistryTables {
     /// Counts a registration from `client`; whether it is over the limit.
+    /// Records a `client.expired` event (no request caused it). A required
+    /// trail that cannot take it is logged: the store has already changed.
+    fn record_expired(&self, client_id: Option<&str>, reason: String) {
+        let Some(recorder) = &self.recorder else {
+            return;
+        };
+        let mut event =
+            Event::new(EventKind::ClientExpired, Outcome::Success, &RequestContext::default()).reason(reason);
+        event.client_id = client_id.map(str::to_string);
+        if let Err(e) = recorder.record(event) {
+            log::warn!("client expiry not audited: {e}");
+        }
+    }
+
     fn rate_limited(&self, client: Option<RateKey>) -> bool {
         let (Some(limit), Some(key)) = (&self.rate, client) else {
             return false;
@@ -145,17 +170,20 @@ impl RegistryTables {
     }
 }
 
-/// Deletes the oldest never-used client; whether one went.
-async fn evict_oldest_unused(clients: &SealedTable<RegisteredClient>, unused: &dyn Table) -> Result<bool, StoreError> {
+/// Deletes the oldest never-used client; the one that went.
+async fn evict_oldest_unused(
+    clients: &SealedTable<RegisteredClient>,
+    unused: &dyn Table,
+) -> Result<Option<String>, StoreError> {
     for client_id in unused.soonest_expiring(EVICTION_SAMPLE).await? {
         // Only one taker: a first token exchange (which deletes the marker)
         // or another eviction that got here first makes this `None`.
         if unused.take(&client_id).await?.is_some() && clients.delete(&client_id).await? {
             log::info!("registration cap reached: evicted never-used client {client_id}");
-            return Ok(true);
+            return Ok(Some(client_id));
         }
     }
-    Ok(false)
+    Ok(None)
 }
 
 impl Actor for ClientRegistry {
@@ -166,7 +194,20 @@ impl Actor for ClientRegistry {
             return;
         }
         let interval = purge_interval(self.tables.unused_ttl);
-        sweep_every(ctx, interval, "client registry", self.tables.clients.clone());
+        // The sweep learns only how many registrations expired, not which.
+        ctx.run_interval(interval, |registry, ctx| {
+            let tables = registry.tables.clone();
+            ctx.spawn(actix::fut::wrap_future(async move {
+                match tables.clients.purge_expired().await {
+                    Ok(0) => {}
+                    Ok(expired) => tables.record_expired(
+                        None,
+                        format!("{expired} client registration(s) expired: never used within OAUTH_PROXY_UNUSED_CLIENT_TTL, or unused since their grants ended"),
+                    ),
+                    Err(e) => log::error!("client registry sweep failed: {e}"),
+                }
+            }));
+        });
         ctx.run_interval(interval, |registry, ctx| {
             let unused = registry.tables.unused.clone();
             ctx.spawn(actix::fut::wrap_future(async move {
@@ -211,9 +252,17 @@ store_messages! {
                 count = clients.count().await?;
                 let mut evictions = 0;
                 while count >= max_clients {
-                    if evictions == MAX_EVICTIONS_PER_REGISTRATION || !evict_oldest_unused(clients, &**unused).await? {
+                    let evicted = match evictions < MAX_EVICTIONS_PER_REGISTRATION {
+                        true => evict_oldest_unused(clients, &**unused).await?,
+                        false => None,
+                    };
+                    let Some(evicted) = evicted else {
                         return Err(RegisterError::Full);
-                    }
+                    };
+                    t.record_expired(
+                        Some(&evicted),
+                        "never used, evicted at the registration cap (OAUTH_PROXY_MAX_CLIENTS)".into(),
+                    );
                     evictions += 1;
                     count -= 1;
                 }

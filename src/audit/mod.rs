@@ -7,6 +7,7 @@
 //! is true, when the request fails with 503 instead.
 
 mod event;
+mod recent;
 
 pub use event::{Event, EventKind, McpCall, Outcome, RequestContext, RevokedBy};
 
@@ -23,6 +24,8 @@ pub struct AuditUnavailable;
 #[derive(Clone)]
 pub struct Audit {
     inner: Arc<AuditInner>,
+    /// The last events recorded (see [`Audit::recent`]).
+    recent: Arc<recent::Recent>,
 }
 
 struct AuditInner {
@@ -42,14 +45,22 @@ impl Audit {
             inner: Arc::new(AuditInner {
                 required: operations.audit_required,
             }),
+            recent: Arc::default(),
         })
     }
 
     /// Queues an event. `Err` only when the trail is required and the
     /// event cannot be taken.
     pub fn record(&self, event: Event) -> Result<(), AuditUnavailable> {
+        self.recent.keep(&event);
         let _ = (event, self.inner.required);
         Ok(())
+    }
+
+    /// The last events recorded (at most 1024, oldest first),
+    /// whether or not the sink took them.
+    pub fn recent(&self) -> Vec<Event> {
+        self.recent.all()
     }
 
     /// Whether an event recorded now would be taken (the gateway asks

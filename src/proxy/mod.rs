@@ -20,7 +20,7 @@ mod types;
 pub mod upstream_refresh;
 
 pub use resource::{AccessGrant, BearerRefused, IntrospectionCaller};
-pub use start::{OAuthProxy, StartError, StoreActors};
+pub use start::{OAuthProxy, Recorder, StartError, StoreActors};
 pub use types::{
     AuthorizeOutcome, AuthorizeQueryError, AuthorizeRequest, BrowserContext, CallbackParams, ClientCredentials,
     ClientInformation, CodeExchange, ConsentForm, ConsentOutcome, ConsentPrompt, RefreshExchange, TokenResponse,

@@ -116,8 +116,29 @@ pub(super) struct Inner {
     pub(super) backend: Backend,
     pub(super) audit: Audit,
     pub(super) metrics: Arc<Metrics>,
+    /// `audit` and `metrics` together, for [`OAuthProxy::record`] and the
+    /// parts that record without a proxy at hand.
+    pub(super) recorder: Recorder,
     /// Names this process in audit events and logs.
     pub(super) instance_id: String,
+}
+
+/// Records audit events and counts them in the metrics: what
+/// [`OAuthProxy::record`] does, handed to the parts of the proxy that record
+/// without one at hand (the client registry's sweep, the upstream refresh
+/// flights).
+#[derive(Clone)]
+pub struct Recorder {
+    audit: Audit,
+    metrics: Arc<Metrics>,
+}
+
+impl Recorder {
+    /// See [`OAuthProxy::record`].
+    pub fn record(&self, event: Event) -> Result<(), crate::Error> {
+        self.metrics.observe_event(&event);
+        Ok(self.audit.record(event)?)
+    }
 }
 
 /// The OAuth proxy: cheap to clone, shared by every worker.
@@ -153,6 +174,14 @@ impl OAuthProxy {
         // The cookie library wants 64 bytes of key material: derive them.
         let cookie_keys = crate::crypto::CookieKeys::derive(&keys.consent);
 
+        let instance_id = crate::crypto::random_token(8);
+        let audit = Audit::start(&config.operations, &instance_id)?;
+        let metrics = Arc::new(Metrics::new());
+        let recorder = Recorder {
+            audit: audit.clone(),
+            metrics: metrics.clone(),
+        };
+
         // Only the client and transaction counts are read while serving (the
         // registration and pending-authorization caps).
         let lifetimes = config.lifetimes;
@@ -163,7 +192,8 @@ impl OAuthProxy {
                 config.registration,
                 lifetimes.unused_client,
                 lifetimes.refresh_token.max(lifetimes.unused_client),
-            ),
+            )
+            .recording(recorder.clone()),
             transactions: TransactionStore::new(
                 SealedTable::new(
                     "transaction",
@@ -199,8 +229,6 @@ impl OAuthProxy {
         };
 
         let authorize_limit = crate::rate_limit::KeyedLimit::per_minute(config.authorize_rate_limit);
-        let instance_id = crate::crypto::random_token(8);
-        let audit = Audit::start(&config.operations, &instance_id)?;
         Ok(OAuthProxy {
             inner: Arc::new(Inner {
                 config,
@@ -210,11 +238,12 @@ impl OAuthProxy {
                 primary,
                 primary_thread: std::thread::current().id(),
                 prototypes,
-                refresh_flights: RefreshFlights::default(),
+                refresh_flights: RefreshFlights::new(recorder.clone()),
                 authorize_limit,
                 backend,
                 audit,
-                metrics: Arc::new(Metrics::new()),
+                metrics,
+                recorder,
                 instance_id,
             }),
         })
@@ -228,8 +257,7 @@ impl OAuthProxy {
     /// when `OAUTH_PROXY_AUDIT_REQUIRED` is true and the event cannot be
     /// taken: the request then fails with 503.
     pub fn record(&self, event: Event) -> Result<(), crate::Error> {
-        self.inner.metrics.observe_event(&event);
-        Ok(self.inner.audit.record(event)?)
+        self.inner.recorder.record(event)
     }
 
     pub fn audit(&self) -> &Audit {

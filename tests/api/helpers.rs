@@ -239,6 +239,11 @@ impl Driver {
         self.cookies.borrow().get(name).cloned()
     }
 
+    /// Every cookie value the browser holds.
+    pub fn cookie_values(&self) -> Vec<String> {
+        self.cookies.borrow().values().cloned().collect()
+    }
+
     fn cookie_header(&self) -> String {
         self.cookies
             .borrow()
