@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use super::upstream_refresh::RefreshFlights;
 use crate::actors::{ClientRegistry, CodeStore, Shutdown, TokenVault, TransactionStore};
-use crate::audit::{Audit, AuditStartError, Event};
+use crate::audit::{Audit, AuditStartError, CheckpointKey, Event};
 use crate::config::{Config, JwtAlgorithm};
 use crate::crypto::Sealer;
 use crate::keys::{KeyFileError, Keys};
@@ -200,7 +200,7 @@ impl OAuthProxy {
 
         let authorize_limit = crate::rate_limit::KeyedLimit::per_minute(config.authorize_rate_limit);
         let instance_id = crate::crypto::random_token(8);
-        let audit = Audit::start(&config.operations, &instance_id)?;
+        let audit = Audit::start(&config.operations, &instance_id, CheckpointKey::derive(&keys.consent))?;
         Ok(OAuthProxy {
             inner: Arc::new(Inner {
                 config,
