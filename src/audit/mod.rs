@@ -149,7 +149,7 @@ impl Audit {
             Some(writer) => {
                 self.healthy()
                     && writer.shared.queued.load(Ordering::Relaxed) < writer.capacity
-                    && writer.thread.lock().is_ok_and(|thread| thread.is_some())
+                    && !writer.shared.stopped.load(Ordering::Relaxed)
             }
         }
     }
@@ -205,6 +205,7 @@ impl Audit {
         let Some(thread) = writer.thread.lock().ok().and_then(|mut thread| thread.take()) else {
             return;
         };
+        writer.shared.stopped.store(true, Ordering::Relaxed);
         let _ = self.record(Event::new(
             EventKind::ServiceStopped,
             Outcome::Success,
@@ -352,6 +353,7 @@ mod tests {
         assert_eq!(summary.lines, 8);
         assert_eq!(summary.checkpoints_verified, 1);
         // Recorded after the stop: dropped.
+        assert!(!audit.accepting());
         assert!(audit.record(event(9)).is_ok());
         assert_eq!(audit.dropped(), 1);
     }

@@ -53,6 +53,8 @@ pub(super) struct Shared {
     pub failing: AtomicBool,
     /// Set by `reopen()`; the writer reopens at its next batch.
     pub reopen: AtomicBool,
+    /// Set by `shutdown()`: later events are dropped.
+    pub stopped: AtomicBool,
 }
 
 pub(super) struct Writer {
