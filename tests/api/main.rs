@@ -7,6 +7,7 @@ mod mock_upstream;
 mod redis_server;
 
 mod admin_listener;
+mod audit_trail;
 mod authorize;
 mod browser_session;
 mod client_address;
