@@ -40,6 +40,7 @@ fn main() -> ExitCode {
             print!("{}", cli::USAGE);
             ExitCode::SUCCESS
         }
+        Command::AuditVerify(files) => cli::audit::run_verify(&files),
         other => {
             eprintln!("mcp-oauth-proxy: {other:?} is not built yet");
             ExitCode::from(2)
@@ -71,6 +72,18 @@ async fn serve() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // SIGHUP (logrotate's postrotate): the audit writer reopens its file.
+    match actix_web::rt::signal::unix::signal(actix_web::rt::signal::unix::SignalKind::hangup()) {
+        Ok(mut hangups) => {
+            let audit = proxy.audit().clone();
+            actix_web::rt::spawn(async move {
+                while hangups.recv().await.is_some() {
+                    audit.reopen();
+                }
+            });
+        }
+        Err(e) => log::warn!("cannot listen for SIGHUP (the audit log will not be reopened on it): {e}"),
+    }
     let listener = match TcpListener::bind(bind) {
         Ok(listener) => listener,
         Err(e) => {

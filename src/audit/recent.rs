@@ -1,8 +1,9 @@
-//! The last events recorded, kept in memory whatever the sink: the tests
-//! read them (`Audit::recent`), and an operator's view can show them.
+//! The last events recorded, kept in memory whatever the sink, once turned
+//! on: the tests read them (`Audit::recent`).
 //! Bounded: the oldest goes when a new one comes past [`KEPT`].
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use super::Event;
@@ -12,11 +13,19 @@ pub const KEPT: usize = 1024;
 
 #[derive(Default)]
 pub(super) struct Recent {
+    enabled: AtomicBool,
     events: Mutex<VecDeque<Event>>,
 }
 
 impl Recent {
+    pub(super) fn enable(&self) {
+        self.enabled.store(true, Ordering::Relaxed);
+    }
+
     pub(super) fn keep(&self, event: &Event) {
+        if !self.enabled.load(Ordering::Relaxed) {
+            return;
+        }
         let mut events = self.events.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if events.len() == KEPT {
             events.pop_front();
@@ -38,6 +47,13 @@ mod tests {
     #[test]
     fn only_the_last_events_are_kept_oldest_first() {
         let recent = Recent::default();
+        recent.keep(&Event::new(
+            EventKind::McpRequest,
+            Outcome::Success,
+            &RequestContext::default(),
+        ));
+        assert!(recent.all().is_empty(), "nothing is kept until it is turned on");
+        recent.enable();
         for n in 0..KEPT + 3 {
             let event =
                 Event::new(EventKind::McpRequest, Outcome::Success, &RequestContext::default()).reason(n.to_string());

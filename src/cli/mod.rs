@@ -5,6 +5,8 @@
 //! Exit codes: 0 success; 1 a failure (the service unreachable, a broken
 //! audit chain, a refused request); 2 a usage or configuration error.
 
+pub mod audit;
+
 /// What the command line asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {

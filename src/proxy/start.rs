@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use super::upstream_refresh::RefreshFlights;
 use crate::actors::{ClientRegistry, CodeStore, Shutdown, TokenVault, TransactionStore};
-use crate::audit::{Audit, AuditStartError, Event};
+use crate::audit::{Audit, AuditStartError, CheckpointKey, Event};
 use crate::config::{Config, JwtAlgorithm};
 use crate::crypto::Sealer;
 use crate::keys::{KeyFileError, Keys};
@@ -175,7 +175,7 @@ impl OAuthProxy {
         let cookie_keys = crate::crypto::CookieKeys::derive(&keys.consent);
 
         let instance_id = crate::crypto::random_token(8);
-        let audit = Audit::start(&config.operations, &instance_id)?;
+        let audit = Audit::start(&config.operations, &instance_id, CheckpointKey::derive(&keys.consent))?;
         let metrics = Arc::new(Metrics::new());
         let recorder = Recorder {
             audit: audit.clone(),

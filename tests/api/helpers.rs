@@ -183,6 +183,8 @@ impl TestApp {
         let mut config = Config::from_lookup(|name| env.get(name).cloned()).expect("test config");
         adjust(&mut config);
         let proxy = OAuthProxy::start(config).await.expect("proxy starts");
+        // Tests read the events they cause (`app.proxy.audit().recent()`).
+        proxy.audit().keep_recent();
         let server = startup::run(listener, proxy.clone()).unwrap();
         let handle = server.handle();
         actix_rt::spawn(server);

@@ -8,6 +8,7 @@ mod redis_server;
 
 mod admin_listener;
 mod audit_events;
+mod audit_trail;
 mod authorize;
 mod browser_session;
 mod client_address;
