@@ -40,6 +40,9 @@ fn main() -> ExitCode {
             print!("{}", cli::USAGE);
             ExitCode::SUCCESS
         }
+        // Parses the configuration as `serve` does; opens, binds and contacts nothing.
+        Command::CheckConfig => ExitCode::from(cli::check_config::run()),
+        Command::Admin(args) => ExitCode::from(cli::admin::run(&args)),
         other => {
             eprintln!("mcp-oauth-proxy: {other:?} is not built yet");
             ExitCode::from(2)

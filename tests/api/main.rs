@@ -9,6 +9,7 @@ mod redis_server;
 mod admin_listener;
 mod authorize;
 mod browser_session;
+mod cli;
 mod client_address;
 mod discovery;
 mod expiry;
