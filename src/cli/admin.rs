@@ -517,7 +517,7 @@ impl Api<'_> {
             403 => Err(Failure::Failed(format!(
                 "the admin API at {shown} is off (403){description}; the service needs OAUTH_PROXY_ADMIN_TOKEN set"
             ))),
-            404 if error == "not_found" => Err(Failure::Failed(format!(
+            404 if error == "not_found" && !what.1.is_empty() => Err(Failure::Failed(format!(
                 "not found: no {} `{}` (404)",
                 what.0,
                 clean(what.1)
