@@ -41,10 +41,9 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::AuditVerify(files) => cli::audit::run_verify(&files),
-        other => {
-            eprintln!("mcp-oauth-proxy: {other:?} is not built yet");
-            ExitCode::from(2)
-        }
+        // Parses the configuration as `serve` does; opens, binds and contacts nothing.
+        Command::CheckConfig => ExitCode::from(cli::check_config::run()),
+        Command::Admin(args) => ExitCode::from(cli::admin::run(&args)),
     }
 }
 

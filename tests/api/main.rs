@@ -11,6 +11,7 @@ mod audit_events;
 mod audit_trail;
 mod authorize;
 mod browser_session;
+mod cli;
 mod client_address;
 mod discovery;
 mod expiry;
