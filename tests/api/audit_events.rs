@@ -607,3 +607,97 @@ async fn no_token_code_secret_verifier_or_cookie_reaches_the_audit_trail() {
 async fn no_token_code_secret_verifier_or_cookie_reaches_the_audit_trail_in_pass_through_mode() {
     no_secret_reaches_the_audit_trail(&[("OAUTH_PROXY_ENABLE_TOKEN_SWAP", "false")]).await;
 }
+
+/// An audit file whose every write fails (`/dev/full`), required or not.
+fn failing_trail(required: bool) -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("OAUTH_PROXY_AUDIT_LOG", "/dev/full"),
+        ("OAUTH_PROXY_AUDIT_REQUIRED", if required { "true" } else { "false" }),
+    ]
+}
+
+/// Waits (bounded) until the writer has found that its sink fails.
+async fn until_unhealthy(app: &TestApp) {
+    for _ in 0..100 {
+        if !app.proxy.audit().healthy() {
+            return;
+        }
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the audit sink on /dev/full never failed");
+}
+
+#[actix_web::test]
+async fn with_the_trail_required_a_request_whose_event_cannot_be_written_fails_with_503() {
+    let app = TestApp::spawn_with(&failing_trail(true), MockUpstreamConfig::default()).await;
+    until_unhealthy(&app).await;
+    let answer = app
+        .post_json(
+            "/register",
+            &json!({"redirect_uris": ["http://127.0.0.1:9/cb"], "token_endpoint_auth_method": "none"}),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE, "{}", answer.body);
+    assert_eq!(answer.json()["error"], "temporarily_unavailable");
+    assert!(app.proxy.audit().dropped() >= 1);
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn with_the_trail_not_required_a_failing_sink_counts_the_event_as_dropped_and_the_request_goes_on() {
+    let app = TestApp::spawn_with(&failing_trail(false), MockUpstreamConfig::default()).await;
+    until_unhealthy(&app).await;
+    let dropped = app.proxy.audit().dropped();
+    let client = app.register_public().await;
+    assert!(!client.client_id.is_empty());
+    assert!(
+        app.proxy.audit().dropped() > dropped,
+        "the registration's event counts as dropped"
+    );
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn with_the_trail_required_the_gateway_forwards_nothing_it_cannot_record() {
+    // Instance A (trail off) signs the user in; instance B, sharing its
+    // Redis but with a required trail it cannot write, gets the MCP call.
+    let redis = crate::redis_server::RedisServer::start().await;
+    let backend = BackendDouble::start().await;
+    let shared = [
+        ("OAUTH_PROXY_STORAGE", redis.url()),
+        (
+            "OAUTH_PROXY_ENCRYPTION_KEY",
+            "test-encryption-key-test-encryption-key".to_string(),
+        ),
+        (
+            "OAUTH_PROXY_CONSENT_SIGNING_KEY",
+            "test-consent-key-test-consent-key-01234".to_string(),
+        ),
+        ("OAUTH_PROXY_MCP_UPSTREAM_URL", backend.url.clone()),
+    ];
+    let settings: Vec<(&str, &str)> = shared.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let upstream = std::rc::Rc::new(crate::mock_upstream::MockUpstream::start(MockUpstreamConfig::default()).await);
+    let a = TestApp::spawn_instance(&settings, upstream.clone()).await;
+    let base = ("OAUTH_PROXY_BASE_URL", a.address.clone());
+    let mut b_settings = settings.clone();
+    b_settings.push((base.0, base.1.as_str()));
+    b_settings.extend(failing_trail(true));
+    let b = TestApp::spawn_instance(&b_settings, upstream).await;
+    until_unhealthy(&b).await;
+
+    let client = a.register_public().await;
+    let tokens = a.full_flow(&client).await;
+    let access = tokens["access_token"].as_str().unwrap();
+    let ping = json!({"jsonrpc": "2.0", "id": 1, "method": "ping"});
+    assert_eq!(a.mcp_post(Some(access), ping.clone()).await.status, StatusCode::OK);
+    let forwarded = backend.recorded.authorization.lock().unwrap().len();
+    let answer = b.mcp_post(Some(access), ping).await;
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE, "{}", answer.body);
+    assert_eq!(
+        backend.recorded.authorization.lock().unwrap().len(),
+        forwarded,
+        "nothing reached the MCP server"
+    );
+    b.stop().await;
+    a.stop().await;
+}
