@@ -568,8 +568,9 @@ impl Table for RedisTable {
     fn scan(&self, cursor: Option<&str>, limit: usize) -> StoreFuture<Page> {
         let mut invocation = scripts().scan.prepare_invoke();
         invocation.key(&self.index).arg(now_millis());
-        match cursor.and_then(|c| c.split_once('|')) {
-            Some((score, key)) => invocation.arg("1").arg(score).arg(format!("{}{key}", self.prefix)),
+        match cursor.map(|c| c.split_once('|').filter(|(score, _)| score.parse::<u64>().is_ok())) {
+            Some(Some((score, key))) => invocation.arg("1").arg(score).arg(format!("{}{key}", self.prefix)),
+            Some(None) => return StoreFuture::ready(Err(StoreError::Encoding("not a cursor of this table".into()))),
             None => invocation.arg("0").arg(0).arg(""),
         };
         invocation.arg(limit);
