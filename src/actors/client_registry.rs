@@ -363,3 +363,44 @@ store_messages! {
 }
 
 super::lifecycle_handlers!(ClientRegistry, tables.clients);
+
+#[cfg(test)]
+mod tests {
+    use super::ClientFilter;
+    use crate::oauth::client::{RegisteredClient, TokenEndpointAuthMethod};
+
+    fn client(name: Option<&str>, redirect_uri: &str) -> RegisteredClient {
+        RegisteredClient {
+            client_id: "c".into(),
+            client_secret_hash: None,
+            redirect_uris: vec![redirect_uri.into()],
+            token_endpoint_auth_method: TokenEndpointAuthMethod::None,
+            grant_types: vec![],
+            client_name: name.map(String::from),
+            client_uri: None,
+            scope: None,
+            issued_at: 0,
+        }
+    }
+
+    #[test]
+    fn the_client_filter_matches_a_part_of_the_name_in_any_case_and_a_redirect_host() {
+        let cursor = client(Some("Cursor IDE"), "https://app.Example.com/cb");
+        let filter = |name: Option<&str>, host: Option<&str>| ClientFilter {
+            name_contains: name.map(String::from),
+            redirect_host: host.map(String::from),
+        };
+        assert!(filter(None, None).accepts(&cursor));
+        assert!(filter(Some("cursor"), None).accepts(&cursor));
+        assert!(filter(Some("R ID"), None).accepts(&cursor));
+        assert!(!filter(Some("claude"), None).accepts(&cursor));
+        assert!(filter(None, Some("app.example.com")).accepts(&cursor));
+        assert!(
+            !filter(None, Some("example.com")).accepts(&cursor),
+            "the host, not a suffix"
+        );
+        assert!(!filter(Some("cursor"), Some("other.example")).accepts(&cursor));
+        assert!(!filter(Some("x"), None).accepts(&client(None, "http://127.0.0.1/cb")));
+        assert!(filter(None, Some("[::1]")).accepts(&client(None, "http://[::1]:8080/cb")));
+    }
+}

@@ -504,3 +504,28 @@ store_messages! {
 }
 
 super::lifecycle_handlers!(TokenVault, tables.grants);
+
+#[cfg(test)]
+mod tests {
+    use super::GrantIndexes;
+
+    #[test]
+    fn index_names_hold_no_subject_in_clear_and_depend_on_the_key() {
+        let indexes = GrantIndexes::new(b"consent-signing-key-consent-signing-key");
+        let name = indexes.by_subject("alice@example.com");
+        assert!(name.starts_with("sub/") && !name.contains("alice"), "{name}");
+        assert_eq!(
+            name,
+            indexes.by_subject("alice@example.com"),
+            "the same name every time"
+        );
+        assert_ne!(name, indexes.by_subject("bob@example.com"));
+        // A client and a subject of the same value are different indexes.
+        assert_ne!(indexes.by_client("x")[7..], indexes.by_subject("x")[4..]);
+        let other_key = GrantIndexes::new(b"another-key-another-key-another-key-0");
+        assert_ne!(name, other_key.by_subject("alice@example.com"));
+        // A long client id (a metadata document URL) makes a short name.
+        let long = format!("https://example.com/{}", "c".repeat(2000));
+        assert_eq!(indexes.by_client(&long).len(), "client/".len() + 22);
+    }
+}
