@@ -172,7 +172,8 @@ pub struct Page {
 }
 
 /// An index entry written with a record by [`Table::put_indexed`]. Index
-/// names hold no `\0`, `|` or `~` (the backends use them as separators).
+/// names hold no `\0`, and keys filed in an index no `|` (the backends use
+/// them as separators; grant ids are base64url).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IndexEntry {
     pub index: String,
