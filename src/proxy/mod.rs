@@ -9,6 +9,7 @@
 //! endpoint, revocation, introspection). `types` holds the request and
 //! response types they share.
 
+pub mod admin;
 mod authorize;
 mod callback;
 mod memo;

@@ -12,6 +12,7 @@ use jsonwebtoken::Algorithm;
 use serde_json::Value;
 
 use super::upstream_refresh::RefreshFlights;
+use crate::actors::token_vault::GrantIndexes;
 use crate::actors::{ClientRegistry, CodeStore, Shutdown, TokenVault, TransactionStore};
 use crate::audit::{Audit, AuditStartError, CheckpointKey, Event};
 use crate::config::{Config, JwtAlgorithm};
@@ -189,6 +190,7 @@ impl OAuthProxy {
             clients: ClientRegistry::new(
                 SealedTable::new("client", backend.table("client", Counting::Kept)?, sealer.clone()),
                 backend.table("client_unused", Counting::OnRequest)?,
+                backend.table("client_used", Counting::OnRequest)?,
                 config.registration,
                 lifetimes.unused_client,
                 lifetimes.refresh_token.max(lifetimes.unused_client),
@@ -219,6 +221,7 @@ impl OAuthProxy {
                 lifetimes.access_token,
                 lifetimes.refresh_token,
                 lifetimes.grant_max,
+                GrantIndexes::new(&keys.consent),
             ),
         };
         let primary = StoreActors {

@@ -557,3 +557,16 @@ pub fn bearer_challenge(answer: &Answer) -> HashMap<String, String> {
     }
     map
 }
+
+impl Driver {
+    /// A request with a method and headers of the caller's choosing (the
+    /// admin API's bearer token).
+    pub async fn send(&self, method: awc::http::Method, path: &str, headers: &[(&str, &str)]) -> Answer {
+        let mut request = self.http.request(method, self.url(path));
+        for (name, value) in headers {
+            request = request.insert_header((*name, *value));
+        }
+        let response = request.send().await.unwrap();
+        self.read(response, false).await
+    }
+}

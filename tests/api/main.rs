@@ -6,6 +6,7 @@ mod helpers;
 mod mock_upstream;
 mod redis_server;
 
+mod admin_api;
 mod admin_listener;
 mod audit_events;
 mod audit_trail;
