@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 use awc::http::{Method, StatusCode};
 use serde_json::{json, Value};
 
+use mcp_oauth_proxy::audit::{EventKind, RevokedBy};
+
 use crate::backend_double::BackendDouble;
 use crate::helpers::{Answer, TestApp, TestClient, REDIRECT_URI};
 use crate::mock_upstream::{MockUpstream, MockUpstreamConfig};
@@ -288,6 +290,13 @@ async fn clients_are_listed_searched_shown_and_deleted(setup: Setup) {
         .await;
     assert_eq!(again.status, StatusCode::NOT_FOUND);
     assert_eq!(search("").await, set(&[&beta.client_id, &gamma.client_id]));
+    let events = setup.app.proxy.audit().recent();
+    let deleted: Vec<_> = events.iter().filter(|e| e.event == EventKind::ClientDeleted).collect();
+    assert_eq!(deleted.len(), 1, "{deleted:#?}");
+    assert_eq!(deleted[0].client_id.as_deref(), Some(alpha.client_id.as_str()));
+    assert!(events
+        .iter()
+        .any(|e| e.event == EventKind::GrantRevoked && e.revoked_by == Some(RevokedBy::Admin)));
     setup.stop().await;
 }
 
@@ -440,6 +449,19 @@ async fn revoking_a_user_revokes_every_grant_of_theirs_and_their_upstream_tokens
     );
     let again = setup.admin_ok(Method::POST, &path).await;
     assert_eq!(again["grants_revoked"], 0);
+    // The audit trail names each grant the operator revoked, and whose.
+    let by_admin: Vec<_> = setup
+        .app
+        .proxy
+        .audit()
+        .recent()
+        .into_iter()
+        .filter(|e| e.event == EventKind::GrantRevoked && e.revoked_by == Some(RevokedBy::Admin))
+        .collect();
+    assert_eq!(by_admin.len(), 2, "{by_admin:#?}");
+    assert!(by_admin
+        .iter()
+        .all(|e| e.subject.as_deref() == Some(user) && e.grant_id.is_some()));
     setup.stop().await;
 }
 
