@@ -287,6 +287,15 @@ async function setUp() {
     // Swap mode with the operator's view (scenario 8): the audit trail in a
     // file (a fresh one each run), the admin listener and its token.
     rmSync(AUDIT_LOG, { force: true });
+    // `audit verify` runs with the same settings, so it derives the
+    // checkpoint key as the service did and checks every checkpoint.
+    world.opsEnv = {
+        OAUTH_PROXY_BIND: `127.0.0.1:${opsPort}`,
+        OAUTH_PROXY_BASE_URL: `http://127.0.0.1:${opsPort}`,
+        ...common,
+        OAUTH_PROXY_UPSTREAM_CLIENT_ID: 'mcp-proxy-ops',
+        OAUTH_PROXY_UPSTREAM_CLIENT_SECRET: secrets.ops
+    };
     world.ops = await startProxy({
         name: 'ops',
         binary: BINARY,
@@ -1137,8 +1146,13 @@ async function scenario8() {
         detail(`none of the ${secrets.length} tokens, codes and secrets seen appears in the audit trail`);
 
         // The chain verifies; an edited copy fails naming the edited line.
-        const verified = await runBinary(['audit', 'verify', AUDIT_LOG]);
+        const verified = await runBinary(['audit', 'verify', AUDIT_LOG], world.opsEnv);
         expect(verified.code === 0, `audit verify exited ${verified.code}: ${oneLine(verified.stderr || verified.stdout)}`);
+        const summary = verified.stdout + verified.stderr;
+        expect(
+            /checkpoints? verified/.test(summary) && !/NOT checked/.test(summary),
+            `audit verify did not check the signed checkpoints: ${oneLine(summary)}`
+        );
         detail(`mcp-oauth-proxy audit verify: exit 0 (${oneLine(verified.stdout || verified.stderr).slice(0, 120)})`);
         const lines = text.split('\n');
         const editAt = Math.min(2, lines.length - 2); // the third line
