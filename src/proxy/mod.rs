@@ -12,6 +12,7 @@
 mod authorize;
 mod callback;
 mod memo;
+mod readiness;
 mod registration;
 mod resource;
 mod start;
@@ -19,6 +20,7 @@ mod token;
 mod types;
 pub mod upstream_refresh;
 
+pub use readiness::NotReady;
 pub use resource::{AccessGrant, BearerRefused, IntrospectionCaller};
 pub use start::{OAuthProxy, StartError, StoreActors};
 pub use types::{
