@@ -10,7 +10,8 @@
 //!
 //! Environment: `BENCH_DURATION` seconds per measurement (default 10),
 //! `BENCH_SCENARIOS` a comma list of
-//! `flow,refresh,register,metadata,mcp,mcp-real,memory,authorize` (default all),
+//! `flow,refresh,register,metadata,mcp,mcp-real,memory,authorize,audit` (default all),
+//! `BENCH_AUDIT_ROUNDS` alternating rounds of the audit on/off rows (default 4),
 //! `BENCH_BACKENDS` a comma list of `memory,directory,redis` (default all),
 //! `BENCH_GRANTS` grants stored for the memory scenario (default 100000),
 //! `BENCH_AUTHORIZE_REQUESTS` valid `/authorize` requests of the authorize
@@ -1037,6 +1038,89 @@ async fn measure_hop_references(
     (direct, via_nginx)
 }
 
+/// Issue 22: the full-flow and guarded-hop rows with the audit trail off and
+/// written to a file, in the same run. Two proxies (memory store) stay up
+/// side by side on core 0; the rows alternate between them for
+/// `BENCH_AUDIT_ROUNDS` rounds (default 4) of half a `BENCH_DURATION` each,
+/// so drift of the machine falls on both alike.
+async fn audit_on_and_off(upstream: &FastUpstream, backend: &str, seconds: u64) {
+    let rounds = env_number("BENCH_AUDIT_ROUNDS", 4).max(1) as usize;
+    let half = (seconds / 2).max(1);
+    let dir = tempfile::Builder::new()
+        .prefix("mcp-oauth-proxy-bench-audit-")
+        .tempdir()
+        .unwrap();
+    let audit_file = dir.path().join("audit.jsonl");
+    let audit_file = audit_file.display().to_string();
+    let off = start_server(
+        &proxy_binary(),
+        upstream,
+        backend,
+        "memory",
+        0,
+        &[("OAUTH_PROXY_AUDIT_LOG", "off")],
+    )
+    .await;
+    let on = start_server(
+        &proxy_binary(),
+        upstream,
+        backend,
+        "memory",
+        0,
+        &[("OAUTH_PROXY_AUDIT_LOG", audit_file.as_str())],
+    )
+    .await;
+    let json_headers = HashMap::from([("Content-Type", "application/json".to_string())]);
+    let mut scripts = Vec::new();
+    for proxy in [&off, &on] {
+        let token = full_flow(&mut Agent::default(), &proxy.base)
+            .await
+            .expect("a token")
+            .access_token;
+        let mut headers = json_headers.clone();
+        headers.insert("Authorization", format!("Bearer {token}"));
+        scripts.push(wrk_script("POST", MCP_BODY, &headers));
+    }
+    let (mut flows, mut hops): ([Vec<Measurement>; 2], [Vec<Measurement>; 2]) = Default::default();
+    for round in 0..rounds {
+        // Alternate which goes first, so neither always follows the other.
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for i in order {
+            let proxy = [&off, &on][i];
+            let pid = proxy.process.0.id();
+            let (mut m, cpu) = with_cpu(pid, measure_flows(&proxy.base, 16, half)).await;
+            m.proxy_cpu = Some(cpu);
+            flows[i].push(m);
+            let url = format!("{}/mcp", proxy.base);
+            let (mut m, cpu) = with_cpu(pid, async { run_wrk(&url, 16, half, scripts[i].path()).await }).await;
+            m.proxy_cpu = Some(cpu);
+            hops[i].push(m);
+        }
+    }
+    let lines = std::fs::read_to_string(&audit_file)
+        .map(|text| text.lines().count())
+        .unwrap_or(0);
+    for (what, runs) in [
+        ("full flow, c=16", &flows),
+        ("MCP POST through the proxy (wrk), c=16", &hops),
+    ] {
+        let (off_mean, on_mean) = (mean(runs[0].iter()), mean(runs[1].iter()));
+        row(&format!("[memory] {what}, audit trail off"), &off_mean, None);
+        row(
+            &format!("[memory] {what}, audit trail to a file"),
+            &on_mean,
+            Some(on_mean.per_sec / off_mean.per_sec),
+        );
+        println!(
+            "|   [memory] {what}: audit on / off {:.1}% (target >= 90%; {rounds} alternating rounds of {half}s)",
+            100.0 * on_mean.per_sec / off_mean.per_sec
+        );
+    }
+    println!("|   audit file: {lines} lines written during the rows");
+    drop(on);
+    drop(off);
+}
+
 #[actix_rt::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -1055,7 +1139,7 @@ async fn main() {
     let seconds = env_number("BENCH_DURATION", 10);
     let scenarios = env_list(
         "BENCH_SCENARIOS",
-        "flow,refresh,register,metadata,mcp,mcp-real,memory,authorize",
+        "flow,refresh,register,metadata,mcp,mcp-real,memory,authorize,audit",
     );
     let backends = env_list("BENCH_BACKENDS", "memory,directory,redis");
     let wants = |s: &str| scenarios.iter().any(|x| x == s);
@@ -1186,6 +1270,10 @@ async fn main() {
 
     if wants("mcp-real") {
         real_mcp_server(&upstream, seconds).await;
+    }
+
+    if wants("audit") {
+        audit_on_and_off(&upstream, &backend, seconds).await;
     }
 
     for storage_kind in &backends {

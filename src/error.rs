@@ -37,6 +37,8 @@ pub enum ErrorCode {
     InvalidToken,
     /// Too many registrations from one address (answered with 429).
     RateLimited,
+    /// The admin API: no such client or grant (404).
+    NotFound,
 }
 
 impl ErrorCode {
@@ -57,6 +59,7 @@ impl ErrorCode {
             ErrorCode::InvalidClientMetadata => "invalid_client_metadata",
             ErrorCode::InvalidToken => "invalid_token",
             ErrorCode::RateLimited => "temporarily_unavailable",
+            ErrorCode::NotFound => "not_found",
         }
     }
 }
@@ -309,6 +312,10 @@ impl Error {
             Error::Store(_) => Error::Page(PageReason::Refused {
                 code: ErrorCode::TemporarilyUnavailable,
                 description: STORE_UNAVAILABLE.to_string(),
+            }),
+            Error::AuditUnavailable => Error::Page(PageReason::Refused {
+                code: ErrorCode::TemporarilyUnavailable,
+                description: AUDIT_UNAVAILABLE.to_string(),
             }),
             internal if internal.is_internal() => {
                 log::error!("internal error: {}", Chain(&internal));

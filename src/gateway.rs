@@ -34,6 +34,7 @@ use url::Url;
 use crate::config::GatewayConfig;
 pub use path::{check_tail, PathRefused};
 
+pub mod call;
 mod path;
 #[cfg(test)]
 mod tests;

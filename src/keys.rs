@@ -133,6 +133,13 @@ impl Keys {
     }
 }
 
+/// The consent signing key kept in `<dir>/keys.json`, if one was generated
+/// there: read only (`audit verify` derives the checkpoint key from it and
+/// must never create or change the key file).
+pub fn kept_consent_key(dir: &Path) -> Result<Option<Vec<u8>>, KeyFileError> {
+    Ok(load(dir)?.consent_signing_key.map(String::into_bytes))
+}
+
 fn load(dir: &Path) -> Result<KeyFile, KeyFileError> {
     let path = dir.join("keys.json");
     let error = |problem: String| KeyFileError {

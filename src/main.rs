@@ -42,10 +42,10 @@ fn main() -> ExitCode {
             print!("{}", cli::USAGE);
             ExitCode::SUCCESS
         }
-        other => {
-            eprintln!("mcp-oauth-proxy: {other:?} is not built yet");
-            ExitCode::from(2)
-        }
+        Command::AuditVerify(files) => cli::audit::run_verify(&files),
+        // Parses the configuration as `serve` does; opens, binds and contacts nothing.
+        Command::CheckConfig => ExitCode::from(cli::check_config::run()),
+        Command::Admin(args) => ExitCode::from(cli::admin::run(&args)),
     }
 }
 
@@ -74,6 +74,18 @@ async fn serve() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // SIGHUP (logrotate's postrotate): the audit writer reopens its file.
+    match actix_web::rt::signal::unix::signal(actix_web::rt::signal::unix::SignalKind::hangup()) {
+        Ok(mut hangups) => {
+            let audit = proxy.audit().clone();
+            actix_web::rt::spawn(async move {
+                while hangups.recv().await.is_some() {
+                    audit.reopen();
+                }
+            });
+        }
+        Err(e) => log::warn!("cannot listen for SIGHUP (the audit log will not be reopened on it): {e}"),
+    }
     let listener = match TcpListener::bind(bind) {
         Ok(listener) => listener,
         Err(e) => {

@@ -261,8 +261,9 @@ impl EventMetrics {
             refused: counter_vec(
                 registry,
                 "requests_refused_total",
-                "Requests refused at the gateway or at /token, by endpoint and status.",
-                &["endpoint", "status"],
+                "Requests refused at the gateway, /token or /revoke (request.refused events), by status; \
+                 mcp_oauth_proxy_http_requests_total tells the routes apart.",
+                &["status"],
             ),
         }
     }
@@ -310,12 +311,11 @@ impl EventMetrics {
                 }
             }
             EventKind::RequestRefused => {
-                // A refusal at the gateway carries the MCP call it refused;
-                // one at /token does not.
-                let endpoint = if event.mcp.is_some() { "gateway" } else { "token" };
+                // The event does not say where it was refused: the HTTP
+                // request metrics count refusals by route.
                 let status = event.status.or(event.mcp.as_ref().map(|call| call.status));
                 let status = status.map_or("unknown", status_label);
-                self.refused.with_label_values(&[endpoint, status]).inc();
+                self.refused.with_label_values(&[status]).inc();
             }
             _ => {}
         }
@@ -473,10 +473,14 @@ pub enum StoreOperation {
     Purge,
     Count,
     SoonestExpiring,
+    Scan,
+    PutIndexed,
+    IndexScan,
+    IndexRemove,
 }
 
 impl StoreOperation {
-    pub const ALL: [StoreOperation; 9] = [
+    pub const ALL: [StoreOperation; 13] = [
         StoreOperation::Get,
         StoreOperation::Put,
         StoreOperation::Take,
@@ -486,6 +490,10 @@ impl StoreOperation {
         StoreOperation::Purge,
         StoreOperation::Count,
         StoreOperation::SoonestExpiring,
+        StoreOperation::Scan,
+        StoreOperation::PutIndexed,
+        StoreOperation::IndexScan,
+        StoreOperation::IndexRemove,
     ];
 
     fn as_str(self) -> &'static str {
@@ -499,6 +507,10 @@ impl StoreOperation {
             StoreOperation::Purge => "purge",
             StoreOperation::Count => "count",
             StoreOperation::SoonestExpiring => "soonest_expiring",
+            StoreOperation::Scan => "scan",
+            StoreOperation::PutIndexed => "put_indexed",
+            StoreOperation::IndexScan => "index_scan",
+            StoreOperation::IndexRemove => "index_remove",
         }
     }
 }

@@ -24,12 +24,14 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
-use super::{purge_interval, store_messages, sweep_every};
+use super::{purge_interval, store_messages};
+use crate::audit::{Event, EventKind, Outcome, RequestContext};
 use crate::client_address::RateKey;
 use crate::config::RegistrationLimits;
 use crate::crypto::{random_token, sha256_b64url};
 use crate::oauth::client::{RegisteredClient, ValidRegistration};
 use crate::oauth::now_secs;
+use crate::proxy::Recorder;
 use crate::rate_limit::KeyedLimit;
 use crate::store::{SealedTable, StoreError, Table};
 
@@ -92,18 +94,25 @@ struct RegistryTables {
     /// Never-used clients: client id → registration time (Unix µs), with
     /// the registration's lifetime (see the module docs).
     unused: Arc<dyn Table>,
+    /// When each client last completed a token exchange: client id → Unix
+    /// seconds (8 bytes, big-endian), as long as the client is kept. A
+    /// table of its own: the client record is never rewritten.
+    used: Arc<dyn Table>,
     limits: RegistrationLimits,
     unused_ttl: Duration,
     active_ttl: Duration,
     /// Registrations per client address, shared by replicas.
     rate: Option<Arc<KeyedLimit>>,
     seen_count: SeenCount,
+    /// Records `client.expired` (the sweep, evictions at the cap).
+    recorder: Option<Recorder>,
 }
 
 impl ClientRegistry {
     pub fn new(
         clients: SealedTable<RegisteredClient>,
         unused: Arc<dyn Table>,
+        used: Arc<dyn Table>,
         limits: RegistrationLimits,
         unused_ttl: Duration,
         active_ttl: Duration,
@@ -112,14 +121,22 @@ impl ClientRegistry {
             tables: RegistryTables {
                 clients,
                 unused,
+                used,
                 limits,
                 unused_ttl,
                 active_ttl,
                 rate: KeyedLimit::per_minute(limits.per_ip_per_minute).map(Arc::new),
                 seen_count: SeenCount::default(),
+                recorder: None,
             },
             sweeping: true,
         }
+    }
+
+    /// Records expired and evicted registrations in the audit trail.
+    pub fn recording(mut self, recorder: Recorder) -> Self {
+        self.tables.recorder = Some(recorder);
+        self
     }
 
     /// A copy for another thread, sharing the tables and the rate limiter.
@@ -133,6 +150,20 @@ impl ClientRegistry {
 
 impl RegistryTables {
     /// Counts a registration from `client`; whether it is over the limit.
+    /// Records a `client.expired` event (no request caused it). A required
+    /// trail that cannot take it is logged: the store has already changed.
+    fn record_expired(&self, client_id: Option<&str>, reason: String) {
+        let Some(recorder) = &self.recorder else {
+            return;
+        };
+        let mut event =
+            Event::new(EventKind::ClientExpired, Outcome::Success, &RequestContext::default()).reason(reason);
+        event.client_id = client_id.map(str::to_string);
+        if let Err(e) = recorder.record(event) {
+            log::warn!("client expiry not audited: {e}");
+        }
+    }
+
     fn rate_limited(&self, client: Option<RateKey>) -> bool {
         let (Some(limit), Some(key)) = (&self.rate, client) else {
             return false;
@@ -145,17 +176,20 @@ impl RegistryTables {
     }
 }
 
-/// Deletes the oldest never-used client; whether one went.
-async fn evict_oldest_unused(clients: &SealedTable<RegisteredClient>, unused: &dyn Table) -> Result<bool, StoreError> {
+/// Deletes the oldest never-used client; the one that went.
+async fn evict_oldest_unused(
+    clients: &SealedTable<RegisteredClient>,
+    unused: &dyn Table,
+) -> Result<Option<String>, StoreError> {
     for client_id in unused.soonest_expiring(EVICTION_SAMPLE).await? {
         // Only one taker: a first token exchange (which deletes the marker)
         // or another eviction that got here first makes this `None`.
         if unused.take(&client_id).await?.is_some() && clients.delete(&client_id).await? {
             log::info!("registration cap reached: evicted never-used client {client_id}");
-            return Ok(true);
+            return Ok(Some(client_id));
         }
     }
-    Ok(false)
+    Ok(None)
 }
 
 impl Actor for ClientRegistry {
@@ -166,7 +200,20 @@ impl Actor for ClientRegistry {
             return;
         }
         let interval = purge_interval(self.tables.unused_ttl);
-        sweep_every(ctx, interval, "client registry", self.tables.clients.clone());
+        // The sweep learns only how many registrations expired, not which.
+        ctx.run_interval(interval, |registry, ctx| {
+            let tables = registry.tables.clone();
+            ctx.spawn(actix::fut::wrap_future(async move {
+                match tables.clients.purge_expired().await {
+                    Ok(0) => {}
+                    Ok(expired) => tables.record_expired(
+                        None,
+                        format!("{expired} client registration(s) expired: never used within OAUTH_PROXY_UNUSED_CLIENT_TTL, or unused since their grants ended"),
+                    ),
+                    Err(e) => log::error!("client registry sweep failed: {e}"),
+                }
+            }));
+        });
         ctx.run_interval(interval, |registry, ctx| {
             let unused = registry.tables.unused.clone();
             ctx.spawn(actix::fut::wrap_future(async move {
@@ -175,6 +222,48 @@ impl Actor for ClientRegistry {
                 }
             }));
         });
+    }
+}
+
+/// When a client last completed a token exchange, if it has.
+async fn last_used(used: &dyn Table, client_id: &str) -> Result<Option<u64>, StoreError> {
+    Ok(used
+        .get(client_id)
+        .await?
+        .and_then(|bytes| bytes.try_into().ok())
+        .map(u64::from_be_bytes))
+}
+
+/// Which clients an admin listing shows.
+#[derive(Debug, Clone, Default)]
+pub struct ClientFilter {
+    /// A part of the client name, compared without regard to case.
+    pub name_contains: Option<String>,
+    /// A host one of its redirect URIs points at.
+    pub redirect_host: Option<String>,
+}
+
+impl ClientFilter {
+    pub fn accepts(&self, client: &RegisteredClient) -> bool {
+        let name_matches = self.name_contains.as_deref().is_none_or(|part| {
+            client
+                .client_name
+                .as_deref()
+                .is_some_and(|name| name.to_lowercase().contains(&part.to_lowercase()))
+        });
+        let host_matches = self.redirect_host.as_deref().is_none_or(|host| {
+            client.redirect_uris.iter().any(|uri| {
+                url::Url::parse(uri)
+                    .ok()
+                    .and_then(|url| {
+                        url.host_str().map(|h| {
+                            h.eq_ignore_ascii_case(host.trim_matches(['[', ']'])) || h.eq_ignore_ascii_case(host)
+                        })
+                    })
+                    .unwrap_or(false)
+            })
+        });
+        name_matches && host_matches
     }
 }
 
@@ -211,9 +300,17 @@ store_messages! {
                 count = clients.count().await?;
                 let mut evictions = 0;
                 while count >= max_clients {
-                    if evictions == MAX_EVICTIONS_PER_REGISTRATION || !evict_oldest_unused(clients, &**unused).await? {
+                    let evicted = match evictions < MAX_EVICTIONS_PER_REGISTRATION {
+                        true => evict_oldest_unused(clients, &**unused).await?,
+                        false => None,
+                    };
+                    let Some(evicted) = evicted else {
                         return Err(RegisterError::Full);
-                    }
+                    };
+                    t.record_expired(
+                        Some(&evicted),
+                        "never used, evicted at the registration cap (OAUTH_PROXY_MAX_CLIENTS)".into(),
+                    );
                     evictions += 1;
                     count -= 1;
                 }
@@ -256,11 +353,103 @@ store_messages! {
     /// A client completed a token exchange: keep it as long as its grants live.
     MarkClientUsed(pub String) -> Result<(), StoreError> {
         // Only the expiry changes: no read, decrypt and rewrite of the record.
-        // The never-used marker goes with the same commit.
-        let (touched, unmarked) =
-            futures_util::future::join(t.clients.touch(&msg.0, t.active_ttl), t.unused.delete(&msg.0)).await;
-        touched.and(unmarked).map(|_| ())
+        // The never-used marker and the time of use go with the same commit.
+        let (touched, unmarked, noted) = futures_util::future::join3(
+            t.clients.touch(&msg.0, t.active_ttl),
+            t.unused.delete(&msg.0),
+            t.used.put(&msg.0, now_secs().to_be_bytes().to_vec(), t.active_ttl),
+        )
+        .await;
+        touched.and(unmarked).and(noted).map(|_| ())
+    }
+
+    /// A client and when it last completed a token exchange (the admin API).
+    ClientUsage(pub String) -> Result<Option<(RegisteredClient, Option<u64>)>, StoreError> {
+        let Some(client) = t.clients.get(&msg.0).await? else {
+            return Ok(None);
+        };
+        Ok(Some((client, last_used(&*t.used, &msg.0).await?)))
+    }
+
+    /// A page of registered clients that `filter` accepts (the admin API),
+    /// from `cursor` on, up to `limit`, with the cursor of the next page.
+    /// Reads the table (registrations are capped).
+    ListClients {
+        pub filter: ClientFilter,
+        pub cursor: Option<String>,
+        pub limit: usize,
+    } -> Result<(Vec<(RegisteredClient, Option<u64>)>, Option<String>), StoreError> {
+        let (mut found, mut cursor) = (Vec::new(), msg.cursor);
+        while found.len() < msg.limit {
+            let page = t.clients.scan(cursor.as_deref(), msg.limit - found.len()).await?;
+            for client_id in page.keys {
+                if let Some(client) = t.clients.get(&client_id).await?.filter(|c| msg.filter.accepts(c)) {
+                    let used = last_used(&*t.used, &client_id).await?;
+                    found.push((client, used));
+                }
+            }
+            cursor = page.next;
+            if cursor.is_none() {
+                break;
+            }
+        }
+        Ok((found, cursor))
+    }
+
+    /// Deletes a client (the admin API; its grants are revoked by the
+    /// caller); answers whether it was registered.
+    DeleteClient(pub String) -> Result<bool, StoreError> {
+        let (deleted, unmarked, forgotten) = futures_util::future::join3(
+            t.clients.delete(&msg.0),
+            t.unused.delete(&msg.0),
+            t.used.delete(&msg.0),
+        )
+        .await;
+        unmarked?;
+        forgotten?;
+        deleted
     }
 }
 
 super::lifecycle_handlers!(ClientRegistry, tables.clients);
+
+#[cfg(test)]
+mod tests {
+    use super::ClientFilter;
+    use crate::oauth::client::{RegisteredClient, TokenEndpointAuthMethod};
+
+    fn client(name: Option<&str>, redirect_uri: &str) -> RegisteredClient {
+        RegisteredClient {
+            client_id: "c".into(),
+            client_secret_hash: None,
+            redirect_uris: vec![redirect_uri.into()],
+            token_endpoint_auth_method: TokenEndpointAuthMethod::None,
+            grant_types: vec![],
+            client_name: name.map(String::from),
+            client_uri: None,
+            scope: None,
+            issued_at: 0,
+        }
+    }
+
+    #[test]
+    fn the_client_filter_matches_a_part_of_the_name_in_any_case_and_a_redirect_host() {
+        let cursor = client(Some("Cursor IDE"), "https://app.Example.com/cb");
+        let filter = |name: Option<&str>, host: Option<&str>| ClientFilter {
+            name_contains: name.map(String::from),
+            redirect_host: host.map(String::from),
+        };
+        assert!(filter(None, None).accepts(&cursor));
+        assert!(filter(Some("cursor"), None).accepts(&cursor));
+        assert!(filter(Some("R ID"), None).accepts(&cursor));
+        assert!(!filter(Some("claude"), None).accepts(&cursor));
+        assert!(filter(None, Some("app.example.com")).accepts(&cursor));
+        assert!(
+            !filter(None, Some("example.com")).accepts(&cursor),
+            "the host, not a suffix"
+        );
+        assert!(!filter(Some("cursor"), Some("other.example")).accepts(&cursor));
+        assert!(!filter(Some("x"), None).accepts(&client(None, "http://127.0.0.1/cb")));
+        assert!(filter(None, Some("[::1]")).accepts(&client(None, "http://[::1]:8080/cb")));
+    }
+}

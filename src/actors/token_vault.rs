@@ -29,7 +29,7 @@ use actix::prelude::*;
 use super::{purge_interval, store_messages, sweep_every};
 use crate::oauth::now_secs;
 use crate::records::rotation::{claim, refresh_token_is_live, undo_rotation, Claimed, RefreshRequest};
-use crate::store::{Change, SealedTable, StoreError};
+use crate::store::{Change, IndexEntry, SealedTable, StoreError};
 
 use crate::records::{
     bounded_ttl, grant_id_of, Grant, GrantLifetime, IssuedPair, RefreshClaim, RotationUndo, UpstreamTokens,
@@ -51,6 +51,51 @@ struct VaultTables {
     access_ttl: Duration,
     /// The refresh token lifetime, and `OAUTH_PROXY_GRANT_MAX_LIFETIME`.
     lifetime: GrantLifetime,
+    /// Keys the hashes that name the grant indexes (see [`GrantIndexes`]).
+    indexes: GrantIndexes,
+}
+
+/// The names of the indexes a grant is filed under, by client and by
+/// subject, so an operator can list and revoke them (the admin API).
+/// Names are keyed hashes: the store never holds a subject (personal data)
+/// in clear outside the sealed grant, and a client id of any length (a
+/// client metadata document URL) makes a name of fixed size.
+#[derive(Clone)]
+pub struct GrantIndexes {
+    key: std::sync::Arc<[u8; 32]>,
+}
+
+impl GrantIndexes {
+    /// `secret`: a configured secret every instance sharing the store
+    /// holds (the consent signing key); the hashing key is derived from it.
+    pub fn new(secret: &[u8]) -> Self {
+        GrantIndexes {
+            key: std::sync::Arc::new(crate::crypto::derive_key(secret, "grant-index-names")),
+        }
+    }
+
+    fn name(&self, kind: &str, value: &str) -> String {
+        use base64::Engine;
+        use hmac::Mac;
+        let mut mac = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(&*self.key).expect("HMAC takes any key length");
+        mac.update(kind.as_bytes());
+        mac.update(b"\0");
+        mac.update(value.as_bytes());
+        let digest = mac.finalize().into_bytes();
+        // 128 bits: no collision among any realistic number of names.
+        format!(
+            "{kind}/{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..16])
+        )
+    }
+
+    pub fn by_client(&self, client_id: &str) -> String {
+        self.name("client", client_id)
+    }
+
+    pub fn by_subject(&self, subject: &str) -> String {
+        self.name("sub", subject)
+    }
 }
 
 impl TokenVault {
@@ -60,6 +105,7 @@ impl TokenVault {
         access_ttl: Duration,
         refresh_ttl: Duration,
         max_lifetime: Duration,
+        indexes: GrantIndexes,
     ) -> Self {
         TokenVault {
             tables: VaultTables {
@@ -70,9 +116,15 @@ impl TokenVault {
                     refresh_ttl,
                     max_lifetime,
                 },
+                indexes,
             },
             sweeping: true,
         }
+    }
+
+    /// Names the indexes grants are filed under.
+    pub fn indexes(&self) -> &GrantIndexes {
+        &self.tables.indexes
     }
 
     /// The grant table's generation (see [`crate::store::Table::generation`]).
@@ -95,6 +147,28 @@ impl VaultTables {
             return Ok(None);
         };
         Ok(self.grants.get(&grant_id).await?.map(|grant| (grant_id, grant)))
+    }
+
+    /// The index entries of a new grant: by client and by subject, each
+    /// until the grant's end, which no write of the grant outlives.
+    fn index_entries(&self, grant: &Grant, now: u64) -> Vec<IndexEntry> {
+        let Some(ttl) = bounded_ttl(
+            self.lifetime.max_lifetime,
+            grant.ends_at(self.lifetime.max_lifetime),
+            now,
+        ) else {
+            return Vec::new();
+        };
+        vec![
+            IndexEntry {
+                index: self.indexes.by_client(&grant.client_id),
+                ttl,
+            },
+            IndexEntry {
+                index: self.indexes.by_subject(&grant.subject),
+                ttl,
+            },
+        ]
     }
 
     /// What a write at `now` that keeps the grant does: put it for as long
@@ -170,7 +244,9 @@ store_messages! {
         pub grant: Grant,
         pub ttl: Duration,
     } -> Result<(), StoreError> {
-        t.grants.put(&msg.grant_id, &msg.grant, msg.ttl).await
+        // Filed by client and subject in the same atomic write.
+        let entries = t.index_entries(&msg.grant, now_secs());
+        t.grants.put_indexed(&msg.grant_id, &msg.grant, msg.ttl, &entries).await
     }
 
     /// Keeps a grant for as long as its refresh token lives (never past the
@@ -383,6 +459,73 @@ store_messages! {
     RevokeGrant(pub String) -> Result<Option<Grant>, StoreError> {
         t.grants.take(&msg.0).await
     }
+
+    /// A page of live grants (the admin API): those filed under `index`
+    /// (see [`GrantIndexes`]), or every grant when it is `None`, that
+    /// match the filters, from `cursor` on, up to `limit`; with the cursor
+    /// of the next page. Index entries of grants that are gone are removed
+    /// on the way.
+    ListGrants {
+        pub index: Option<String>,
+        pub subject: Option<String>,
+        pub client_id: Option<String>,
+        pub cursor: Option<String>,
+        pub limit: usize,
+    } -> Result<(Vec<(String, Grant)>, Option<String>), StoreError> {
+        let matches = |grant: &Grant| {
+            msg.subject.as_deref().is_none_or(|s| s == grant.subject)
+                && msg.client_id.as_deref().is_none_or(|c| c == grant.client_id)
+        };
+        let (mut found, mut cursor) = (Vec::new(), msg.cursor);
+        while found.len() < msg.limit {
+            let want = msg.limit - found.len();
+            let page = match &msg.index {
+                Some(index) => t.grants.index_scan(index, cursor.as_deref(), want).await?,
+                None => t.grants.scan(cursor.as_deref(), want).await?,
+            };
+            for grant_id in page.keys {
+                match t.grants.get(&grant_id).await? {
+                    Some(grant) if matches(&grant) => found.push((grant_id, grant)),
+                    Some(_) => {}
+                    None => {
+                        if let Some(index) = &msg.index {
+                            t.grants.index_remove(index, &grant_id).await?;
+                        }
+                    }
+                }
+            }
+            cursor = page.next;
+            if cursor.is_none() {
+                break;
+            }
+        }
+        Ok((found, cursor))
+    }
 }
 
 super::lifecycle_handlers!(TokenVault, tables.grants);
+
+#[cfg(test)]
+mod tests {
+    use super::GrantIndexes;
+
+    #[test]
+    fn index_names_hold_no_subject_in_clear_and_depend_on_the_key() {
+        let indexes = GrantIndexes::new(b"consent-signing-key-consent-signing-key");
+        let name = indexes.by_subject("alice@example.com");
+        assert!(name.starts_with("sub/") && !name.contains("alice"), "{name}");
+        assert_eq!(
+            name,
+            indexes.by_subject("alice@example.com"),
+            "the same name every time"
+        );
+        assert_ne!(name, indexes.by_subject("bob@example.com"));
+        // A client and a subject of the same value are different indexes.
+        assert_ne!(indexes.by_client("x")[7..], indexes.by_subject("x")[4..]);
+        let other_key = GrantIndexes::new(b"another-key-another-key-another-key-0");
+        assert_ne!(name, other_key.by_subject("alice@example.com"));
+        // A long client id (a metadata document URL) makes a short name.
+        let long = format!("https://example.com/{}", "c".repeat(2000));
+        assert_eq!(indexes.by_client(&long).len(), "client/".len() + 22);
+    }
+}

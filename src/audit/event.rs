@@ -54,6 +54,12 @@ pub enum EventKind {
     /// A request refused at the gateway or at `/token` (401/403).
     #[serde(rename = "request.refused")]
     RequestRefused,
+    /// The service started (the first event of each run).
+    #[serde(rename = "service.started")]
+    ServiceStarted,
+    /// The service is stopping (the last event of a clean stop).
+    #[serde(rename = "service.stopped")]
+    ServiceStopped,
 }
 
 impl EventKind {
@@ -78,6 +84,8 @@ impl EventKind {
             EventKind::UpstreamTokenRefreshed => "upstream.token_refreshed",
             EventKind::McpRequest => "mcp.request",
             EventKind::RequestRefused => "request.refused",
+            EventKind::ServiceStarted => "service.started",
+            EventKind::ServiceStopped => "service.stopped",
         }
     }
 }

@@ -148,23 +148,20 @@ fn gateway_requests_are_counted_by_status_with_latency_and_bytes() {
 }
 
 #[test]
-fn refusals_are_counted_by_endpoint_and_status() {
+fn refusals_are_counted_by_status() {
     let metrics = Metrics::new();
-    let mut at_gateway = event(EventKind::RequestRefused, Outcome::Refused).status(401);
-    at_gateway.mcp = Some(mcp(401, 0, 0, 0));
-    metrics.observe_event(&at_gateway);
+    metrics.observe_event(&event(EventKind::RequestRefused, Outcome::Refused).status(401));
     metrics.observe_event(&event(EventKind::RequestRefused, Outcome::Refused).status(401));
     metrics.observe_event(&event(EventKind::RequestRefused, Outcome::Refused).status(403));
     let text = metrics.render();
-    let refused = |endpoint: &str, status: &str| {
+    let refused = |status: &str| {
         sample(
             &text,
-            &format!("mcp_oauth_proxy_requests_refused_total{{endpoint=\"{endpoint}\",status=\"{status}\"}}"),
+            &format!("mcp_oauth_proxy_requests_refused_total{{status=\"{status}\"}}"),
         )
     };
-    assert_eq!(refused("gateway", "401"), Some(1.0));
-    assert_eq!(refused("token", "401"), Some(1.0));
-    assert_eq!(refused("token", "403"), Some(1.0));
+    assert_eq!(refused("401"), Some(2.0));
+    assert_eq!(refused("403"), Some(1.0));
 }
 
 #[test]

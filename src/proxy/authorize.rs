@@ -10,6 +10,7 @@ use super::{
     PENDING_FULL_RETRY_AFTER,
 };
 use crate::actors::transactions::{GetTransaction, PutTransaction, StartRefusal, StartTransaction, TakeTransaction};
+use crate::audit::{Event, EventKind, Outcome, RequestContext};
 use crate::config::Config;
 use crate::crypto::{constant_time_eq, random_token, sha256_b64url};
 use crate::error::{ClientRedirect, Error, ErrorCode, PageReason};
@@ -59,6 +60,7 @@ impl OAuthProxy {
         &self,
         request: AuthorizeRequest<'_>,
         browser: &BrowserContext,
+        ctx: &RequestContext,
     ) -> Result<AuthorizeOutcome, Error> {
         let config = &self.inner.config;
         let Some(client_id) = request.client_id.as_deref().filter(|c| !c.is_empty()) else {
@@ -166,6 +168,7 @@ impl OAuthProxy {
             )
         });
         let upstream = self.upstream_url(&transaction_id, &upstream_challenge);
+        let scope = transaction.scopes.to_oauth_string();
         let started = self
             .actors()
             .transactions
@@ -182,6 +185,15 @@ impl OAuthProxy {
                 })
             }
             Err(StartRefusal::Store(e)) => return Err(e.into()),
+        }
+        let client_event =
+            |kind| Event::new(kind, Outcome::Success, ctx).client(client.client_id.clone(), client.client_name.clone());
+        self.record(client_event(EventKind::AuthorizationStarted).scope(scope.clone()))?;
+        if remembered && config.consent_required {
+            // This browser approved the client before: no page is shown.
+            let mut approved = client_event(EventKind::ConsentApproved).scope(scope);
+            approved.remembered = Some(true);
+            self.record(approved)?;
         }
 
         let Some((csrf_token, scopes)) = consent else {
@@ -228,7 +240,12 @@ impl OAuthProxy {
     /// `POST /consent`: checks the CSRF token and the browser, then approves
     /// (redirect upstream) or denies (redirect to the client with
     /// `access_denied`).
-    pub async fn handle_consent(&self, form: ConsentForm, browser: &BrowserContext) -> Result<ConsentOutcome, Error> {
+    pub async fn handle_consent(
+        &self,
+        form: ConsentForm,
+        browser: &BrowserContext,
+        ctx: &RequestContext,
+    ) -> Result<ConsentOutcome, Error> {
         let transaction = self
             .actors()
             .transactions
@@ -245,8 +262,16 @@ impl OAuthProxy {
             return Err(Error::page(PageReason::ConsentNotIssuedHere));
         }
         let back = stored_client_redirect(&self.inner.config, &transaction.redirect_uri, transaction.state.clone())?;
+        // The decision's event (`event` set below): made by the user on
+        // the page, not by a remembered decision.
+        let client_name = self.client_name(&transaction.client_id).await;
+        let mut decided = Event::new(EventKind::ConsentApproved, Outcome::Success, ctx)
+            .client(transaction.client_id.clone(), client_name)
+            .scope(transaction.scopes.to_oauth_string());
+        decided.remembered = Some(false);
         match form.decision.as_str() {
             "approve" => {
+                self.record(decided)?;
                 transaction.approved = true;
                 let challenge = match &transaction.upstream_verifier {
                     Some(verifier) => sha256_b64url(verifier.as_bytes()),
@@ -266,6 +291,8 @@ impl OAuthProxy {
                 })
             }
             "deny" => {
+                decided.event = EventKind::ConsentDenied;
+                self.record(decided)?;
                 let _ = self
                     .actors()
                     .transactions

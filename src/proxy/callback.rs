@@ -11,6 +11,7 @@ use super::{BrowserContext, CallbackParams, OAuthProxy};
 use crate::actors::codes::StoreCode;
 use crate::actors::token_vault::CreateGrant;
 use crate::actors::transactions::TakeTransaction;
+use crate::audit::{Event, EventKind, Outcome, RequestContext};
 use crate::crypto::{constant_time_eq, random_token, sha256_b64url};
 use crate::error::{ClientRedirect, Error, ErrorCode, PageReason};
 use crate::oauth::jwt::RESERVED_CLAIMS;
@@ -23,6 +24,12 @@ use crate::upstream::{unverified_jwt_claims, UpstreamError};
 /// Where an upstream's user id is found, in order (OIDC `sub`; GitHub's
 /// userinfo has `id` and `login`).
 const SUBJECT_CLAIMS: [&str; 3] = ["sub", "id", "login"];
+
+/// The claim whose value the audit trail records beside the subject.
+const EMAIL_CLAIM: &str = "email";
+
+/// The most of an upstream's error text an audit event keeps.
+const MAX_UPSTREAM_REASON: usize = 300;
 
 /// An upstream failure during the callback, sent back to the client.
 fn upstream_redirect_error(back: &ClientRedirect, error: UpstreamError) -> Error {
@@ -41,7 +48,12 @@ impl OAuthProxy {
     /// The upstream callback: consumes the transaction, exchanges the upstream
     /// code (unless the client's PKCE is forwarded, then at `/token`), and
     /// redirects to the client with a proxy code, `state` and `iss`.
-    pub async fn handle_callback(&self, params: CallbackParams, browser: &BrowserContext) -> Result<Url, Error> {
+    pub async fn handle_callback(
+        &self,
+        params: CallbackParams,
+        browser: &BrowserContext,
+        ctx: &RequestContext,
+    ) -> Result<Url, Error> {
         let config = &self.inner.config;
         let Some(state) = params.state.as_deref().filter(|s| !s.is_empty()) else {
             return Err(expired_page());
@@ -65,7 +77,18 @@ impl OAuthProxy {
             return Err(Error::page(PageReason::SignInNotAccepted));
         }
         let back = stored_client_redirect(config, &transaction.redirect_uri, transaction.state.clone())?;
+        let client_name = self.client_name(&transaction.client_id).await;
+        let client_event =
+            |kind, outcome| Event::new(kind, outcome, ctx).client(transaction.client_id.clone(), client_name.clone());
+        let sign_in_failed = |reason: String| {
+            let reason: String = reason.chars().take(MAX_UPSTREAM_REASON).collect();
+            self.record(client_event(EventKind::UpstreamSignIn, Outcome::Failure).reason(reason))
+        };
         if let Some(error) = params.error.as_deref() {
+            sign_in_failed(match params.error_description.as_deref() {
+                Some(description) => format!("{error}: {description}"),
+                None => error.to_string(),
+            })?;
             // Upstream codes that mean the same to the client pass through.
             let code = match error {
                 "access_denied" => ErrorCode::AccessDenied,
@@ -86,6 +109,7 @@ impl OAuthProxy {
             return Err(Error::redirect(&back, code, description));
         }
         let Some(upstream_code) = params.code.filter(|c| !c.is_empty()) else {
+            sign_in_failed("the upstream provider sent no code".into())?;
             return Err(Error::redirect(
                 &back,
                 ErrorCode::ServerError,
@@ -96,13 +120,14 @@ impl OAuthProxy {
         let grant_id = random_token(24);
         let (pending_upstream_code, grant, prepared) = match &transaction.upstream_verifier {
             Some(verifier) => {
-                let tokens = self
-                    .inner
-                    .upstream
-                    .exchange_code(&upstream_code, Some(verifier))
-                    .await
-                    .map_err(|e| upstream_redirect_error(&back, e))?;
-                let mut grant = self
+                let tokens = match self.inner.upstream.exchange_code(&upstream_code, Some(verifier)).await {
+                    Ok(tokens) => tokens,
+                    Err(e) => {
+                        sign_in_failed(format!("the upstream code exchange failed: {e}"))?;
+                        return Err(upstream_redirect_error(&back, e));
+                    }
+                };
+                let (mut grant, email) = self
                     .grant_from_upstream(
                         tokens,
                         &transaction.client_id,
@@ -110,6 +135,11 @@ impl OAuthProxy {
                         &transaction.resource,
                     )
                     .await;
+                self.record(
+                    client_event(EventKind::UpstreamSignIn, Outcome::Success)
+                        .subject(grant.subject.clone(), email)
+                        .grant(grant_id.clone()),
+                )?;
                 // Swap mode: the grant is written with the ids of the tokens
                 // its code will be redeemed for, and the code carries what
                 // they are signed with, so /token need not rewrite or even
@@ -138,6 +168,12 @@ impl OAuthProxy {
         };
 
         let code = random_token(32);
+        // Forwarded PKCE: the sign-in completes at /token (the subject is
+        // known from then on).
+        let mut issued = client_event(EventKind::CodeIssued, Outcome::Success)
+            .grant(grant_id.clone())
+            .scope(transaction.scopes.to_oauth_string());
+        issued.subject = grant.as_ref().map(|grant| grant.subject.clone());
         let actors = self.actors();
         let store_code = actors.codes.send(StoreCode {
             code: code.clone(),
@@ -176,18 +212,21 @@ impl OAuthProxy {
             stored?
                 .map_err(|e| Error::redirect(&back, ErrorCode::TemporarilyUnavailable, Error::from(e).to_string()))?;
         }
+        self.record(issued)?;
         Ok(back.with_params(&[("code", &code)]))
     }
 
     /// Builds a grant from an upstream token set: the subject and custom
-    /// claims come from the ID token, a JWT access token, or userinfo.
+    /// claims come from the ID token, a JWT access token, or userinfo. The
+    /// user's email, when the upstream named one, comes back beside it (for
+    /// the audit trail).
     pub(super) async fn grant_from_upstream(
         &self,
         upstream: UpstreamTokens,
         client_id: &str,
         scopes: &Scopes,
         resource: &str,
-    ) -> Grant {
+    ) -> (Grant, Option<String>) {
         let config = &self.inner.config;
         let mut source = Map::new();
         if self.inner.upstream.userinfo_endpoint.is_some() {
@@ -200,6 +239,7 @@ impl OAuthProxy {
         let wanted: Vec<&str> = SUBJECT_CLAIMS
             .iter()
             .copied()
+            .chain([EMAIL_CLAIM])
             .chain(config.custom_claims.iter().map(String::as_str))
             .collect();
         for token in [upstream.id_token.as_deref(), Some(upstream.access_token.as_str())]
@@ -230,7 +270,11 @@ impl OAuthProxy {
             .filter_map(|name| source.get(name).map(|value| (name.as_str(), value)))
             .collect();
         let claims = serde_json::to_string(&custom).unwrap_or_else(|_| "{}".to_string());
-        Grant {
+        let email = match source.get(EMAIL_CLAIM) {
+            Some(Value::String(email)) if !email.is_empty() => Some(email.clone()),
+            _ => None,
+        };
+        let grant = Grant {
             client_id: client_id.to_string(),
             subject,
             scopes: scopes.clone(),
@@ -242,6 +286,7 @@ impl OAuthProxy {
             passthrough_refresh_hash: None,
             revoked_access: Vec::new(),
             created_at: now_secs(),
-        }
+        };
+        (grant, email)
     }
 }

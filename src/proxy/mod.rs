@@ -9,6 +9,7 @@
 //! endpoint, revocation, introspection). `types` holds the request and
 //! response types they share.
 
+pub mod admin;
 mod authorize;
 mod callback;
 mod memo;
@@ -22,7 +23,7 @@ pub mod upstream_refresh;
 
 pub use readiness::NotReady;
 pub use resource::{AccessGrant, BearerRefused, IntrospectionCaller};
-pub use start::{OAuthProxy, StartError, StoreActors};
+pub use start::{OAuthProxy, Recorder, StartError, StoreActors};
 pub use types::{
     AuthorizeOutcome, AuthorizeQueryError, AuthorizeRequest, BrowserContext, CallbackParams, ClientCredentials,
     ClientInformation, CodeExchange, ConsentForm, ConsentOutcome, ConsentPrompt, RefreshExchange, TokenResponse,

@@ -6,6 +6,7 @@ use std::rc::Rc;
 
 use super::{memo, ClientInformation, OAuthProxy};
 use crate::actors::client_registry::{GetClient, RegisterClient, RegisterError};
+use crate::audit::{Event, EventKind, Outcome, RequestContext};
 use crate::error::{Error, ErrorCode};
 use crate::oauth::client::{RegisteredClient, RegistrationRequest};
 
@@ -15,6 +16,7 @@ impl OAuthProxy {
         &self,
         request: RegistrationRequest,
         client_ip: Option<IpAddr>,
+        ctx: &RequestContext,
     ) -> Result<ClientInformation, Error> {
         let config = &self.inner.config;
         let registration = request.validate(config.allowed_redirect_uri_patterns.as_deref())?;
@@ -34,9 +36,19 @@ impl OAuthProxy {
         // MCP clients go to /authorize right after registering: the record
         // written is the record that would be read back (client records are
         // never rewritten), so this thread remembers it as a read would.
+        self.record(
+            Event::new(EventKind::ClientRegistered, Outcome::Success, ctx)
+                .client(client.client_id.clone(), client.client_name.clone()),
+        )?;
         let client = Rc::new(client);
         memo::CLIENTS.with(|memo| memo.remember(&client.client_id, Some(memo::UNCHANGING), &Some(client.clone())));
         Ok(ClientInformation { client, client_secret })
+    }
+
+    /// A client's registered name, for audit events (through the memo).
+    pub async fn client_name(&self, client_id: &str) -> Option<String> {
+        let client = self.client(client_id).await.ok().flatten()?;
+        client.client_name.clone()
     }
 
     pub(super) async fn client(&self, client_id: &str) -> Result<Option<Rc<RegisteredClient>>, Error> {

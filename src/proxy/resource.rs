@@ -11,6 +11,7 @@ use super::{memo, OAuthProxy};
 use crate::actors::token_vault::{
     LookupAccessToken, LookupPassThrough, LookupRefreshToken, RevokeAccessToken, RevokeGrant,
 };
+use crate::audit::{Event, EventKind, Outcome, RequestContext, RevokedBy};
 use crate::crypto::{constant_time_eq, sha256_b64url};
 use crate::error::Error;
 use crate::oauth::client::RegisteredClient;
@@ -152,7 +153,11 @@ impl OAuthProxy {
     /// an expired one is refreshed first (one refresh shared by concurrent
     /// requests and by `/token`); in pass-through mode it is the client's own
     /// token.
-    pub async fn upstream_access_token(&self, access: &AccessGrant) -> Result<String, RefreshFailed> {
+    pub async fn upstream_access_token(
+        &self,
+        access: &AccessGrant,
+        ctx: &RequestContext,
+    ) -> Result<String, RefreshFailed> {
         let upstream = &access.grant().upstream;
         let expiring = upstream
             .expires_at
@@ -166,6 +171,9 @@ impl OAuthProxy {
             refresh_token,
             passthrough: false,
             late_window: GATEWAY_LATE_WINDOW,
+            context: ctx.clone(),
+            client_id: access.grant().client_id.clone(),
+            subject: access.grant().subject.clone(),
         };
         let refreshed = self
             .inner
@@ -177,12 +185,28 @@ impl OAuthProxy {
 
     /// RFC 7009: revokes a token issued to `client`. Unknown tokens and tokens
     /// of other clients are ignored (the answer is 200 either way, §2.2).
-    pub async fn revoke_token(&self, client: &RegisteredClient, token: &str, hint: Option<&str>) -> Result<(), Error> {
+    pub async fn revoke_token(
+        &self,
+        client: &RegisteredClient,
+        token: &str,
+        hint: Option<&str>,
+        ctx: &RequestContext,
+    ) -> Result<(), Error> {
         let vault = &self.actors().vault;
+        let revoked = |kind, grant_id: &str, subject: &str| {
+            self.record(
+                Event::new(kind, Outcome::Success, ctx)
+                    .client(client.client_id.clone(), client.client_name.clone())
+                    .subject(subject, None)
+                    .grant(grant_id)
+                    .revoked_by(RevokedBy::Client),
+            )
+        };
         if !self.inner.config.token_swap {
             if let Ok((grant_id, grant)) = self.passthrough_grant(token).await {
                 if grant.client_id == client.client_id {
                     self.revoke_grant(&grant_id).await?;
+                    revoked(EventKind::GrantRevoked, &grant_id, &grant.subject)?;
                 }
             }
             return Ok(());
@@ -204,16 +228,19 @@ impl OAuthProxy {
                 TokenUse::Access => {
                     vault
                         .send(RevokeAccessToken {
-                            jti: claims.jti,
+                            jti: claims.jti.clone(),
                             exp: claims.exp,
                         })
-                        .await??
+                        .await??;
+                    let grant_id = claims.jti.split_once('.').map_or("", |(grant_id, _)| grant_id);
+                    revoked(EventKind::TokenRevoked, grant_id, &claims.sub)?;
                 }
                 TokenUse::Refresh => {
                     // Revoking a refresh token revokes its grant: every access
                     // token and the stored upstream tokens (RFC 7009 §2.1).
-                    if let Some((grant_id, _)) = vault.send(LookupRefreshToken { jti: claims.jti }).await?? {
+                    if let Some((grant_id, grant)) = vault.send(LookupRefreshToken { jti: claims.jti }).await?? {
                         self.revoke_grant(&grant_id).await?;
+                        revoked(EventKind::GrantRevoked, &grant_id, &grant.subject)?;
                     }
                 }
             }

@@ -12,8 +12,9 @@ use jsonwebtoken::Algorithm;
 use serde_json::Value;
 
 use super::upstream_refresh::RefreshFlights;
+use crate::actors::token_vault::GrantIndexes;
 use crate::actors::{ClientRegistry, CodeStore, Shutdown, TokenVault, TransactionStore};
-use crate::audit::{Audit, AuditStartError, Event};
+use crate::audit::{Audit, AuditStartError, CheckpointKey, Event};
 use crate::config::{Config, JwtAlgorithm};
 use crate::crypto::Sealer;
 use crate::keys::{KeyFileError, Keys};
@@ -117,8 +118,29 @@ pub(super) struct Inner {
     pub(super) backend: Backend,
     pub(super) audit: Audit,
     pub(super) metrics: Arc<Metrics>,
+    /// `audit` and `metrics` together, for [`OAuthProxy::record`] and the
+    /// parts that record without a proxy at hand.
+    pub(super) recorder: Recorder,
     /// Names this process in audit events and logs.
     pub(super) instance_id: String,
+}
+
+/// Records audit events and counts them in the metrics: what
+/// [`OAuthProxy::record`] does, handed to the parts of the proxy that record
+/// without one at hand (the client registry's sweep, the upstream refresh
+/// flights).
+#[derive(Clone)]
+pub struct Recorder {
+    audit: Audit,
+    metrics: Arc<Metrics>,
+}
+
+impl Recorder {
+    /// See [`OAuthProxy::record`].
+    pub fn record(&self, event: Event) -> Result<(), crate::Error> {
+        self.metrics.observe_event(&event);
+        Ok(self.audit.record(event)?)
+    }
 }
 
 /// The OAuth proxy: cheap to clone, shared by every worker.
@@ -162,6 +184,13 @@ impl OAuthProxy {
         // The cookie library wants 64 bytes of key material: derive them.
         let cookie_keys = crate::crypto::CookieKeys::derive(&keys.consent);
 
+        let instance_id = crate::crypto::random_token(8);
+        let audit = Audit::start(&config.operations, &instance_id, CheckpointKey::derive(&keys.consent))?;
+        let recorder = Recorder {
+            audit: audit.clone(),
+            metrics: metrics.clone(),
+        };
+
         // Only the client and transaction counts are read while serving (the
         // registration and pending-authorization caps).
         let lifetimes = config.lifetimes;
@@ -169,10 +198,12 @@ impl OAuthProxy {
             clients: ClientRegistry::new(
                 SealedTable::new("client", table("client", Counting::Kept)?, sealer.clone()),
                 table("client_unused", Counting::OnRequest)?,
+                table("client_used", Counting::OnRequest)?,
                 config.registration,
                 lifetimes.unused_client,
                 lifetimes.refresh_token.max(lifetimes.unused_client),
-            ),
+            )
+            .recording(recorder.clone()),
             transactions: TransactionStore::new(
                 SealedTable::new(
                     "transaction",
@@ -204,6 +235,7 @@ impl OAuthProxy {
                 lifetimes.access_token,
                 lifetimes.refresh_token,
                 lifetimes.grant_max,
+                GrantIndexes::new(&keys.consent),
             ),
         };
         let primary = StoreActors {
@@ -214,8 +246,6 @@ impl OAuthProxy {
         };
 
         let authorize_limit = crate::rate_limit::KeyedLimit::per_minute(config.authorize_rate_limit);
-        let instance_id = crate::crypto::random_token(8);
-        let audit = Audit::start(&config.operations, &instance_id)?;
         Ok(OAuthProxy {
             inner: Arc::new(Inner {
                 config,
@@ -225,11 +255,12 @@ impl OAuthProxy {
                 primary,
                 primary_thread: std::thread::current().id(),
                 prototypes,
-                refresh_flights: RefreshFlights::default(),
+                refresh_flights: RefreshFlights::new(recorder.clone()),
                 authorize_limit,
                 backend,
                 audit,
                 metrics,
+                recorder,
                 instance_id,
             }),
         })
@@ -243,8 +274,7 @@ impl OAuthProxy {
     /// when `OAUTH_PROXY_AUDIT_REQUIRED` is true and the event cannot be
     /// taken: the request then fails with 503.
     pub fn record(&self, event: Event) -> Result<(), crate::Error> {
-        self.inner.metrics.observe_event(&event);
-        Ok(self.inner.audit.record(event)?)
+        self.inner.recorder.record(event)
     }
 
     pub fn audit(&self) -> &Audit {

@@ -12,6 +12,7 @@ use crate::actors::codes::RedeemCode;
 use crate::actors::token_vault::{
     ClaimRefresh, CreateGrant, GetGrant, IssuePassThrough, KeepGrant, LookupPassThrough, RevokeGrant, UndoRotation,
 };
+use crate::audit::{Event, EventKind, Outcome, RequestContext, RevokedBy};
 use crate::crypto::{constant_time_eq, random_token, sha256_b64url};
 use crate::error::{Error, ErrorCode};
 use crate::oauth::client::RegisteredClient;
@@ -50,6 +51,14 @@ impl<'a> TokenSubject<'a> {
     }
 }
 
+/// Whose grant an upstream refresh at `/token` is for (its audit event).
+struct RefreshAbout<'a> {
+    grant_id: &'a str,
+    client_id: &'a str,
+    subject: &'a str,
+    ctx: &'a RequestContext,
+}
+
 impl OAuthProxy {
     /// Authenticates a client at the token endpoint per its registered method;
     /// Basic and post are both accepted from confidential clients (clients mix
@@ -78,8 +87,11 @@ impl OAuthProxy {
         &self,
         client: &RegisteredClient,
         exchange: CodeExchange,
+        ctx: &RequestContext,
     ) -> Result<TokenResponse, Error> {
         let config = &self.inner.config;
+        let client_event =
+            |kind, outcome| Event::new(kind, outcome, ctx).client(client.client_id.clone(), client.client_name.clone());
         let outcome = self
             .actors()
             .codes
@@ -98,6 +110,13 @@ impl OAuthProxy {
             CodeOutcome::Duplicate(record, redemption) => {
                 let grant = self.actors().vault.send(GetGrant(record.grant_id.clone())).await??;
                 let grant = grant.ok_or_else(|| Error::invalid_grant("the authorization code was already used"))?;
+                self.record(
+                    client_event(EventKind::CodeRedeemed, Outcome::Success)
+                        .subject(grant.subject.clone(), None)
+                        .grant(record.grant_id.clone())
+                        .scope(grant.scopes.to_oauth_string())
+                        .reason("the same redemption repeated at once: answered with the same tokens"),
+                )?;
                 let pair = IssuedPair {
                     access_jti: redemption.access_jti,
                     refresh_jti: redemption.refresh_jti,
@@ -111,7 +130,19 @@ impl OAuthProxy {
                     "authorization code replayed by client {}; revoking its tokens",
                     client.client_id
                 );
-                self.actors().vault.send(RevokeGrant(grant_id)).await??;
+                let revoked = self.actors().vault.send(RevokeGrant(grant_id.clone())).await??;
+                let subject = revoked.map(|grant| grant.subject);
+                let mut replayed = client_event(EventKind::CodeReplayDetected, Outcome::Refused)
+                    .grant(grant_id.clone())
+                    .reason("the authorization code was already used; its grant is revoked");
+                replayed.subject = subject.clone();
+                self.record(replayed)?;
+                let mut revoked = client_event(EventKind::GrantRevoked, Outcome::Success)
+                    .grant(grant_id)
+                    .revoked_by(RevokedBy::ReuseDetection)
+                    .reason("authorization code replay");
+                revoked.subject = subject;
+                self.record(revoked)?;
                 return Err(Error::invalid_grant("the authorization code was already used"));
             }
             CodeOutcome::Refused(refusal) => {
@@ -141,6 +172,17 @@ impl OAuthProxy {
             issued_at: redemption.at,
             scope: record.scopes.to_oauth_string(),
         };
+        // `code.redeemed` and `token.issued`, once the subject is known.
+        let issued = |subject: &str| -> Result<(), Error> {
+            let event = |kind| {
+                client_event(kind, Outcome::Success)
+                    .subject(subject, None)
+                    .grant(record.grant_id.clone())
+                    .scope(pair.scope.clone())
+            };
+            self.record(event(EventKind::CodeRedeemed))?;
+            self.record(event(EventKind::TokensIssued))
+        };
         let actors = self.actors();
         // Keeping the client registered and the grant's own write are
         // independent: issued together, they share one commit.
@@ -149,15 +191,26 @@ impl OAuthProxy {
         if let Some(upstream_code) = &record.pending_upstream_code {
             // Forwarded PKCE: the grant is made now, in swap mode with its
             // first pair and the refresh token's lifetime.
-            let tokens = self
-                .inner
-                .upstream
-                .exchange_code(upstream_code, Some(&verifier))
-                .await
-                .map_err(upstream_token_error)?;
-            let mut grant = self
+            let tokens = match self.inner.upstream.exchange_code(upstream_code, Some(&verifier)).await {
+                Ok(tokens) => tokens,
+                Err(e) => {
+                    let reason = format!("the upstream code exchange failed: {e}");
+                    self.record(
+                        client_event(EventKind::UpstreamSignIn, Outcome::Failure)
+                            .grant(record.grant_id.clone())
+                            .reason(reason),
+                    )?;
+                    return Err(upstream_token_error(e));
+                }
+            };
+            let (mut grant, email) = self
                 .grant_from_upstream(tokens, &record.client_id, &record.scopes, &record.resource)
                 .await;
+            self.record(
+                client_event(EventKind::UpstreamSignIn, Outcome::Success)
+                    .subject(grant.subject.clone(), email)
+                    .grant(record.grant_id.clone()),
+            )?;
             // The grant's lifetime counts from the sign-in, not from now.
             grant.created_at = record.grant_created_at;
             let create = |grant, ttl| {
@@ -173,8 +226,10 @@ impl OAuthProxy {
                 let ends_at = grant.ends_at(config.lifetimes.grant_max);
                 let ttl = bounded_ttl(config.lifetimes.refresh_token, ends_at, now_secs())
                     .ok_or_else(|| Error::invalid_grant("the authorization has expired"))?;
+                let subject = grant.subject.clone();
                 let (_, created) = futures_util::future::join(keep_client(), create(grant, ttl)).await;
                 created??;
+                issued(&subject)?;
                 return Ok(answer);
             }
             create(grant, config.lifetimes.authorization_code).await??;
@@ -202,7 +257,9 @@ impl OAuthProxy {
                     .grant_created_at
                     .saturating_add(config.lifetimes.grant_max.as_secs()),
             };
-            return self.signed_pair(&about, &pair);
+            let answer = self.signed_pair(&about, &pair)?;
+            issued(&prepared.subject)?;
+            return Ok(answer);
         }
 
         // Pass-through: the client gets the upstream tokens, recorded by hash.
@@ -227,7 +284,9 @@ impl OAuthProxy {
         let (_, grant) = futures_util::future::join(keep_client(), issue).await;
         let grant = grant??;
         let grant = grant.ok_or_else(|| Error::invalid_grant("the authorization has expired"))?;
-        self.token_response(&grant, &pair)
+        let answer = self.token_response(&grant, &pair)?;
+        issued(&grant.subject)?;
+        Ok(answer)
     }
 
     /// Swap mode: sign the proxy pair; pass-through: hand out the upstream tokens.
@@ -294,9 +353,10 @@ impl OAuthProxy {
         &self,
         client: &RegisteredClient,
         exchange: RefreshExchange,
+        ctx: &RequestContext,
     ) -> Result<TokenResponse, Error> {
         if !self.inner.config.token_swap {
-            return self.refresh_pass_through(client, exchange).await;
+            return self.refresh_pass_through(client, exchange, ctx).await;
         }
         let claims = self
             .inner
@@ -335,11 +395,22 @@ impl OAuthProxy {
             issued_at: now_secs(),
             scope: scope.to_oauth_string(),
         };
+        let grant_event = |kind, outcome| {
+            Event::new(kind, outcome, ctx)
+                .client(client.client_id.clone(), client.client_name.clone())
+                .subject(claims.sub.clone(), None)
+                .grant(grant_id)
+        };
+        let refreshed = |grace_replay: bool, scope: &str| {
+            let mut event = grant_event(EventKind::TokensRefreshed, Outcome::Success).scope(scope);
+            event.grace_replay = Some(grace_replay);
+            self.record(event)
+        };
         let claim = self
             .actors()
             .vault
             .send(ClaimRefresh {
-                refresh_jti: claims.jti,
+                refresh_jti: claims.jti.clone(),
                 client_id: client.client_id.clone(),
                 successor: successor.clone(),
             })
@@ -351,10 +422,20 @@ impl OAuthProxy {
                 undo,
             } => {
                 if let Some(upstream_refresh) = grant.upstream.refresh_token.clone() {
-                    match self.refresh_upstream(&grant_id, upstream_refresh, false).await {
+                    let about = RefreshAbout {
+                        grant_id: &grant_id,
+                        client_id: &client.client_id,
+                        subject: &grant.subject,
+                        ctx,
+                    };
+                    match self.refresh_upstream(about, upstream_refresh, false).await {
                         Ok(tokens) => grant.upstream = tokens,
                         Err(RefreshFailed::Refused(why)) => {
                             self.actors().vault.send(RevokeGrant(grant_id)).await??;
+                            self.record(
+                                grant_event(EventKind::GrantRevoked, Outcome::Success)
+                                    .reason(format!("the upstream refused the refresh: {why}")),
+                            )?;
                             return Err(Error::invalid_grant(format!(
                                 "the upstream grant is no longer valid: {why}"
                             )));
@@ -378,15 +459,39 @@ impl OAuthProxy {
                     .current
                     .clone()
                     .ok_or(Error::Invariant("rotated grant has no current pair"))?;
-                self.token_response(&grant, &pair)
+                let answer = self.token_response(&grant, &pair)?;
+                refreshed(false, &pair.scope)?;
+                Ok(answer)
             }
-            RefreshClaim::GraceReplay { grant, pair } => self.token_response(&grant, &pair),
-            RefreshClaim::ReuseDetected => Err(Error::invalid_grant(
-                "refresh token reuse detected; the grant was revoked",
-            )),
-            RefreshClaim::Ended => Err(Error::invalid_grant(
-                "the grant has reached its maximum lifetime; sign in again",
-            )),
+            RefreshClaim::GraceReplay { grant, pair } => {
+                let answer = self.token_response(&grant, &pair)?;
+                refreshed(true, &pair.scope)?;
+                Ok(answer)
+            }
+            RefreshClaim::ReuseDetected => {
+                self.record(
+                    grant_event(EventKind::RefreshReuseDetected, Outcome::Refused)
+                        .reason("a rotated-out refresh token was used again; the grant is revoked"),
+                )?;
+                self.record(
+                    grant_event(EventKind::GrantRevoked, Outcome::Success)
+                        .revoked_by(RevokedBy::ReuseDetection)
+                        .reason("refresh token reuse"),
+                )?;
+                Err(Error::invalid_grant(
+                    "refresh token reuse detected; the grant was revoked",
+                ))
+            }
+            RefreshClaim::Ended => {
+                self.record(
+                    grant_event(EventKind::GrantRevoked, Outcome::Success)
+                        .revoked_by(RevokedBy::MaxLifetime)
+                        .reason("OAUTH_PROXY_GRANT_MAX_LIFETIME has passed"),
+                )?;
+                Err(Error::invalid_grant(
+                    "the grant has reached its maximum lifetime; sign in again",
+                ))
+            }
             RefreshClaim::WrongClient => Err(Error::invalid_grant("the refresh token was issued to another client")),
             RefreshClaim::Unknown => Err(Error::invalid_grant("the refresh token is invalid, expired or revoked")),
         }
@@ -396,6 +501,7 @@ impl OAuthProxy {
         &self,
         client: &RegisteredClient,
         exchange: RefreshExchange,
+        ctx: &RequestContext,
     ) -> Result<TokenResponse, Error> {
         let token_hash = sha256_b64url(exchange.refresh_token.as_bytes());
         let found = self
@@ -412,27 +518,52 @@ impl OAuthProxy {
         {
             return Err(Error::invalid_grant("the refresh token was not issued to this client"));
         }
+        let grant_event = |kind, outcome| {
+            Event::new(kind, outcome, ctx)
+                .client(client.client_id.clone(), client.client_name.clone())
+                .subject(grant.subject.clone(), None)
+                .grant(grant_id.clone())
+        };
         if grant.ends_at(self.inner.config.lifetimes.grant_max) <= now_secs() {
-            self.actors().vault.send(RevokeGrant(grant_id)).await??;
+            self.actors().vault.send(RevokeGrant(grant_id.clone())).await??;
+            self.record(
+                grant_event(EventKind::GrantRevoked, Outcome::Success)
+                    .revoked_by(RevokedBy::MaxLifetime)
+                    .reason("OAUTH_PROXY_GRANT_MAX_LIFETIME has passed"),
+            )?;
             return Err(Error::invalid_grant(
                 "the grant has reached its maximum lifetime; sign in again",
             ));
         }
-        grant.upstream = match self.refresh_upstream(&grant_id, exchange.refresh_token, true).await {
+        let about = RefreshAbout {
+            grant_id: &grant_id,
+            client_id: &client.client_id,
+            subject: &grant.subject,
+            ctx,
+        };
+        let upstream = match self.refresh_upstream(about, exchange.refresh_token, true).await {
             Ok(tokens) => tokens,
             Err(RefreshFailed::Refused(why)) => {
-                self.actors().vault.send(RevokeGrant(grant_id)).await??;
+                self.actors().vault.send(RevokeGrant(grant_id.clone())).await??;
+                self.record(
+                    grant_event(EventKind::GrantRevoked, Outcome::Success)
+                        .reason(format!("the upstream refused the refresh: {why}")),
+                )?;
                 return Err(Error::invalid_grant(format!("the upstream refused the refresh: {why}")));
             }
             Err(RefreshFailed::Unavailable(failure)) => return Err(upstream_refresh_error(failure)),
         };
+        let refreshed = grant_event(EventKind::TokensRefreshed, Outcome::Success).scope(grant.scopes.to_oauth_string());
+        grant.upstream = upstream;
         let pair = IssuedPair {
             access_jti: String::new(),
             refresh_jti: String::new(),
             issued_at: now_secs(),
             scope: grant.scopes.to_oauth_string(),
         };
-        self.token_response(&grant, &pair)
+        let answer = self.token_response(&grant, &pair)?;
+        self.record(refreshed)?;
+        Ok(answer)
     }
 
     /// Spends an upstream refresh token through the refresh flights, the one
@@ -440,15 +571,18 @@ impl OAuthProxy {
     /// stores the new tokens.
     async fn refresh_upstream(
         &self,
-        grant_id: &str,
+        about: RefreshAbout<'_>,
         refresh_token: String,
         passthrough: bool,
     ) -> Result<UpstreamTokens, RefreshFailed> {
         let request = RefreshUpstream {
-            grant_id: grant_id.to_string(),
+            grant_id: about.grant_id.to_string(),
             refresh_token,
             passthrough,
             late_window: TOKEN_LATE_WINDOW,
+            context: about.ctx.clone(),
+            client_id: about.client_id.to_string(),
+            subject: about.subject.to_string(),
         };
         self.inner
             .refresh_flights

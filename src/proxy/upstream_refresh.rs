@@ -30,7 +30,9 @@ use std::time::{Duration, Instant};
 use actix::Addr;
 use tokio::sync::oneshot;
 
+use super::Recorder;
 use crate::actors::token_vault::{GetGrant, TokenVault, UpdateUpstreamTokens, UpstreamUpdate};
+use crate::audit::{Event, EventKind, Outcome, RequestContext};
 use crate::crypto::sha256_b64url;
 use crate::records::UpstreamTokens;
 use crate::upstream::Upstream;
@@ -100,6 +102,8 @@ impl std::fmt::Display for Failure {
 #[derive(Clone, Default)]
 pub struct RefreshFlights {
     state: Arc<Mutex<Flights>>,
+    /// Records each upstream refresh made (`upstream.token_refreshed`).
+    recorder: Option<Recorder>,
 }
 
 #[derive(Default)]
@@ -132,14 +136,51 @@ pub struct RefreshUpstream {
     /// How long the result answers requests that come late holding the old
     /// token ([`GATEWAY_LATE_WINDOW`], [`TOKEN_LATE_WINDOW`]).
     pub late_window: Duration,
+    /// For the audit event: the request that asked first, and whose grant.
+    pub context: RequestContext,
+    pub client_id: String,
+    pub subject: String,
 }
 
 impl RefreshFlights {
+    pub fn new(recorder: Recorder) -> Self {
+        RefreshFlights {
+            recorder: Some(recorder),
+            ..RefreshFlights::default()
+        }
+    }
+
+    /// Records the outcome of one upstream refresh (requests that shared
+    /// it are not recorded again). The store has already changed, so a
+    /// required trail that cannot take it is logged only.
+    fn record(&self, msg: &RefreshAudit, result: &RefreshResult) {
+        let Some(recorder) = &self.recorder else {
+            return;
+        };
+        let (outcome, reason) = match result {
+            Ok(_) => (Outcome::Success, None),
+            Err(RefreshFailed::Refused(why)) => (Outcome::Refused, Some(why.clone())),
+            Err(RefreshFailed::Unavailable(failure)) => (Outcome::Failure, Some(failure.reason.clone())),
+        };
+        let mut event = Event::new(EventKind::UpstreamTokenRefreshed, outcome, &msg.context)
+            .client(msg.client_id.clone(), None)
+            .subject(msg.subject.clone(), None)
+            .grant(msg.grant_id.clone());
+        event.reason = reason;
+        if let Err(e) = recorder.record(event) {
+            log::warn!("upstream refresh not audited: {e}");
+        }
+    }
     /// Spends `msg.refresh_token` upstream once, however many requests ask
     /// at once, and stores the new tokens through `vault`. The refresh runs
     /// as a task of this thread, so it completes (and answers the others
     /// waiting) even if the request that started it goes away.
-    pub async fn refresh(&self, upstream: &Upstream, vault: &Addr<TokenVault>, msg: RefreshUpstream) -> RefreshResult {
+    pub async fn refresh(
+        &self,
+        upstream: &Upstream,
+        vault: &Addr<TokenVault>,
+        mut msg: RefreshUpstream,
+    ) -> RefreshResult {
         let spent_hash = sha256_b64url(msg.refresh_token.as_bytes());
         let key = format!("{}.{spent_hash}", msg.grant_id);
         let (sender, receiver) = oneshot::channel();
@@ -167,7 +208,14 @@ impl RefreshFlights {
             let (flights, upstream, vault) = (self.clone(), upstream.clone(), vault.clone());
             actix::spawn(async move {
                 let late_window = msg.late_window;
+                let audit = RefreshAudit {
+                    context: std::mem::take(&mut msg.context),
+                    client_id: std::mem::take(&mut msg.client_id),
+                    subject: std::mem::take(&mut msg.subject),
+                    grant_id: msg.grant_id.clone(),
+                };
                 let result = refresh(upstream, vault, msg).await;
+                flights.record(&audit, &result);
                 flights.finish(key, spent_hash, late_window, result);
             });
         }
@@ -208,6 +256,14 @@ impl RefreshFlights {
         // one insert or remove), so a poisoned lock is still usable.
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+/// Who an upstream refresh was for, kept for its audit event.
+struct RefreshAudit {
+    context: RequestContext,
+    client_id: String,
+    subject: String,
+    grant_id: String,
 }
 
 /// One upstream refresh and the compare-and-swap that stores its tokens.

@@ -12,12 +12,14 @@ use askama::Template;
 
 use super::errors::error_page;
 use super::{add_page_security_headers, redirect, BrowserCookies, STATIC_PREFIX};
+use crate::audit::RequestContext;
 use crate::error::{Error, PageReason};
 use crate::proxy::{AuthorizeOutcome, AuthorizeRequest, ConsentForm, ConsentOutcome, OAuthProxy};
 use crate::views::{redirect_display_host, ConsentPage};
 
 pub async fn authorize(
     req: HttpRequest,
+    ctx: RequestContext,
     session: Session,
     proxy: web::Data<OAuthProxy>,
 ) -> Result<HttpResponse, Error> {
@@ -26,7 +28,11 @@ pub async fn authorize(
     }
     let request = AuthorizeRequest::from_query(req.query_string()).map_err(|e| Error::page(PageReason::from(e)))?;
     let (cookies, browser) = BrowserCookies::read(&req, session, &proxy);
-    match proxy.authorize(request, &browser).await.map_err(Error::for_browser)? {
+    match proxy
+        .authorize(request, &browser, &ctx)
+        .await
+        .map_err(Error::for_browser)?
+    {
         AuthorizeOutcome::RedirectUpstream(url) => Ok(redirect(&url, Some(&cookies))),
         AuthorizeOutcome::Busy { retry_after } => {
             let mut response = error_page(&PageReason::TooManyPending);
@@ -65,6 +71,7 @@ pub async fn authorize(
 
 pub async fn consent(
     req: HttpRequest,
+    ctx: RequestContext,
     session: Session,
     body: web::Bytes,
     proxy: web::Data<OAuthProxy>,
@@ -72,7 +79,11 @@ pub async fn consent(
     let form: ConsentForm =
         serde_urlencoded::from_bytes(&body).map_err(|_| Error::page(PageReason::ConsentFormUnreadable))?;
     let (cookies, browser) = BrowserCookies::read(&req, session, &proxy);
-    match proxy.handle_consent(form, &browser).await.map_err(Error::for_browser)? {
+    match proxy
+        .handle_consent(form, &browser, &ctx)
+        .await
+        .map_err(Error::for_browser)?
+    {
         ConsentOutcome::Approved {
             upstream,
             remember_client,

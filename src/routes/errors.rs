@@ -34,6 +34,7 @@ fn oauth_status(code: ErrorCode) -> StatusCode {
         ErrorCode::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
         ErrorCode::TemporarilyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        ErrorCode::NotFound => StatusCode::NOT_FOUND,
         _ => StatusCode::BAD_REQUEST,
     }
 }
@@ -59,6 +60,31 @@ fn oauth_error(code: ErrorCode, description: &str, basic_challenge: bool) -> Htt
 /// configuration does not publish).
 pub fn not_found(description: &str) -> HttpResponse {
     HttpResponse::NotFound().json(oauth_body("not_found", description))
+}
+
+/// Why the admin API refuses a request before reading it.
+#[derive(Debug, Clone, Copy)]
+pub enum AdminRefusal {
+    /// No `OAUTH_PROXY_ADMIN_TOKEN` is configured: 403, the API is off.
+    Off,
+    /// No bearer token, or the wrong one: 401 with a Bearer challenge.
+    Unauthorized(&'static str),
+}
+
+/// The admin API's 401 / 403 (never cached).
+pub fn admin_refusal(refusal: AdminRefusal) -> HttpResponse {
+    match refusal {
+        AdminRefusal::Off => HttpResponse::Forbidden()
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .json(oauth_body(
+                ErrorCode::AccessDenied.as_str(),
+                "the admin API is off: set OAUTH_PROXY_ADMIN_TOKEN",
+            )),
+        AdminRefusal::Unauthorized(why) => HttpResponse::Unauthorized()
+            .insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"mcp-oauth-proxy admin\""))
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .json(oauth_body(ErrorCode::InvalidToken.as_str(), why)),
+    }
 }
 
 /// Why the guarded MCP endpoint refuses a request's bearer token.

@@ -15,7 +15,11 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Instant;
+
+use actix_web::body::{BodySize, BoxBody, MessageBody};
 
 use actix_web::http::header::{self, HeaderMap, HeaderValue};
 use actix_web::http::{Method, StatusCode};
@@ -25,10 +29,12 @@ use futures_util::StreamExt;
 
 use super::client_auth::bearer_token;
 use super::errors::{bearer_challenge, json_rpc_error, BearerRefusal};
+use crate::audit::{Event, EventKind, McpCall, Outcome, RequestContext};
+use crate::gateway::call::summarize;
 use crate::gateway::{check_tail, Forwarded, Gateway, GatewayError};
 use crate::oauth::scope::Scopes;
 use crate::proxy::upstream_refresh::RefreshFailed;
-use crate::proxy::{BearerRefused, OAuthProxy};
+use crate::proxy::{AccessGrant, BearerRefused, OAuthProxy};
 
 /// Request headers a browser may send (CORS preflight), besides every
 /// `Mcp-Param-{Name}` header it asks for.
@@ -85,21 +91,36 @@ struct Body {
 
 pub async fn mcp(
     req: HttpRequest,
+    ctx: RequestContext,
     payload: web::Payload,
     proxy: web::Data<OAuthProxy>,
     gateway: web::Data<Gateway>,
 ) -> HttpResponse {
+    let started = Instant::now();
     let mut body = Body {
         payload: payload.into_inner(),
         read: false,
     };
+    let mut admitted = None;
     let response = match check_origin(&req, &proxy) {
         Ok(origin) => {
-            let mut response = guarded(&req, &mut body, &proxy, &gateway).await;
+            let mut response = guarded(&req, &ctx, &mut body, &proxy, &gateway, &mut admitted).await;
             add_cors(response.headers_mut(), &origin);
             response
         }
-        Err(()) => json_rpc_error(StatusCode::FORBIDDEN, -32000, "Origin not allowed"),
+        Err(()) => refuse(
+            &proxy,
+            &ctx,
+            None,
+            "Origin not allowed",
+            json_rpc_error(StatusCode::FORBIDDEN, -32000, "Origin not allowed"),
+        ),
+    };
+    // A request whose token was accepted is recorded when its answer has
+    // been sent (or the client went away).
+    let response = match admitted {
+        Some(event) => audited(response, event, started, proxy.into_inner()),
+        None => response,
     };
     if !body.read && announced_length(&req).is_some_and(|length| (1..=EARLY_ANSWER_DISCARD).contains(&length)) {
         // Answered from the head alone: one turn lets the connection take in
@@ -211,7 +232,148 @@ async fn read_body(
         .unwrap_or(Err(BodyFailed::TimedOut))
 }
 
-async fn guarded(req: &HttpRequest, body: &mut Body, proxy: &OAuthProxy, gateway: &Gateway) -> HttpResponse {
+/// Records a refused request (`request.refused`) and answers `response`,
+/// or a 503 when a required audit trail cannot take the event.
+fn refuse(
+    proxy: &OAuthProxy,
+    ctx: &RequestContext,
+    access: Option<&AccessGrant>,
+    reason: &str,
+    response: HttpResponse,
+) -> HttpResponse {
+    let mut event = Event::new(EventKind::RequestRefused, Outcome::Refused, ctx)
+        .status(response.status().as_u16())
+        .reason(reason);
+    if let Some(access) = access {
+        let grant = access.grant();
+        event = event
+            .client(grant.client_id.clone(), None)
+            .subject(grant.subject.clone(), None)
+            .grant(access.grant_id());
+    }
+    match proxy.record(event) {
+        Ok(()) => response,
+        Err(_) => audit_unavailable(),
+    }
+}
+
+fn audit_unavailable() -> HttpResponse {
+    unavailable("the audit trail is unavailable; try again shortly")
+}
+
+/// Wraps the answer's body so the request's `mcp.request` event is
+/// recorded once the body has been sent whole, or dropped before.
+fn audited(response: HttpResponse, event: Event, started: Instant, proxy: Arc<OAuthProxy>) -> HttpResponse {
+    let status = response.status().as_u16();
+    response.map_body(|_, body| {
+        BoxBody::new(AuditedBody {
+            body,
+            sent: 0,
+            ended: false,
+            pending: Some(Pending {
+                event,
+                status,
+                started,
+                proxy,
+            }),
+        })
+    })
+}
+
+/// An `mcp.request` event waiting for the end of its answer.
+struct Pending {
+    event: Event,
+    status: u16,
+    started: Instant,
+    proxy: Arc<OAuthProxy>,
+}
+
+/// An answer's body, counted as it streams (SSE included).
+struct AuditedBody {
+    body: BoxBody,
+    sent: u64,
+    ended: bool,
+    pending: Option<Pending>,
+}
+
+impl AuditedBody {
+    fn finish(&mut self) {
+        let Some(Pending {
+            mut event,
+            status,
+            started,
+            proxy,
+        }) = self.pending.take()
+        else {
+            return;
+        };
+        if !self.ended {
+            event.reason = Some(match event.reason.take() {
+                Some(reason) => format!("{reason}; the answer was cut short"),
+                None => "the answer was cut short (the client went away or the stream failed)".into(),
+            });
+        }
+        if let Some(call) = &mut event.mcp {
+            call.status = status;
+            call.duration_ms = started.elapsed().as_millis() as u64;
+            call.bytes_out = self.sent;
+        }
+        event.status = Some(status);
+        event.outcome = if status < 400 && self.ended {
+            Outcome::Success
+        } else {
+            Outcome::Failure
+        };
+        // The answer is gone: a required trail that cannot take the event
+        // can only be logged (the gateway asked it before forwarding).
+        if let Err(e) = proxy.record(event) {
+            log::warn!("an MCP request was not audited: {e}");
+        }
+    }
+}
+
+impl MessageBody for AuditedBody {
+    type Error = <BoxBody as MessageBody>::Error;
+
+    fn size(&self) -> BodySize {
+        self.body.size()
+    }
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.body).poll_next(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(chunk))) => this.sent += chunk.len() as u64,
+            Poll::Ready(None) => {
+                this.ended = true;
+                this.finish();
+            }
+            Poll::Ready(Some(Err(_))) => this.finish(),
+            Poll::Pending => {}
+        }
+        polled
+    }
+}
+
+impl Drop for AuditedBody {
+    fn drop(&mut self) {
+        // A body actix never polled to its end (nothing to send for a HEAD
+        // or a 204, or a client gone): an empty body counts as sent.
+        if matches!(self.body.size(), BodySize::None | BodySize::Sized(0)) {
+            self.ended = true;
+        }
+        self.finish();
+    }
+}
+
+async fn guarded(
+    req: &HttpRequest,
+    ctx: &RequestContext,
+    body: &mut Body,
+    proxy: &OAuthProxy,
+    gateway: &Gateway,
+    admitted: &mut Option<Event>,
+) -> HttpResponse {
     let method = req.method();
     if method == Method::OPTIONS {
         return preflight(req);
@@ -238,11 +400,15 @@ async fn guarded(req: &HttpRequest, body: &mut Body, proxy: &OAuthProxy, gateway
         return actix_web::ResponseError::error_response(&GatewayError::PathRefused(why));
     }
     let Some(token) = bearer_token(req) else {
-        return bearer_challenge(proxy.config(), BearerRefusal::Missing);
+        let challenge = bearer_challenge(proxy.config(), BearerRefusal::Missing);
+        return refuse(proxy, ctx, None, "no bearer token", challenge);
     };
     let access = match proxy.check_bearer(token).await {
         Ok(access) => access,
-        Err(BearerRefused::Invalid(why)) => return bearer_challenge(proxy.config(), BearerRefusal::InvalidToken(&why)),
+        Err(BearerRefused::Invalid(why)) => {
+            let challenge = bearer_challenge(proxy.config(), BearerRefusal::InvalidToken(&why));
+            return refuse(proxy, ctx, None, &why, challenge);
+        }
         Err(BearerRefused::Unavailable(why)) => {
             log::error!("gateway: the token store could not be asked: {why}");
             return unavailable("the authorization server is unavailable; try again shortly");
@@ -250,11 +416,22 @@ async fn guarded(req: &HttpRequest, body: &mut Body, proxy: &OAuthProxy, gateway
     };
     let required = &proxy.config().gateway.required_scopes;
     if !required.is_empty() && !Scopes::from_list(required).is_subset_of(&access.scopes()) {
-        return bearer_challenge(
-            proxy.config(),
-            BearerRefusal::InsufficientScope("the token lacks a scope this server requires"),
-        );
+        let why = "the token lacks a scope this server requires";
+        let challenge = bearer_challenge(proxy.config(), BearerRefusal::InsufficientScope(why));
+        return refuse(proxy, ctx, Some(&access), why, challenge);
     }
+    // Fail closed: a request the trail cannot record is not forwarded.
+    if proxy.config().operations.audit_required && !proxy.audit().accepting() {
+        return audit_unavailable();
+    }
+    let grant = access.grant();
+    let client_name = proxy.client_name(&grant.client_id).await;
+    let mut event = Event::new(EventKind::McpRequest, Outcome::Success, ctx)
+        .client(grant.client_id.clone(), client_name)
+        .subject(grant.subject.clone(), None)
+        .grant(access.grant_id());
+    event.mcp = Some(McpCall::default());
+    let event = admitted.insert(event);
     let target = match gateway.target(tail, req.query_string()) {
         Ok(target) => target,
         Err(e) => {
@@ -279,10 +456,21 @@ async fn guarded(req: &HttpRequest, body: &mut Body, proxy: &OAuthProxy, gateway
             return json_rpc_error(StatusCode::BAD_REQUEST, -32600, "the request body could not be read")
         }
     };
-    let upstream_token = match proxy.upstream_access_token(&access).await {
+    if let Some(call) = &mut event.mcp {
+        let summary = summarize(&bytes);
+        call.method = summary.method;
+        call.name = summary.name;
+        call.bytes_in = bytes.len() as u64;
+        if let Some(count) = summary.batch {
+            event.reason = Some(format!("a batch of {count}: the first one's method and name"));
+        }
+    }
+    let upstream_token = match proxy.upstream_access_token(&access, ctx).await {
         Ok(token) => token,
         Err(RefreshFailed::Refused(why)) => {
-            return bearer_challenge(proxy.config(), BearerRefusal::InvalidToken(&why));
+            *admitted = None;
+            let challenge = bearer_challenge(proxy.config(), BearerRefusal::InvalidToken(&why));
+            return refuse(proxy, ctx, Some(&access), &why, challenge);
         }
         Err(RefreshFailed::Unavailable(why)) => {
             log::warn!("upstream token refresh for the gateway failed: {why}");
@@ -291,10 +479,12 @@ async fn guarded(req: &HttpRequest, body: &mut Body, proxy: &OAuthProxy, gateway
     };
     match gateway.forward(req, target, bytes, &upstream_token).await {
         Ok(Forwarded::Response(response)) => response,
-        Ok(Forwarded::TokenRefused) => bearer_challenge(
-            proxy.config(),
-            BearerRefusal::InvalidToken("the MCP server refused the upstream token; authorize again"),
-        ),
+        Ok(Forwarded::TokenRefused) => {
+            *admitted = None;
+            let why = "the MCP server refused the upstream token; authorize again";
+            let challenge = bearer_challenge(proxy.config(), BearerRefusal::InvalidToken(why));
+            refuse(proxy, ctx, Some(&access), why, challenge)
+        }
         Err(e) => {
             log::warn!("gateway: {e}");
             actix_web::ResponseError::error_response(&e)

@@ -4,6 +4,7 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::add_cors_headers;
+use crate::audit::RequestContext;
 use crate::client_address::ClientAddress;
 use crate::error::{Error, ErrorCode};
 use crate::oauth::client::RegistrationRequest;
@@ -15,6 +16,7 @@ pub const MAX_REGISTRATION_BODY: usize = 16 * 1024;
 pub async fn register(
     req: HttpRequest,
     client: ClientAddress,
+    ctx: RequestContext,
     body: web::Bytes,
     proxy: web::Data<OAuthProxy>,
 ) -> Result<HttpResponse, Error> {
@@ -35,7 +37,7 @@ pub async fn register(
         })?;
         // The client behind any trusted proxies, not the socket peer: the
         // registration limit counts per client address.
-        let answer = proxy.register_client(request, client.ip()).await?;
+        let answer = proxy.register_client(request, client.ip(), &ctx).await?;
         Ok(HttpResponse::Created()
             .insert_header((header::CACHE_CONTROL, "no-store"))
             .insert_header((header::PRAGMA, "no-cache"))

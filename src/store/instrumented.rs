@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 
-use super::{StoreFuture, Table};
+use super::{IndexEntry, Page, StoreFuture, Table};
 use crate::metrics::{Metrics, StoreOperation, StoreOperationMetrics};
 
 pub struct InstrumentedTable {
@@ -131,6 +131,26 @@ impl Table for InstrumentedTable {
     fn generation(&self) -> Option<u64> {
         self.inner.generation()
     }
+
+    fn scan(&self, cursor: Option<&str>, limit: usize) -> StoreFuture<Page> {
+        self.observed(StoreOperation::Scan, || self.inner.scan(cursor, limit))
+    }
+
+    fn put_indexed(&self, key: &str, value: Vec<u8>, ttl: Duration, entries: &[IndexEntry]) -> StoreFuture<()> {
+        self.observed(StoreOperation::PutIndexed, || {
+            self.inner.put_indexed(key, value, ttl, entries)
+        })
+    }
+
+    fn index_scan(&self, index: &str, cursor: Option<&str>, limit: usize) -> StoreFuture<Page> {
+        self.observed(StoreOperation::IndexScan, || {
+            self.inner.index_scan(index, cursor, limit)
+        })
+    }
+
+    fn index_remove(&self, index: &str, key: &str) -> StoreFuture<bool> {
+        self.observed(StoreOperation::IndexRemove, || self.inner.index_remove(index, key))
+    }
 }
 
 #[cfg(test)]
@@ -212,6 +232,18 @@ mod tests {
             pending_failure()
         }
         fn soonest_expiring(&self, _: usize) -> StoreFuture<Vec<String>> {
+            pending_failure()
+        }
+        fn scan(&self, _: Option<&str>, _: usize) -> StoreFuture<Page> {
+            pending_failure()
+        }
+        fn put_indexed(&self, _: &str, _: Vec<u8>, _: Duration, _: &[IndexEntry]) -> StoreFuture<()> {
+            pending_failure()
+        }
+        fn index_scan(&self, _: &str, _: Option<&str>, _: usize) -> StoreFuture<Page> {
+            pending_failure()
+        }
+        fn index_remove(&self, _: &str, _: &str) -> StoreFuture<bool> {
             pending_failure()
         }
     }

@@ -2,12 +2,12 @@
 //! Expired records are invisible at once and removed by the owning actor's
 //! timer. Nothing survives a restart.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::{StoreError, StoreFuture, Table};
+use super::{IndexEntry, Page, StoreError, StoreFuture, Table};
 
 /// Record bytes and when they expire (milliseconds after the table's
 /// epoch), by key. Boxed slices instead of `String`/`Vec` and a plain
@@ -16,8 +16,36 @@ use super::{StoreError, StoreFuture, Table};
 /// seeded foldhash is safe here (SipHash showed up on every request).
 type Records = HashMap<Box<str>, (Box<[u8]>, u64), foldhash::fast::RandomState>;
 
+/// Index entries (`<index>\0<key>`, in order) and when they expire.
+type Index = BTreeMap<Box<str>, u64>;
+
+/// A table's records and index entries, under one lock (so a record and
+/// its entries are written in one step).
+#[derive(Default)]
+struct State {
+    records: Records,
+    index: Index,
+}
+
+impl std::ops::Deref for State {
+    type Target = Records;
+    fn deref(&self) -> &Records {
+        &self.records
+    }
+}
+
+impl std::ops::DerefMut for State {
+    fn deref_mut(&mut self) -> &mut Records {
+        &mut self.records
+    }
+}
+
+fn index_entry(index: &str, key: &str) -> String {
+    format!("{index}\0{key}")
+}
+
 pub struct MemoryTable {
-    records: Mutex<Records>,
+    records: Mutex<State>,
     epoch: Instant,
     /// Bumped after every write (see [`Table::generation`]).
     generation: AtomicU64,
@@ -26,7 +54,7 @@ pub struct MemoryTable {
 impl Default for MemoryTable {
     fn default() -> Self {
         MemoryTable {
-            records: Mutex::new(Records::default()),
+            records: Mutex::new(State::default()),
             epoch: Instant::now(),
             generation: AtomicU64::new(0),
         }
@@ -38,7 +66,7 @@ fn done<T: 'static>(result: Result<T, StoreError>) -> StoreFuture<T> {
 }
 
 impl MemoryTable {
-    fn lock(&self) -> Result<MutexGuard<'_, Records>, StoreError> {
+    fn lock(&self) -> Result<MutexGuard<'_, State>, StoreError> {
         self.records
             .lock()
             .map_err(|_| StoreError::Unavailable("memory table lock poisoned".into()))
@@ -46,7 +74,7 @@ impl MemoryTable {
 
     /// Runs a write under the lock, then bumps the generation: after the
     /// change is visible, never before.
-    fn write<T>(&self, change: impl FnOnce(&mut Records) -> T) -> Result<T, StoreError> {
+    fn write<T>(&self, change: impl FnOnce(&mut State) -> T) -> Result<T, StoreError> {
         let result = change(&mut *self.lock()?);
         self.generation.fetch_add(1, Ordering::Release);
         Ok(result)
@@ -135,6 +163,7 @@ impl Table for MemoryTable {
         done(self.write(|records| {
             let before = records.len();
             records.retain(|_, (_, expires)| *expires > now);
+            records.index.retain(|_, expires| *expires > now);
             before - records.len()
         }))
     }
@@ -159,4 +188,78 @@ impl Table for MemoryTable {
     fn generation(&self) -> Option<u64> {
         Some(self.generation.load(Ordering::Acquire))
     }
+
+    fn scan(&self, cursor: Option<&str>, limit: usize) -> StoreFuture<Page> {
+        let now = self.now();
+        done(self.lock().map(|records| {
+            let mut keys: Vec<&str> = records
+                .iter()
+                .filter(|(key, (_, expires))| *expires > now && cursor.is_none_or(|after| &***key > after))
+                .map(|(key, _)| &**key)
+                .collect();
+            keys.sort_unstable();
+            keys.truncate(limit);
+            page(keys.into_iter().map(str::to_string).collect(), limit)
+        }))
+    }
+
+    fn put_indexed(&self, key: &str, value: Vec<u8>, ttl: Duration, entries: &[IndexEntry]) -> StoreFuture<()> {
+        let expires = self.expiry(ttl);
+        let entries: Vec<(Box<str>, u64)> = entries
+            .iter()
+            .map(|entry| (index_entry(&entry.index, key).into(), self.expiry(entry.ttl)))
+            .collect();
+        done(self.write(|state| {
+            state.records.insert(key.into(), (value.into_boxed_slice(), expires));
+            state.index.extend(entries);
+        }))
+    }
+
+    fn index_scan(&self, index: &str, cursor: Option<&str>, limit: usize) -> StoreFuture<Page> {
+        use std::ops::Bound::{Excluded, Included};
+        let now = self.now();
+        let prefix = index_entry(index, "");
+        let start = match cursor {
+            Some(after) => Excluded(index_entry(index, after)),
+            None => Included(prefix.clone()),
+        };
+        done(self.write(|state| {
+            let mut keys = Vec::new();
+            let mut expired = Vec::new();
+            for (entry, expires) in state
+                .index
+                .range::<str, _>((start.as_ref().map(String::as_str), std::ops::Bound::Unbounded))
+            {
+                let Some(key) = entry.strip_prefix(prefix.as_str()) else {
+                    break;
+                };
+                if keys.len() == limit {
+                    break;
+                }
+                if *expires > now {
+                    keys.push(key.to_string());
+                } else {
+                    expired.push(entry.clone());
+                }
+            }
+            for entry in expired {
+                state.index.remove(&entry);
+            }
+            page(keys, limit)
+        }))
+    }
+
+    fn index_remove(&self, index: &str, key: &str) -> StoreFuture<bool> {
+        let entry = index_entry(index, key);
+        done(self.write(|state| state.index.remove(entry.as_str()).is_some()))
+    }
+}
+
+/// A page of `keys` read with `limit`: a full page may have a next one,
+/// which starts after its last key.
+pub(crate) fn page(keys: Vec<String>, limit: usize) -> Page {
+    let next = (keys.len() == limit && limit > 0)
+        .then(|| keys.last().cloned())
+        .flatten();
+    Page { keys, next }
 }

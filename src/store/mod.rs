@@ -138,6 +138,47 @@ pub trait Table: Send + Sync + 'static {
     fn generation(&self) -> Option<u64> {
         None
     }
+    /// Up to `limit` keys of live records after `cursor` (`None`: from the
+    /// start), with the cursor of the next page when there may be more.
+    /// Each key of a record that lives through the paging is listed once;
+    /// one written or removed meanwhile may or may not be. The order is the
+    /// backend's (by key in memory and the directory store, by expiry in
+    /// Redis); cursors are opaque. Memory reads the whole table per page
+    /// (admin listings only).
+    fn scan(&self, cursor: Option<&str>, limit: usize) -> StoreFuture<Page>;
+    /// [`Table::put`] that also writes `entries`, in one atomic step with
+    /// the record: after it, the record and every entry are visible, or
+    /// (on failure) none of them is new. An entry files `key` under its
+    /// index (a name such as `client/<id>`) until its own lifetime ends,
+    /// which the caller sets no shorter than the record can live, and
+    /// [`Table::index_scan`] lists the keys filed under an index. A record
+    /// removed or expired leaves its entries: readers skip and remove
+    /// (with [`Table::index_remove`]) the keys whose record is gone.
+    fn put_indexed(&self, key: &str, value: Vec<u8>, ttl: Duration, entries: &[IndexEntry]) -> StoreFuture<()>;
+    /// Up to `limit` keys filed under `index` by live entries, after
+    /// `cursor` (opaque; `None`: from the start), with the next cursor when
+    /// there may be more. Expired entries are skipped.
+    fn index_scan(&self, index: &str, cursor: Option<&str>, limit: usize) -> StoreFuture<Page>;
+    /// Removes `key` from `index` (its record is gone); answers whether it
+    /// was filed there.
+    fn index_remove(&self, index: &str, key: &str) -> StoreFuture<bool>;
+}
+
+/// One page of keys (see [`Table::scan`], [`Table::index_scan`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Page {
+    pub keys: Vec<String>,
+    /// Where the next page starts; `None`: this was the last.
+    pub next: Option<String>,
+}
+
+/// An index entry written with a record by [`Table::put_indexed`]. Index
+/// names hold no `\0`, and keys filed in an index no `|` (the backends use
+/// them as separators; grant ids are base64url).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexEntry {
+    pub index: String,
+    pub ttl: Duration,
 }
 
 /// How a table answers [`Table::count`].
@@ -348,6 +389,34 @@ impl<T: Serialize + DeserializeOwned + 'static> SealedTable<T> {
 
     pub async fn delete(&self, key: &str) -> Result<bool, StoreError> {
         self.table.delete(key).await
+    }
+
+    /// Stores a record with index entries in one atomic step (see
+    /// [`Table::put_indexed`]).
+    pub async fn put_indexed(
+        &self,
+        key: &str,
+        record: &T,
+        ttl: Duration,
+        entries: &[IndexEntry],
+    ) -> Result<(), StoreError> {
+        let sealed = self.seal(key, record)?;
+        self.table.put_indexed(key, sealed, ttl, entries).await
+    }
+
+    /// See [`Table::scan`].
+    pub async fn scan(&self, cursor: Option<&str>, limit: usize) -> Result<Page, StoreError> {
+        self.table.scan(cursor, limit).await
+    }
+
+    /// See [`Table::index_scan`].
+    pub async fn index_scan(&self, index: &str, cursor: Option<&str>, limit: usize) -> Result<Page, StoreError> {
+        self.table.index_scan(index, cursor, limit).await
+    }
+
+    /// See [`Table::index_remove`].
+    pub async fn index_remove(&self, index: &str, key: &str) -> Result<bool, StoreError> {
+        self.table.index_remove(index, key).await
     }
 
     /// See [`Table::touch`]: the sealed record is kept as it is.

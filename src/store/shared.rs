@@ -23,7 +23,7 @@ use futures_util::FutureExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncConnectionConfig, ProtocolVersion, PushInfo, PushKind, Script};
 
-use super::{StoreError, StoreFuture, Table};
+use super::{IndexEntry, Page, StoreError, StoreFuture, Table};
 use crate::tls::OutboundTls;
 
 const PREFIX: &str = "mcp-oauth-proxy";
@@ -42,6 +42,10 @@ fn unavailable(e: redis::RedisError) -> StoreError {
 struct Scripts {
     swap: Script,
     purge: Script,
+    put_indexed: Script,
+    index_scan: Script,
+    index_remove: Script,
+    scan: Script,
 }
 
 fn scripts() -> &'static Scripts {
@@ -59,6 +63,65 @@ fn scripts() -> &'static Scripts {
              end return 1",
         ),
         purge: Script::new("return redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])"),
+        // KEYS: the record, the table's expiry index, then one sorted set
+        // per index. ARGV: value, ttl, expiry, key, now, then each entry's
+        // expiry. An index is a sorted set of `<key>|<expiry>` (score 0, so
+        // in byte order) that lives as long as its longest-lived entry.
+        put_indexed: Script::new(
+            "redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) \
+             redis.call('ZADD', KEYS[2], ARGV[3], KEYS[1]) \
+             local now = tonumber(ARGV[5]) \
+             for i = 3, #KEYS do \
+               local at = tonumber(ARGV[i + 3]) \
+               redis.call('ZREMRANGEBYLEX', KEYS[i], '[' .. ARGV[4] .. '|', '(' .. ARGV[4] .. '}') \
+               redis.call('ZADD', KEYS[i], 0, ARGV[4] .. '|' .. ARGV[i + 3]) \
+               local left = redis.call('PTTL', KEYS[i]) \
+               if left < 0 or now + left < at then redis.call('PEXPIREAT', KEYS[i], ARGV[i + 3]) end \
+             end return 1",
+        ),
+        // KEYS: an index. ARGV: where to start (`-` or `(<member>`), now,
+        // limit. Answers the live members read and the last member seen;
+        // expired ones are removed on the way.
+        index_scan: Script::new(
+            "local out = {} local start = ARGV[1] local now = tonumber(ARGV[2]) \
+             local limit = tonumber(ARGV[3]) local last = false \
+             while #out < limit do \
+               local batch = redis.call('ZRANGEBYLEX', KEYS[1], start, '+', 'LIMIT', 0, limit - #out) \
+               if #batch == 0 then break end \
+               for _, m in ipairs(batch) do \
+                 last = m \
+                 local at = tonumber(string.match(m, '|(%d+)$')) \
+                 if at and at > now then out[#out + 1] = m else redis.call('ZREM', KEYS[1], m) end \
+               end \
+               start = '(' .. last \
+             end return {out, last}",
+        ),
+        index_remove: Script::new(
+            "return redis.call('ZREMRANGEBYLEX', KEYS[1], '[' .. ARGV[1] .. '|', '(' .. ARGV[1] .. '}')",
+        ),
+        // KEYS: the table's expiry index. ARGV: now, whether there is a
+        // cursor, its score and member, limit. Pages through the live keys
+        // by (expiry, key): members of one score come in byte order.
+        scan: Script::new(
+            "local function after(a, b) \
+               local n = math.min(#a, #b) \
+               for i = 1, n do \
+                 local x, y = string.byte(a, i), string.byte(b, i) \
+                 if x ~= y then return x > y end \
+               end return #a > #b end \
+             local out = {} local limit = tonumber(ARGV[5]) local low = '(' .. ARGV[1] \
+             if ARGV[2] == '1' and tonumber(ARGV[3]) > tonumber(ARGV[1]) then \
+               for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[3], ARGV[3])) do \
+                 if #out < 2 * limit and after(m, ARGV[4]) then \
+                   out[#out + 1] = m out[#out + 1] = ARGV[3] end \
+               end \
+               low = '(' .. ARGV[3] \
+             end \
+             if #out < 2 * limit then \
+               local rest = redis.call('ZRANGEBYSCORE', KEYS[1], low, '+inf', 'WITHSCORES', 'LIMIT', 0, limit - #out / 2) \
+               for _, v in ipairs(rest) do out[#out + 1] = v end \
+             end return out",
+        ),
     })
 }
 
@@ -344,6 +407,14 @@ impl RedisTable {
     }
 }
 
+impl RedisTable {
+    /// The sorted set of one index: `mcp-oauth-proxy:{name}:~ix:<index>`
+    /// (in the table's slot; `~` keeps it apart from record keys).
+    fn index_key(&self, index: &str) -> String {
+        format!("{}~ix:{index}", self.prefix)
+    }
+}
+
 fn ttl_millis(ttl: Duration) -> u64 {
     (ttl.as_millis() as u64).max(1)
 }
@@ -499,6 +570,106 @@ impl Table for RedisTable {
                 .into_iter()
                 .filter_map(|key| key.strip_prefix(&prefix).map(str::to_string))
                 .collect())
+        }
+        .boxed_local()
+        .into()
+    }
+
+    fn scan(&self, cursor: Option<&str>, limit: usize) -> StoreFuture<Page> {
+        let mut invocation = scripts().scan.prepare_invoke();
+        invocation.key(&self.index).arg(now_millis());
+        match cursor.map(|c| c.split_once('|').filter(|(score, _)| score.parse::<u64>().is_ok())) {
+            Some(Some((score, key))) => invocation.arg("1").arg(score).arg(format!("{}{key}", self.prefix)),
+            Some(None) => return StoreFuture::ready(Err(StoreError::Encoding("not a cursor of this table".into()))),
+            None => invocation.arg("0").arg(0).arg(""),
+        };
+        invocation.arg(limit);
+        let mut connection = self.connection.clone();
+        let prefix = self.prefix.clone();
+        async move {
+            let flat = invocation
+                .invoke_async::<Vec<String>>(&mut connection)
+                .await
+                .map_err(unavailable)?;
+            let pairs: Vec<(String, String)> = flat
+                .chunks_exact(2)
+                .filter_map(|pair| Some((pair[0].strip_prefix(&prefix)?.to_string(), pair[1].clone())))
+                .collect();
+            let next = (pairs.len() == limit && limit > 0)
+                .then(|| pairs.last().map(|(key, score)| format!("{score}|{key}")))
+                .flatten();
+            Ok(Page {
+                keys: pairs.into_iter().map(|(key, _)| key).collect(),
+                next,
+            })
+        }
+        .boxed_local()
+        .into()
+    }
+
+    fn put_indexed(&self, key: &str, value: Vec<u8>, ttl: Duration, entries: &[IndexEntry]) -> StoreFuture<()> {
+        let now = now_millis();
+        let mut invocation = scripts().put_indexed.prepare_invoke();
+        invocation.key(format!("{}{key}", self.prefix)).key(&self.index);
+        for entry in entries {
+            invocation.key(self.index_key(&entry.index));
+        }
+        invocation
+            .arg(value)
+            .arg(ttl_millis(ttl))
+            .arg(now + ttl_millis(ttl))
+            .arg(key)
+            .arg(now);
+        for entry in entries {
+            invocation.arg(now + ttl_millis(entry.ttl));
+        }
+        let mut connection = self.connection.clone();
+        self.write(async move {
+            invocation
+                .invoke_async::<i64>(&mut connection)
+                .await
+                .map(|_| ())
+                .map_err(unavailable)
+        })
+    }
+
+    fn index_scan(&self, index: &str, cursor: Option<&str>, limit: usize) -> StoreFuture<Page> {
+        let mut invocation = scripts().index_scan.prepare_invoke();
+        invocation
+            .key(self.index_key(index))
+            .arg(cursor.map_or_else(|| "-".to_string(), |after| format!("({after}")))
+            .arg(now_millis())
+            .arg(limit);
+        let mut connection = self.connection.clone();
+        async move {
+            let (members, last) = invocation
+                .invoke_async::<(Vec<String>, Option<String>)>(&mut connection)
+                .await
+                .map_err(unavailable)?;
+            let full = members.len() == limit && limit > 0;
+            let keys = members
+                .iter()
+                .filter_map(|member| member.rsplit_once('|').map(|(key, _)| key.to_string()))
+                .collect();
+            Ok(Page {
+                keys,
+                next: if full { last } else { None },
+            })
+        }
+        .boxed_local()
+        .into()
+    }
+
+    fn index_remove(&self, index: &str, key: &str) -> StoreFuture<bool> {
+        let mut invocation = scripts().index_remove.prepare_invoke();
+        invocation.key(self.index_key(index)).arg(key);
+        let mut connection = self.connection.clone();
+        async move {
+            invocation
+                .invoke_async::<i64>(&mut connection)
+                .await
+                .map(|removed| removed > 0)
+                .map_err(unavailable)
         }
         .boxed_local()
         .into()

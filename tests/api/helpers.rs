@@ -183,6 +183,8 @@ impl TestApp {
         let mut config = Config::from_lookup(|name| env.get(name).cloned()).expect("test config");
         adjust(&mut config);
         let proxy = OAuthProxy::start(config).await.expect("proxy starts");
+        // Tests read the events they cause (`app.proxy.audit().recent()`).
+        proxy.audit().keep_recent();
         let server = startup::run(listener, proxy.clone()).unwrap();
         let handle = server.handle();
         actix_rt::spawn(server);
@@ -237,6 +239,11 @@ impl Driver {
     /// The value the browser holds for a cookie.
     pub fn cookie(&self, name: &str) -> Option<String> {
         self.cookies.borrow().get(name).cloned()
+    }
+
+    /// Every cookie value the browser holds.
+    pub fn cookie_values(&self) -> Vec<String> {
+        self.cookies.borrow().values().cloned().collect()
     }
 
     fn cookie_header(&self) -> String {
@@ -549,4 +556,17 @@ pub fn bearer_challenge(answer: &Answer) -> HashMap<String, String> {
         rest = tail;
     }
     map
+}
+
+impl Driver {
+    /// A request with a method and headers of the caller's choosing (the
+    /// admin API's bearer token).
+    pub async fn send(&self, method: awc::http::Method, path: &str, headers: &[(&str, &str)]) -> Answer {
+        let mut request = self.http.request(method, self.url(path));
+        for (name, value) in headers {
+            request = request.insert_header((*name, *value));
+        }
+        let response = request.send().await.unwrap();
+        self.read(response, false).await
+    }
 }

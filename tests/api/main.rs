@@ -6,9 +6,13 @@ mod helpers;
 mod mock_upstream;
 mod redis_server;
 
+mod admin_api;
 mod admin_listener;
+mod audit_events;
+mod audit_trail;
 mod authorize;
 mod browser_session;
+mod cli;
 mod client_address;
 mod discovery;
 mod expiry;

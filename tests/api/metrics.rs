@@ -90,6 +90,15 @@ async fn a_scrape_after_a_full_flow_passes_promtool_and_its_counters_moved_with_
         );
         assert!(value(&series) >= 1.0, "{series}");
     }
+    // From the audit events of the flow.
+    assert_eq!(value("mcp_oauth_proxy_authorizations_started_total"), 1.0);
+    assert_eq!(value("mcp_oauth_proxy_authorizations_completed_total"), 1.0);
+    assert_eq!(value("mcp_oauth_proxy_tokens_issued_total"), 1.0);
+    assert_eq!(value("mcp_oauth_proxy_tokens_refreshed_total"), 1.0);
+    assert_eq!(
+        value("mcp_oauth_proxy_audit_events_total{event=\"client.registered\",outcome=\"success\"}"),
+        1.0
+    );
     // Read at scrape time: one client, one grant.
     assert_eq!(value("mcp_oauth_proxy_live_records{kind=\"client\"}"), 1.0);
     assert_eq!(value("mcp_oauth_proxy_live_records{kind=\"grant\"}"), 1.0);
@@ -155,4 +164,79 @@ async fn upstream_calls_are_counted_by_how_they_failed() {
         Some(0.0)
     );
     app.stop().await;
+}
+
+#[actix_web::test]
+async fn a_refused_guarded_request_moves_the_refusal_and_route_counters() {
+    let app = TestApp::spawn().await;
+    let refused = app
+        .mcp_request(
+            awc::http::Method::POST,
+            "/mcp",
+            Some("not-a-token"),
+            &[],
+            Some(serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"})),
+        )
+        .await;
+    assert_eq!(refused.status, 401, "{}", refused.body);
+    let text = app.admin.get("/metrics").await.body;
+    assert_eq!(
+        sample(&text, "mcp_oauth_proxy_requests_refused_total{status=\"401\"}"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "mcp_oauth_proxy_http_requests_total{route=\"/mcp\",status=\"401\"}"
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn a_forwarded_guarded_request_is_counted_by_status_with_latency_and_bytes() {
+    let backend = crate::backend_double::BackendDouble::start().await;
+    let app = TestApp::spawn_with(
+        &[("OAUTH_PROXY_MCP_UPSTREAM_URL", backend.url.as_str())],
+        crate::mock_upstream::MockUpstreamConfig::default(),
+    )
+    .await;
+    let client = app.register_public().await;
+    let (access, _) = app.full_flow_tokens(&client).await;
+    let body = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"});
+    let answer = app
+        .mcp_request(awc::http::Method::POST, "/mcp", Some(&access), &[], Some(body.clone()))
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    // The event is recorded when the answer's body has been sent whole.
+    let mut text = String::new();
+    for _ in 0..50 {
+        text = app.admin.get("/metrics").await.body;
+        if sample(&text, "mcp_oauth_proxy_gateway_requests_total{status=\"200\"}") == Some(1.0) {
+            break;
+        }
+        actix_rt::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        sample(&text, "mcp_oauth_proxy_gateway_requests_total{status=\"200\"}"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "mcp_oauth_proxy_gateway_request_duration_seconds_count"),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&text, "mcp_oauth_proxy_gateway_request_bytes_total"),
+        Some(serde_json::to_vec(&body).unwrap().len() as f64)
+    );
+    assert_eq!(
+        sample(&text, "mcp_oauth_proxy_gateway_response_bytes_total"),
+        Some(answer.body.len() as f64)
+    );
+    app.stop().await;
+    backend.stop().await;
 }

@@ -231,6 +231,14 @@ impl MockUpstream {
         lock(&self.state).deny_authorization = deny;
     }
 
+    /// Signs in another user from now on (the `sub` and `email` of the
+    /// tokens and userinfo issued next).
+    pub fn set_user(&self, subject: &str, email: &str) {
+        let mut state = lock(&self.state);
+        state.config.subject = subject.to_string();
+        state.config.email = email.to_string();
+    }
+
     /// Changes the `expires_in` sent with tokens issued from now on.
     pub fn set_access_token_expires_in(&self, expires_in: Option<u64>) {
         lock(&self.state).config.access_token_expires_in = expires_in;

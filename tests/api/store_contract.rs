@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 use mcp_oauth_proxy::config::StorageSetting;
-use mcp_oauth_proxy::store::{Backend, Counting, Table};
+use mcp_oauth_proxy::store::{Backend, Counting, IndexEntry, Page, Table};
 use mcp_oauth_proxy::tls::OutboundTls;
 
 use crate::redis_server::RedisServer;
@@ -451,6 +451,165 @@ async fn the_generation_of_a_remembered_table_moves_on_after_every_write(store: 
     moved_on("put");
     assert!(table.delete("g").await.unwrap());
     moved_on("delete");
+    let entry = [IndexEntry {
+        index: "client/a".into(),
+        ttl: HOUR,
+    }];
+    table.put_indexed("g", b"six".to_vec(), HOUR, &entry).await.unwrap();
+    moved_on("put_indexed");
+}
+
+/// Every page of a scan with `limit`, following cursors (bounded).
+async fn all_pages(limit: usize, mut read: impl AsyncFnMut(Option<String>) -> Page) -> Vec<Vec<String>> {
+    let (mut pages, mut cursor) = (Vec::new(), None);
+    for _ in 0..100 {
+        let page = read(cursor.take()).await;
+        assert!(page.keys.len() <= limit, "a page holds at most {limit}: {page:?}");
+        pages.push(page.keys);
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => return pages,
+        }
+    }
+    panic!("the scan never ended: {pages:?}");
+}
+
+fn sorted(pages: &[Vec<String>]) -> Vec<String> {
+    let mut keys: Vec<String> = pages.concat();
+    keys.sort();
+    keys
+}
+
+fn names(keys: &[&str]) -> Vec<String> {
+    keys.iter().map(|k| k.to_string()).collect()
+}
+
+async fn scan_pages_through_every_live_key_once(store: &Store) {
+    let table = store.table("client");
+    for key in ["e", "a", "d", "b", "c"] {
+        table.put(key, b"x".to_vec(), HOUR).await.unwrap();
+    }
+    table.put("gone", b"x".to_vec(), BRIEF).await.unwrap();
+    outlive().await;
+    let pages = all_pages(2, async |cursor| table.scan(cursor.as_deref(), 2).await.unwrap()).await;
+    assert_eq!(sorted(&pages), names(&["a", "b", "c", "d", "e"]), "{pages:?}");
+    assert!(pages.len() >= 3, "five keys in pages of two: {pages:?}");
+    let one_page = table.scan(None, 10).await.unwrap();
+    assert_eq!(one_page.keys.len(), 5);
+    assert_eq!(one_page.next, None, "a page that is not full is the last");
+    assert_eq!(store.table("code").scan(None, 10).await.unwrap(), Page::default());
+}
+
+fn entries(indexes: &[&str], ttl: Duration) -> Vec<IndexEntry> {
+    indexes
+        .iter()
+        .map(|index| IndexEntry {
+            index: index.to_string(),
+            ttl,
+        })
+        .collect()
+}
+
+async fn put_indexed_files_the_record_under_each_index_and_index_scan_pages_through_them(store: &Store) {
+    let table = store.table("grant");
+    for (key, indexes) in [
+        ("g1", &["client/a", "sub/x"][..]),
+        ("g2", &["client/a", "sub/y"]),
+        ("g3", &["client/b", "sub/x"]),
+        ("g4", &["client/a", "sub/x"]),
+        ("g5", &["client/a"]),
+    ] {
+        table
+            .put_indexed(key, key.as_bytes().to_vec(), HOUR, &entries(indexes, HOUR))
+            .await
+            .unwrap();
+        assert_eq!(table.get(key).await.unwrap(), bytes(key), "the record is a record");
+    }
+    // Written again: filed once, not twice.
+    table
+        .put_indexed("g1", b"g1".to_vec(), HOUR, &entries(&["client/a", "sub/x"], HOUR))
+        .await
+        .unwrap();
+    let scan = |index: &'static str| {
+        let table = table.clone();
+        async move {
+            all_pages(2, async |cursor| {
+                table.index_scan(index, cursor.as_deref(), 2).await.unwrap()
+            })
+            .await
+        }
+    };
+    assert_eq!(sorted(&scan("client/a").await), names(&["g1", "g2", "g4", "g5"]));
+    assert_eq!(sorted(&scan("sub/x").await), names(&["g1", "g3", "g4"]));
+    assert_eq!(sorted(&scan("client/b").await), names(&["g3"]));
+    assert_eq!(sorted(&scan("client/c").await), Vec::<String>::new());
+    // A prefix of another index's name is another index.
+    assert_eq!(sorted(&scan("client/").await), Vec::<String>::new());
+    assert_eq!(table.count().await.unwrap(), 5, "entries are not records");
+    let listed = all_pages(10, async |cursor| table.scan(cursor.as_deref(), 10).await.unwrap()).await;
+    assert_eq!(
+        sorted(&listed),
+        names(&["g1", "g2", "g3", "g4", "g5"]),
+        "nor listed as records"
+    );
+}
+
+async fn index_entries_live_by_their_own_lifetime_until_removed(store: &Store) {
+    let table = store.table("grant");
+    table
+        .put_indexed("short", b"s".to_vec(), HOUR, &entries(&["client/a"], BRIEF))
+        .await
+        .unwrap();
+    table
+        .put_indexed("long", b"l".to_vec(), HOUR, &entries(&["client/a"], HOUR))
+        .await
+        .unwrap();
+    outlive().await;
+    let page = table.index_scan("client/a", None, 10).await.unwrap();
+    assert_eq!(page.keys, names(&["long"]), "an expired entry is not listed");
+    assert_eq!(table.get("short").await.unwrap(), bytes("s"), "its record lives on");
+    // A record that goes leaves its entry, for the reader to remove.
+    assert!(table.delete("long").await.unwrap());
+    assert_eq!(
+        table.index_scan("client/a", None, 10).await.unwrap().keys,
+        names(&["long"])
+    );
+    assert!(table.index_remove("client/a", "long").await.unwrap());
+    assert!(!table.index_remove("client/a", "long").await.unwrap(), "removed once");
+    assert_eq!(table.index_scan("client/a", None, 10).await.unwrap(), Page::default());
+    table.purge_expired().await.unwrap();
+    assert_eq!(table.get("short").await.unwrap(), bytes("s"));
+}
+
+/// A record and its entries are one write: a reader that finds a key in an
+/// index, while other tasks write, always finds its record.
+async fn an_index_entry_is_never_visible_before_its_record(store: &Store) {
+    let table = store.table("grant");
+    let writers = (0..TASKS).map(|i| {
+        let table = table.clone();
+        async move {
+            let key = format!("g{i:02}");
+            table
+                .put_indexed(&key, key.as_bytes().to_vec(), HOUR, &entries(&["client/racing"], HOUR))
+                .await
+                .unwrap();
+        }
+    });
+    let writing = actix_rt::spawn(join_all(writers));
+    let mut seen = 0;
+    while seen < TASKS {
+        let page = table.index_scan("client/racing", None, TASKS).await.unwrap();
+        for key in &page.keys {
+            assert_eq!(
+                table.get(key).await.unwrap(),
+                bytes(key),
+                "{key} listed before its record"
+            );
+        }
+        seen = page.keys.len();
+        actix_rt::task::yield_now().await;
+    }
+    actix_rt::time::timeout(BOUND, writing).await.unwrap().unwrap();
 }
 
 // ---- One test per (backend, rule) ----
@@ -491,4 +650,8 @@ contract!(
     soonest_expiring_lists_live_keys_by_expiry,
     tables_of_different_names_keep_their_records_apart,
     the_generation_of_a_remembered_table_moves_on_after_every_write,
+    scan_pages_through_every_live_key_once,
+    put_indexed_files_the_record_under_each_index_and_index_scan_pages_through_them,
+    index_entries_live_by_their_own_lifetime_until_removed,
+    an_index_entry_is_never_visible_before_its_record,
 );

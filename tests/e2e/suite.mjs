@@ -4,9 +4,11 @@
 //            │                       │
 //            └── chromium ──────────▶└──▶ oidc-provider (upstream OAuth/OIDC server)
 //
-// Both SDK generations: 1.x (`@modelcontextprotocol/sdk`, scenarios 1-6) and
+// Both SDK generations: 1.x (`@modelcontextprotocol/sdk`, scenarios 1-6 and 8) and
 // 2.x (`@modelcontextprotocol/client` / `server`, protocol 2026-07-28,
-// scenario 7, behind a third proxy).
+// scenario 7, behind a third proxy). Scenario 8 runs a fourth proxy with the
+// audit trail in a file and the admin listener, and drives it with the
+// proxy binary's own `admin` and `audit verify` commands.
 //
 // Prints `PASS <scenario>` / `FAIL <scenario>: <reason>` for each scenario and
 // a closing `e2e: N passed, N failed` line; exits 1 on any FAIL.
@@ -17,7 +19,9 @@
 //   E2E_ARTIFACTS   screenshots and proxy logs (default tests/e2e/artifacts)
 //   E2E_ONLY        comma-separated scenario numbers to run, e.g. "1,2"
 
-import { existsSync, mkdirSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { randomBytes } from 'node:crypto';
@@ -48,6 +52,9 @@ const ENCRYPTION_KEY = `e2e-enc-${randomBytes(24).toString('hex')}`;
 const CONSENT_SIGNING_KEY = `e2e-consent-${randomBytes(24).toString('hex')}`;
 const JWT_KEY_BYTES = new TextEncoder().encode(JWT_SIGNING_KEY);
 const UPSTREAM_SCOPES = 'openid profile email offline_access';
+// The admin API's bearer (scenario 8), and where that proxy's audit trail goes.
+const ADMIN_TOKEN = `e2e-admin-${randomBytes(24).toString('hex')}`;
+const AUDIT_LOG = join(ARTIFACTS, 'audit-ops.jsonl');
 
 // ---------------------------------------------------------------- helpers
 
@@ -180,14 +187,16 @@ async function setUp() {
     expect(existsSync(CHROMIUM), `browser not found at ${CHROMIUM} (apt-get install -y chromium)`);
 
     const ports = new Set();
-    while (ports.size < 4) ports.add(await freePort());
-    const [upstreamPort, swapPort, passPort, v2Port] = [...ports];
+    while (ports.size < 6) ports.add(await freePort());
+    const [upstreamPort, swapPort, passPort, v2Port, opsPort, opsAdminPort] = [...ports];
 
     const secrets = {
         basic: randomBytes(24).toString('base64url'),
         post: randomBytes(24).toString('base64url'),
-        v2: randomBytes(24).toString('base64url')
+        v2: randomBytes(24).toString('base64url'),
+        ops: randomBytes(24).toString('base64url')
     };
+    world.secrets = secrets;
     world.upstream = await startUpstream({
         port: upstreamPort,
         clients: [
@@ -207,6 +216,12 @@ async function setUp() {
                 client_id: 'mcp-proxy-v2',
                 client_secret: secrets.v2,
                 redirect_uri: `http://127.0.0.1:${v2Port}/oauth/callback`,
+                auth_method: 'client_secret_basic'
+            },
+            {
+                client_id: 'mcp-proxy-ops',
+                client_secret: secrets.ops,
+                redirect_uri: `http://127.0.0.1:${opsPort}/oauth/callback`,
                 auth_method: 'client_secret_basic'
             }
         ]
@@ -269,12 +284,33 @@ async function setUp() {
             OAUTH_PROXY_UPSTREAM_TOKEN_ENDPOINT_AUTH_METHOD: 'client_secret_basic'
         }
     });
+    // Swap mode with the operator's view (scenario 8): the audit trail in a
+    // file (a fresh one each run), the admin listener and its token.
+    rmSync(AUDIT_LOG, { force: true });
+    world.ops = await startProxy({
+        name: 'ops',
+        binary: BINARY,
+        port: opsPort,
+        logDir: ARTIFACTS,
+        env: {
+            ...common,
+            OAUTH_PROXY_ENABLE_TOKEN_SWAP: 'true',
+            OAUTH_PROXY_UPSTREAM_CLIENT_ID: 'mcp-proxy-ops',
+            OAUTH_PROXY_UPSTREAM_CLIENT_SECRET: secrets.ops,
+            OAUTH_PROXY_UPSTREAM_TOKEN_ENDPOINT_AUTH_METHOD: 'client_secret_basic',
+            OAUTH_PROXY_AUDIT_LOG: AUDIT_LOG,
+            OAUTH_PROXY_ADMIN_BIND: `127.0.0.1:${opsAdminPort}`,
+            OAUTH_PROXY_ADMIN_TOKEN: ADMIN_TOKEN
+        }
+    });
+    world.ops.adminUrl = `http://127.0.0.1:${opsAdminPort}`;
     world.callbacks = await startCallbackListener();
     world.browser = await launchBrowser();
     console.log(
         `setup: upstream ${world.upstream.issuer}, MCP server ${world.mcp.url}, ` +
             `proxy swap ${world.swap.base}, proxy pass-through ${world.pass.base}, ` +
             `MCP server (SDK 2.x) ${world.mcp2.url} behind proxy ${world.v2.base}, ` +
+            `proxy with audit trail and admin listener ${world.ops.base} (admin ${world.ops.adminUrl}), ` +
             `chromium ${world.browser.version()}`
     );
 }
@@ -285,6 +321,7 @@ async function tearDown() {
         () => world.swap?.stop(),
         () => world.pass?.stop(),
         () => world.v2?.stop(),
+        () => world.ops?.stop(),
         () => world.callbacks?.close(),
         () => world.mcp?.close(),
         () => world.mcp2?.close(),
@@ -912,6 +949,221 @@ async function scenario7() {
     }
 }
 
+/**
+ * Runs the proxy binary as a command (`admin ...`, `audit verify ...`) in an
+ * empty working directory (no `.env`), with only PATH and `env`; resolves
+ * with its exit code and output (killed after 30 s).
+ */
+function runBinary(args, env = {}) {
+    const cwd = mkdtempSync(join(tmpdir(), 'e2e-cli-'));
+    return new Promise((resolvePromise, reject) => {
+        const child = spawn(BINARY, args, {
+            cwd,
+            env: { PATH: process.env.PATH || '/usr/bin:/bin', ...env },
+            stdio: ['ignore', 'pipe', 'pipe']
+        });
+        let stdout = '';
+        let stderr = '';
+        child.stdout.on('data', d => (stdout += d));
+        child.stderr.on('data', d => (stderr += d));
+        const timer = setTimeout(() => child.kill('SIGKILL'), 30000);
+        child.on('error', reject);
+        child.on('close', (code, signal) => {
+            clearTimeout(timer);
+            rmSync(cwd, { recursive: true, force: true });
+            resolvePromise({ code, signal, stdout, stderr });
+        });
+    });
+}
+
+/** The audit trail's events, one JSON object per line. */
+function readAudit(path) {
+    expect(existsSync(path), `no audit file at ${path}`);
+    const lines = readFileSync(path, 'utf8').split('\n').filter(l => l.trim() !== '');
+    return lines.map((line, i) => {
+        try {
+            return JSON.parse(line);
+        } catch {
+            throw new Error(`audit line ${i + 1} is not JSON: ${line.slice(0, 200)}`);
+        }
+    });
+}
+
+async function scenario8() {
+    const proxy = world.ops;
+    const context = await newContext(world.browser);
+    let session;
+    try {
+        // Sign-in through the SDK and the browser, then MCP calls.
+        const name = 'E2E Ops Client';
+        const a = await authorize({ proxy, context, label: 'ops', name });
+        session = a.session;
+        const { provider } = a;
+        checkConsentPage(a.consent, name, world.callbacks.redirectUrl('ops'));
+        const clientId = provider.clientInformation().client_id;
+        const first = provider.tokens();
+        const subject = jwtClaims(first.access_token)?.sub;
+        expect(subject === ACCOUNT.sub, `access token sub ${subject}`);
+        const tools = await session.listTools();
+        expect(tools.tools.some(t => t.name === 'whoami'), 'tools/list lacks whoami');
+        expect((await session.whoami()).sub === ACCOUNT.sub, 'whoami');
+        detail(`signed in (${a.flow.steps.join(' > ')}); tools/list and whoami through the proxy`);
+
+        // A refresh: the access token re-signed as expired; the SDK refreshes by itself.
+        const claims = jwtClaims(first.access_token);
+        const now = Math.floor(Date.now() / 1000);
+        const expired = await new SignJWT({ ...claims, iat: now - 3720, exp: now - 120 })
+            .setProtectedHeader(decodeProtectedHeader(first.access_token))
+            .sign(JWT_KEY_BYTES);
+        provider.setTokens({ ...first, access_token: expired });
+        const logStart = session.fetchLog.length;
+        expect((await session.whoami()).sub === ACCOUNT.sub, 'whoami after the refresh');
+        const refreshed = provider.tokens();
+        expect(
+            session.fetchLog.slice(logStart).some(e => e.method === 'POST' && new URL(e.url).pathname === '/token' && e.status === 200),
+            'the SDK did not refresh at /token'
+        );
+        expect(refreshed.refresh_token && refreshed.refresh_token !== first.refresh_token, 'the refresh token did not rotate');
+        detail('refresh: 401 on the expired token → POST /token 200 → whoami works; refresh token rotated');
+
+        // The kill switch, from the command line: every grant of the user.
+        const adminEnv = { OAUTH_PROXY_ADMIN_URL: proxy.adminUrl, OAUTH_PROXY_ADMIN_TOKEN: ADMIN_TOKEN };
+        const listed = await runBinary(['admin', 'grants', 'list', '--sub', subject, '--json'], adminEnv);
+        expect(
+            listed.code === 0,
+            `admin grants list --sub exited ${listed.code}: ${oneLine(listed.stderr || listed.stdout)}`
+        );
+        const grants = JSON.parse(listed.stdout).items;
+        expect(
+            grants.length >= 1 && grants.every(g => g.subject === subject) && grants.some(g => g.client_id === clientId),
+            `admin grants list --sub ${subject}: ${oneLine(listed.stdout)}`
+        );
+        detail(`mcp-oauth-proxy admin grants list --sub ${subject}: ${grants.length} grant(s), client ${short(clientId, 12)}`);
+        const revoked = await runBinary(['admin', 'grants', 'revoke', '--sub', subject], adminEnv);
+        expect(
+            revoked.code === 0,
+            `admin grants revoke --sub exited ${revoked.code}: ${oneLine(revoked.stderr || revoked.stdout)}`
+        );
+        expect(/revoked [1-9]\d* grants/.test(revoked.stdout), `admin grants revoke --sub said: ${oneLine(revoked.stdout)}`);
+        const output = `${listed.stdout}${listed.stderr}${revoked.stdout}${revoked.stderr}`;
+        expect(!output.includes(ADMIN_TOKEN), 'the admin CLI printed its token');
+        detail(`mcp-oauth-proxy admin grants revoke --sub ${subject}: "${oneLine(revoked.stdout)}" (exit 0)`);
+
+        // The client's next MCP call: 401, and its refresh token is dead too.
+        const after = provider.tokens();
+        const refused = await rawMcpPost(proxy.mcpUrl, after.access_token);
+        expectChallenge(refused, proxy, 'the revoked user\'s access token');
+        const refresh = await tokenRequest(proxy.base, provider.clientInformation(), {
+            grant_type: 'refresh_token',
+            refresh_token: after.refresh_token
+        });
+        expect(
+            refresh.status === 400 && refresh.json?.error === 'invalid_grant',
+            `the revoked user's refresh token: ${refresh.status} ${oneLine(refresh.text).slice(0, 200)}`
+        );
+        let sdkError = null;
+        try {
+            await session.whoami();
+        } catch (e) {
+            sdkError = e;
+        }
+        expect(sdkError, 'the SDK\'s MCP call succeeded after the user was revoked');
+        detail(`after the revoke: /mcp with the access token → 401; refresh → 400 invalid_grant; the SDK's call fails (${oneLine(sdkError.message).slice(0, 80)})`);
+        await session.close();
+        session = undefined;
+
+        // Stop the proxy: the audit writer flushes and closes the file.
+        await proxy.stop();
+        const events = readAudit(AUDIT_LOG);
+        const kinds = events.map(e => e.event);
+        detail(`audit trail: ${events.length} lines: ${[...new Set(kinds)].join(', ')}`);
+        // The first event of `kind` passing `test` after line index `from`.
+        const find = (kind, test = () => true, from = -1) =>
+            events.findIndex((e, i) => i > from && e.event === kind && test(e));
+        const grantIds = grants.map(g => g.grant_id);
+        // Steps in order; each found after the one before (code.redeemed and
+        // token.issued come from one /token request, in either order).
+        const story = [
+            [['authorization.started', e => e.client_id === clientId]],
+            [['consent.approved', e => e.client_id === clientId]],
+            [['upstream.sign_in', e => e.subject === subject]],
+            [['code.issued', e => e.client_id === clientId]],
+            [
+                ['code.redeemed', e => e.client_id === clientId],
+                ['token.issued', e => e.client_id === clientId && e.subject === subject]
+            ],
+            [['mcp.request', e => e.subject === subject && e.mcp?.name === 'whoami' && (e.mcp?.status ?? e.status) === 200]],
+            [['token.refreshed', e => e.client_id === clientId]],
+            [['grant.revoked', e => e.revoked_by === 'admin' && (e.subject === subject || grantIds.includes(e.grant_id))]],
+            [['request.refused', e => e.status === 401]]
+        ];
+        let at = -1;
+        const seen = [];
+        for (const step of story) {
+            let last = at;
+            for (const [kind, test] of step) {
+                const i = find(kind, test, at);
+                expect(
+                    i >= 0,
+                    `the audit trail has no ${kind} event for this flow after line ${at + 1} ` +
+                        `(events: ${[...new Set(kinds)].join(', ')})`
+                );
+                seen.push(`${kind}@${i + 1}`);
+                last = Math.max(last, i);
+            }
+            at = last;
+        }
+        expect(
+            events.some(e => e.event === 'mcp.request' && e.mcp?.method === 'tools/list'),
+            'no mcp.request for tools/list'
+        );
+        detail(`the story, in order (event@line): ${seen.join(' → ')}`);
+
+        // Never a token, code, secret or verifier in the audit trail.
+        const text = readFileSync(AUDIT_LOG, 'utf8');
+        const secrets = [
+            ...provider.savedTokens.flatMap(t => [t.access_token, t.refresh_token]),
+            after.access_token,
+            a.params.code,
+            provider.clientInformation().client_secret,
+            ADMIN_TOKEN,
+            world.secrets.ops,
+            JWT_SIGNING_KEY,
+            ENCRYPTION_KEY,
+            CONSENT_SIGNING_KEY
+        ].filter(s => typeof s === 'string' && s.length >= 8);
+        const leaked = secrets.filter(s => text.includes(s));
+        expect(leaked.length === 0, `${leaked.length} token(s)/secret(s) in the audit trail: ${leaked.map(s => short(s, 10)).join(', ')}`);
+        detail(`none of the ${secrets.length} tokens, codes and secrets seen appears in the audit trail`);
+
+        // The chain verifies; an edited copy fails naming the edited line.
+        const verified = await runBinary(['audit', 'verify', AUDIT_LOG]);
+        expect(verified.code === 0, `audit verify exited ${verified.code}: ${oneLine(verified.stderr || verified.stdout)}`);
+        detail(`mcp-oauth-proxy audit verify: exit 0 (${oneLine(verified.stdout || verified.stderr).slice(0, 120)})`);
+        const lines = text.split('\n');
+        const editAt = Math.min(2, lines.length - 2); // the third line
+        const original = lines[editAt];
+        let edited = original.replace('"outcome":"success"', '"outcome":"failure"');
+        if (edited === original) edited = original.replace(/"request_id":"/, '"request_id":"x');
+        expect(edited !== original, `cannot edit audit line ${editAt + 1}: ${original.slice(0, 120)}`);
+        const copy = join(ARTIFACTS, 'audit-ops-edited.jsonl');
+        copyFileSync(AUDIT_LOG, copy);
+        writeFileSync(copy, [...lines.slice(0, editAt), edited, ...lines.slice(editAt + 1)].join('\n'));
+        const broken = await runBinary(['audit', 'verify', copy]);
+        const said = `${broken.stdout}${broken.stderr}`;
+        expect(broken.code === 1, `audit verify of the edited copy exited ${broken.code}: ${oneLine(said)}`);
+        const lineNo = editAt + 1;
+        expect(
+            new RegExp(`line ${lineNo}\\b|:${lineNo}\\b`).test(said),
+            `audit verify of the copy edited at line ${lineNo} did not name that line: ${oneLine(said)}`
+        );
+        detail(`one line edited in a copy (line ${lineNo}): audit verify exits 1: ${oneLine(said).slice(0, 160)}`);
+    } finally {
+        await session?.close();
+        await context.close().catch(() => {});
+    }
+}
+
 const SCENARIOS = [
     ['1', 'scenario 1: swap mode, consent on (401, discovery, DCR, consent page, upstream login, tools/list, whoami)', scenario1],
     ['2', 'scenario 2: refresh on 401, rotated-out refresh token refused', scenario2],
@@ -923,6 +1175,11 @@ const SCENARIOS = [
         '7',
         `scenario 7: MCP SDK 2.x, protocol ${PROTOCOL_VERSION} (sign-in, tools/list, refresh, x-mcp-header tool via Mcp-Param-${PARAM_HEADER})`,
         scenario7
+    ],
+    [
+        '8',
+        'scenario 8: the operator\'s view (sign-in, MCP calls, refresh, `admin grants revoke --sub` → 401, the audit trail tells it and passes `audit verify`, an edited copy fails)',
+        scenario8
     ]
 ];
 

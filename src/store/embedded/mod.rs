@@ -97,6 +97,14 @@ enum Op {
         key: String,
         stored: Vec<u8>,
     },
+    /// A put and its index entries (`<index>\0<key>` → expiry) in the
+    /// table's index keyspace, in the same batch.
+    PutIndexed {
+        key: String,
+        stored: Vec<u8>,
+        index: Arc<TableState>,
+        entries: Vec<(String, Vec<u8>)>,
+    },
     Take {
         key: String,
     },
@@ -233,6 +241,18 @@ impl Database {
     /// replaces (a lookup through the memtables and every table file's
     /// filter: a visible share of the proxy's CPU in full flows).
     pub fn table(&self, name: &'static str, counting: Counting) -> Result<EmbeddedTable, StoreError> {
+        let state = self.keyspace(name, counting)?;
+        // Its index entries (see `Table::put_indexed`): a keyspace of their
+        // own, so counts, purges and scans of the records never see them.
+        let index = self.keyspace(&format!("{name}.index"), Counting::OnRequest)?;
+        Ok(EmbeddedTable {
+            state,
+            index,
+            writes: self.writes.clone(),
+        })
+    }
+
+    fn keyspace(&self, name: &str, counting: Counting) -> Result<Arc<TableState>, StoreError> {
         let keyspace = lock(&self.open.db)
             .as_ref()
             .ok_or_else(closed)?
@@ -251,9 +271,6 @@ impl Database {
             generation: AtomicU64::new(0),
         });
         lock(&self.open.tables).push(state.clone());
-        Ok(EmbeddedTable {
-            state,
-            writes: self.writes.clone(),
-        })
+        Ok(state)
     }
 }

@@ -10,13 +10,16 @@ use futures_util::FutureExt;
 use tokio::sync::oneshot;
 
 use super::{closed, decode, encode, now_millis, unavailable, Op, Outcome, Write};
+use crate::store::memory::page;
 use crate::store::write_queue::QueueSender;
-use crate::store::{StoreError, StoreFuture, Table};
+use crate::store::{IndexEntry, Page, StoreError, StoreFuture, Table};
 
 /// One table of the embedded database.
 #[derive(Clone)]
 pub struct EmbeddedTable {
     pub(super) state: Arc<TableState>,
+    /// The keyspace of its index entries (see [`Table::put_indexed`]).
+    pub(super) index: Arc<TableState>,
     pub(super) writes: QueueSender<Write>,
 }
 
@@ -52,11 +55,15 @@ impl EmbeddedTable {
     }
 
     fn queue(&self, op: Op, early: bool) -> StoreFuture<Outcome> {
+        self.queue_on(&self.state, op, early)
+    }
+
+    fn queue_on(&self, table: &Arc<TableState>, op: Op, early: bool) -> StoreFuture<Outcome> {
         let (reply, answer) = oneshot::channel();
         let queued = self
             .writes
             .send(Write {
-                table: self.state.clone(),
+                table: table.clone(),
                 op,
                 early,
                 reply,
@@ -101,6 +108,20 @@ impl EmbeddedTable {
         let write = self.queue(op, early);
         async move { write.await.map(expect_flag) }.boxed_local().into()
     }
+}
+
+/// `<index>\0<key>`: the entries of one index are one range of keys.
+fn index_entry(index: &str, key: &str) -> String {
+    format!("{index}\0{key}")
+}
+
+/// Whether a stored value (expiry first) is still live at `now`.
+fn live(stored: &[u8], now: u64) -> bool {
+    stored
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_be_bytes)
+        .is_some_and(|expires| expires > now)
 }
 
 fn expect_value(outcome: Outcome) -> Option<Vec<u8>> {
@@ -176,8 +197,11 @@ impl Table for EmbeddedTable {
     }
 
     fn purge_expired(&self) -> StoreFuture<usize> {
+        // Expired index entries go with the same commit.
+        let purge_index = self.queue_on(&self.index, Op::Purge, false);
         let write = self.write(Op::Purge);
         async move {
+            purge_index.await?;
             match write.await? {
                 Outcome::Count(n) => Ok(n),
                 _ => Ok(0),
@@ -197,6 +221,76 @@ impl Table for EmbeddedTable {
 
     fn generation(&self) -> Option<u64> {
         Some(self.state.generation.load(Ordering::Acquire))
+    }
+
+    fn scan(&self, cursor: Option<&str>, limit: usize) -> StoreFuture<Page> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let now = now_millis();
+        let start = cursor.map_or(Unbounded, |after| Excluded(after.as_bytes().to_vec()));
+        StoreFuture::ready(self.state.with_keyspace(|keyspace| {
+            let mut keys = Vec::new();
+            for entry in keyspace.range::<Vec<u8>, _>((start, Unbounded)) {
+                if keys.len() == limit {
+                    break;
+                }
+                let (key, value) = entry.into_inner().map_err(unavailable)?;
+                if live(&value, now) {
+                    keys.push(String::from_utf8_lossy(&key).into_owned());
+                }
+            }
+            Ok(page(keys, limit))
+        }))
+    }
+
+    fn put_indexed(&self, key: &str, value: Vec<u8>, ttl: Duration, entries: &[IndexEntry]) -> StoreFuture<()> {
+        let write = self.write(Op::PutIndexed {
+            key: key.to_string(),
+            stored: encode(&value, ttl),
+            index: self.index.clone(),
+            entries: entries
+                .iter()
+                .map(|entry| (index_entry(&entry.index, key), encode(&[], entry.ttl)))
+                .collect(),
+        });
+        async move { write.await.map(|_| ()) }.boxed_local().into()
+    }
+
+    /// Expired entries are skipped here and removed by the table's purge.
+    fn index_scan(&self, index: &str, cursor: Option<&str>, limit: usize) -> StoreFuture<Page> {
+        use std::ops::Bound::{Excluded, Included, Unbounded};
+        let now = now_millis();
+        let prefix = index_entry(index, "");
+        let start = match cursor {
+            Some(after) => Excluded(index_entry(index, after).into_bytes()),
+            None => Included(prefix.clone().into_bytes()),
+        };
+        StoreFuture::ready(self.index.with_keyspace(|keyspace| {
+            let mut keys = Vec::new();
+            for entry in keyspace.range::<Vec<u8>, _>((start, Unbounded)) {
+                if keys.len() == limit {
+                    break;
+                }
+                let (entry, value) = entry.into_inner().map_err(unavailable)?;
+                let Some(key) = entry.strip_prefix(prefix.as_bytes()) else {
+                    break;
+                };
+                if live(&value, now) {
+                    keys.push(String::from_utf8_lossy(key).into_owned());
+                }
+            }
+            Ok(page(keys, limit))
+        }))
+    }
+
+    fn index_remove(&self, index: &str, key: &str) -> StoreFuture<bool> {
+        let write = self.queue_on(
+            &self.index,
+            Op::Delete {
+                key: index_entry(index, key),
+            },
+            false,
+        );
+        async move { write.await.map(expect_flag) }.boxed_local().into()
     }
 
     fn soonest_expiring(&self, limit: usize) -> StoreFuture<Vec<String>> {

@@ -148,6 +148,21 @@ impl Group {
                 self.set(table, key, existed, Some(stored.clone()))?;
                 Outcome::Done
             }
+            Op::PutIndexed {
+                key,
+                stored,
+                index,
+                entries,
+            } => {
+                let existed = table.count.is_some() && self.current(table, key)?.is_some();
+                // Index entries first: a failure leaves nothing of this write
+                // in the group (an entry alone is skipped by readers).
+                for (entry, expiry) in entries {
+                    self.set(index, entry, false, Some(expiry.clone()))?;
+                }
+                self.set(table, key, existed, Some(stored.clone()))?;
+                Outcome::Done
+            }
             Op::Take { key } => {
                 let value = self.current(table, key)?;
                 if value.is_some() {

@@ -1,0 +1,361 @@
+//! The operator's controls behind the admin API (`routes::admin` is its
+//! HTTP face): list, show and delete clients; list, show and revoke grants;
+//! revoke every grant of a user (the kill switch).
+//!
+//! Contract:
+//! - An answer never holds a token, a client secret (or its hash) or
+//!   anything else that authenticates: only identifiers, names, scopes and
+//!   times ([`ClientView`], [`GrantView`]).
+//! - Grants of a client or a user are found through the indexes written
+//!   atomically with each grant (`TokenVault`'s `GrantIndexes`), on every
+//!   backend. A revoked grant is taken from the store, so every token
+//!   issued from it fails at once on this instance, and on every instance
+//!   sharing Redis as soon as Redis's invalidation push arrives.
+//! - Every revocation is an audit event (`grant.revoked`, revoked by an
+//!   admin), and a deleted client is `client.deleted`. When the audit trail
+//!   is required and cannot take an event, the revocations still happen
+//!   (a kill switch must not stop half way) and the answer is the error.
+//! - Upstream tokens of revoked grants are revoked at the upstream's
+//!   revocation endpoint, when one is configured.
+
+use futures_util::StreamExt;
+use serde::Serialize;
+
+use super::OAuthProxy;
+use crate::actors::client_registry::{ClientFilter, ClientUsage, DeleteClient, ListClients};
+use crate::actors::token_vault::{GetGrant, ListGrants, RevokeGrant};
+use crate::audit::{Event, EventKind, Outcome, RequestContext, RevokedBy};
+use crate::error::{Error, ErrorCode};
+use crate::oauth::client::{RegisteredClient, TokenEndpointAuthMethod};
+use crate::records::Grant;
+use crate::store::StoreError;
+
+/// Largest page an admin listing answers.
+pub const MAX_PAGE: usize = 500;
+/// The page size when none is asked for.
+pub const DEFAULT_PAGE: usize = 50;
+/// Grants read per step while revoking many.
+const REVOKE_BATCH: usize = 100;
+/// Upstream revocations in flight at once.
+const UPSTREAM_REVOCATIONS_AT_ONCE: usize = 8;
+
+/// A registered client as the admin API shows it (no secret, no hash).
+#[derive(Debug, Clone, Serialize)]
+pub struct ClientView {
+    pub client_id: String,
+    pub client_name: Option<String>,
+    pub redirect_uris: Vec<String>,
+    pub grant_types: Vec<String>,
+    pub token_endpoint_auth_method: TokenEndpointAuthMethod,
+    /// Unix seconds.
+    pub registered_at: u64,
+    /// When it last completed a token exchange (Unix seconds), if it has.
+    pub last_used_at: Option<u64>,
+}
+
+impl ClientView {
+    fn of(client: RegisteredClient, last_used_at: Option<u64>) -> Self {
+        ClientView {
+            client_id: client.client_id,
+            client_name: client.client_name,
+            redirect_uris: client.redirect_uris,
+            grant_types: client.grant_types,
+            token_endpoint_auth_method: client.token_endpoint_auth_method,
+            registered_at: client.issued_at,
+            last_used_at,
+        }
+    }
+}
+
+/// A grant as the admin API shows it: never a token.
+#[derive(Debug, Clone, Serialize)]
+pub struct GrantView {
+    pub grant_id: String,
+    pub client_id: String,
+    pub subject: String,
+    pub scopes: Vec<String>,
+    pub resource: String,
+    /// The sign-in that made it (Unix seconds).
+    pub created_at: u64,
+    /// Its last refresh-token rotation (swap mode), if any.
+    pub last_refreshed_at: Option<u64>,
+    /// When it ends unless refreshed again; never after its maximum
+    /// lifetime (`OAUTH_PROXY_GRANT_MAX_LIFETIME`).
+    pub expires_at: u64,
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone, Serialize)]
+pub struct Listing<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+/// Where a listing starts and how much it answers.
+#[derive(Debug, Clone, Default)]
+pub struct PageRequest {
+    pub cursor: Option<String>,
+    /// Between 1 and [`MAX_PAGE`].
+    pub limit: usize,
+}
+
+/// What deleting a client did.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeletedClient {
+    pub client_id: String,
+    pub deleted: bool,
+    pub grants_revoked: usize,
+}
+
+/// What revoking a user's grants did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RevokedSubject {
+    pub subject: String,
+    pub grants_revoked: usize,
+    /// Grants whose upstream tokens the upstream confirmed revoked.
+    pub upstream_revoked: usize,
+}
+
+fn not_found(what: &str) -> Error {
+    Error::oauth(ErrorCode::NotFound, format!("no such {what}"))
+}
+
+/// A cursor this store does not know (one of another listing, or edited)
+/// is the caller's mistake.
+fn listing_error(error: StoreError) -> Error {
+    match error {
+        StoreError::Encoding(_) => Error::invalid_request("the cursor is not one this listing gave"),
+        other => other.into(),
+    }
+}
+
+/// The email a grant's claims carry, for the audit trail.
+fn email_of(grant: &Grant) -> Option<String> {
+    let claims: serde_json::Value = serde_json::from_str(&grant.claims).ok()?;
+    claims.get("email")?.as_str().map(str::to_string)
+}
+
+impl OAuthProxy {
+    fn grant_view(&self, grant_id: String, grant: Grant) -> GrantView {
+        let lifetimes = &self.inner.config.lifetimes;
+        let ends_at = grant.ends_at(lifetimes.grant_max);
+        let last_refreshed_at = grant.previous.as_ref().map(|rotation| rotation.rotated_at);
+        let last_written = last_refreshed_at.unwrap_or(grant.created_at);
+        GrantView {
+            grant_id,
+            expires_at: last_written
+                .saturating_add(lifetimes.refresh_token.as_secs())
+                .min(ends_at),
+            client_id: grant.client_id,
+            subject: grant.subject,
+            scopes: grant.scopes.iter().map(str::to_string).collect(),
+            resource: grant.resource,
+            created_at: grant.created_at,
+            last_refreshed_at,
+        }
+    }
+
+    /// Registered clients that `filter` accepts, a page at a time.
+    pub async fn admin_clients(&self, filter: ClientFilter, page: PageRequest) -> Result<Listing<ClientView>, Error> {
+        let (clients, next_cursor) = self
+            .actors()
+            .clients
+            .send(ListClients {
+                filter,
+                cursor: page.cursor,
+                limit: page.limit,
+            })
+            .await?
+            .map_err(listing_error)?;
+        Ok(Listing {
+            items: clients
+                .into_iter()
+                .map(|(client, used)| ClientView::of(client, used))
+                .collect(),
+            next_cursor,
+        })
+    }
+
+    pub async fn admin_client(&self, client_id: &str) -> Result<ClientView, Error> {
+        let found = self.actors().clients.send(ClientUsage(client_id.to_string())).await??;
+        let (client, used) = found.ok_or_else(|| not_found("client"))?;
+        Ok(ClientView::of(client, used))
+    }
+
+    /// Deletes a client and revokes every grant made to it.
+    pub async fn admin_delete_client(&self, client_id: &str, ctx: &RequestContext) -> Result<DeletedClient, Error> {
+        let client = self.admin_client(client_id).await?;
+        let deleted = self
+            .actors()
+            .clients
+            .send(DeleteClient(client_id.to_string()))
+            .await??;
+        let mut audit = Ok(());
+        if deleted {
+            audit = self.record(
+                Event::new(EventKind::ClientDeleted, Outcome::Success, ctx).client(client_id, client.client_name),
+            );
+        }
+        let index = self.inner.prototypes.vault.indexes().by_client(client_id);
+        let revoked = self.revoke_all(index, None, Some(client_id.to_string()), ctx).await?;
+        audit.and(revoked.audit)?;
+        Ok(DeletedClient {
+            client_id: client_id.to_string(),
+            deleted,
+            grants_revoked: revoked.grants,
+        })
+    }
+
+    /// Grants of a user and/or a client (every grant when neither is
+    /// given), a page at a time.
+    pub async fn admin_grants(
+        &self,
+        subject: Option<String>,
+        client_id: Option<String>,
+        page: PageRequest,
+    ) -> Result<Listing<GrantView>, Error> {
+        let indexes = self.inner.prototypes.vault.indexes();
+        let index = match (&subject, &client_id) {
+            (Some(subject), _) => Some(indexes.by_subject(subject)),
+            (None, Some(client_id)) => Some(indexes.by_client(client_id)),
+            (None, None) => None,
+        };
+        let (grants, next_cursor) = self
+            .actors()
+            .vault
+            .send(ListGrants {
+                index,
+                subject,
+                client_id,
+                cursor: page.cursor,
+                limit: page.limit,
+            })
+            .await?
+            .map_err(listing_error)?;
+        Ok(Listing {
+            items: grants
+                .into_iter()
+                .map(|(grant_id, grant)| self.grant_view(grant_id, grant))
+                .collect(),
+            next_cursor,
+        })
+    }
+
+    pub async fn admin_grant(&self, grant_id: &str) -> Result<GrantView, Error> {
+        let grant = self.actors().vault.send(GetGrant(grant_id.to_string())).await??;
+        let grant = grant.ok_or_else(|| not_found("grant"))?;
+        Ok(self.grant_view(grant_id.to_string(), grant))
+    }
+
+    /// Revokes one grant (every token issued from it) and its upstream tokens.
+    pub async fn admin_revoke_grant(&self, grant_id: &str, ctx: &RequestContext) -> Result<(), Error> {
+        let revoked = self.actors().vault.send(RevokeGrant(grant_id.to_string())).await??;
+        let grant = revoked.ok_or_else(|| not_found("grant"))?;
+        let event = self.revoked_event(grant_id, &grant, ctx);
+        self.revoke_upstream(&grant).await;
+        self.record(event)
+    }
+
+    /// The kill switch: revokes every grant of `subject`, and their
+    /// upstream tokens where the upstream can revoke them.
+    pub async fn admin_revoke_subject(&self, subject: &str, ctx: &RequestContext) -> Result<RevokedSubject, Error> {
+        let index = self.inner.prototypes.vault.indexes().by_subject(subject);
+        let revoked = self.revoke_all(index, Some(subject.to_string()), None, ctx).await?;
+        revoked.audit?;
+        Ok(RevokedSubject {
+            subject: subject.to_string(),
+            grants_revoked: revoked.grants,
+            upstream_revoked: revoked.upstream,
+        })
+    }
+
+    fn revoked_event(&self, grant_id: &str, grant: &Grant, ctx: &RequestContext) -> Event {
+        Event::new(EventKind::GrantRevoked, Outcome::Success, ctx)
+            .client(grant.client_id.clone(), None)
+            .subject(grant.subject.clone(), email_of(grant))
+            .grant(grant_id)
+            .revoked_by(RevokedBy::Admin)
+    }
+
+    /// Revokes the upstream tokens of a revoked grant at the upstream's
+    /// revocation endpoint (as `/revoke` does); whether the upstream
+    /// confirmed it (`false` also when it has no such endpoint).
+    async fn revoke_upstream(&self, grant: &Grant) -> bool {
+        let upstream = &self.inner.upstream;
+        if upstream.revocation_endpoint.is_none() {
+            return false;
+        }
+        let (token, hint) = match &grant.upstream.refresh_token {
+            Some(refresh) => (refresh.as_str(), "refresh_token"),
+            None => (grant.upstream.access_token.as_str(), "access_token"),
+        };
+        match upstream.revoke(token, hint).await {
+            Ok(()) => true,
+            Err(e) => {
+                log::warn!("upstream revocation failed: {e}");
+                false
+            }
+        }
+    }
+
+    /// Revokes every grant filed under `index` that matches the filters,
+    /// following the index to its end (bounded: each step takes or skips
+    /// what it read).
+    async fn revoke_all(
+        &self,
+        index: String,
+        subject: Option<String>,
+        client_id: Option<String>,
+        ctx: &RequestContext,
+    ) -> Result<Revoked, Error> {
+        let mut revoked = Revoked {
+            grants: 0,
+            upstream: 0,
+            audit: Ok(()),
+        };
+        let mut cursor = None;
+        loop {
+            let (grants, next) = self
+                .actors()
+                .vault
+                .send(ListGrants {
+                    index: Some(index.clone()),
+                    subject: subject.clone(),
+                    client_id: client_id.clone(),
+                    cursor,
+                    limit: REVOKE_BATCH,
+                })
+                .await??;
+            let mut taken = Vec::new();
+            for (grant_id, _) in grants {
+                // Taken, not just read: of two revocations, one counts it.
+                if let Some(grant) = self.actors().vault.send(RevokeGrant(grant_id.clone())).await?? {
+                    let event = self.revoked_event(&grant_id, &grant, ctx);
+                    let recorded = self.record(event);
+                    if revoked.audit.is_ok() {
+                        revoked.audit = recorded;
+                    }
+                    revoked.grants += 1;
+                    taken.push(grant);
+                }
+            }
+            revoked.upstream += futures_util::stream::iter(taken.iter().map(|grant| self.revoke_upstream(grant)))
+                .buffer_unordered(UPSTREAM_REVOCATIONS_AT_ONCE)
+                .filter(|confirmed| std::future::ready(*confirmed))
+                .count()
+                .await;
+            match next {
+                Some(next) => cursor = Some(next),
+                None => return Ok(revoked),
+            }
+        }
+    }
+}
+
+/// What a bulk revocation did; `audit`: the first event the audit trail
+/// could not take.
+struct Revoked {
+    grants: usize,
+    upstream: usize,
+    audit: Result<(), Error>,
+}
