@@ -12,6 +12,17 @@ use crate::helpers::{free_port, Answer, TestApp};
 use crate::mock_upstream::MockUpstreamConfig;
 use crate::service::service_on;
 
+/// The service process, killed (by its PID) and reaped when dropped, also
+/// when an assertion fails first.
+struct Stopped(std::process::Child);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn request_id(answer: &Answer) -> String {
     answer
         .header("x-request-id")
@@ -115,7 +126,7 @@ async fn the_json_log_is_one_object_per_line_and_the_access_log_holds_the_reques
         .env("OAUTH_PROXY_AUDIT_LOG", "off")
         .stdout(Stdio::null())
         .stderr(Stdio::from(log));
-    let mut child = command.spawn().unwrap();
+    let child = Stopped(command.spawn().unwrap());
     let client = awc::Client::default();
     let base = format!("http://127.0.0.1:{port}");
     let started = Instant::now();
@@ -147,8 +158,7 @@ async fn the_json_log_is_one_object_per_line_and_the_access_log_holds_the_reques
         }
         actix_rt::time::sleep(Duration::from_millis(50)).await;
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     assert!(
         logged.lines().count() >= 2,
         "a start-up line and an access line: {logged}"
@@ -198,7 +208,7 @@ async fn the_text_access_log_holds_the_request_id() {
         .env("OAUTH_PROXY_AUDIT_LOG", "off")
         .stdout(Stdio::null())
         .stderr(Stdio::from(log));
-    let mut child = command.spawn().unwrap();
+    let child = Stopped(command.spawn().unwrap());
     let client = awc::Client::default();
     let base = format!("http://127.0.0.1:{port}");
     let started = Instant::now();
@@ -225,8 +235,7 @@ async fn the_text_access_log_holds_the_request_id() {
         }
         actix_rt::time::sleep(Duration::from_millis(50)).await;
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     let line = logged
         .lines()
         .find(|line| line.contains("/jwks.json"))
