@@ -1,9 +1,10 @@
 //! Micro benchmarks of the hot paths: `cargo bench --bench hot_paths`.
 //!
 //! JWT sign and verify (and the cached check the MCP endpoint uses), vault
-//! record seal and open, PKCE verification, redirect-URI matching, and one
-//! guarded gateway hop (an HTTP request through the proxy in this process to
-//! a fast backend, next to the same request sent to the backend directly).
+//! record seal and open, PKCE verification, redirect-URI matching, a memory
+//! store read and write, and one guarded gateway hop (an HTTP request
+//! through the proxy in this process to a fast backend, next to the same
+//! request sent to the backend directly).
 
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
@@ -225,6 +226,43 @@ fn start_gateway() -> (String, String, String) {
     receiver.recv().unwrap()
 }
 
+/// One read and one write of a grant-sized record through the memory
+/// store's `Table`, as the actors call it (a trait object).
+fn store(c: &mut Criterion) {
+    use futures_util::FutureExt;
+    use mcp_oauth_proxy::metrics::Metrics;
+    use mcp_oauth_proxy::store::instrumented::InstrumentedTable;
+    use mcp_oauth_proxy::store::{memory::MemoryTable, Table};
+    use std::sync::Arc;
+
+    let record = vec![7u8; 300];
+    let ttl = Duration::from_secs(3600);
+    let key = "kQ1i9m0Fhz7l8c0dVf3rJ6bQx0p4sT2a";
+    let table: Arc<dyn Table> = Arc::new(MemoryTable::default());
+    table.put(key, record.clone(), ttl).now_or_never().unwrap().unwrap();
+    c.bench_function("store/memory get", |b| {
+        b.iter(|| table.get(key).now_or_never().unwrap().unwrap().unwrap())
+    });
+    c.bench_function("store/memory put", |b| {
+        b.iter(|| table.put(key, record.clone(), ttl).now_or_never().unwrap().unwrap())
+    });
+    // The same table as the proxy holds it: counted by the metrics
+    // decorator (memory tables are not timed).
+    let metrics = Metrics::new();
+    let counted = InstrumentedTable::wrap(table.clone(), &metrics, "memory", "grant", false);
+    c.bench_function("store/memory get (counted)", |b| {
+        b.iter(|| counted.get(key).now_or_never().unwrap().unwrap().unwrap())
+    });
+    c.bench_function("store/memory put (counted)", |b| {
+        b.iter(|| counted.put(key, record.clone(), ttl).now_or_never().unwrap().unwrap())
+    });
+    // As a backend that does I/O is wrapped: counted and timed.
+    let timed = InstrumentedTable::wrap(table.clone(), &metrics, "directory", "grant", true);
+    c.bench_function("store/memory get (counted and timed)", |b| {
+        b.iter(|| timed.get(key).now_or_never().unwrap().unwrap().unwrap())
+    });
+}
+
 fn gateway(c: &mut Criterion) {
     let (base, backend, token) = start_gateway();
     let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
@@ -256,5 +294,5 @@ fn gateway(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, jwt, vault, pkce, redirect_uris, gateway);
+criterion_group!(benches, jwt, vault, pkce, redirect_uris, store, gateway);
 criterion_main!(benches);

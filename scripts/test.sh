@@ -8,7 +8,8 @@
 # with a Rust toolchain and Node.js 20 or later):
 #   - system packages: redis-server (tests/api starts its own Redis servers),
 #     chromium (the end-to-end suite's browser), openssl (tests/api makes
-#     keys with it). Missing ones are installed with apt-get when running as
+#     keys with it), prometheus (its promtool checks the /metrics output).
+#     Missing ones are installed with apt-get when running as
 #     root, or with `sudo -n apt-get` when sudo needs no password; otherwise
 #     the script stops with one line naming the packages to install. A test
 #     is never skipped for want of them.
@@ -47,6 +48,8 @@ missing_packages() {
   local missing=()
   command -v redis-server >/dev/null || missing+=(redis-server)
   command -v openssl >/dev/null || missing+=(openssl)
+  # promtool checks the /metrics exposition (tests/api/metrics.rs).
+  command -v promtool >/dev/null || missing+=(prometheus)
   if [ -n "${E2E_CHROMIUM:-}" ]; then
     [ -x "$E2E_CHROMIUM" ] || missing+=(chromium)
   else
@@ -122,7 +125,7 @@ set_up() {
     # shellcheck disable=SC2086 # a list of package names
     install_packages $missing
   else
-    echo "redis-server, openssl, chromium, node and npm are installed"
+    echo "redis-server, openssl, promtool, chromium, node and npm are installed"
   fi
   check_node
   npm_ci tests/mcp-server

@@ -1,10 +1,12 @@
 //! The mcp-oauth-proxy service: configuration from the environment (and
 //! `.env`), then the HTTP server until SIGINT/SIGTERM.
 
+use std::io::Write;
 use std::net::TcpListener;
 use std::process::ExitCode;
 
 use mcp_oauth_proxy::cli::{self, Command};
+use mcp_oauth_proxy::config::LogFormat;
 use mcp_oauth_proxy::proxy::StartError;
 use mcp_oauth_proxy::{startup, Config, OAuthProxy};
 
@@ -49,8 +51,8 @@ fn main() -> ExitCode {
 
 #[actix_web::main]
 async fn serve() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-
+    // The configuration first: it says how to log (its errors are printed
+    // as they are, and it logs nothing itself).
     let config = match Config::from_env() {
         Ok(config) => config,
         Err(e) => {
@@ -58,6 +60,7 @@ async fn serve() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    init_logger(config.operations.log_format);
     if config.disable_transparent_huge_pages {
         if let Err(e) = disable_transparent_huge_pages() {
             log::warn!("cannot opt out of transparent huge pages (OAUTH_PROXY_DISABLE_THP): {e}");
@@ -132,6 +135,25 @@ async fn serve() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// The log on stderr, filtered by `RUST_LOG` (default `info`): env_logger's
+/// lines, or with `OAUTH_PROXY_LOG_FORMAT=json` one JSON object per line
+/// (`time` in UTC with milliseconds, `level`, `target`, `message`).
+fn init_logger(format: LogFormat) {
+    let mut builder = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    if format == LogFormat::Json {
+        builder.format(|out, record| {
+            let line = serde_json::json!({
+                "time": out.timestamp_millis().to_string(),
+                "level": record.level().as_str(),
+                "target": record.target(),
+                "message": record.args().to_string(),
+            });
+            writeln!(out, "{line}")
+        });
+    }
+    builder.init();
 }
 
 /// What the operator can do about a start-up failure (appended to its line).

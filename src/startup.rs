@@ -15,6 +15,8 @@ use actix_web::{web, App, HttpResponse, HttpServer, Resource, Route};
 use crate::client_address::ClientAddress;
 use crate::gateway::Gateway;
 use crate::proxy::OAuthProxy;
+use crate::routes::context::RequestId;
+use crate::routes::observe::Observe;
 use crate::routes::static_files::StaticAssets;
 use crate::routes::{
     self, authorize, callback, gateway, health, introspect, preflight, register, revoke, static_files, token,
@@ -40,6 +42,7 @@ pub fn configure_routes(cfg: &mut web::ServiceConfig, proxy: &OAuthProxy, assets
         // Read by `ClientAddress` (handlers and the access log).
         .app_data(web::Data::new(config.trusted_proxies.clone()))
         .service(health::healthz)
+        .service(methods("/readyz").on(Method::GET, web::to(health::readyz)))
         .service(
             methods("/.well-known/oauth-authorization-server")
                 .on(Method::GET, web::to(well_known::authorization_server))
@@ -207,13 +210,18 @@ pub fn run(listener: TcpListener, proxy: OAuthProxy) -> std::io::Result<Server> 
             // `%{client}xi` is the client address (behind trusted proxies, the
             // client they name; see `client_address`), the one rate limits use.
             // The access log costs allocations per request even when filtered
-            // out: mount it only when info logging is on.
+            // out: mount it only when info logging is on. It ends with the
+            // request's id, the one its response's `X-Request-Id` carries.
             .wrap(Condition::new(
                 log::log_enabled!(log::Level::Info),
-                Logger::new("%{client}xi \"%{method}xi %U\" %s %b %Dms")
+                Logger::new("%{client}xi \"%{method}xi %U\" %s %b %Dms request_id=%{request_id}xi")
                     .custom_request_replace("client", |req| ClientAddress::of(req.request()).to_string())
-                    .custom_request_replace("method", |req| req.method().to_string()),
+                    .custom_request_replace("method", |req| req.method().to_string())
+                    .custom_request_replace("request_id", |req| RequestId::of(req.request()).0),
             ))
+            // Outermost: every response, 404s and errors included, carries
+            // the request id; each request is counted by route and status.
+            .wrap(Observe::counting(proxy.metrics().http()))
             .configure(|cfg| configure_routes(cfg, &proxy, &assets))
             .default_service(web::to(not_found))
     })
@@ -230,12 +238,13 @@ pub fn run(listener: TcpListener, proxy: OAuthProxy) -> std::io::Result<Server> 
     Ok(server)
 }
 
-/// The admin listener's routes: `GET /metrics`, and the admin API under
-/// `/admin` (see [`routes::admin`]).
+/// The admin listener's routes: `GET /metrics`, `GET /readyz`, and the
+/// admin API under `/admin` (see [`routes::admin`]).
 pub fn configure_admin_routes(cfg: &mut web::ServiceConfig, proxy: &OAuthProxy) {
     cfg.app_data(web::Data::new(proxy.clone()))
         .app_data(web::Data::new(proxy.config().trusted_proxies.clone()))
         .service(methods("/metrics").on(Method::GET, web::to(routes::metrics::metrics)))
+        .service(methods("/readyz").on(Method::GET, web::to(health::readyz)))
         .configure(routes::admin::configure);
 }
 
@@ -245,6 +254,7 @@ pub fn configure_admin_routes(cfg: &mut web::ServiceConfig, proxy: &OAuthProxy) 
 pub fn run_admin(listener: TcpListener, proxy: OAuthProxy) -> std::io::Result<Server> {
     let server = HttpServer::new(move || {
         App::new()
+            .wrap(Observe::ids_only())
             .configure(|cfg| configure_admin_routes(cfg, &proxy))
             .default_service(web::to(not_found))
     })

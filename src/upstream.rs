@@ -7,7 +7,7 @@
 
 use std::cell::RefCell;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix_web::http::header;
 use base64::engine::general_purpose::STANDARD;
@@ -19,6 +19,7 @@ use url::form_urlencoded::byte_serialize;
 use url::Url;
 
 use crate::config::{UpstreamAuthMethod, UpstreamConfig, UpstreamEndpoints};
+use crate::metrics::{UpstreamEndpoint, UpstreamMetrics, UpstreamOutcome};
 use crate::oauth::now_secs;
 use crate::records::UpstreamTokens;
 
@@ -50,6 +51,17 @@ impl UpstreamError {
     }
 
     /// Whether trying again later may succeed.
+    /// The `outcome` label of a call that failed so.
+    fn outcome(&self) -> UpstreamOutcome {
+        match self {
+            UpstreamError::Timeout(_) => UpstreamOutcome::Timeout,
+            UpstreamError::Unreachable(_) => UpstreamOutcome::Unreachable,
+            UpstreamError::Rejected { .. } => UpstreamOutcome::Rejected,
+            UpstreamError::Status(_) => UpstreamOutcome::Status,
+            UpstreamError::InvalidResponse(_) | UpstreamError::InvalidEndpoint(_) => UpstreamOutcome::InvalidResponse,
+        }
+    }
+
     pub fn is_transient(&self) -> bool {
         match self {
             UpstreamError::Timeout(_) | UpstreamError::Unreachable(_) => true,
@@ -81,6 +93,8 @@ pub struct Upstream {
     authorization_prefix: String,
     /// The token endpoint, parsed once for awc.
     token_uri: actix_web::http::Uri,
+    /// Every call counted by endpoint and outcome, and timed.
+    metrics: UpstreamMetrics,
 }
 
 /// RFC 6749 §2.3.1: form-urlencode id and secret, then base64.
@@ -138,14 +152,18 @@ struct TokenResponse {
 
 impl Upstream {
     /// Resolves the endpoints, fetching the discovery document when only the
-    /// upstream issuer is configured.
-    pub async fn resolve(config: &UpstreamConfig, callback: String) -> Result<Upstream, UpstreamError> {
+    /// upstream issuer is configured. Calls are counted in `metrics`.
+    pub async fn resolve(
+        config: &UpstreamConfig,
+        callback: String,
+        metrics: UpstreamMetrics,
+    ) -> Result<Upstream, UpstreamError> {
         let (authorization_endpoint, token_endpoint, mut userinfo, mut revocation) = match &config.endpoints {
             UpstreamEndpoints::Explicit {
                 authorization_endpoint,
                 token_endpoint,
             } => (authorization_endpoint.clone(), token_endpoint.clone(), None, None),
-            UpstreamEndpoints::Discover { issuer } => discover(issuer, config.timeout).await?,
+            UpstreamEndpoints::Discover { issuer } => discover(issuer, config.timeout, &metrics).await?,
         };
         if config.userinfo_endpoint.is_some() {
             userinfo = config.userinfo_endpoint.clone();
@@ -171,7 +189,23 @@ impl Upstream {
             auth_method: config.auth_method,
             timeout: config.timeout,
             basic_authorization: basic_authorization(&config.client_id, &config.client_secret),
+            metrics,
         })
+    }
+
+    /// Runs one call to `endpoint`, counting it by outcome and timing it.
+    async fn observed<T>(
+        &self,
+        endpoint: UpstreamEndpoint,
+        call: impl std::future::Future<Output = Result<T, UpstreamError>>,
+    ) -> Result<T, UpstreamError> {
+        let started = Instant::now();
+        let result = call.await;
+        let outcome = result
+            .as_ref()
+            .map_or_else(UpstreamError::outcome, |_| UpstreamOutcome::Success);
+        self.metrics.observe(endpoint, outcome, started.elapsed());
+        result
     }
 
     /// The upstream authorization URL. The client's `resource` is never
@@ -207,6 +241,15 @@ impl Upstream {
     }
 
     async fn token_request(
+        &self,
+        form: Vec<(&str, &str)>,
+        previous_refresh: Option<&str>,
+    ) -> Result<UpstreamTokens, UpstreamError> {
+        self.observed(UpstreamEndpoint::Token, self.token_call(form, previous_refresh))
+            .await
+    }
+
+    async fn token_call(
         &self,
         form: Vec<(&str, &str)>,
         previous_refresh: Option<&str>,
@@ -289,13 +332,17 @@ impl Upstream {
         let Some(endpoint) = &self.revocation_endpoint else {
             return Ok(());
         };
-        let (request, form) = self.authenticated(endpoint.as_str(), vec![("token", token), ("token_type_hint", hint)]);
-        let response = request.send_form(&form).await.map_err(|e| self.send_error(e))?;
-        if response.status().is_success() {
-            Ok(())
-        } else {
-            Err(UpstreamError::Status(response.status().as_u16()))
-        }
+        let call = async {
+            let (request, form) =
+                self.authenticated(endpoint.as_str(), vec![("token", token), ("token_type_hint", hint)]);
+            let response = request.send_form(&form).await.map_err(|e| self.send_error(e))?;
+            if response.status().is_success() {
+                Ok(())
+            } else {
+                Err(UpstreamError::Status(response.status().as_u16()))
+            }
+        };
+        self.observed(UpstreamEndpoint::Revocation, call).await
     }
 
     /// Fetches userinfo with the upstream access token.
@@ -303,6 +350,11 @@ impl Upstream {
         let Some(endpoint) = &self.userinfo_endpoint else {
             return Ok(Map::new());
         };
+        self.observed(UpstreamEndpoint::Userinfo, self.userinfo_call(endpoint, access_token))
+            .await
+    }
+
+    async fn userinfo_call(&self, endpoint: &Url, access_token: &str) -> Result<Map<String, Value>, UpstreamError> {
         let mut response = http_client(self.timeout)
             .get(endpoint.as_str())
             .insert_header((header::AUTHORIZATION, format!("Bearer {access_token}")))
@@ -358,8 +410,13 @@ fn authorization_prefix(endpoint: &Url, config: &UpstreamConfig, callback: &str)
 
 type DiscoveredEndpoints = (Url, Url, Option<Url>, Option<Url>);
 
-/// OIDC discovery, then RFC 8414 metadata, for the upstream issuer.
-async fn discover(issuer: &Url, timeout: Duration) -> Result<DiscoveredEndpoints, UpstreamError> {
+/// OIDC discovery, then RFC 8414 metadata, for the upstream issuer; each
+/// document asked for is counted in `metrics`.
+async fn discover(
+    issuer: &Url,
+    timeout: Duration,
+    metrics: &UpstreamMetrics,
+) -> Result<DiscoveredEndpoints, UpstreamError> {
     let base = issuer.as_str().trim_end_matches('/');
     let candidates = [
         format!("{base}/.well-known/openid-configuration"),
@@ -371,41 +428,58 @@ async fn discover(issuer: &Url, timeout: Duration) -> Result<DiscoveredEndpoints
     ];
     let mut last_error = UpstreamError::InvalidResponse("no discovery document".into());
     for candidate in candidates {
-        let response = http_client(timeout).get(candidate.as_str()).send().await;
-        let mut response = match response {
-            Ok(r) if r.status().is_success() => r,
-            Ok(r) => {
-                last_error = UpstreamError::Status(r.status().as_u16());
-                continue;
-            }
-            Err(e) => {
-                last_error = UpstreamError::Unreachable(e.to_string());
-                continue;
-            }
-        };
-        let Ok(body) = response.body().limit(MAX_BODY).await else {
-            continue;
-        };
-        let Ok(document) = serde_json::from_slice::<Value>(&body) else {
-            continue;
-        };
-        let endpoint = |name: &str| {
-            document
-                .get(name)
-                .and_then(Value::as_str)
-                .and_then(|s| Url::parse(s).ok())
-        };
-        if let (Some(authorization), Some(token)) = (endpoint("authorization_endpoint"), endpoint("token_endpoint")) {
-            return Ok((
-                authorization,
-                token,
-                endpoint("userinfo_endpoint"),
-                endpoint("revocation_endpoint"),
-            ));
+        let started = Instant::now();
+        let (outcome, found) = discovery_document(&candidate, timeout, &mut last_error).await;
+        metrics.observe(UpstreamEndpoint::Discovery, outcome, started.elapsed());
+        if let Some(found) = found {
+            return Ok(found);
         }
-        last_error = UpstreamError::InvalidResponse(format!("{candidate} lacks the endpoints"));
     }
     Err(last_error)
+}
+
+/// One discovery document's endpoints, if it answers with them; how the
+/// call went; `last_error` set to why not (kept when the body is unreadable).
+async fn discovery_document(
+    candidate: &str,
+    timeout: Duration,
+    last_error: &mut UpstreamError,
+) -> (UpstreamOutcome, Option<DiscoveredEndpoints>) {
+    let response = http_client(timeout).get(candidate).send().await;
+    let mut response = match response {
+        Ok(r) if r.status().is_success() => r,
+        Ok(r) => {
+            *last_error = UpstreamError::Status(r.status().as_u16());
+            return (UpstreamOutcome::Status, None);
+        }
+        Err(e) => {
+            *last_error = UpstreamError::Unreachable(e.to_string());
+            return (UpstreamOutcome::Unreachable, None);
+        }
+    };
+    let Ok(body) = response.body().limit(MAX_BODY).await else {
+        return (UpstreamOutcome::InvalidResponse, None);
+    };
+    let Ok(document) = serde_json::from_slice::<Value>(&body) else {
+        return (UpstreamOutcome::InvalidResponse, None);
+    };
+    let endpoint = |name: &str| {
+        document
+            .get(name)
+            .and_then(Value::as_str)
+            .and_then(|s| Url::parse(s).ok())
+    };
+    if let (Some(authorization), Some(token)) = (endpoint("authorization_endpoint"), endpoint("token_endpoint")) {
+        let found = (
+            authorization,
+            token,
+            endpoint("userinfo_endpoint"),
+            endpoint("revocation_endpoint"),
+        );
+        return (UpstreamOutcome::Success, Some(found));
+    }
+    *last_error = UpstreamError::InvalidResponse(format!("{candidate} lacks the endpoints"));
+    (UpstreamOutcome::InvalidResponse, None)
 }
 
 /// The claims named in `wanted` from the payload of a JWT, read without

@@ -13,6 +13,7 @@ pub mod admin;
 mod authorize;
 mod callback;
 mod memo;
+mod readiness;
 mod registration;
 mod resource;
 mod start;
@@ -20,6 +21,7 @@ mod token;
 mod types;
 pub mod upstream_refresh;
 
+pub use readiness::NotReady;
 pub use resource::{AccessGrant, BearerRefused, IntrospectionCaller};
 pub use start::{OAuthProxy, Recorder, StartError, StoreActors};
 pub use types::{

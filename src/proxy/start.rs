@@ -22,7 +22,8 @@ use crate::metrics::Metrics;
 use crate::oauth::jwt::generate_private_pem;
 use crate::oauth::jwt::{KeyError, TokenSigner};
 use crate::oauth::metadata;
-use crate::store::{Backend, Counting, SealedTable, StoreError};
+use crate::store::instrumented::InstrumentedTable;
+use crate::store::{Backend, Counting, SealedTable, StoreError, Table};
 use crate::upstream::{Upstream, UpstreamError};
 
 #[derive(Debug, thiserror::Error)]
@@ -155,9 +156,17 @@ impl OAuthProxy {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         // This thread's outbound TLS (discovery, the refresher's upstream calls).
         crate::tls::use_on_this_thread(&config.outbound_tls);
-        let upstream = Upstream::resolve(&config.upstream, config.callback_url()).await?;
+        let metrics = Arc::new(Metrics::new());
+        let upstream = Upstream::resolve(&config.upstream, config.callback_url(), metrics.upstream()).await?;
 
         let backend = Backend::open(&config.storage, &config.outbound_tls)?;
+        // Every table counts its operations (and times them, on backends
+        // that do I/O): see `store::instrumented`.
+        let timed = !matches!(backend, Backend::Memory);
+        let table = |name: &'static str, counting: Counting| -> Result<Arc<dyn Table>, StoreError> {
+            let raw = backend.table(name, counting)?;
+            Ok(InstrumentedTable::wrap(raw, &metrics, backend.kind(), name, timed))
+        };
         let keys = Keys::resolve(&config, |algorithm| {
             generate_private_pem(match algorithm {
                 JwtAlgorithm::Es256 => Algorithm::ES256,
@@ -177,7 +186,6 @@ impl OAuthProxy {
 
         let instance_id = crate::crypto::random_token(8);
         let audit = Audit::start(&config.operations, &instance_id, CheckpointKey::derive(&keys.consent))?;
-        let metrics = Arc::new(Metrics::new());
         let recorder = Recorder {
             audit: audit.clone(),
             metrics: metrics.clone(),
@@ -188,9 +196,9 @@ impl OAuthProxy {
         let lifetimes = config.lifetimes;
         let prototypes = ActorPrototypes {
             clients: ClientRegistry::new(
-                SealedTable::new("client", backend.table("client", Counting::Kept)?, sealer.clone()),
-                backend.table("client_unused", Counting::OnRequest)?,
-                backend.table("client_used", Counting::OnRequest)?,
+                SealedTable::new("client", table("client", Counting::Kept)?, sealer.clone()),
+                table("client_unused", Counting::OnRequest)?,
+                table("client_used", Counting::OnRequest)?,
                 config.registration,
                 lifetimes.unused_client,
                 lifetimes.refresh_token.max(lifetimes.unused_client),
@@ -200,7 +208,7 @@ impl OAuthProxy {
                 SealedTable::new(
                     "transaction",
                     // Read by the pending-authorization cap at each /authorize.
-                    backend.table("transaction", Counting::Kept)?,
+                    table("transaction", Counting::Kept)?,
                     sealer.clone(),
                 ),
                 lifetimes.transaction,
@@ -208,16 +216,22 @@ impl OAuthProxy {
                 config.max_pending_authorizations,
             ),
             codes: CodeStore::new(
-                SealedTable::new("code", backend.table("code", Counting::OnRequest)?, sealer.clone()),
+                SealedTable::new("code", table("code", Counting::OnRequest)?, sealer.clone()),
                 lifetimes.authorization_code,
             ),
             vault: TokenVault::new(
                 SealedTable::new(
                     "grant",
-                    backend.remembered_table("grant", Counting::OnRequest)?,
+                    InstrumentedTable::wrap(
+                        backend.remembered_table("grant", Counting::OnRequest)?,
+                        &metrics,
+                        backend.kind(),
+                        "grant",
+                        timed,
+                    ),
                     sealer.clone(),
                 ),
-                SealedTable::new("token", backend.table("token", Counting::OnRequest)?, sealer),
+                SealedTable::new("token", table("token", Counting::OnRequest)?, sealer),
                 lifetimes.access_token,
                 lifetimes.refresh_token,
                 lifetimes.grant_max,

@@ -11,6 +11,7 @@ pub mod gateway;
 pub mod health;
 pub mod introspect;
 pub mod metrics;
+pub mod observe;
 pub mod register;
 pub mod revoke;
 pub mod static_files;

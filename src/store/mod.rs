@@ -15,6 +15,7 @@
 //! Handlers never see storage at all: they send messages to the actors.
 
 pub mod embedded;
+pub mod instrumented;
 pub mod memory;
 pub mod shared;
 mod write_queue;
@@ -218,6 +219,25 @@ impl Backend {
     pub fn close(&self) {
         if let Backend::Embedded(db) = self {
             db.close();
+        }
+    }
+
+    /// The backend's name in metrics: `memory`, `directory` or `redis`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Backend::Memory => "memory",
+            Backend::Embedded(_) => "directory",
+            Backend::Shared(_) => "redis",
+        }
+    }
+
+    /// Whether the store answers (readiness): a Redis `PING`; the
+    /// directory store while it is open; memory always.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        match self {
+            Backend::Memory => Ok(()),
+            Backend::Embedded(db) => db.ping(),
+            Backend::Shared(redis) => redis.ping().await,
         }
     }
 

@@ -163,6 +163,16 @@ impl RedisStore {
         })
     }
 
+    /// One `PING` round trip (readiness); fails while Redis is down.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let mut connection = self.connection.clone();
+        redis::cmd("PING")
+            .query_async::<String>(&mut connection)
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+
     pub fn table(&self, name: &'static str) -> RedisTable {
         RedisTable {
             prefix: format!("{PREFIX}:{{{name}}}:"),

@@ -197,7 +197,7 @@ impl Drop for RunningService {
 
 /// The binary on `port` with the memory store and a placeholder upstream
 /// (never called): what start-up checks and the access log need.
-fn service_on(port: u16) -> Service {
+pub fn service_on(port: u16) -> Service {
     let mut command = service();
     command
         .env("OAUTH_PROXY_BIND", format!("127.0.0.1:{port}"))

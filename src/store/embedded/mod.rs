@@ -226,6 +226,11 @@ impl Database {
         drop(db);
     }
 
+    /// `Ok` while the store is open (readiness).
+    pub fn ping(&self) -> Result<(), StoreError> {
+        lock(&self.open.db).as_ref().map(|_| ()).ok_or_else(closed)
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
