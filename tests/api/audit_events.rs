@@ -701,3 +701,19 @@ async fn with_the_trail_required_the_gateway_forwards_nothing_it_cannot_record()
     b.stop().await;
     a.stop().await;
 }
+
+#[actix_web::test]
+async fn an_event_carries_the_request_id_its_response_was_sent_with() {
+    let app = TestApp::spawn().await;
+    let answer = app
+        .post_json(
+            "/register",
+            &json!({"redirect_uris": ["http://127.0.0.1:9/cb"], "token_endpoint_auth_method": "none"}),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.body);
+    let sent = answer.header("x-request-id").expect("an X-Request-Id on the answer");
+    let registered = only(&app, EventKind::ClientRegistered);
+    assert_eq!(registered.context.request_id, sent);
+    app.stop().await;
+}
