@@ -173,3 +173,124 @@ async fn file_one(tables: &VaultTables, grant_id: &str, now: u64) -> Result<Opti
     }
     Ok(Some(added))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actors::token_vault::{GrantIndexes, TokenVault};
+    use crate::crypto::Sealer;
+    use crate::oauth::scope::Scopes;
+    use crate::records::{Grant, UpstreamTokens};
+    use crate::store::memory::MemoryTable;
+    use crate::store::SealedTable;
+
+    const HOUR: Duration = Duration::from_secs(3600);
+    const MAX_LIFETIME: Duration = Duration::from_secs(90 * 24 * 3600);
+
+    fn grant(client_id: &str, subject: &str, created_at: u64) -> Grant {
+        Grant {
+            client_id: client_id.into(),
+            subject: subject.into(),
+            scopes: Scopes::parse("openid"),
+            resource: "https://mcp.example.com/mcp".into(),
+            claims: "{}".into(),
+            upstream: UpstreamTokens {
+                access_token: "up-at".into(),
+                token_type: "Bearer".into(),
+                refresh_token: None,
+                id_token: None,
+                expires_at: None,
+                scope: None,
+            },
+            current: None,
+            previous: None,
+            passthrough_refresh_hash: None,
+            revoked_access: Vec::new(),
+            created_at,
+        }
+    }
+
+    fn vault() -> (TokenVault, Arc<dyn Table>, Arc<dyn Table>) {
+        let sealer = Sealer::new(b"0123456789abcdef0123456789abcdef");
+        let raw: Arc<dyn Table> = Arc::new(MemoryTable::default());
+        let vault = TokenVault::new(
+            SealedTable::new("grant", raw.clone(), sealer.clone()),
+            SealedTable::new("token", Arc::new(MemoryTable::default()), sealer),
+            HOUR,
+            HOUR,
+            MAX_LIFETIME,
+            GrantIndexes::new(b"consent-signing-key-consent-signing-key"),
+        );
+        (vault, raw, Arc::new(MemoryTable::default()))
+    }
+
+    async fn filed(raw: &dyn Table, index: &str) -> Vec<String> {
+        raw.index_scan(index, None, 100).await.unwrap().keys
+    }
+
+    #[actix_rt::test]
+    async fn the_backfill_files_each_live_grant_once_and_later_runs_skip_it() {
+        let (vault, raw, meta) = vault();
+        let tables = &vault.tables;
+        let now = now_secs();
+        // More grants than one page holds, none filed (the earlier release).
+        let count = PAGE + 3;
+        for i in 0..count {
+            let record = grant(&format!("client-{}", i % 2), &format!("user-{i}"), now);
+            tables.grants.put(&format!("g{i:04}"), &record, HOUR).await.unwrap();
+        }
+        // One filed already (this release), one whose grant has ended.
+        let current = grant("client-0", "carol", now);
+        let entries = tables.index_entries(&current, now);
+        tables
+            .grants
+            .put_indexed("current", &current, HOUR, &entries)
+            .await
+            .unwrap();
+        let ended = grant("client-0", "dave", now - MAX_LIFETIME.as_secs() - 1);
+        tables.grants.put("ended", &ended, HOUR).await.unwrap();
+
+        backfill(tables.clone(), meta.clone()).await;
+
+        let indexes = &tables.indexes;
+        assert_eq!(filed(&*raw, &indexes.by_subject("user-0")).await, ["g0000"]);
+        assert_eq!(
+            filed(&*raw, &indexes.by_subject(&format!("user-{}", count - 1)))
+                .await
+                .len(),
+            1
+        );
+        assert_eq!(filed(&*raw, &indexes.by_subject("carol")).await, ["current"]);
+        assert_eq!(
+            filed(&*raw, &indexes.by_subject("dave")).await,
+            Vec::<String>::new(),
+            "an ended grant"
+        );
+        let mut by_client = Vec::new();
+        let mut cursor = None;
+        for _ in 0..10 {
+            let page = raw
+                .index_scan(&indexes.by_client("client-1"), cursor.as_deref(), 100)
+                .await
+                .unwrap();
+            by_client.extend(page.keys);
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(by_client.len(), count / 2, "every other grant is client-1's");
+        assert_eq!(meta.get(BACKFILL_MARKER.1).await.unwrap().as_deref(), Some(DONE));
+        // The grants are as they were written: the backfill wrote no record.
+        assert_eq!(tables.grants.get("g0000").await.unwrap().unwrap().subject, "user-0");
+
+        // A later start skips it: an entry removed stays removed.
+        assert!(raw.index_remove(&indexes.by_subject("user-0"), "g0000").await.unwrap());
+        backfill(tables.clone(), meta.clone()).await;
+        assert_eq!(filed(&*raw, &indexes.by_subject("user-0")).await, Vec::<String>::new());
+        // Without its marker (a store of the earlier release), it runs again.
+        meta.delete(BACKFILL_MARKER.1).await.unwrap();
+        backfill(tables.clone(), meta).await;
+        assert_eq!(filed(&*raw, &indexes.by_subject("user-0")).await, ["g0000"]);
+    }
+}
