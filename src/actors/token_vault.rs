@@ -22,6 +22,7 @@
 //!   tokens) are decided again on the record as stored, so they never bring
 //!   back what another writer changed meanwhile (a revocation, newer tokens).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -29,17 +30,24 @@ use actix::prelude::*;
 use super::{purge_interval, store_messages, sweep_every};
 use crate::oauth::now_secs;
 use crate::records::rotation::{claim, refresh_token_is_live, undo_rotation, Claimed, RefreshRequest};
-use crate::store::{Change, IndexEntry, SealedTable, StoreError};
+use crate::store::{Change, IndexEntry, SealedTable, StoreError, Table};
 
 use crate::records::{
     bounded_ttl, grant_id_of, Grant, GrantLifetime, IssuedPair, RefreshClaim, RotationUndo, UpstreamTokens,
 };
+
+mod backfill;
+pub use backfill::BACKFILL_MARKER;
 
 #[derive(Clone)]
 pub struct TokenVault {
     tables: VaultTables,
     /// Only the primary instance sweeps; replicas on worker threads do not.
     sweeping: bool,
+    /// The table of the backfill's marker, when the primary is to file the
+    /// grants of the earlier release by client and subject as it starts
+    /// (see [`backfill`]).
+    backfill: Option<Arc<dyn Table>>,
 }
 
 /// The vault's tables, cloned into each message's future.
@@ -119,6 +127,18 @@ impl TokenVault {
                 indexes,
             },
             sweeping: true,
+            backfill: None,
+        }
+    }
+
+    /// Files the grants of the earlier release (stored without index
+    /// entries) under their client and subject, once, in the background
+    /// when the primary starts; `meta` keeps the marker that it was done
+    /// (see [`BACKFILL_MARKER`]).
+    pub fn backfilling(self, meta: Arc<dyn Table>) -> Self {
+        TokenVault {
+            backfill: Some(meta),
+            ..self
         }
     }
 
@@ -136,6 +156,7 @@ impl TokenVault {
     pub fn replica(&self) -> Self {
         TokenVault {
             sweeping: false,
+            backfill: None,
             ..self.clone()
         }
     }
@@ -221,6 +242,11 @@ impl Actor for TokenVault {
         let interval = purge_interval(self.tables.access_ttl.min(self.tables.lifetime.refresh_ttl));
         sweep_every(ctx, interval, "grant", self.tables.grants.clone());
         sweep_every(ctx, interval, "token index", self.tables.index.clone());
+        // Stopped with the actor (the proxy's shutdown); a run cut short is
+        // run again at the next start.
+        if let Some(meta) = self.backfill.clone() {
+            ctx.spawn(actix::fut::wrap_future(backfill::backfill(self.tables.clone(), meta)));
+        }
     }
 }
 

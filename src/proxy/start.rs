@@ -12,7 +12,7 @@ use jsonwebtoken::Algorithm;
 use serde_json::Value;
 
 use super::upstream_refresh::RefreshFlights;
-use crate::actors::token_vault::GrantIndexes;
+use crate::actors::token_vault::{GrantIndexes, BACKFILL_MARKER};
 use crate::actors::{ClientRegistry, CodeStore, Shutdown, TokenVault, TransactionStore};
 use crate::audit::{Audit, AuditStartError, CheckpointKey, Event};
 use crate::config::{Config, JwtAlgorithm};
@@ -236,7 +236,10 @@ impl OAuthProxy {
                 lifetimes.refresh_token,
                 lifetimes.grant_max,
                 GrantIndexes::new(&keys.consent),
-            ),
+            )
+            // Grants of the earlier release have no index entries (see
+            // `token_vault::backfill`).
+            .backfilling(backend.table(BACKFILL_MARKER.0, Counting::OnRequest)?),
         };
         let primary = StoreActors {
             clients: prototypes.clients.clone().start(),

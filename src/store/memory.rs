@@ -253,6 +253,21 @@ impl Table for MemoryTable {
         let entry = index_entry(index, key);
         done(self.write(|state| state.index.remove(entry.as_str()).is_some()))
     }
+
+    fn index_add(&self, index: &str, key: &str, ttl: Duration) -> StoreFuture<bool> {
+        let (entry, now, expires) = (index_entry(index, key), self.now(), self.expiry(ttl));
+        done(self.write(|state| match state.index.get_mut(entry.as_str()) {
+            Some(at) => {
+                let new = *at <= now;
+                *at = (*at).max(expires);
+                new
+            }
+            None => {
+                state.index.insert(entry.into(), expires);
+                true
+            }
+        }))
+    }
 }
 
 /// A page of `keys` read with `limit`: a full page may have a next one,

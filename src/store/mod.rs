@@ -162,6 +162,14 @@ pub trait Table: Send + Sync + 'static {
     /// Removes `key` from `index` (its record is gone); answers whether it
     /// was filed there.
     fn index_remove(&self, index: &str, key: &str) -> StoreFuture<bool>;
+    /// Files `key` under `index` until `ttl` from now (or a later end the
+    /// entry already has: an entry's life is never shortened), without
+    /// touching the record itself, so it cannot undo a concurrent write of
+    /// it (a compare-and-swap). Answers whether the key was newly filed (no
+    /// live entry was there). For records written without their entries
+    /// (by the earlier release, before indexes existed); adding an entry
+    /// twice is harmless.
+    fn index_add(&self, index: &str, key: &str, ttl: Duration) -> StoreFuture<bool>;
 }
 
 /// One page of keys (see [`Table::scan`], [`Table::index_scan`]).
@@ -417,6 +425,11 @@ impl<T: Serialize + DeserializeOwned + 'static> SealedTable<T> {
     /// See [`Table::index_remove`].
     pub async fn index_remove(&self, index: &str, key: &str) -> Result<bool, StoreError> {
         self.table.index_remove(index, key).await
+    }
+
+    /// See [`Table::index_add`].
+    pub async fn index_add(&self, index: &str, key: &str, ttl: Duration) -> Result<bool, StoreError> {
+        self.table.index_add(index, key, ttl).await
     }
 
     /// See [`Table::touch`]: the sealed record is kept as it is.

@@ -45,6 +45,7 @@ struct Scripts {
     put_indexed: Script,
     index_scan: Script,
     index_remove: Script,
+    index_add: Script,
     scan: Script,
 }
 
@@ -98,6 +99,23 @@ fn scripts() -> &'static Scripts {
         ),
         index_remove: Script::new(
             "return redis.call('ZREMRANGEBYLEX', KEYS[1], '[' .. ARGV[1] .. '|', '(' .. ARGV[1] .. '}')",
+        ),
+        // KEYS: an index. ARGV: the key, the entry's expiry, now. Keeps the
+        // later of the entry's expiries (compared as numbers, written as
+        // given); answers 1 when no live entry was there.
+        index_add: Script::new(
+            "local low, high = '[' .. ARGV[1] .. '|', '(' .. ARGV[1] .. '}' \
+             local at, best = tonumber(ARGV[2]), ARGV[2] local now = tonumber(ARGV[3]) local live = 0 \
+             for _, m in ipairs(redis.call('ZRANGEBYLEX', KEYS[1], low, high)) do \
+               local seen = string.match(m, '|(%d+)$') \
+               if seen and tonumber(seen) > now then live = 1 end \
+               if seen and tonumber(seen) > at then at, best = tonumber(seen), seen end \
+             end \
+             redis.call('ZREMRANGEBYLEX', KEYS[1], low, high) \
+             redis.call('ZADD', KEYS[1], 0, ARGV[1] .. '|' .. best) \
+             local left = redis.call('PTTL', KEYS[1]) \
+             if left < 0 or now + left < at then redis.call('PEXPIREAT', KEYS[1], best) end \
+             return 1 - live",
         ),
         // KEYS: the table's expiry index. ARGV: now, whether there is a
         // cursor, its score and member, limit. Pages through the live keys
@@ -669,6 +687,26 @@ impl Table for RedisTable {
                 .invoke_async::<i64>(&mut connection)
                 .await
                 .map(|removed| removed > 0)
+                .map_err(unavailable)
+        }
+        .boxed_local()
+        .into()
+    }
+
+    fn index_add(&self, index: &str, key: &str, ttl: Duration) -> StoreFuture<bool> {
+        let now = now_millis();
+        let mut invocation = scripts().index_add.prepare_invoke();
+        invocation
+            .key(self.index_key(index))
+            .arg(key)
+            .arg(now + ttl_millis(ttl))
+            .arg(now);
+        let mut connection = self.connection.clone();
+        async move {
+            invocation
+                .invoke_async::<i64>(&mut connection)
+                .await
+                .map(|added| added == 1)
                 .map_err(unavailable)
         }
         .boxed_local()

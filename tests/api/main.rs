@@ -7,6 +7,7 @@ mod mock_upstream;
 mod redis_server;
 
 mod admin_api;
+mod admin_backfill;
 mod admin_listener;
 mod audit_events;
 mod audit_trail;

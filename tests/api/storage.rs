@@ -9,6 +9,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use awc::http::StatusCode;
+use mcp_oauth_proxy::actors::token_vault::BACKFILL_MARKER;
 use serde_json::json;
 
 use crate::backend_double::BackendDouble;
@@ -323,7 +324,21 @@ async fn one_worker_with_redis() -> (RedisServer, TestApp) {
     settings.push(("OAUTH_PROXY_WORKERS", "1".into()));
     let upstream = Rc::new(MockUpstream::start(MockUpstreamConfig::default()).await);
     let app = TestApp::spawn_instance(&as_refs(&settings), upstream).await;
+    until_the_start_up_backfill_is_done(&redis).await;
     (redis, app)
+}
+
+/// Waits (bounded) until the one-time grant index backfill a proxy runs in
+/// the background as it starts is done, so a test that counts Redis
+/// commands counts only its own.
+async fn until_the_start_up_backfill_is_done(redis: &RedisServer) {
+    let (table, key) = BACKFILL_MARKER;
+    let marker = format!("mcp-oauth-proxy:{{{table}}}:{key}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while redis.cli(&["get", &marker]).trim() != "done" {
+        assert!(Instant::now() < deadline, "the start-up backfill never finished");
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Client records are never rewritten, so a lookup is remembered for up to a
@@ -378,6 +393,7 @@ async fn the_token_request_reads_only_the_code_and_leaves_the_grant_as_written()
     let redis = RedisServer::start().await;
     let upstream = Rc::new(MockUpstream::start(MockUpstreamConfig::default()).await);
     let app = TestApp::spawn_instance(&as_refs(&redis_settings(&redis, None)), upstream).await;
+    until_the_start_up_backfill_is_done(&redis).await;
     let client = app.register_public().await;
     // A first flow loads the swap script into this fresh Redis (the first
     // EVALSHA meets NOSCRIPT and is sent again).
@@ -493,23 +509,28 @@ async fn a_redis_outage_gives_503s_and_the_service_recovers_when_it_returns() {
     );
 
     redis.restart().await;
-    // Redis came back empty: a new registration and flow work without a restart.
+    // Redis came back empty: a new registration and flow work without a
+    // restart, on each instance (each had its connection to Redis cut,
+    // which its first request after the outage may find: answered 503).
     let deadline = Instant::now() + Duration::from_secs(15);
-    let new_client = loop {
-        let answer = a
-            .post_json(
-                "/register",
-                &json!({"redirect_uris": [REDIRECT_URI], "token_endpoint_auth_method": "none"}),
-            )
-            .await;
-        if answer.status == StatusCode::CREATED {
-            break answer.json()["client_id"].as_str().unwrap().to_string();
-        }
-        assert!(Instant::now() < deadline, "no recovery: {}", answer.body);
-        actix_rt::time::sleep(Duration::from_millis(200)).await;
-    };
+    let mut registered = Vec::new();
+    for app in [&a, &b] {
+        registered.push(loop {
+            let answer = app
+                .post_json(
+                    "/register",
+                    &json!({"redirect_uris": [REDIRECT_URI], "token_endpoint_auth_method": "none"}),
+                )
+                .await;
+            if answer.status == StatusCode::CREATED {
+                break answer.json()["client_id"].as_str().unwrap().to_string();
+            }
+            assert!(Instant::now() < deadline, "no recovery: {}", answer.body);
+            actix_rt::time::sleep(Duration::from_millis(200)).await;
+        });
+    }
     let mut recovered = client.clone();
-    recovered.client_id = new_client;
+    recovered.client_id = registered.swap_remove(0);
     recovered.client_secret = None;
     assert!(b.full_flow(&recovered).await["access_token"].is_string());
     a.stop().await;

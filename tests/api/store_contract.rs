@@ -612,6 +612,76 @@ async fn an_index_entry_is_never_visible_before_its_record(store: &Store) {
     actix_rt::time::timeout(BOUND, writing).await.unwrap().unwrap();
 }
 
+/// A record written without its entries (by the earlier release) is filed
+/// afterwards: `index_add` writes only the entry, never the record (so a
+/// concurrent compare-and-swap of the record is not undone), says whether
+/// the key was newly filed, and never shortens an entry's life.
+async fn index_add_files_a_key_without_touching_its_record_and_never_shortens_an_entry(store: &Store) {
+    let table = store.table("grant");
+    table.put("old", b"v1".to_vec(), HOUR).await.unwrap();
+    assert_eq!(table.index_scan("client/a", None, 10).await.unwrap(), Page::default());
+    assert!(table.index_add("client/a", "old", HOUR).await.unwrap(), "newly filed");
+    assert!(
+        !table.index_add("client/a", "old", HOUR).await.unwrap(),
+        "filed already"
+    );
+    assert_eq!(
+        table.index_scan("client/a", None, 10).await.unwrap().keys,
+        names(&["old"])
+    );
+    assert_eq!(table.index_scan("sub/x", None, 10).await.unwrap(), Page::default());
+    assert_eq!(table.get("old").await.unwrap(), bytes("v1"), "the record is as it was");
+    assert_eq!(table.count().await.unwrap(), 1, "an entry is not a record");
+    // The record's bytes are unchanged: a swap over them still succeeds.
+    assert!(table
+        .compare_and_swap("old", bytes("v1"), Some((b"v2".to_vec(), HOUR)))
+        .await
+        .unwrap());
+    // Adding an entry that lives longer already does not shorten it.
+    assert!(!table.index_add("client/a", "old", BRIEF).await.unwrap());
+    outlive().await;
+    assert_eq!(
+        table.index_scan("client/a", None, 10).await.unwrap().keys,
+        names(&["old"]),
+        "the longer life stays"
+    );
+    // An expired entry is filed again, as new.
+    assert!(table.index_add("sub/x", "old", BRIEF).await.unwrap());
+    outlive().await;
+    assert_eq!(table.index_scan("sub/x", None, 10).await.unwrap(), Page::default());
+    assert!(
+        table.index_add("sub/x", "old", HOUR).await.unwrap(),
+        "its entry had expired"
+    );
+    assert_eq!(table.index_scan("sub/x", None, 10).await.unwrap().keys, names(&["old"]));
+    // Entries added while the record is rewritten concurrently leave every
+    // write of the record in place.
+    let racers = (0..TASKS).map(|i| {
+        let table = table.clone();
+        async move {
+            if i % 2 == 0 {
+                table.index_add("client/racing", "old", HOUR).await.unwrap();
+                None
+            } else {
+                Some(
+                    table
+                        .compare_and_swap("old", bytes("v2"), Some((format!("v{i}").into_bytes(), HOUR)))
+                        .await
+                        .unwrap(),
+                )
+            }
+        }
+    });
+    let swaps: Vec<bool> = race(racers.collect()).await.into_iter().flatten().collect();
+    assert_eq!(swaps.iter().filter(|won| **won).count(), 1, "one swap over v2 wins");
+    let last = table.get("old").await.unwrap().unwrap();
+    assert!(last != b"v2" && last.starts_with(b"v"), "the winner's write stays");
+    assert_eq!(
+        table.index_scan("client/racing", None, 10).await.unwrap().keys,
+        names(&["old"])
+    );
+}
+
 // ---- One test per (backend, rule) ----
 
 macro_rules! backend {
@@ -654,4 +724,5 @@ contract!(
     put_indexed_files_the_record_under_each_index_and_index_scan_pages_through_them,
     index_entries_live_by_their_own_lifetime_until_removed,
     an_index_entry_is_never_visible_before_its_record,
+    index_add_files_a_key_without_touching_its_record_and_never_shortens_an_entry,
 );

@@ -105,6 +105,12 @@ enum Op {
         index: Arc<TableState>,
         entries: Vec<(String, Vec<u8>)>,
     },
+    /// An index entry (`<index>\0<key>` → expiry) written unless it
+    /// already lives longer (see [`crate::store::Table::index_add`]).
+    IndexAdd {
+        key: String,
+        stored: Vec<u8>,
+    },
     Take {
         key: String,
     },

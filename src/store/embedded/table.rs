@@ -293,6 +293,18 @@ impl Table for EmbeddedTable {
         async move { write.await.map(expect_flag) }.boxed_local().into()
     }
 
+    fn index_add(&self, index: &str, key: &str, ttl: Duration) -> StoreFuture<bool> {
+        let write = self.queue_on(
+            &self.index,
+            Op::IndexAdd {
+                key: index_entry(index, key),
+                stored: encode(&[], ttl),
+            },
+            false,
+        );
+        async move { write.await.map(expect_flag) }.boxed_local().into()
+    }
+
     fn soonest_expiring(&self, limit: usize) -> StoreFuture<Vec<String>> {
         let now = now_millis();
         let live = self.state.with_keyspace(|keyspace| {

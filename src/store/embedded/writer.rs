@@ -163,6 +163,16 @@ impl Group {
                 self.set(table, key, existed, Some(stored.clone()))?;
                 Outcome::Done
             }
+            Op::IndexAdd { key, stored } => {
+                let current = self.current(table, key)?;
+                let expiry = |value: &[u8]| value.get(..8).map(|b| b.to_vec());
+                let live = current.as_deref().is_some_and(|v| decode(v, now).is_some());
+                // Both expiries are 8 big-endian bytes: compared as bytes.
+                if current.as_deref().and_then(expiry) < expiry(stored) {
+                    self.set(table, key, current.is_some(), Some(stored.clone()))?;
+                }
+                Outcome::Flag(!live)
+            }
             Op::Take { key } => {
                 let value = self.current(table, key)?;
                 if value.is_some() {
