@@ -477,10 +477,11 @@ pub enum StoreOperation {
     PutIndexed,
     IndexScan,
     IndexRemove,
+    IndexAdd,
 }
 
 impl StoreOperation {
-    pub const ALL: [StoreOperation; 13] = [
+    pub const ALL: [StoreOperation; 14] = [
         StoreOperation::Get,
         StoreOperation::Put,
         StoreOperation::Take,
@@ -494,6 +495,7 @@ impl StoreOperation {
         StoreOperation::PutIndexed,
         StoreOperation::IndexScan,
         StoreOperation::IndexRemove,
+        StoreOperation::IndexAdd,
     ];
 
     fn as_str(self) -> &'static str {
@@ -511,6 +513,7 @@ impl StoreOperation {
             StoreOperation::PutIndexed => "put_indexed",
             StoreOperation::IndexScan => "index_scan",
             StoreOperation::IndexRemove => "index_remove",
+            StoreOperation::IndexAdd => "index_add",
         }
     }
 }

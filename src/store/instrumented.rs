@@ -151,6 +151,10 @@ impl Table for InstrumentedTable {
     fn index_remove(&self, index: &str, key: &str) -> StoreFuture<bool> {
         self.observed(StoreOperation::IndexRemove, || self.inner.index_remove(index, key))
     }
+
+    fn index_add(&self, index: &str, key: &str, ttl: Duration) -> StoreFuture<bool> {
+        self.observed(StoreOperation::IndexAdd, || self.inner.index_add(index, key, ttl))
+    }
 }
 
 #[cfg(test)]
@@ -244,6 +248,9 @@ mod tests {
             pending_failure()
         }
         fn index_remove(&self, _: &str, _: &str) -> StoreFuture<bool> {
+            pending_failure()
+        }
+        fn index_add(&self, _: &str, _: &str, _: Duration) -> StoreFuture<bool> {
             pending_failure()
         }
     }
