@@ -278,9 +278,9 @@ impl OAuthProxy {
     }
 
     /// Revokes the upstream tokens of a revoked grant at the upstream's
-    /// revocation endpoint (as `/revoke` does); whether the upstream
-    /// confirmed it (`false` also when it has no such endpoint).
-    async fn revoke_upstream(&self, grant: &Grant) -> bool {
+    /// revocation endpoint (`/revoke` and the admin API); whether the
+    /// upstream confirmed it (`false` also when it has no such endpoint).
+    pub(super) async fn revoke_upstream(&self, grant: &Grant) -> bool {
         let upstream = &self.inner.upstream;
         if upstream.revocation_endpoint.is_none() {
             return false;

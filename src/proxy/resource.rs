@@ -253,13 +253,7 @@ impl OAuthProxy {
     async fn revoke_grant(&self, grant_id: &str) -> Result<(), Error> {
         let revoked = self.actors().vault.send(RevokeGrant(grant_id.to_string())).await??;
         if let Some(grant) = revoked {
-            let (token, hint) = match &grant.upstream.refresh_token {
-                Some(refresh) => (refresh.as_str(), "refresh_token"),
-                None => (grant.upstream.access_token.as_str(), "access_token"),
-            };
-            if let Err(e) = self.inner.upstream.revoke(token, hint).await {
-                log::warn!("upstream revocation failed: {e}");
-            }
+            self.revoke_upstream(&grant).await;
         }
         Ok(())
     }
