@@ -1,6 +1,7 @@
 //! The command line, run as a process: `admin ...` against a stand-in of
-//! the admin API (the JSON of the shared contract, served on 127.0.0.1),
-//! `check-config`, `--version`, `--help` and usage errors.
+//! the admin API (the JSON of the shared contract, served on 127.0.0.1) for
+//! paging, tables and every failure, and against a running proxy (the last
+//! test); `check-config`, `--version`, `--help` and usage errors.
 //!
 //! The stand-in checks the bearer token, pages its answers three items at a
 //! time whatever `limit` asks (a server may answer smaller pages, so the CLI
@@ -798,4 +799,76 @@ async fn check_config_exits_2_with_one_line_naming_a_bad_variable() {
         "{}",
         run.stderr
     );
+}
+
+// ---- Against the real service ----
+
+/// The admin commands against a running proxy's admin listener: list and
+/// show what a sign-in made, revoke a user's grants (the token then fails
+/// at the gateway), delete a client; the token never printed.
+#[actix_web::test]
+async fn the_admin_commands_drive_a_running_proxy() {
+    use crate::backend_double::BackendDouble;
+    use crate::helpers::TestApp;
+    use crate::mock_upstream::MockUpstreamConfig;
+
+    let backend = BackendDouble::start().await;
+    let app = TestApp::spawn_with(
+        &[
+            ("OAUTH_PROXY_ADMIN_TOKEN", TOKEN),
+            ("OAUTH_PROXY_MCP_UPSTREAM_URL", backend.url.as_str()),
+        ],
+        MockUpstreamConfig::default(),
+    )
+    .await;
+    let client = app.register_confidential().await;
+    let tokens = app.full_flow(&client).await;
+    let access = tokens["access_token"].as_str().unwrap().to_string();
+    let ping = json!({"jsonrpc": "2.0", "id": 1, "method": "ping"});
+    assert_eq!(app.mcp_post(Some(&access), ping.clone()).await.status, 200);
+    let env = [
+        ("OAUTH_PROXY_ADMIN_URL", app.admin.address.clone()),
+        ("OAUTH_PROXY_ADMIN_TOKEN", TOKEN.to_string()),
+    ];
+
+    let listed = run_cli(&["admin", "clients", "list"], &env).await;
+    assert_eq!(listed.code, Some(0), "{}", listed.all());
+    assert!(listed.stdout.contains(&client.client_id), "{}", listed.stdout);
+    let grants = run_cli(&["admin", "grants", "list", "--sub", "user-123", "--json"], &env).await;
+    assert_eq!(grants.code, Some(0), "{}", grants.all());
+    let grants: Value = serde_json::from_str(&grants.stdout).unwrap();
+    let items = grants["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{grants}");
+    assert_eq!(items[0]["client_id"], client.client_id.as_str());
+    let grant_id = items[0]["grant_id"].as_str().unwrap().to_string();
+    let shown = run_cli(&["admin", "grants", "show", &grant_id], &env).await;
+    assert_eq!(shown.code, Some(0), "{}", shown.all());
+    assert!(shown.stdout.contains("user-123"), "{}", shown.stdout);
+
+    let revoked = run_cli(&["admin", "grants", "revoke", "--sub", "user-123"], &env).await;
+    assert_eq!(revoked.code, Some(0), "{}", revoked.all());
+    assert!(revoked.stdout.contains("revoked 1 grant"), "{}", revoked.stdout);
+    assert_eq!(app.mcp_post(Some(&access), ping).await.status, 401);
+    let again = run_cli(&["admin", "grants", "show", &grant_id], &env).await;
+    assert_eq!(again.code, Some(1), "{}", again.all());
+
+    let deleted = run_cli(&["admin", "clients", "delete", &client.client_id], &env).await;
+    assert_eq!(deleted.code, Some(0), "{}", deleted.all());
+    let gone = run_cli(&["admin", "clients", "show", &client.client_id], &env).await;
+    assert_eq!(gone.code, Some(1), "{}", gone.all());
+
+    let wrong = run_cli(
+        &["admin", "clients", "list"],
+        &[
+            ("OAUTH_PROXY_ADMIN_URL", app.admin.address.clone()),
+            ("OAUTH_PROXY_ADMIN_TOKEN", "not-the-admin-token-0123456789".to_string()),
+        ],
+    )
+    .await;
+    assert_eq!(wrong.code, Some(1), "{}", wrong.all());
+    for run in [&listed, &shown, &revoked, &deleted, &wrong] {
+        assert!(!run.all().contains(TOKEN) && !run.all().contains("not-the-admin-token"));
+        assert!(!run.all().contains(&access));
+    }
+    app.stop().await;
 }
