@@ -55,12 +55,35 @@ impl ChainState {
     /// checkpoint's fields), spliced between `time` and `instance`.
     pub fn append(&mut self, out: &mut Vec<u8>, time: &str, instance: &str, fields: &[u8]) {
         debug_assert!(fields.len() > 2 && fields.starts_with(b"{") && fields.ends_with(b"}"));
+        self.append_with(out, time, instance, |out| {
+            out.extend_from_slice(fields);
+            true
+        });
+    }
+
+    /// [`ChainState::append`] with the fields serialized by `write_fields`
+    /// straight into `out` (a JSON object of at least one field; `false`:
+    /// it failed, and nothing is appended): no buffer per line.
+    pub fn append_with(
+        &mut self,
+        out: &mut Vec<u8>,
+        time: &str,
+        instance: &str,
+        write_fields: impl FnOnce(&mut Vec<u8>) -> bool,
+    ) -> bool {
         let start = out.len();
         let seq = self.seq + 1;
         out.extend_from_slice(b"{\"time\":\"");
         out.extend_from_slice(time.as_bytes());
         out.extend_from_slice(b"\",");
-        out.extend_from_slice(&fields[1..fields.len() - 1]);
+        let fields_at = out.len();
+        if !write_fields(out) || out.len() < fields_at + 3 || out[fields_at] != b'{' || out.last() != Some(&b'}') {
+            out.truncate(start);
+            return false;
+        }
+        // The object's braces go: its fields join the line's.
+        out.pop();
+        out.remove(fields_at);
         out.extend_from_slice(b",\"instance\":");
         // Written in place (no string per line: the writer lays out tens of
         // thousands of lines a second under load).
@@ -72,6 +95,7 @@ impl ChainState {
         out.extend_from_slice(b"\"}");
         *self = ChainState::after(seq, &out[start..]);
         out.push(b'\n');
+        true
     }
 }
 

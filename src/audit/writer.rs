@@ -184,16 +184,15 @@ impl Writer {
     fn add_event(&mut self, batch: &mut Batch, time: &SystemTime, event: &Event) {
         // `Event` holds identifiers only (src/audit/event.rs): serializing it
         // is all the writer does with it, so no token can reach the file.
-        let fields = match serde_json::to_vec(event) {
-            Ok(fields) => fields,
-            Err(_) => {
-                self.shared.dropped.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-        };
         batch.begin(self);
-        self.state
-            .append(&mut batch.bytes, &rfc3339_millis(*time), &self.instance, &fields);
+        let time = rfc3339_millis(*time);
+        let written = self.state.append_with(&mut batch.bytes, &time, &self.instance, |out| {
+            serde_json::to_writer(out, event).is_ok()
+        });
+        if !written {
+            self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         batch.events += 1;
         self.since_checkpoint += 1;
         if self.since_checkpoint >= CHECKPOINT_EVERY_LINES {
