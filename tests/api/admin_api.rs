@@ -7,7 +7,6 @@
 
 use std::collections::HashSet;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
 
 use awc::http::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -18,6 +17,7 @@ use crate::backend_double::BackendDouble;
 use crate::helpers::{Answer, TestApp, TestClient, REDIRECT_URI};
 use crate::mock_upstream::{MockUpstream, MockUpstreamConfig};
 use crate::redis_server::RedisServer;
+use crate::storage::{refused_within_300_ms, until_guarded_requests_are_answered_from_memory};
 
 const ADMIN_TOKEN: &str = "admin-token-for-the-tests-0123456789";
 
@@ -586,25 +586,6 @@ async fn the_admin_api_is_not_served_on_the_main_listener() {
 
 // ---- Two instances on one Redis ----
 
-/// Waits until guarded requests on `app` no longer read the grant from
-/// Redis (its invalidation follower starts a moment after the proxy).
-async fn until_answered_from_memory(app: &TestApp, redis: &RedisServer, token: &str) {
-    let deadline = Instant::now() + Duration::from_secs(3);
-    loop {
-        assert_eq!(app.mcp_post(Some(token), ping()).await.status, StatusCode::OK);
-        let reads = redis.calls("get");
-        assert_eq!(app.mcp_post(Some(token), ping()).await.status, StatusCode::OK);
-        if redis.calls("get") == reads {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "every guarded request read the grant from Redis"
-        );
-        actix_rt::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// The kill switch on instance A holds on instance B, which had the grant
 /// in memory (its per-thread memo), as soon as Redis tells B.
 #[actix_web::test]
@@ -621,7 +602,7 @@ async fn a_user_revoked_through_one_instance_is_refused_by_another_sharing_the_r
     let client = a.register_confidential().await;
     let tokens = a.full_flow(&client).await;
     let access = tokens["access_token"].as_str().unwrap();
-    until_answered_from_memory(&b, &redis, access).await;
+    until_guarded_requests_are_answered_from_memory(&b, &redis, access).await;
 
     let bearer = format!("Bearer {ADMIN_TOKEN}");
     // B lists what A wrote: the indexes live in Redis.
@@ -640,21 +621,8 @@ async fn a_user_revoked_through_one_instance_is_refused_by_another_sharing_the_r
         .await;
     assert_eq!(revoked.json()["grants_revoked"], 1, "{}", revoked.body);
     // As soon as Redis's invalidation push reaches B (RFC 7009 allows a
-    // short propagation delay): within 300 ms, as for a client's revocation
-    // (storage::a_grant_revoked_on_one_instance_is_refused_by_another_...).
-    let revoked_at = Instant::now();
-    loop {
-        let answer = b.mcp_post(Some(access), ping()).await;
-        if answer.status == StatusCode::UNAUTHORIZED {
-            break;
-        }
-        assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
-        assert!(
-            revoked_at.elapsed() < Duration::from_millis(300),
-            "B still served the revoked grant after 300 ms"
-        );
-        actix_rt::time::sleep(Duration::from_millis(5)).await;
-    }
+    // short propagation delay), as for a client's revocation.
+    refused_within_300_ms(&b, access).await;
     a.stop().await;
     b.stop().await;
 }

@@ -585,7 +585,7 @@ impl GuardedPair {
 /// Waits until a guarded request on `app` no longer reads the grant from
 /// Redis (its connection following invalidations is set up a moment after
 /// start); panics after two seconds.
-async fn until_guarded_requests_are_answered_from_memory(app: &TestApp, redis: &RedisServer, token: &str) {
+pub async fn until_guarded_requests_are_answered_from_memory(app: &TestApp, redis: &RedisServer, token: &str) {
     let deadline = Instant::now() + Duration::from_secs(2);
     loop {
         assert_eq!(app.mcp_post(Some(token), ping()).await.status, StatusCode::OK);
@@ -622,11 +622,18 @@ async fn a_grant_revoked_on_one_instance_is_refused_by_another_as_soon_as_redis_
         )
         .await;
     assert_eq!(revoked.status, StatusCode::OK, "{}", revoked.body);
+    refused_within_300_ms(&pair.a, pair.access()).await;
+    pair.stop().await;
+}
+
+/// Asks `app` with `token` until it refuses it (401), failing if it is
+/// still served 300 ms after the revocation made just before the call.
+pub async fn refused_within_300_ms(app: &TestApp, token: &str) {
     let revoked_at = Instant::now();
     loop {
-        let answer = pair.a.mcp_post(Some(pair.access()), ping()).await;
+        let answer = app.mcp_post(Some(token), ping()).await;
         if answer.status == StatusCode::UNAUTHORIZED {
-            break;
+            return;
         }
         assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
         assert!(
@@ -635,7 +642,6 @@ async fn a_grant_revoked_on_one_instance_is_refused_by_another_as_soon_as_redis_
         );
         actix_rt::time::sleep(Duration::from_millis(5)).await;
     }
-    pair.stop().await;
 }
 
 /// When the connection that follows invalidations closes, what was
