@@ -98,6 +98,13 @@ pub enum PageReason {
     /// `/authorize` names no client.
     #[error("the request names no client")]
     MissingClient,
+    /// The client id is a metadata document URL whose document cannot be
+    /// used (fetching it failed, or it does not describe a valid client).
+    #[error("client metadata document {client_id} refused: {problem}")]
+    ClientDocument {
+        client_id: String,
+        problem: crate::oauth::client_document::DocumentError,
+    },
     /// `/authorize` names a client that is not registered.
     #[error("unknown client")]
     UnknownClient,

@@ -15,6 +15,7 @@ pub mod actors;
 pub mod audit;
 pub mod cli;
 pub mod client_address;
+pub mod client_documents;
 pub mod config;
 pub mod crypto;
 pub mod error;

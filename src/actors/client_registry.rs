@@ -329,6 +329,7 @@ store_messages! {
             client_uri: reg.client_uri,
             scope: reg.scope,
             issued_at: now_secs(),
+            document: None,
         };
         let registered_at = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -429,6 +430,7 @@ mod tests {
             client_uri: None,
             scope: None,
             issued_at: 0,
+            document: None,
         }
     }
 

@@ -33,6 +33,7 @@ macro_rules! twin {
     };
 }
 
+mod client_documents;
 mod env;
 mod gateway;
 mod limits;
@@ -45,6 +46,7 @@ mod upstream;
 #[cfg(test)]
 mod tests;
 
+pub use client_documents::{ClientDocumentSettings, RefreshTokenPolicy};
 pub use gateway::GatewayConfig;
 pub use limits::{RegistrationLimits, DEFAULT_MAX_PENDING_AUTHORIZATIONS};
 pub use operations::{AuditSink, LogFormat, Operations};
@@ -117,6 +119,10 @@ pub struct Config {
     pub outbound_tls: OutboundTls,
     /// The audit trail, the admin listener and the log format.
     pub operations: Operations,
+    /// Client ID Metadata Documents (`OAUTH_PROXY_CIMD*`).
+    pub client_documents: ClientDocumentSettings,
+    /// `OAUTH_PROXY_REFRESH_TOKENS`.
+    pub refresh_tokens: RefreshTokenPolicy,
 }
 
 impl Config {
@@ -167,6 +173,8 @@ impl Config {
         } = limits::read_limits(&env)?;
         let provider_name = upstream::read_provider_name(&env, &upstream);
         let operations = operations::read_operations(&env, &storage)?;
+        let client_documents = client_documents::read_client_documents(&env)?;
+        let refresh_tokens = client_documents::read_refresh_tokens(&env)?;
 
         Ok(Config {
             bind,
@@ -198,6 +206,8 @@ impl Config {
             disable_transparent_huge_pages: env.boolean("OAUTH_PROXY_DISABLE_THP", true)?,
             outbound_tls,
             operations,
+            client_documents,
+            refresh_tokens,
         })
     }
 

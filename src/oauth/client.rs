@@ -13,11 +13,23 @@ pub enum TokenEndpointAuthMethod {
     None,
     ClientSecretBasic,
     ClientSecretPost,
+    /// RFC 7523 §2.2: a client assertion signed with the client's key
+    /// (document clients with `jwks` or `jwks_uri`).
+    PrivateKeyJwt,
 }
 
 impl TokenEndpointAuthMethod {
     pub fn is_confidential(self) -> bool {
         self != TokenEndpointAuthMethod::None
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenEndpointAuthMethod::None => "none",
+            TokenEndpointAuthMethod::ClientSecretBasic => "client_secret_basic",
+            TokenEndpointAuthMethod::ClientSecretPost => "client_secret_post",
+            TokenEndpointAuthMethod::PrivateKeyJwt => "private_key_jwt",
+        }
     }
 }
 
@@ -51,6 +63,10 @@ pub struct RegisteredClient {
     pub client_uri: Option<String>,
     pub scope: Option<String>,
     pub issued_at: u64,
+    /// A document client's facts (`None`: a registered client). Not part of
+    /// the stored record: document clients are not stored as registrations.
+    #[serde(skip)]
+    pub document: Option<std::sync::Arc<super::client_document::DocumentFacts>>,
 }
 
 impl RegisteredClient {

@@ -25,6 +25,11 @@ pub fn authorization_server(config: &Config, has_jwks: bool) -> Value {
         "introspection_endpoint": config.url_for("/introspect"),
         "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "bearer"],
     });
+    if config.client_documents.enabled {
+        // MCP authorization 2026-07-28: clients use a document client id
+        // only when this is advertised (with `none` among the methods).
+        document["client_id_metadata_document_supported"] = true.into();
+    }
     if has_jwks {
         document["jwks_uri"] = config.url_for("/jwks.json").into();
     }

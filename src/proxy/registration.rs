@@ -7,8 +7,9 @@ use std::rc::Rc;
 use super::{memo, ClientInformation, OAuthProxy};
 use crate::actors::client_registry::{GetClient, RegisterClient, RegisterError};
 use crate::audit::{Event, EventKind, Outcome, RequestContext};
-use crate::error::{Error, ErrorCode};
+use crate::error::{Error, ErrorCode, PageReason};
 use crate::oauth::client::{RegisteredClient, RegistrationRequest};
+use crate::oauth::client_document::{document_url, DocumentError};
 
 impl OAuthProxy {
     /// RFC 7591 registration; answers the §3.2.1 client information.
@@ -51,7 +52,22 @@ impl OAuthProxy {
         client.client_name.clone()
     }
 
+    /// The client `client_id` names: a registered client, or the client a
+    /// metadata document describes when the id is a document URL. A document
+    /// that cannot be used is an error page saying why (those clients do not
+    /// fall back to registration).
     pub(super) async fn client(&self, client_id: &str) -> Result<Option<Rc<RegisteredClient>>, Error> {
+        if let Some(url) = document_url(client_id) {
+            let refused = |problem: DocumentError| {
+                Error::page(PageReason::ClientDocument {
+                    client_id: client_id.to_string(),
+                    problem,
+                })
+            };
+            let url = url.map_err(refused)?;
+            let client = self.inner.documents.client(&url).await.map_err(refused)?;
+            return Ok(Some(Rc::new(RegisteredClient::clone(&client))));
+        }
         // Client records are never rewritten, only created and expired: an
         // answer stays right for the memo's whole age, whatever else the
         // table sees and whichever instance writes it (Redis included).

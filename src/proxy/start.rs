@@ -123,6 +123,8 @@ pub(super) struct Inner {
     pub(super) recorder: Recorder,
     /// Names this process in audit events and logs.
     pub(super) instance_id: String,
+    /// Document client ids (Client ID Metadata Documents) and their keys.
+    pub(super) documents: crate::client_documents::ClientDocuments,
 }
 
 /// Records audit events and counts them in the metrics: what
@@ -249,6 +251,7 @@ impl OAuthProxy {
         };
 
         let authorize_limit = crate::rate_limit::KeyedLimit::per_minute(config.authorize_rate_limit);
+        let documents = crate::client_documents::ClientDocuments::new(&config);
         Ok(OAuthProxy {
             inner: Arc::new(Inner {
                 config,
@@ -265,6 +268,7 @@ impl OAuthProxy {
                 metrics,
                 recorder,
                 instance_id,
+                documents,
             }),
         })
     }

@@ -14,7 +14,7 @@ use crate::actors::token_vault::{
 };
 use crate::audit::{Event, EventKind, Outcome, RequestContext, RevokedBy};
 use crate::crypto::{constant_time_eq, random_token, sha256_b64url};
-use crate::error::{Error, ErrorCode};
+use crate::error::{Error, ErrorCode, PageReason};
 use crate::oauth::client::RegisteredClient;
 use crate::oauth::jwt::{IssuedClaims, TokenUse};
 use crate::oauth::now_secs;
@@ -65,7 +65,17 @@ impl OAuthProxy {
     /// them up). Unknown clients get 401 `invalid_client` so they re-register.
     pub async fn authenticate_client(&self, credentials: &ClientCredentials) -> Result<Rc<RegisteredClient>, Error> {
         let unauthorized = |description: &str| Error::invalid_client(description, credentials.via_basic);
-        let Some(client) = self.client(&credentials.client_id).await? else {
+        let client = match self.client(&credentials.client_id).await {
+            // At the token endpoint a refused document is a failed client
+            // authentication, said in OAuth JSON.
+            Err(Error::Page(PageReason::ClientDocument { problem, .. })) => {
+                return Err(unauthorized(&format!(
+                    "the client metadata document cannot be used: {problem}"
+                )))
+            }
+            other => other?,
+        };
+        let Some(client) = client else {
             return Err(unauthorized("unknown client; register again"));
         };
         match (&client.client_secret_hash, &credentials.client_secret) {

@@ -190,6 +190,16 @@ fn wording(reason: &PageReason) -> Wording {
             "This application is not registered with the authorization server. Ask it to register again.",
             Some("invalid_client"),
         ),
+        PageReason::ClientDocument { client_id, problem } => Wording {
+            status: StatusCode::BAD_REQUEST,
+            title: "This application's metadata document cannot be used",
+            message: Cow::Owned(format!(
+                "The application identifies itself with the client metadata document {client_id}, \
+                 and this authorization server cannot use it: {problem}. \
+                 Tell the application's developer (or, if the document is right, this server's operator)."
+            )),
+            detail: Some("invalid_client"),
+        },
         PageReason::UnregisteredRedirectUri => word(
             StatusCode::BAD_REQUEST,
             "Invalid redirect URI",

@@ -2,6 +2,7 @@
 //! provider on another, and HTTP between them. One binary (one link).
 
 mod backend_double;
+mod document_host;
 mod helpers;
 mod mock_upstream;
 mod redis_server;
@@ -15,6 +16,7 @@ mod authorize;
 mod browser_session;
 mod cli;
 mod client_address;
+mod client_documents;
 mod discovery;
 mod expiry;
 mod flows;

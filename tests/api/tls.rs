@@ -67,7 +67,7 @@ impl TestPki {
     }
 
     /// A TLS server configuration presenting the server certificate.
-    fn server_config(&self) -> rustls::ServerConfig {
+    pub fn server_config(&self) -> rustls::ServerConfig {
         let chain = CertificateDer::pem_file_iter(self.file("server.pem"))
             .unwrap()
             .collect::<Result<Vec<_>, _>>()
