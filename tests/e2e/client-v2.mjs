@@ -17,6 +17,19 @@ export const PROTOCOL_VERSION = '2026-07-28';
  * that it goes to the authorization server the flow started with (SEP-2352).
  */
 export class InMemoryOAuthProviderV2 extends InMemoryOAuthProvider {
+    /**
+     * `clientMetadataUrl` (optional): the https URL of this client's Client ID
+     * Metadata Document. The SDK uses it as the client_id, instead of
+     * registering, when the authorization server's metadata says
+     * `client_id_metadata_document_supported: true`.
+     */
+    constructor({ clientMetadataUrl, ...rest }) {
+        super(rest);
+        this._clientMetadataUrl = clientMetadataUrl;
+    }
+    get clientMetadataUrl() {
+        return this._clientMetadataUrl;
+    }
     saveDiscoveryState(state) {
         this._discoveryState = state;
     }

@@ -8,7 +8,11 @@
 // 2.x (`@modelcontextprotocol/client` / `server`, protocol 2026-07-28,
 // scenario 7, behind a third proxy). Scenario 8 runs a fourth proxy with the
 // audit trail in a file and the admin listener, and drives it with the
-// proxy binary's own `admin` and `audit verify` commands.
+// proxy binary's own `admin` and `audit verify` commands. Scenarios 9 and 10
+// run the 2.x client against a fifth proxy that accepts Client ID Metadata
+// Documents from an https host on 127.0.0.1 with a test CA (document-host.mjs):
+// with `clientMetadataUrl` (the document URL is the client_id) and without
+// (dynamic registration).
 //
 // Prints `PASS <scenario>` / `FAIL <scenario>: <reason>` for each scenario and
 // a closing `e2e: N passed, N failed` line; exits 1 on any FAIL.
@@ -34,6 +38,7 @@ import { InMemoryOAuthProvider, McpSession, startCallbackListener } from './clie
 import { InMemoryOAuthProviderV2, McpSessionV2, PROTOCOL_VERSION } from './client-v2.mjs';
 import { CHROMIUM, authorizeInBrowser, launchBrowser, newContext } from './browser.mjs';
 import { freePort, killAllProxies, startProxy } from './proxy.mjs';
+import { startDocumentHost } from './document-host.mjs';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const REPO = resolve(HERE, '../..');
@@ -187,14 +192,15 @@ async function setUp() {
     expect(existsSync(CHROMIUM), `browser not found at ${CHROMIUM} (apt-get install -y chromium)`);
 
     const ports = new Set();
-    while (ports.size < 6) ports.add(await freePort());
-    const [upstreamPort, swapPort, passPort, v2Port, opsPort, opsAdminPort] = [...ports];
+    while (ports.size < 7) ports.add(await freePort());
+    const [upstreamPort, swapPort, passPort, v2Port, opsPort, opsAdminPort, cimdPort] = [...ports];
 
     const secrets = {
         basic: randomBytes(24).toString('base64url'),
         post: randomBytes(24).toString('base64url'),
         v2: randomBytes(24).toString('base64url'),
-        ops: randomBytes(24).toString('base64url')
+        ops: randomBytes(24).toString('base64url'),
+        cimd: randomBytes(24).toString('base64url')
     };
     world.secrets = secrets;
     world.upstream = await startUpstream({
@@ -222,6 +228,12 @@ async function setUp() {
                 client_id: 'mcp-proxy-ops',
                 client_secret: secrets.ops,
                 redirect_uri: `http://127.0.0.1:${opsPort}/oauth/callback`,
+                auth_method: 'client_secret_basic'
+            },
+            {
+                client_id: 'mcp-proxy-cimd',
+                client_secret: secrets.cimd,
+                redirect_uri: `http://127.0.0.1:${cimdPort}/oauth/callback`,
                 auth_method: 'client_secret_basic'
             }
         ]
@@ -313,6 +325,27 @@ async function setUp() {
         }
     });
     world.ops.adminUrl = `http://127.0.0.1:${opsAdminPort}`;
+    // Client ID Metadata Documents (scenarios 9 and 10): an https host on
+    // 127.0.0.1 with a test CA made for this run, and a fifth proxy (swap
+    // mode, in front of the 2.x server) that trusts that CA and may fetch
+    // documents from a loopback address.
+    world.documents = await startDocumentHost();
+    world.cimd = await startProxy({
+        name: 'cimd',
+        binary: BINARY,
+        port: cimdPort,
+        logDir: ARTIFACTS,
+        env: {
+            ...common,
+            OAUTH_PROXY_MCP_UPSTREAM_URL: world.mcp2.url,
+            OAUTH_PROXY_ENABLE_TOKEN_SWAP: 'true',
+            OAUTH_PROXY_UPSTREAM_CLIENT_ID: 'mcp-proxy-cimd',
+            OAUTH_PROXY_UPSTREAM_CLIENT_SECRET: secrets.cimd,
+            OAUTH_PROXY_UPSTREAM_TOKEN_ENDPOINT_AUTH_METHOD: 'client_secret_basic',
+            OAUTH_PROXY_EXTRA_CA_FILE: world.documents.caFile,
+            OAUTH_PROXY_CIMD_ALLOW_PRIVATE_NETWORKS: 'true'
+        }
+    });
     world.callbacks = await startCallbackListener();
     world.browser = await launchBrowser();
     console.log(
@@ -320,6 +353,7 @@ async function setUp() {
             `proxy swap ${world.swap.base}, proxy pass-through ${world.pass.base}, ` +
             `MCP server (SDK 2.x) ${world.mcp2.url} behind proxy ${world.v2.base}, ` +
             `proxy with audit trail and admin listener ${world.ops.base} (admin ${world.ops.adminUrl}), ` +
+            `document host ${world.documents.origin} behind proxy ${world.cimd.base}, ` +
             `chromium ${world.browser.version()}`
     );
 }
@@ -331,6 +365,8 @@ async function tearDown() {
         () => world.pass?.stop(),
         () => world.v2?.stop(),
         () => world.ops?.stop(),
+        () => world.cimd?.stop(),
+        () => world.documents?.close(),
         () => world.callbacks?.close(),
         () => world.mcp?.close(),
         () => world.mcp2?.close(),
@@ -878,6 +914,12 @@ async function scenario7() {
         const iTok = step('POST', '/token', 200);
         expect(step('POST', '/mcp', 401) === 0, 'the first request of the 2.x SDK was not a 401 from /mcp');
         expect(iReg > 0 && iTok > iReg, 'the 2.x SDK did not register and then exchange the code');
+        const advertised = provider.discoveryState()?.authorizationServerMetadata?.client_id_metadata_document_supported;
+        expect(
+            advertised === true,
+            `the metadata the 2.x SDK read says client_id_metadata_document_supported: ${advertised}, expected true`
+        );
+        detail('the metadata advertised client_id_metadata_document_supported: true; with no clientMetadataUrl the SDK registered (DCR)');
         detail(`browser: ${flow.steps.join(' > ')}; callback iss=${params.iss}`);
         const negotiated = session.negotiatedVersion();
         expect(negotiated === PROTOCOL_VERSION, `negotiated protocol ${negotiated}, expected ${PROTOCOL_VERSION}`);
@@ -1178,6 +1220,188 @@ async function scenario8() {
     }
 }
 
+
+/**
+ * A sign-in of the 2.x SDK through the browser: start (discovery, then a
+ * document client id or a registration), the browser on our consent page
+ * and the upstream's, the code exchange. Returns what each part saw; the
+ * consent page's text is read as the user sees it.
+ */
+async function signInV2({ proxy, context, label, name, clientMetadataUrl }) {
+    const redirectUrl = world.callbacks.redirectUrl(label);
+    const provider = new InMemoryOAuthProviderV2({
+        redirectUrl,
+        clientMetadata: clientMetadata(name, redirectUrl, 'none'),
+        clientMetadataUrl
+    });
+    const session = new McpSessionV2({ mcpUrl: proxy.mcpUrl, provider });
+    try {
+        const authUrl = await session.start();
+        expect(authUrl, 'the 2.x SDK connected without authorization: the proxy did not ask for a token');
+        let consentText = null;
+        const flow = await authorizeInBrowser({
+            context,
+            url: authUrl,
+            proxyOrigin: proxy.base,
+            upstreamOrigin: world.upstream.issuer,
+            callbackOrigin: world.callbacks.origin,
+            onConsentPage: async page => {
+                consentText = (await page.locator('body').innerText()).replace(/\s+/g, ' ').trim();
+                await page.screenshot({ path: join(ARTIFACTS, `consent-${label}.png`), fullPage: true });
+            }
+        });
+        const params = await world.callbacks.wait(provider.lastState);
+        expect(typeof params.code === 'string' && !params.error, `authorization response: ${JSON.stringify(params)}`);
+        expect(params.iss === proxy.base, `the authorization response's iss is ${params.iss}, expected ${proxy.base}`);
+        await session.complete(params);
+        return { session, provider, authUrl, flow, params, consentText, redirectUrl };
+    } catch (e) {
+        await session.close();
+        throw e;
+    }
+}
+
+/** `whoami` through the gateway with the 2.x session: the user's subject, with the upstream token. */
+async function whoamiV2(session, proxy) {
+    const who = await session.callJson('whoami');
+    expect(who.sub === ACCOUNT.sub, `whoami: ${JSON.stringify(who)}`);
+    expect(who.bearer && !isProxyJwt(who.bearer, proxy.base), 'the MCP server received the proxy\'s JWT');
+    return who;
+}
+
+const CIMD_PATH = '/oauth/e2e-client-metadata.json';
+const CIMD_NAME = 'E2E SDK 2.x Document Client';
+
+async function scenario9() {
+    const proxy = world.cimd;
+    const host = world.documents;
+    const documentUrl = host.url(CIMD_PATH);
+    // The client's document, as its vendor publishes it: a portless loopback
+    // redirect URI (as Claude Code's does); the SDK's listener has a port
+    // chosen at run time (RFC 8252 §7.3).
+    const callbackUrl = new URL(world.callbacks.redirectUrl('cimd'));
+    const documentRedirect = `http://127.0.0.1${callbackUrl.pathname}`;
+    host.serveJson(CIMD_PATH, {
+        client_id: documentUrl,
+        client_name: CIMD_NAME,
+        client_uri: host.origin,
+        redirect_uris: [documentRedirect],
+        grant_types: ['authorization_code', 'refresh_token'],
+        response_types: ['code'],
+        token_endpoint_auth_method: 'none'
+    });
+    const hitsBefore = host.hits(CIMD_PATH);
+    const context = await newContext(world.browser);
+    let session;
+    try {
+        const a = await signInV2({ proxy, context, label: 'cimd', name: CIMD_NAME, clientMetadataUrl: documentUrl });
+        session = a.session;
+        const { provider, authUrl, flow, params, consentText } = a;
+        const log = session.fetchLog.map(e => `${e.method} ${new URL(e.url).pathname} ${e.status}`);
+        detail(`SDK 2.x requests: ${log.join(' → ')}`);
+
+        // Discovery said documents are welcome; the SDK used its URL and never registered.
+        const advertised = provider.discoveryState()?.authorizationServerMetadata?.client_id_metadata_document_supported;
+        expect(advertised === true, `the metadata says client_id_metadata_document_supported: ${advertised}`);
+        const registrations = session.fetchLog.filter(e => new URL(e.url).pathname === '/register');
+        expect(registrations.length === 0, `the SDK made ${registrations.length} request(s) to /register`);
+        expect(provider.clientInformation()?.client_id === documentUrl, `the SDK's client_id is ${provider.clientInformation()?.client_id}`);
+        expect(authUrl.searchParams.get('client_id') === documentUrl, `the authorization URL's client_id is ${authUrl.searchParams.get('client_id')}`);
+        const redirectUri = authUrl.searchParams.get('redirect_uri');
+        expect(
+            redirectUri === callbackUrl.href && new URL(redirectUri).port !== '',
+            `the authorization URL's redirect_uri is ${redirectUri}, expected ${callbackUrl.href}`
+        );
+        detail(`metadata: client_id_metadata_document_supported: true; no /register request; client_id=${documentUrl}`);
+        detail(`redirect_uri ${redirectUri} (the document lists ${documentRedirect}: loopback, any port)`);
+
+        // The proxy fetched the document over https from the test CA's host.
+        const fetched = host.hits(CIMD_PATH) - hitsBefore;
+        expect(fetched >= 1, 'the proxy never fetched the client\'s document');
+        detail(`the document host served ${CIMD_PATH} ${fetched} time(s) (https, test CA via OAUTH_PROXY_EXTRA_CA_FILE)`);
+
+        // Our consent page names the client as its document does.
+        expect(consentText !== null, `our consent page was not shown: ${flow.steps.join(' > ')}`);
+        expect(consentText.includes(CIMD_NAME), `the consent page does not show "${CIMD_NAME}": ${consentText.slice(0, 300)}`);
+        expect(consentText.includes('127.0.0.1'), `the consent page does not show the host 127.0.0.1: ${consentText.slice(0, 300)}`);
+        detail(`browser: ${flow.steps.join(' > ')}; consent page shows "${CIMD_NAME}"; callback iss=${params.iss}`);
+
+        // The code exchange at /token as a public document client, and what the proxy saw.
+        const iTok = session.fetchLog.findIndex(e => e.method === 'POST' && new URL(e.url).pathname === '/token' && e.status === 200);
+        expect(iTok > 0, 'the 2.x SDK did not exchange the code at /token');
+        expect(session.negotiatedVersion() === PROTOCOL_VERSION, `negotiated ${session.negotiatedVersion()}`);
+        const tokens = provider.tokens();
+        const claims = jwtClaims(tokens?.access_token);
+        expect(claims && claims.iss === proxy.base, 'swap mode handed the 2.x client no proxy JWT');
+        expect(claims.client_id === documentUrl, `the access token's client_id is ${claims.client_id}, expected ${documentUrl}`);
+        expect(claims.sub === ACCOUNT.sub, `the access token's sub is ${claims.sub}`);
+        expect(tokens.refresh_token, 'no refresh token');
+        detail(`access token: client_id ${claims.client_id}, sub ${claims.sub}; refresh token issued`);
+
+        // A tool through the gateway.
+        const tools = await session.listTools();
+        const names = tools.tools.map(t => t.name);
+        expect(names.includes('whoami'), `tools/list: [${names.join(', ')}]`);
+        const who = await whoamiV2(session, proxy);
+        detail(`tools/list: [${names.join(', ')}]; whoami → "${who.sub}" with the upstream token`);
+
+        // A refresh at /token as the document client (no browser).
+        const now = Math.floor(Date.now() / 1000);
+        const expired = await new SignJWT({ ...claims, iat: now - 3720, exp: now - 120 })
+            .setProtectedHeader(decodeProtectedHeader(tokens.access_token))
+            .sign(JWT_KEY_BYTES);
+        provider.setTokens({ ...tokens, access_token: expired });
+        const redirects = provider.redirects.length;
+        const logStart = session.fetchLog.length;
+        await whoamiV2(session, proxy);
+        const refreshes = session.fetchLog.slice(logStart).filter(e => new URL(e.url).pathname === '/token');
+        expect(provider.redirects.length === redirects, 'the SDK started a new browser authorization instead of refreshing');
+        expect(refreshes.length === 1 && refreshes[0].status === 200, `refresh requests: ${JSON.stringify(refreshes)}`);
+        const after = provider.tokens();
+        expect(jwtClaims(after.access_token)?.client_id === documentUrl, 'the refreshed access token\'s client_id is not the document URL');
+        expect(after.refresh_token && after.refresh_token !== tokens.refresh_token, 'the refresh token did not rotate');
+        detail('refresh: 401 on the expired token → POST /token 200 as the document client → whoami works; refresh token rotated');
+    } finally {
+        await session?.close();
+        await context.close().catch(() => {});
+    }
+}
+
+async function scenario10() {
+    const proxy = world.cimd;
+    const context = await newContext(world.browser);
+    const hostRequests = world.documents.requests.length;
+    let session;
+    try {
+        const name = 'E2E SDK 2.x DCR Client';
+        const a = await signInV2({ proxy, context, label: 'cimd-dcr', name });
+        session = a.session;
+        const { provider, authUrl, flow } = a;
+        const log = session.fetchLog.map(e => `${e.method} ${new URL(e.url).pathname} ${e.status}`);
+        detail(`SDK 2.x requests: ${log.join(' → ')}`);
+        const advertised = provider.discoveryState()?.authorizationServerMetadata?.client_id_metadata_document_supported;
+        expect(advertised === true, `the metadata says client_id_metadata_document_supported: ${advertised}`);
+        const iReg = session.fetchLog.findIndex(e => e.method === 'POST' && new URL(e.url).pathname === '/register' && e.status === 201);
+        const iTok = session.fetchLog.findIndex(e => e.method === 'POST' && new URL(e.url).pathname === '/token' && e.status === 200);
+        expect(iReg > 0 && iTok > iReg, 'the 2.x SDK did not register (POST /register 201) and then exchange the code');
+        const clientId = provider.clientInformation()?.client_id;
+        expect(clientId && !/^https?:/.test(clientId), `the registered client_id is ${clientId}`);
+        expect(authUrl.searchParams.get('client_id') === clientId, 'the authorization URL does not carry the registered client_id');
+        expect(a.consentText?.includes(name), `the consent page does not show "${name}"`);
+        const claims = jwtClaims(provider.tokens()?.access_token);
+        expect(claims?.client_id === clientId, `the access token's client_id is ${claims?.client_id}, expected ${clientId}`);
+        expect(world.documents.requests.length === hostRequests, 'the proxy fetched a document for a registered client');
+        detail(`metadata advertised documents; no clientMetadataUrl → POST /register 201, client_id ${short(clientId, 12)}; ${flow.steps.join(' > ')}`);
+        const tools = await session.listTools();
+        expect(tools.tools.some(t => t.name === 'whoami'), 'tools/list lacks whoami');
+        const who = await whoamiV2(session, proxy);
+        detail(`tools/list, whoami → "${who.sub}" with the upstream token (access token client_id = the registered id)`);
+    } finally {
+        await session?.close();
+        await context.close().catch(() => {});
+    }
+}
+
 const SCENARIOS = [
     ['1', 'scenario 1: swap mode, consent on (401, discovery, DCR, consent page, upstream login, tools/list, whoami)', scenario1],
     ['2', 'scenario 2: refresh on 401, rotated-out refresh token refused', scenario2],
@@ -1194,6 +1418,16 @@ const SCENARIOS = [
         '8',
         'scenario 8: the operator\'s view (sign-in, MCP calls, refresh, `admin grants revoke --sub` → 401, the audit trail tells it and passes `audit verify`, an edited copy fails)',
         scenario8
+    ],
+    [
+        '9',
+        'scenario 9: MCP SDK 2.x with clientMetadataUrl: its Client ID Metadata Document (https, test CA) is its client_id; no registration; sign-in, whoami, refresh',
+        scenario9
+    ],
+    [
+        '10',
+        'scenario 10: MCP SDK 2.x without clientMetadataUrl against a proxy that advertises documents: registers by DCR, whoami',
+        scenario10
     ]
 ];
 
