@@ -1,21 +1,24 @@
 #!/usr/bin/env bash
 # Runs every test: unit tests, the HTTP integration suite (tests/api), and
 # the end-to-end suite with real software (tests/e2e: official MCP SDK
-# clients, Debian's chromium, oidc-provider). Fails when any test fails, and
-# when no test ran at all.
+# clients, Debian's chromium, oidc-provider), and the MCP conformance suite's
+# authorization-server scenarios (tests/conformance). Fails when any test
+# fails, and when no test ran at all.
 #
 # First it sets up what the tests need on a fresh machine (Debian or Ubuntu
 # with a Rust toolchain and Node.js 20 or later):
 #   - system packages: redis-server (tests/api starts its own Redis servers),
 #     chromium (the end-to-end suite's browser), openssl (tests/api makes
-#     keys with it), prometheus (its promtool checks the /metrics output).
+#     keys with it; the end-to-end suite makes its test CA with it), prometheus (its promtool checks the /metrics output).
 #     Missing ones are installed with apt-get when running as
 #     root, or with `sudo -n apt-get` when sudo needs no password; otherwise
 #     the script stops with one line naming the packages to install. A test
 #     is never skipped for want of them.
 #   - Node.js 20 or later and npm (installed from apt like the above when
 #     missing, then checked: Debian 12's own nodejs is 18, too old).
-#   - `npm ci` in tests/mcp-server and tests/e2e, from their lock files.
+#   - `npm ci` in tests/mcp-server, tests/e2e and tests/conformance, from
+#     their lock files (tests/conformance pins @modelcontextprotocol/conformance
+#     and, as an npm package, the Node.js 22 its CLI needs).
 #
 #   scripts/test.sh              set up, then run everything
 #   scripts/test.sh --setup-only set up, run nothing
@@ -130,6 +133,7 @@ set_up() {
   check_node
   npm_ci tests/mcp-server
   npm_ci tests/e2e
+  npm_ci tests/conformance
   if [ -z "${E2E_CHROMIUM:-}" ] && command -v chromium >/dev/null; then
     E2E_CHROMIUM=$(command -v chromium)
     export E2E_CHROMIUM
@@ -169,4 +173,14 @@ if [ -z "$e2e_passed" ] || [ "$e2e_passed" -lt "$e2e_expected" ]; then
   echo "the end-to-end suite did not run all $e2e_expected scenarios: refusing to pass" >&2
   exit 1
 fi
-echo "== all tests passed: $passed Rust tests, $e2e_passed end-to-end scenarios"
+
+say "MCP conformance suite (authorization server)"
+tests/conformance/run.sh 2>&1 | tee "$log"
+conformance_passed=$(grep -Eo '^conformance: [0-9]+ passed' "$log" | awk '{print $2}')
+# Every authorization-server scenario of the pinned suite (run.mjs's EXPECTED_SCENARIOS).
+conformance_expected=2
+if [ -z "$conformance_passed" ] || [ "$conformance_passed" -lt "$conformance_expected" ]; then
+  echo "the conformance suite did not pass all $conformance_expected scenarios: refusing to pass" >&2
+  exit 1
+fi
+echo "== all tests passed: $passed Rust tests, $e2e_passed end-to-end scenarios, $conformance_passed conformance scenarios"
