@@ -1361,6 +1361,33 @@ async function scenario9() {
         expect(jwtClaims(after.access_token)?.client_id === documentUrl, 'the refreshed access token\'s client_id is not the document URL');
         expect(after.refresh_token && after.refresh_token !== tokens.refresh_token, 'the refresh token did not rotate');
         detail('refresh: 401 on the expired token → POST /token 200 as the document client → whoami works; refresh token rotated');
+
+        // The proxy's own record (its audit events, in its log): the client is the document URL.
+        const wanted = [
+            ['token.issued', e => e.client_id === documentUrl && e.subject === ACCOUNT.sub],
+            ['mcp.request', e => e.client_id === documentUrl && e.mcp?.name === 'whoami' && e.status === 200],
+            ['token.refreshed', e => e.client_id === documentUrl]
+        ];
+        let missing = wanted;
+        for (let i = 0; i < 30 && missing.length; i++) {
+            if (i) await sleep(100);
+            const events = readFileSync(proxy.logPath, 'utf8')
+                .split('\n')
+                .filter(l => l.startsWith('{'))
+                .map(l => {
+                    try {
+                        return JSON.parse(l);
+                    } catch {
+                        return {};
+                    }
+                });
+            missing = wanted.filter(([kind, test]) => !events.some(e => e.event === kind && test(e)));
+        }
+        expect(
+            missing.length === 0,
+            `the proxy's audit events lack ${missing.map(([k]) => k).join(', ')} with client_id ${documentUrl}`
+        );
+        detail(`the proxy's audit events: token.issued, mcp.request (whoami), token.refreshed with client_id ${documentUrl}`);
     } finally {
         await session?.close();
         await context.close().catch(() => {});
