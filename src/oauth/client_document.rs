@@ -46,7 +46,10 @@ pub enum DocumentError {
     BadUrl(String),
     #[error("documents from {host} are not allowed by this server's operator")]
     HostNotAllowed { host: String },
-    #[error("{host} resolves to {address}, a {kind} address, which this server does not fetch from")]
+    #[error(
+        "the document's host {host} is at {address}, a {kind} address, which this server does not fetch \
+         documents from"
+    )]
     ForbiddenAddress {
         host: String,
         address: String,
@@ -54,7 +57,7 @@ pub enum DocumentError {
     },
     #[error("the document could not be fetched: {0}")]
     Unreachable(String),
-    #[error("fetching the document took longer than {0} seconds")]
+    #[error("fetching the document took longer than {0} s (the server is too slow)")]
     Timeout(u64),
     #[error("the document's server answered with a redirect, which is not followed")]
     Redirected,
