@@ -111,6 +111,7 @@ async fn a_redirect_uri_not_in_the_document_gets_the_invalid_redirect_uri_page()
     client.redirect_uri = "https://elsewhere.example/callback".to_string();
     let page = refusal_page(&app, &client).await;
     assert!(page.contains("Invalid redirect URI"), "{page}");
+    assert!(page.contains("not listed in that document"), "{page}");
     app.stop().await;
     host.stop().await;
 }
