@@ -17,6 +17,9 @@ pub struct ClientDocumentSettings {
     /// `OAUTH_PROXY_CIMD_ALLOW_PRIVATE_NETWORKS`: documents may live on
     /// loopback, private and link-local addresses (intranets, tests).
     pub allow_private_networks: bool,
+    /// How long one fetch may take, connection, headers and body together.
+    /// No variable sets it (tests shorten it).
+    pub fetch_timeout: std::time::Duration,
 }
 
 impl Default for ClientDocumentSettings {
@@ -25,6 +28,7 @@ impl Default for ClientDocumentSettings {
             enabled: true,
             allowed_hosts: None,
             allow_private_networks: false,
+            fetch_timeout: std::time::Duration::from_secs(5),
         }
     }
 }
@@ -54,6 +58,7 @@ pub(super) fn read_client_documents(env: &Env) -> Result<ClientDocumentSettings,
         enabled: env.boolean("OAUTH_PROXY_CIMD", true)?,
         allowed_hosts: (!patterns.is_empty()).then(|| patterns.iter().map(|p| p.to_ascii_lowercase()).collect()),
         allow_private_networks: env.boolean("OAUTH_PROXY_CIMD_ALLOW_PRIVATE_NETWORKS", false)?,
+        ..ClientDocumentSettings::default()
     })
 }
 

@@ -46,7 +46,10 @@ pub enum DocumentError {
     BadUrl(String),
     #[error("documents from {host} are not allowed by this server's operator")]
     HostNotAllowed { host: String },
-    #[error("{host} resolves to {address}, a {kind} address, which this server does not fetch from")]
+    #[error(
+        "the document's host {host} is at {address}, a {kind} address, which this server does not fetch \
+         documents from"
+    )]
     ForbiddenAddress {
         host: String,
         address: String,
@@ -54,7 +57,7 @@ pub enum DocumentError {
     },
     #[error("the document could not be fetched: {0}")]
     Unreachable(String),
-    #[error("fetching the document took longer than {0} seconds")]
+    #[error("fetching the document took longer than {0} s (the server is too slow)")]
     Timeout(u64),
     #[error("the document's server answered with a redirect, which is not followed")]
     Redirected,
@@ -62,6 +65,8 @@ pub enum DocumentError {
     Status(u16),
     #[error("the document is larger than {0} bytes")]
     TooLarge(usize),
+    #[error("the document's server sent it as {0}, not JSON (application/json or application/*+json)")]
+    ContentType(String),
     #[error("the document is not JSON ({0})")]
     NotJson(String),
     #[error("the document's client_id `{found}` is not the URL it was fetched from")]
@@ -143,13 +148,24 @@ pub fn client_from_document(
         .redirect_uris
         .filter(|u| !u.is_empty())
         .ok_or(DocumentError::Missing("redirect_uris"))?;
-    let mut redirect_uris = Vec::new();
+    // As with registration: URIs the rules or the operator's patterns refuse
+    // are dropped (a document serves every deployment, not just this one);
+    // only when none is left is the document refused, saying why.
+    let mut redirect_uris: Vec<RedirectUri> = Vec::new();
+    let mut refused = Vec::new();
     for raw in &raw_uris {
-        let uri = RedirectUri::parse(raw, patterns).map_err(|e| DocumentError::Invalid {
+        match RedirectUri::parse(raw, patterns) {
+            Ok(uri) if !redirect_uris.contains(&uri) => redirect_uris.push(uri),
+            Ok(_) => {}
+            Err(e) => refused.push(e),
+        }
+    }
+    if redirect_uris.is_empty() {
+        let why = refused.first().map(|e| e.to_string()).unwrap_or_default();
+        return Err(DocumentError::Invalid {
             field: "redirect_uris",
-            why: format!("`{raw}`: {e}"),
-        })?;
-        redirect_uris.push(uri);
+            why: format!("none is acceptable to this server ({why})"),
+        });
     }
     let loopback_only = redirect_uris.iter().all(|u| is_loopback(u.url()));
 
@@ -267,6 +283,44 @@ mod tests {
         let facts = client.document.unwrap();
         assert_eq!(facts.host, "claude.ai");
         assert!(!facts.loopback_only);
+    }
+
+    #[test]
+    fn redirect_uris_the_operator_refuses_are_dropped_and_none_left_refuses_the_document() {
+        let url = Url::parse(URL).unwrap();
+        let patterns = vec!["https://claude.ai/*".to_string()];
+        let document = serde_json::json!({
+            "client_id": URL,
+            "client_name": "Claude",
+            "redirect_uris": ["https://evil.example/cb", "https://claude.ai/api/mcp/auth_callback", "javascript:alert(1)"],
+        });
+        let client = client_from_document(&url, document.to_string().as_bytes(), Some(&patterns), 0).unwrap();
+        assert_eq!(client.redirect_uris, vec!["https://claude.ai/api/mcp/auth_callback"]);
+
+        let document = serde_json::json!({
+            "client_id": URL,
+            "client_name": "Claude",
+            "redirect_uris": ["https://evil.example/cb"],
+        });
+        let err = client_from_document(&url, document.to_string().as_bytes(), Some(&patterns), 0).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the document's `redirect_uris` is invalid: none is acceptable to this server \
+             (`https://evil.example/cb` is not allowed by this server's redirect URI patterns)"
+        );
+    }
+
+    #[test]
+    fn a_document_without_a_required_field_is_refused_naming_it() {
+        for field in ["client_id", "client_name", "redirect_uris"] {
+            let mut document = serde_json::json!({
+                "client_id": URL,
+                "client_name": "Claude",
+                "redirect_uris": ["https://claude.ai/cb"],
+            });
+            document.as_object_mut().unwrap().remove(field);
+            assert_eq!(client(document).unwrap_err(), DocumentError::Missing(field), "{field}");
+        }
     }
 
     #[test]

@@ -271,6 +271,34 @@ mod tests {
     }
 
     #[test]
+    fn portless_and_fixed_port_loopback_entries_match_an_ephemeral_port_on_the_same_host() {
+        for (listed, used) in [
+            ("http://localhost/callback", "http://localhost:49152/callback"),
+            ("http://localhost:8080/callback", "http://localhost:61000/callback"),
+            ("http://127.0.0.1/callback", "http://127.0.0.1:33418/callback"),
+            ("http://127.0.0.1:3000/callback", "http://127.0.0.1:54321/callback"),
+            ("http://[::1]:3000/callback", "http://[::1]:54321/callback"),
+            ("http://localhost/callback", "http://localhost/callback"),
+        ] {
+            assert!(
+                parse(listed).unwrap().matches(&Url::parse(used).unwrap()),
+                "{listed} {used}"
+            );
+        }
+        for (listed, used) in [
+            // Another loopback host, scheme or path is another URI.
+            ("http://localhost:8080/callback", "http://127.0.0.1:8080/callback"),
+            ("http://127.0.0.1:3000/callback", "https://127.0.0.1:3000/callback"),
+            ("http://localhost/callback", "http://localhost:49152/callback/x"),
+        ] {
+            assert!(
+                !parse(listed).unwrap().matches(&Url::parse(used).unwrap()),
+                "{listed} {used}"
+            );
+        }
+    }
+
+    #[test]
     fn non_loopback_uris_match_exactly() {
         let registered = parse("https://app.example/cb").unwrap();
         assert!(registered.matches(&Url::parse("https://app.example/cb").unwrap()));

@@ -203,7 +203,7 @@ fn wording(reason: &PageReason) -> Wording {
         PageReason::UnregisteredRedirectUri => word(
             StatusCode::BAD_REQUEST,
             "Invalid redirect URI",
-            "The redirect URI in this request is not registered for this application, so the authorization server will not send you there.",
+            "The redirect URI in this request is not registered for this application (or, for an application identified by a client metadata document, not listed in that document), so the authorization server will not send you there.",
             Some("invalid_request"),
         ),
         PageReason::AuthorizeQueryTooLong => bad_query(AuthorizeQueryError::TooLong),

@@ -5,16 +5,19 @@
 
 use std::collections::HashMap;
 use std::net::TcpListener;
+use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use awc::http::StatusCode;
+use futures_util::StreamExt;
+use mcp_oauth_proxy::Config;
 use serde_json::{json, Value};
 
 use crate::helpers::{TestApp, TestClient};
-use crate::mock_upstream::MockUpstreamConfig;
+use crate::mock_upstream::{MockUpstream, MockUpstreamConfig};
 use crate::tls::TestPki;
 
 /// What one path answers.
@@ -40,9 +43,18 @@ impl Served {
     }
 }
 
+/// A body sent in chunks with no `Content-Length` (chunked encoding).
+#[derive(Clone)]
+struct Streamed {
+    chunks: Vec<Vec<u8>>,
+    /// Wait this long before each chunk (a server that trickles).
+    pause: Duration,
+}
+
 #[derive(Default)]
 struct Site {
     pages: HashMap<String, Served>,
+    streams: HashMap<String, Streamed>,
     hits: HashMap<String, usize>,
 }
 
@@ -89,9 +101,25 @@ impl DocumentHost {
         self.site.lock().unwrap().pages.insert(path.to_string(), served);
     }
 
+    /// Serves `body` as JSON at `path` in `chunks` equal chunks with no
+    /// `Content-Length`, pausing `pause` before each.
+    pub fn serve_chunked(&self, path: &str, body: &[u8], chunks: usize, pause: Duration) {
+        let size = body.len().div_ceil(chunks.max(1)).max(1);
+        let streamed = Streamed {
+            chunks: body.chunks(size).map(<[u8]>::to_vec).collect(),
+            pause,
+        };
+        self.site.lock().unwrap().streams.insert(path.to_string(), streamed);
+    }
+
     /// Serves `document` as JSON at `path`.
     pub fn serve_json(&self, path: &str, document: &Value) {
         self.serve(path, Served::json(document));
+    }
+
+    /// What `path` serves now.
+    pub fn site_page(&self, path: &str) -> Served {
+        self.site.lock().unwrap().pages.get(path).cloned().unwrap()
     }
 
     /// How many requests `path` received.
@@ -137,6 +165,16 @@ impl DocumentHost {
         TestApp::spawn_with(&settings, MockUpstreamConfig::default()).await
     }
 
+    /// [`DocumentHost::proxy`] with a last change to the parsed
+    /// configuration (a shorter fetch timeout).
+    pub async fn proxy_adjusted(&self, extra: &[(&str, &str)], adjust: impl FnOnce(&mut Config)) -> TestApp {
+        let owned = self.proxy_settings();
+        let mut settings: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        settings.extend_from_slice(extra);
+        let upstream = Rc::new(MockUpstream::start(MockUpstreamConfig::default()).await);
+        TestApp::spawn_adjusted(&settings, upstream, adjust).await
+    }
+
     pub async fn stop(self) {
         self.handle.stop(false).await;
     }
@@ -144,11 +182,18 @@ impl DocumentHost {
 
 async fn answer(request: HttpRequest, site: web::Data<Mutex<Site>>) -> HttpResponse {
     let path = request.uri().path().to_string();
-    let served = {
+    let (served, streamed) = {
         let mut site = site.lock().unwrap();
         *site.hits.entry(path.clone()).or_default() += 1;
-        site.pages.get(&path).cloned()
+        (site.pages.get(&path).cloned(), site.streams.get(&path).cloned())
     };
+    if let Some(streamed) = streamed {
+        let chunks = futures_util::stream::iter(streamed.chunks).then(move |chunk| async move {
+            actix_rt::time::sleep(streamed.pause).await;
+            Ok::<_, actix_web::Error>(web::Bytes::from(chunk))
+        });
+        return HttpResponse::Ok().content_type("application/json").streaming(chunks);
+    }
     let Some(served) = served else {
         return HttpResponse::NotFound().finish();
     };
