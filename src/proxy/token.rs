@@ -118,6 +118,9 @@ impl OAuthProxy {
         let (record, verifier, prepared) = match outcome {
             CodeOutcome::Redeemed(record, verifier, prepared) => (record, verifier, prepared),
             CodeOutcome::Duplicate(record, redemption) => {
+                // The repeated request gets the first answer only if it
+                // names the same resource the first one could.
+                check_resource(exchange.resource.as_deref(), &record.resource)?;
                 let grant = self.actors().vault.send(GetGrant(record.grant_id.clone())).await??;
                 let grant = grant.ok_or_else(|| Error::invalid_grant("the authorization code was already used"))?;
                 self.record(
@@ -164,14 +167,7 @@ impl OAuthProxy {
                 }))
             }
         };
-        if let Some(requested) = exchange.resource.as_deref() {
-            if !resource_matches(requested, &record.resource) {
-                return Err(Error::oauth(
-                    ErrorCode::InvalidTarget,
-                    "resource does not match the authorization request",
-                ));
-            }
-        }
+        check_resource(exchange.resource.as_deref(), &record.resource)?;
         let redemption = record
             .redemption
             .clone()
@@ -598,6 +594,18 @@ impl OAuthProxy {
             .refresh_flights
             .refresh(&self.inner.upstream, &self.actors().vault, request)
             .await
+    }
+}
+
+/// RFC 8707 §2.2: a `resource` at the code exchange must name the resource
+/// the code was issued for (by [`resource_matches`]).
+fn check_resource(requested: Option<&str>, granted: &str) -> Result<(), Error> {
+    match requested {
+        Some(requested) if !resource_matches(requested, granted) => Err(Error::oauth(
+            ErrorCode::InvalidTarget,
+            "resource does not match the authorization request",
+        )),
+        _ => Ok(()),
     }
 }
 
