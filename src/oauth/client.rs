@@ -33,6 +33,71 @@ impl TokenEndpointAuthMethod {
     }
 }
 
+/// OpenID Connect Dynamic Client Registration 1.0 §2 `application_type`, as
+/// MCP authorization 2026-07-28 asks DCR clients to send it.
+///
+/// The proxy is no OpenID provider, so an absent value is not read as
+/// OIDC's default `web` (the MCP text: "non-OIDC servers safely ignore the
+/// parameter"): clients that never send it (Cursor, older SDKs) keep the
+/// default rules, which are `native`'s. It is not stored: it only decides
+/// which redirect URIs a registration keeps, and the kept ones are what
+/// `/authorize` matches against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApplicationType {
+    /// Redirect URIs are https on a host that is not this machine.
+    Web,
+    /// Loopback http (any port), private-use schemes (`cursor://`) and https
+    /// (RFC 8252 §7).
+    Native,
+}
+
+impl ApplicationType {
+    fn parse(raw: &str) -> Result<Self, Error> {
+        match raw {
+            "web" => Ok(ApplicationType::Web),
+            "native" => Ok(ApplicationType::Native),
+            other => Err(Error::oauth(
+                ErrorCode::InvalidClientMetadata,
+                format!("application_type `{other}` is not supported (`web` or `native`)"),
+            )),
+        }
+    }
+
+    /// Why this type of client may not use `uri` (which passed the general
+    /// rules), if it may not.
+    fn refuses(self, uri: &RedirectUri) -> Option<String> {
+        let url = uri.url();
+        match self {
+            ApplicationType::Native => None,
+            // OIDC Registration §2: web clients register https URLs and
+            // MUST NOT use localhost (nor a loopback address) as the host.
+            ApplicationType::Web if url.scheme() != "https" => Some(format!(
+                "`{}`: a web client's redirect URIs must be https",
+                uri.as_str()
+            )),
+            ApplicationType::Web if is_this_machine(url) => Some(format!(
+                "`{}`: a web client's redirect URIs must not be loopback or localhost (register as `native`)",
+                uri.as_str()
+            )),
+            ApplicationType::Web => None,
+        }
+    }
+}
+
+/// A loopback address or a `localhost` name (RFC 6761 §6.3: `*.localhost` too).
+fn is_this_machine(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(domain)) => {
+            let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+            domain == "localhost" || domain.ends_with(".localhost")
+        }
+        None => false,
+    }
+}
+
 /// The RFC 7591 §2 metadata the proxy understands; other fields are ignored.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct RegistrationRequest {
@@ -47,6 +112,8 @@ pub struct RegistrationRequest {
     pub scope: Option<String>,
     pub software_id: Option<String>,
     pub software_version: Option<String>,
+    /// OIDC Registration §2: `web` or `native` (see [`ApplicationType`]).
+    pub application_type: Option<String>,
 }
 
 /// A registered client as stored by the client registry.
@@ -95,6 +162,8 @@ pub struct ValidRegistration {
     pub client_name: Option<String>,
     pub client_uri: Option<String>,
     pub scope: Option<String>,
+    /// As the client sent it (echoed in the answer, not stored).
+    pub application_type: Option<ApplicationType>,
 }
 
 const MAX_REDIRECT_URIS: usize = 20;
@@ -115,22 +184,32 @@ impl RegistrationRequest {
                 format!("at most {MAX_REDIRECT_URIS} redirect_uris are accepted"),
             ));
         }
+        let application_type = self
+            .application_type
+            .as_deref()
+            .map(ApplicationType::parse)
+            .transpose()?;
         let mut kept = Vec::new();
-        let mut refused: Vec<RedirectUriError> = Vec::new();
+        let mut refused: Vec<String> = Vec::new();
         for raw in &self.redirect_uris {
             if raw.len() > MAX_URI_LEN {
                 continue;
             }
-            match RedirectUri::parse(raw, patterns) {
+            let uri = RedirectUri::parse(raw, patterns).map_err(|e: RedirectUriError| e.to_string());
+            let uri = uri.and_then(|uri| match application_type.and_then(|t| t.refuses(&uri)) {
+                Some(why) => Err(why),
+                None => Ok(uri),
+            });
+            match uri {
                 Ok(uri) if !kept.contains(&uri.as_str().to_string()) => kept.push(uri.as_str().to_string()),
                 Ok(_) => {}
-                Err(e) => refused.push(e),
+                Err(why) => refused.push(why),
             }
         }
         if kept.is_empty() {
             let why = refused
-                .first()
-                .map(|e| e.to_string())
+                .into_iter()
+                .next()
                 .unwrap_or_else(|| "redirect URI too long".into());
             return Err(Error::oauth(
                 ErrorCode::InvalidRedirectUri,
@@ -188,6 +267,7 @@ impl RegistrationRequest {
             client_name,
             client_uri,
             scope,
+            application_type,
         })
     }
 }
@@ -221,5 +301,67 @@ mod tests {
     fn the_default_auth_method_is_client_secret_basic() {
         let valid = request(&["https://app.example/cb"]).validate(None).unwrap();
         assert_eq!(valid.auth_method, TokenEndpointAuthMethod::ClientSecretBasic);
+    }
+
+    fn typed(application_type: &str, uris: &[&str]) -> Result<ValidRegistration, Error> {
+        RegistrationRequest {
+            application_type: Some(application_type.into()),
+            ..request(uris)
+        }
+        .validate(None)
+    }
+
+    #[test]
+    fn each_application_type_keeps_the_redirect_uris_its_rules_allow() {
+        let uris = [
+            "https://app.example/cb",
+            "https://localhost/cb",
+            "https://LOCALHOST./cb",
+            "https://dev.localhost/cb",
+            "https://127.0.0.2/cb",
+            "https://[::1]:8443/cb",
+            "http://127.0.0.1:1234/cb",
+            "http://localhost/cb",
+            "cursor://anysphere.cursor-retrieval/oauth/callback",
+        ];
+        // (application type, the URIs kept)
+        let rows: [(&str, &[&str]); 2] = [
+            ("web", &["https://app.example/cb"]),
+            (
+                "native",
+                &[
+                    "https://app.example/cb",
+                    "https://localhost/cb",
+                    "https://localhost./cb",
+                    "https://dev.localhost/cb",
+                    "https://127.0.0.2/cb",
+                    "https://[::1]:8443/cb",
+                    "http://127.0.0.1:1234/cb",
+                    "http://localhost/cb",
+                    "cursor://anysphere.cursor-retrieval/oauth/callback",
+                ],
+            ),
+        ];
+        for (application_type, kept) in rows {
+            let valid = typed(application_type, &uris).unwrap();
+            assert_eq!(valid.redirect_uris, kept, "{application_type}");
+        }
+        assert_eq!(
+            typed("web", &uris).unwrap().application_type,
+            Some(ApplicationType::Web)
+        );
+        assert_eq!(request(&uris).validate(None).unwrap().application_type, None);
+    }
+
+    #[test]
+    fn an_unknown_application_type_is_invalid_client_metadata() {
+        for application_type in ["desktop", "WEB", "", " native"] {
+            let err = typed(application_type, &["https://app.example/cb"]).unwrap_err();
+            assert_eq!(
+                err.code(),
+                Some(ErrorCode::InvalidClientMetadata),
+                "{application_type:?}"
+            );
+        }
     }
 }

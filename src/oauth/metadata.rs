@@ -4,6 +4,7 @@
 use serde_json::{json, Value};
 
 use crate::config::Config;
+use crate::oauth::scope::{authorization_server_scopes, resource_scopes};
 
 /// RFC 8414 §2 metadata. `issuer` is exactly the configured base URL.
 pub fn authorization_server(config: &Config, has_jwks: bool) -> Value {
@@ -33,14 +34,19 @@ pub fn authorization_server(config: &Config, has_jwks: bool) -> Value {
     if has_jwks {
         document["jwks_uri"] = config.url_for("/jwks.json").into();
     }
-    with_scopes(document, &config.scopes)
+    // SEP-2207: `offline_access` is offered here (so never an empty list,
+    // even with no scope configured), and only here.
+    document["scopes_supported"] = authorization_server_scopes(&config.scopes).into();
+    document
 }
 
-/// `scopes_supported` only when there are scopes: an empty list would say
+/// `scopes_supported` only when there are scopes (`offline_access` is never
+/// the resource's, SEP-2207): an empty list would say
 /// that no scope may be asked for (RFC 8414 §2, RFC 9728 §2 make the member
 /// optional), and the Python MCP SDK turns it into a registration with
 /// `"scope": ""`.
 fn with_scopes(mut document: Value, scopes: &[String]) -> Value {
+    let scopes = resource_scopes(scopes);
     if !scopes.is_empty() {
         document["scopes_supported"] = scopes.into();
     }

@@ -1,12 +1,29 @@
 //! Resource indicators (RFC 8707): which `resource` a client may ask for.
 
+use url::Url;
+
 /// Whether a requested `resource` names the proxy's MCP resource
-/// (`canonical`): the same URI, with one trailing slash ignored on either
-/// side (RFC 8707 §2 compares the URI as given; `https://h/mcp` and
-/// `https://h/mcp/` are the same resource to MCP clients). More than one
-/// extra trailing slash is another resource.
+/// (`canonical`): the same scheme, host, port and path, with one trailing
+/// slash ignored on either side (`https://h/mcp` and `https://h/mcp/` are the
+/// same resource to MCP clients; more than one extra slash is another
+/// resource). A query is ignored: ChatGPT sends `https://h/mcp?kb_name=...`
+/// for the MCP server at `https://h/mcp`, and the token's audience stays the
+/// canonical URI. A fragment is refused (RFC 8707 §2: the indicator "MUST NOT
+/// include a fragment component"), as is anything that is not an absolute URI.
 pub fn resource_matches(requested: &str, canonical: &str) -> bool {
-    requested.trim_end_matches('/') == canonical.trim_end_matches('/') && requested.len() <= canonical.len() + 1
+    if requested.contains('#') {
+        return false;
+    }
+    let (Ok(requested), Ok(canonical)) = (Url::parse(requested), Url::parse(canonical)) else {
+        return false;
+    };
+    let path = |url: &Url| url.path().strip_suffix('/').unwrap_or(url.path()).to_string();
+    requested.scheme() == canonical.scheme()
+        && requested.host() == canonical.host()
+        && requested.port_or_known_default() == canonical.port_or_known_default()
+        && requested.username().is_empty()
+        && requested.password().is_none()
+        && path(&requested) == path(&canonical)
 }
 
 #[cfg(test)]
@@ -38,8 +55,53 @@ mod tests {
             ("another host", "https://evil.example.com/mcp", mcp, false),
             ("another scheme", "http://proxy.example.com/mcp", mcp, false),
             ("another port", "https://proxy.example.com:8443/mcp", mcp, false),
-            ("with a query", "https://proxy.example.com/mcp?x=1", mcp, false),
+            (
+                "with a query (ChatGPT)",
+                "https://proxy.example.com/mcp?kb_name=docs",
+                mcp,
+                true,
+            ),
+            (
+                "with a query after a trailing slash",
+                "https://proxy.example.com/mcp/?x=1",
+                mcp,
+                true,
+            ),
+            ("with an empty query", "https://proxy.example.com/mcp?", mcp, true),
+            (
+                "another path with a query",
+                "https://proxy.example.com/other?kb_name=docs",
+                mcp,
+                false,
+            ),
+            (
+                "another host with a query",
+                "https://evil.example.com/mcp?kb_name=docs",
+                mcp,
+                false,
+            ),
             ("with a fragment", "https://proxy.example.com/mcp#f", mcp, false),
+            (
+                "with a query and a fragment",
+                "https://proxy.example.com/mcp?x=1#f",
+                mcp,
+                false,
+            ),
+            ("with an empty fragment", "https://proxy.example.com/mcp#", mcp, false),
+            (
+                "the default port spelled out",
+                "https://proxy.example.com:443/mcp",
+                mcp,
+                true,
+            ),
+            ("the host in capitals", "https://PROXY.example.com/mcp", mcp, true),
+            (
+                "with user information",
+                "https://user@proxy.example.com/mcp",
+                mcp,
+                false,
+            ),
+            ("a relative reference", "/mcp", mcp, false),
             (
                 "different case in the path",
                 "https://proxy.example.com/MCP",

@@ -2,6 +2,27 @@
 
 use std::collections::BTreeSet;
 
+/// The scope asking for a refresh token (OpenID Connect Core §11, as MCP
+/// adopts it in SEP-2207). It is the authorization server's own: offered in
+/// its `scopes_supported`, never in the resource's metadata or challenges,
+/// never forwarded upstream.
+pub const OFFLINE_ACCESS: &str = "offline_access";
+
+/// The configured scopes without [`OFFLINE_ACCESS`]: what the MCP resource
+/// offers and asks for (an upstream that needs `offline_access` for its own
+/// refresh token may have it in the list).
+pub fn resource_scopes(configured: &[String]) -> Vec<String> {
+    configured.iter().filter(|s| *s != OFFLINE_ACCESS).cloned().collect()
+}
+
+/// The authorization server's `scopes_supported`: the resource's scopes and
+/// [`OFFLINE_ACCESS`], once, last.
+pub fn authorization_server_scopes(configured: &[String]) -> Vec<String> {
+    let mut scopes = resource_scopes(configured);
+    scopes.push(OFFLINE_ACCESS.to_string());
+    scopes
+}
+
 /// A set of scope tokens, kept sorted so equal sets print the same.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Scopes(BTreeSet<String>);
@@ -14,6 +35,19 @@ impl Scopes {
 
     pub fn from_list(list: &[String]) -> Self {
         Scopes(list.iter().filter(|s| !s.is_empty()).cloned().collect())
+    }
+
+    pub fn contains(&self, scope: &str) -> bool {
+        self.0.contains(scope)
+    }
+
+    /// Takes `scope` out; whether it was there.
+    pub fn remove(&mut self, scope: &str) -> bool {
+        self.0.remove(scope)
+    }
+
+    pub fn insert(&mut self, scope: &str) {
+        self.0.insert(scope.to_string());
     }
 
     pub fn is_empty(&self) -> bool {
@@ -83,5 +117,17 @@ mod tests {
     fn a_scope_list_from_configuration_drops_empty_entries() {
         let list = ["read".to_string(), String::new(), "write".to_string()];
         assert_eq!(Scopes::from_list(&list), Scopes::parse("write read"));
+    }
+
+    #[test]
+    fn offline_access_is_the_authorization_servers_scope_not_the_resources() {
+        let configured = ["openid".to_string(), OFFLINE_ACCESS.to_string(), "email".to_string()];
+        assert_eq!(resource_scopes(&configured), ["openid", "email"]);
+        assert_eq!(
+            authorization_server_scopes(&configured),
+            ["openid", "email", OFFLINE_ACCESS]
+        );
+        assert_eq!(authorization_server_scopes(&[]), [OFFLINE_ACCESS]);
+        assert!(resource_scopes(&[OFFLINE_ACCESS.to_string()]).is_empty());
     }
 }

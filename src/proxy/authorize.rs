@@ -18,7 +18,7 @@ use crate::oauth::client::RegisteredClient;
 use crate::oauth::pkce::{CodeChallenge, PkcePair};
 use crate::oauth::redirect_uri::pattern_matches;
 use crate::oauth::resource::resource_matches;
-use crate::oauth::scope::Scopes;
+use crate::oauth::scope::{resource_scopes, Scopes, OFFLINE_ACCESS};
 use crate::records::Transaction;
 
 /// Where a browser-facing request goes once the redirect URI is validated.
@@ -215,20 +215,31 @@ impl OAuthProxy {
 
     /// The scopes of a request: split on whitespace, limited to the advertised
     /// ones when the operator advertises any; absent means the client's
-    /// registered scopes or the advertised default.
+    /// registered scopes or the advertised default. `offline_access` is the
+    /// authorization server's own (SEP-2207): always accepted, never part of
+    /// the default (it is what asks for a refresh token under
+    /// `OAUTH_PROXY_REFRESH_TOKENS=offline_access`), and never sent upstream
+    /// (the upstream request carries the configured upstream scopes).
     fn requested_scopes(&self, raw: Option<&str>, client: &RegisteredClient) -> Result<Scopes, String> {
-        let advertised = Scopes::from_list(&self.inner.config.scopes);
-        let requested = match raw.map(Scopes::parse).filter(|s| !s.is_empty()) {
-            Some(scopes) => scopes,
-            None => client
+        let advertised = Scopes::from_list(&resource_scopes(&self.inner.config.scopes));
+        let mut requested = raw.map(Scopes::parse).unwrap_or_default();
+        let offline = requested.remove(OFFLINE_ACCESS);
+        if requested.is_empty() {
+            // Asking for `offline_access` alone asks for no resource scope:
+            // the default, with a refresh token.
+            requested = client
                 .scope
                 .as_deref()
                 .map(Scopes::parse)
-                .unwrap_or_else(|| advertised.clone()),
-        };
+                .unwrap_or_else(|| advertised.clone());
+            requested.remove(OFFLINE_ACCESS);
+        }
         if !advertised.is_empty() && !requested.is_subset_of(&advertised) {
             let unknown: Vec<&str> = requested.not_in(&advertised).collect();
             return Err(format!("unknown scope(s): {}", unknown.join(" ")));
+        }
+        if offline {
+            requested.insert(OFFLINE_ACCESS);
         }
         Ok(requested)
     }

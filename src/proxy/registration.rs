@@ -21,6 +21,7 @@ impl OAuthProxy {
     ) -> Result<ClientInformation, Error> {
         let config = &self.inner.config;
         let registration = request.validate(config.allowed_redirect_uri_patterns.as_deref())?;
+        let application_type = registration.application_type;
         let (client, client_secret) = self
             .actors()
             .clients
@@ -43,7 +44,11 @@ impl OAuthProxy {
         )?;
         let client = Rc::new(client);
         memo::CLIENTS.with(|memo| memo.remember(&client.client_id, Some(memo::UNCHANGING), &Some(client.clone())));
-        Ok(ClientInformation { client, client_secret })
+        Ok(ClientInformation {
+            client,
+            client_secret,
+            application_type,
+        })
     }
 
     /// A client's registered name, for audit events (through the memo).

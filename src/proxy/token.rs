@@ -13,13 +13,14 @@ use crate::actors::token_vault::{
     ClaimRefresh, CreateGrant, GetGrant, IssuePassThrough, KeepGrant, LookupPassThrough, RevokeGrant, UndoRotation,
 };
 use crate::audit::{Event, EventKind, Outcome, RequestContext, RevokedBy};
+use crate::config::RefreshTokenPolicy;
 use crate::crypto::{constant_time_eq, random_token, sha256_b64url};
 use crate::error::{Error, ErrorCode, PageReason};
 use crate::oauth::client::RegisteredClient;
 use crate::oauth::jwt::{IssuedClaims, TokenUse};
 use crate::oauth::now_secs;
 use crate::oauth::resource::resource_matches;
-use crate::oauth::scope::Scopes;
+use crate::oauth::scope::{Scopes, OFFLINE_ACCESS};
 use crate::records::{bounded_exp, bounded_ttl, Grant, IssuedPair, RefreshClaim, UpstreamTokens};
 use crate::records::{CodeOutcome, CodeRefusal};
 use crate::upstream::UpstreamError;
@@ -118,6 +119,9 @@ impl OAuthProxy {
         let (record, verifier, prepared) = match outcome {
             CodeOutcome::Redeemed(record, verifier, prepared) => (record, verifier, prepared),
             CodeOutcome::Duplicate(record, redemption) => {
+                // The repeated request gets the first answer only if it
+                // names the same resource the first one could.
+                check_resource(exchange.resource.as_deref(), &record.resource)?;
                 let grant = self.actors().vault.send(GetGrant(record.grant_id.clone())).await??;
                 let grant = grant.ok_or_else(|| Error::invalid_grant("the authorization code was already used"))?;
                 self.record(
@@ -133,7 +137,8 @@ impl OAuthProxy {
                     issued_at: redemption.at,
                     scope: grant.scopes.to_oauth_string(),
                 };
-                return self.token_response(&grant, &pair);
+                let answer = self.token_response(&grant, &pair)?;
+                return Ok(self.apply_refresh_policy(answer, &record.scopes));
             }
             CodeOutcome::Replayed { grant_id } => {
                 log::warn!(
@@ -164,14 +169,7 @@ impl OAuthProxy {
                 }))
             }
         };
-        if let Some(requested) = exchange.resource.as_deref() {
-            if !resource_matches(requested, &record.resource) {
-                return Err(Error::oauth(
-                    ErrorCode::InvalidTarget,
-                    "resource does not match the authorization request",
-                ));
-            }
-        }
+        check_resource(exchange.resource.as_deref(), &record.resource)?;
         let redemption = record
             .redemption
             .clone()
@@ -240,7 +238,7 @@ impl OAuthProxy {
                 let (_, created) = futures_util::future::join(keep_client(), create(grant, ttl)).await;
                 created??;
                 issued(&subject)?;
-                return Ok(answer);
+                return Ok(self.apply_refresh_policy(answer, &record.scopes));
             }
             create(grant, config.lifetimes.authorization_code).await??;
         } else if config.token_swap {
@@ -269,10 +267,13 @@ impl OAuthProxy {
             };
             let answer = self.signed_pair(&about, &pair)?;
             issued(&prepared.subject)?;
-            return Ok(answer);
+            return Ok(self.apply_refresh_policy(answer, &record.scopes));
         }
 
-        // Pass-through: the client gets the upstream tokens, recorded by hash.
+        // Pass-through: the client gets the upstream tokens, recorded by hash
+        // (the refresh token only when the policy hands it out, so one
+        // withheld is refused at /token even if it leaks).
+        let offers_refresh = self.offers_refresh_token(&record.scopes);
         let issue = async {
             let grant = match actors.vault.send(GetGrant(record.grant_id.clone())).await? {
                 Ok(Some(grant)) => grant,
@@ -287,6 +288,7 @@ impl OAuthProxy {
                         .upstream
                         .refresh_token
                         .as_deref()
+                        .filter(|_| offers_refresh)
                         .map(|t| sha256_b64url(t.as_bytes())),
                 })
                 .await
@@ -296,7 +298,28 @@ impl OAuthProxy {
         let grant = grant.ok_or_else(|| Error::invalid_grant("the authorization has expired"))?;
         let answer = self.token_response(&grant, &pair)?;
         issued(&grant.subject)?;
-        Ok(answer)
+        Ok(self.apply_refresh_policy(answer, &record.scopes))
+    }
+
+    /// Whether a code exchange for a grant of `scopes` hands out a refresh
+    /// token (`OAUTH_PROXY_REFRESH_TOKENS`): always, or only when the
+    /// authorization asked for `offline_access`. Refreshes of a grant that
+    /// got one keep rotating it.
+    fn offers_refresh_token(&self, scopes: &Scopes) -> bool {
+        match self.inner.config.refresh_tokens {
+            RefreshTokenPolicy::Always => true,
+            RefreshTokenPolicy::OfflineAccess => scopes.contains(OFFLINE_ACCESS),
+        }
+    }
+
+    /// A code exchange's answer under the refresh-token policy. In swap mode
+    /// a refresh token not handed out is never usable (it exists only inside
+    /// this answer); in pass-through the upstream's is withheld.
+    fn apply_refresh_policy(&self, mut answer: TokenResponse, scopes: &Scopes) -> TokenResponse {
+        if !self.offers_refresh_token(scopes) {
+            answer.refresh_token = None;
+        }
+        answer
     }
 
     /// Swap mode: sign the proxy pair; pass-through: hand out the upstream tokens.
@@ -598,6 +621,18 @@ impl OAuthProxy {
             .refresh_flights
             .refresh(&self.inner.upstream, &self.actors().vault, request)
             .await
+    }
+}
+
+/// RFC 8707 §2.2: a `resource` at the code exchange must name the resource
+/// the code was issued for (by [`resource_matches`]).
+fn check_resource(requested: Option<&str>, granted: &str) -> Result<(), Error> {
+    match requested {
+        Some(requested) if !resource_matches(requested, granted) => Err(Error::oauth(
+            ErrorCode::InvalidTarget,
+            "resource does not match the authorization request",
+        )),
+        _ => Ok(()),
     }
 }
 

@@ -179,6 +179,8 @@ pub struct TokenResponse {
 pub struct ClientInformation {
     pub client: Rc<RegisteredClient>,
     pub client_secret: Option<String>,
+    /// As registered (only decides the redirect URIs kept; not stored).
+    pub application_type: Option<crate::oauth::client::ApplicationType>,
 }
 
 impl Serialize for ClientInformation {
@@ -202,6 +204,8 @@ impl Serialize for ClientInformation {
             client_uri: Option<&'a str>,
             #[serde(skip_serializing_if = "Option::is_none")]
             scope: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            application_type: Option<crate::oauth::client::ApplicationType>,
         }
         let client = &self.client;
         Fields {
@@ -216,6 +220,7 @@ impl Serialize for ClientInformation {
             client_name: client.client_name.as_deref(),
             client_uri: client.client_uri.as_deref(),
             scope: client.scope.as_deref(),
+            application_type: self.application_type,
         }
         .serialize(serializer)
     }

@@ -119,6 +119,9 @@ pub fn bearer_challenge(config: &Config, refusal: BearerRefusal<'_>) -> HttpResp
     } else {
         &config.gateway.required_scopes
     };
+    // `offline_access` is the authorization server's, never a resource's
+    // challenge (SEP-2207).
+    let scopes = crate::oauth::scope::resource_scopes(scopes);
     if !scopes.is_empty() {
         value.push_str(&format!(", scope=\"{}\"", scopes.join(" ")));
     }

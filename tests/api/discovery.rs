@@ -24,9 +24,10 @@ async fn authorization_server_metadata_lists_what_the_standards_require() {
     );
     let methods = doc["token_endpoint_auth_methods_supported"].as_array().unwrap();
     assert!(methods.iter().any(|m| m == "none"));
+    // SEP-2207: `offline_access` is offered by the authorization server.
     assert_eq!(
         doc["scopes_supported"],
-        serde_json::json!(["openid", "profile", "email"])
+        serde_json::json!(["openid", "profile", "email", "offline_access"])
     );
     assert_eq!(doc["authorization_response_iss_parameter_supported"], true);
     app.stop().await;
@@ -129,25 +130,67 @@ async fn a_method_an_endpoint_does_not_take_gets_405_naming_the_ones_it_does() {
 #[actix_web::test]
 async fn metadata_leaves_scopes_supported_out_when_no_scope_is_configured() {
     // An empty `scopes_supported` reads as "no scope may be asked for"; the
-    // Python SDK turns it into a registration with `"scope": ""`.
+    // Python SDK turns it into a registration with `"scope": ""`. The
+    // authorization server still offers `offline_access` (SEP-2207), and
+    // only that.
     let app = TestApp::spawn_with(
         &[("OAUTH_PROXY_UPSTREAM_SCOPES", "")],
         crate::mock_upstream::MockUpstreamConfig::default(),
     )
     .await;
     for path in [
-        "/.well-known/oauth-authorization-server",
         "/.well-known/oauth-protected-resource",
         "/.well-known/oauth-protected-resource/mcp",
     ] {
         let answer = app.get(path).await;
         assert_eq!(answer.status, StatusCode::OK, "{path}");
         let doc = answer.json();
-        assert!(
-            doc.get("issuer").is_some() || doc.get("resource").is_some(),
-            "{path}: {doc}"
-        );
+        assert!(doc.get("resource").is_some(), "{path}: {doc}");
         assert!(doc.get("scopes_supported").is_none(), "{path}: {doc}");
     }
+    let doc = app.get("/.well-known/oauth-authorization-server").await.json();
+    assert_eq!(doc["scopes_supported"], serde_json::json!(["offline_access"]), "{doc}");
     app.stop().await;
+}
+
+#[actix_web::test]
+async fn offline_access_is_in_the_authorization_server_metadata_never_in_the_resource_metadata_or_challenges() {
+    // An upstream that needs `offline_access` for its own refresh token: the
+    // scope list (advertised by default) names it, yet the MCP resource never
+    // asks for it (SEP-2207).
+    let backend = crate::backend_double::BackendDouble::start().await;
+    let app = TestApp::spawn_with(
+        &[
+            ("OAUTH_PROXY_UPSTREAM_SCOPES", "openid offline_access email"),
+            ("OAUTH_PROXY_MCP_UPSTREAM_URL", backend.url.as_str()),
+        ],
+        crate::mock_upstream::MockUpstreamConfig::default(),
+    )
+    .await;
+    let doc = app.get("/.well-known/oauth-authorization-server").await.json();
+    assert_eq!(
+        doc["scopes_supported"],
+        serde_json::json!(["openid", "email", "offline_access"]),
+        "listed once, last: {doc}"
+    );
+    for path in [
+        "/.well-known/oauth-protected-resource",
+        "/.well-known/oauth-protected-resource/mcp",
+    ] {
+        let doc = app.get(path).await.json();
+        assert_eq!(
+            doc["scopes_supported"],
+            serde_json::json!(["openid", "email"]),
+            "{path}: {doc}"
+        );
+    }
+    let ping = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "ping"});
+    let missing = app.mcp_post(None, ping.clone()).await;
+    assert_eq!(missing.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(crate::helpers::bearer_challenge(&missing)["scope"], "openid email");
+    let invalid = app.mcp_post(Some("not-a-token"), ping).await;
+    assert_eq!(invalid.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(crate::helpers::bearer_challenge(&invalid)["scope"], "openid email");
+    app.stop().await;
+    backend.stop().await;
 }

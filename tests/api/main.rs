@@ -25,6 +25,7 @@ mod jwks;
 mod mcp_server;
 mod metrics;
 mod readiness;
+mod refresh_policy;
 mod register;
 mod request_id;
 mod revocation;

@@ -264,3 +264,145 @@ async fn at_the_cap_the_oldest_never_used_registration_makes_room_across_redis_i
     b.stop().await;
     a.stop().await;
 }
+
+// `application_type` (OpenID Connect Dynamic Client Registration 1.0 §2, as
+// MCP authorization 2026-07-28 adopts it for DCR).
+
+#[actix_web::test]
+async fn a_web_registration_keeps_only_https_redirect_uris_off_loopback_and_echoes_its_type() {
+    let app = TestApp::spawn().await;
+    let answer = app
+        .post_json(
+            "/register",
+            &json!({
+                "application_type": "web",
+                "redirect_uris": [
+                    "http://127.0.0.1:3000/cb",
+                    "https://localhost/cb",
+                    "https://127.0.0.1:8443/cb",
+                    "https://[::1]/cb",
+                    "https://app.localhost/cb",
+                    "cursor://anysphere.cursor-retrieval/oauth/callback",
+                    "https://app.example/cb"
+                ],
+            }),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.body);
+    let doc = answer.json();
+    assert_eq!(doc["redirect_uris"], json!(["https://app.example/cb"]));
+    assert_eq!(doc["application_type"], "web");
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn a_web_registration_with_only_loopback_or_private_use_redirect_uris_is_invalid_redirect_uri() {
+    let app = TestApp::spawn().await;
+    for uris in [
+        json!(["http://localhost:3000/cb"]),
+        json!(["http://127.0.0.1/cb", "https://localhost:8443/cb"]),
+        json!(["cursor://anysphere.cursor-retrieval/oauth/callback"]),
+    ] {
+        let answer = app
+            .post_json("/register", &json!({"application_type": "web", "redirect_uris": uris}))
+            .await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{uris}: {}", answer.body);
+        let error = answer.json();
+        assert_eq!(error["error"], "invalid_redirect_uri", "{uris}: {error}");
+        assert!(
+            error["error_description"].as_str().is_some_and(|d| d.contains("web")),
+            "the description says why: {error}"
+        );
+    }
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn a_native_registration_keeps_loopback_private_use_and_https_redirect_uris_and_echoes_its_type() {
+    let app = TestApp::spawn().await;
+    let answer = app
+        .post_json(
+            "/register",
+            &json!({
+                "application_type": "native",
+                "token_endpoint_auth_method": "none",
+                "redirect_uris": [
+                    "cursor://anysphere.cursor-retrieval/oauth/callback",
+                    "http://127.0.0.1:33418/callback",
+                    "http://localhost/cb",
+                    "http://[::1]:8080/cb",
+                    "https://app.example/cb",
+                    "http://evil.example/cb",
+                    "javascript:alert(1)"
+                ],
+            }),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.body);
+    let doc = answer.json();
+    assert_eq!(
+        doc["redirect_uris"],
+        json!([
+            "cursor://anysphere.cursor-retrieval/oauth/callback",
+            "http://127.0.0.1:33418/callback",
+            "http://localhost/cb",
+            "http://[::1]:8080/cb",
+            "https://app.example/cb"
+        ])
+    );
+    assert_eq!(doc["application_type"], "native");
+    // A native client's loopback URI still matches on any port (RFC 8252 §7.3).
+    let client = TestClient {
+        client_id: doc["client_id"].as_str().unwrap().to_string(),
+        client_secret: None,
+        redirect_uri: "http://localhost:61234/cb".into(),
+    };
+    let page = app.browser_get(&app.authorize_path(&client, &Pkce::new(), "s")).await;
+    assert_eq!(page.status, StatusCode::OK, "the consent page: {}", page.body);
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn a_registration_without_application_type_keeps_the_default_rules_and_echoes_no_type() {
+    // The proxy is no OpenID provider: an absent `application_type` is not
+    // read as OIDC's `web` (MCP 2026-07-28: non-OIDC servers ignore it), so
+    // clients that never send it (Cursor, older SDKs) register as before.
+    let app = TestApp::spawn().await;
+    let doc = app
+        .post_json(
+            "/register",
+            &json!({"redirect_uris": ["cursor://anysphere.cursor-retrieval/oauth/callback", "http://127.0.0.1/cb"]}),
+        )
+        .await
+        .json();
+    assert_eq!(
+        doc["redirect_uris"],
+        json!([
+            "cursor://anysphere.cursor-retrieval/oauth/callback",
+            "http://127.0.0.1/cb"
+        ])
+    );
+    assert!(doc.get("application_type").is_none(), "{doc}");
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn an_unknown_application_type_is_invalid_client_metadata() {
+    let app = TestApp::spawn().await;
+    for application_type in [json!("desktop"), json!("Native"), json!(""), json!(7)] {
+        let answer = app
+            .post_json(
+                "/register",
+                &json!({"application_type": application_type, "redirect_uris": ["https://app.example/cb"]}),
+            )
+            .await;
+        assert_eq!(
+            answer.status,
+            StatusCode::BAD_REQUEST,
+            "{application_type}: {}",
+            answer.body
+        );
+        assert_eq!(answer.json()["error"], "invalid_client_metadata", "{application_type}");
+    }
+    app.stop().await;
+}

@@ -667,3 +667,139 @@ async fn a_token_response_leaves_scope_out_when_the_grant_has_none_in_swap_and_p
         app.stop().await;
     }
 }
+
+/// The code for an authorization request with `extra` appended to its query.
+async fn code_with(app: &TestApp, client: &TestClient, pkce: &Pkce, extra: &str) -> String {
+    let first = app
+        .browser_get(&format!("{}{extra}", app.authorize_path(client, pkce, "s")))
+        .await;
+    let to_upstream = if first.status == StatusCode::OK {
+        app.approve(&first).await
+    } else {
+        first
+    };
+    let back = app.through_upstream(&to_upstream).await;
+    assert_eq!(back.status, StatusCode::FOUND, "callback: {}", back.body);
+    let back = back.location();
+    crate::helpers::query_param(&back, "code").unwrap_or_else(|| panic!("no code in {back}"))
+}
+
+fn encoded(value: &str) -> String {
+    url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
+}
+
+#[actix_web::test]
+async fn a_resource_with_a_query_is_accepted_at_authorize_and_token_and_the_audience_stays_canonical() {
+    // ChatGPT sends `https://host/mcp?kb_name=...`: the same resource (scheme,
+    // host, port and path) with a query.
+    let app = TestApp::spawn().await;
+    let client = app.register_confidential().await;
+    let (secret, pkce) = (client.client_secret.clone().unwrap(), Pkce::new());
+    let resource = format!("{}/mcp?kb_name=team%20docs&x=1", app.address);
+    let code = code_with(&app, &client, &pkce, &format!("&resource={}", encoded(&resource))).await;
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", client.redirect_uri.as_str()),
+        ("code_verifier", pkce.verifier.as_str()),
+        ("resource", resource.as_str()),
+    ];
+    let answer = app.post_form("/token", &form, Some((&client.client_id, &secret))).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    let tokens = answer.json();
+    let canonical = format!("{}/mcp", app.address);
+    assert_eq!(jwt_payload(tokens["access_token"].as_str().unwrap())["aud"], canonical);
+    let refresh_token = tokens["refresh_token"].as_str().unwrap();
+    let form = [
+        ("grant_type", "refresh_token"),
+        ("refresh_token", refresh_token),
+        ("resource", resource.as_str()),
+    ];
+    let refreshed = app.post_form("/token", &form, Some((&client.client_id, &secret))).await;
+    assert_eq!(refreshed.status, StatusCode::OK, "{}", refreshed.body);
+    assert_eq!(
+        jwt_payload(refreshed.json()["access_token"].as_str().unwrap())["aud"],
+        canonical
+    );
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn a_resource_with_another_path_or_host_or_a_fragment_is_still_invalid_target() {
+    let app = TestApp::spawn().await;
+    let client = app.register_confidential().await;
+    let secret = client.client_secret.clone().unwrap();
+    let address = &app.address;
+    for resource in [
+        format!("{address}/other?kb_name=docs"),
+        format!("{address}/mcp/tools?kb_name=docs"),
+        format!("{address}/mcp//?kb_name=docs"),
+        "https://other.example/mcp?kb_name=docs".to_string(),
+        format!("{address}/mcp?kb_name=docs#f"),
+        format!("{address}/mcp#f"),
+    ] {
+        let pkce = Pkce::new();
+        let code = code_with(&app, &client, &pkce, "").await;
+        let form = [
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("redirect_uri", client.redirect_uri.as_str()),
+            ("code_verifier", pkce.verifier.as_str()),
+            ("resource", resource.as_str()),
+        ];
+        let answer = app.post_form("/token", &form, Some((&client.client_id, &secret))).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{resource}: {}", answer.body);
+        assert_eq!(answer.json()["error"], "invalid_target", "{resource}");
+        // This browser approved the client: /authorize answers with a redirect.
+        let path = format!(
+            "{}&resource={}",
+            app.authorize_path(&client, &Pkce::new(), "s"),
+            encoded(&resource)
+        );
+        let refused = app.browser_get(&path).await;
+        assert_eq!(refused.status, StatusCode::FOUND, "{resource}: {}", refused.body);
+        assert_eq!(
+            crate::helpers::query_param(&refused.location(), "error").as_deref(),
+            Some("invalid_target"),
+            "{resource}"
+        );
+    }
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn an_immediate_repeated_redemption_naming_another_resource_is_invalid_target_not_the_same_tokens() {
+    // A duplicate POST gets the first answer back (clients that send the
+    // request twice), but only for the request the code allows.
+    let app = TestApp::spawn().await;
+    let client = app.register_confidential().await;
+    let secret = client.client_secret.clone().unwrap();
+    let pkce = Pkce::new();
+    let code = code_with(&app, &client, &pkce, "").await;
+    let form = |resource: &'static str| {
+        let mut form = vec![
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("redirect_uri", client.redirect_uri.as_str()),
+            ("code_verifier", pkce.verifier.as_str()),
+        ];
+        if !resource.is_empty() {
+            form.push(("resource", resource));
+        }
+        form
+    };
+    let first = app
+        .post_form("/token", &form(""), Some((&client.client_id, &secret)))
+        .await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.body);
+    let foreign = app
+        .post_form(
+            "/token",
+            &form("https://other.example/mcp"),
+            Some((&client.client_id, &secret)),
+        )
+        .await;
+    assert_eq!(foreign.status, StatusCode::BAD_REQUEST, "{}", foreign.body);
+    assert_eq!(foreign.json()["error"], "invalid_target");
+    app.stop().await;
+}
