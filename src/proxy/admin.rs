@@ -22,11 +22,12 @@ use futures_util::StreamExt;
 use serde::Serialize;
 
 use super::OAuthProxy;
-use crate::actors::client_registry::{ClientFilter, ClientUsage, DeleteClient, ListClients};
+use crate::actors::client_registry::{ClientFilter, ClientUsage, DeleteClient, ListClients, ListedClient};
 use crate::actors::token_vault::{GetGrant, ListGrants, RevokeGrant};
 use crate::audit::{Event, EventKind, Outcome, RequestContext, RevokedBy};
 use crate::error::{Error, ErrorCode};
-use crate::oauth::client::{RegisteredClient, TokenEndpointAuthMethod};
+use crate::oauth::client::TokenEndpointAuthMethod;
+use crate::oauth::client_document::document_url;
 use crate::records::Grant;
 use crate::store::StoreError;
 
@@ -39,30 +40,58 @@ const REVOKE_BATCH: usize = 100;
 /// Upstream revocations in flight at once.
 const UPSTREAM_REVOCATIONS_AT_ONCE: usize = 8;
 
-/// A registered client as the admin API shows it (no secret, no hash).
+/// A client as the admin API shows it (no secret, no hash): a registered
+/// client, or a document client as its listing keeps it.
 #[derive(Debug, Clone, Serialize)]
 pub struct ClientView {
+    /// `registered` (dynamic registration) or `document` (the client id is
+    /// the URL of its metadata document).
+    pub kind: &'static str,
     pub client_id: String,
     pub client_name: Option<String>,
     pub redirect_uris: Vec<String>,
     pub grant_types: Vec<String>,
     pub token_endpoint_auth_method: TokenEndpointAuthMethod,
-    /// Unix seconds.
+    /// Unix seconds; for a document client, when it was first seen.
     pub registered_at: u64,
     /// When it last completed a token exchange (Unix seconds), if it has.
     pub last_used_at: Option<u64>,
+    /// A document client's document host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// When a document client's authorization last started (Unix seconds,
+    /// written at most once a minute per instance).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_seen_at: Option<u64>,
 }
 
 impl ClientView {
-    fn of(client: RegisteredClient, last_used_at: Option<u64>) -> Self {
-        ClientView {
-            client_id: client.client_id,
-            client_name: client.client_name,
-            redirect_uris: client.redirect_uris,
-            grant_types: client.grant_types,
-            token_endpoint_auth_method: client.token_endpoint_auth_method,
-            registered_at: client.issued_at,
-            last_used_at,
+    fn of(listed: ListedClient) -> Self {
+        match listed {
+            ListedClient::Registered(client, last_used_at) => ClientView {
+                kind: "registered",
+                client_id: client.client_id,
+                client_name: client.client_name,
+                redirect_uris: client.redirect_uris,
+                grant_types: client.grant_types,
+                token_endpoint_auth_method: client.token_endpoint_auth_method,
+                registered_at: client.issued_at,
+                last_used_at,
+                host: None,
+                last_seen_at: None,
+            },
+            ListedClient::Document(listing, last_used_at) => ClientView {
+                kind: "document",
+                client_id: listing.client_id,
+                client_name: listing.client_name,
+                redirect_uris: listing.redirect_uris,
+                grant_types: listing.grant_types,
+                token_endpoint_auth_method: listing.token_endpoint_auth_method,
+                registered_at: listing.first_seen,
+                last_used_at,
+                host: Some(listing.host),
+                last_seen_at: Some(listing.last_seen),
+            },
         }
     }
 }
@@ -105,7 +134,14 @@ pub struct DeletedClient {
     pub client_id: String,
     pub deleted: bool,
     pub grants_revoked: usize,
+    /// For a document client: that deleting does not block it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<&'static str>,
 }
+
+/// What deleting a document client cannot do.
+pub const DOCUMENT_CLIENT_DELETED: &str = "a document client is not a registration: it can sign in again; \
+to block it, leave its host out of OAUTH_PROXY_CIMD_ALLOWED_HOSTS or set OAUTH_PROXY_CIMD=false";
 
 /// What revoking a user's grants did.
 #[derive(Debug, Clone, Serialize)]
@@ -168,23 +204,32 @@ impl OAuthProxy {
             .await?
             .map_err(listing_error)?;
         Ok(Listing {
-            items: clients
-                .into_iter()
-                .map(|(client, used)| ClientView::of(client, used))
-                .collect(),
+            items: clients.into_iter().map(ClientView::of).collect(),
             next_cursor,
         })
     }
 
     pub async fn admin_client(&self, client_id: &str) -> Result<ClientView, Error> {
         let found = self.actors().clients.send(ClientUsage(client_id.to_string())).await??;
-        let (client, used) = found.ok_or_else(|| not_found("client"))?;
-        Ok(ClientView::of(client, used))
+        Ok(ClientView::of(found.ok_or_else(|| not_found("client"))?))
     }
 
-    /// Deletes a client and revokes every grant made to it.
+    /// Deletes a client and revokes every grant made to it. A document
+    /// client's listing is removed and its grants revoked, but it is not
+    /// blocked: its next sign-in reads its document again (the answer's
+    /// `note` says so). It is unknown (404) only with neither a listing
+    /// nor a grant.
     pub async fn admin_delete_client(&self, client_id: &str, ctx: &RequestContext) -> Result<DeletedClient, Error> {
-        let client = self.admin_client(client_id).await?;
+        let document = document_url(client_id).is_some();
+        let client = match self.admin_client(client_id).await {
+            Ok(client) => Some(client),
+            Err(Error::OAuth {
+                code: ErrorCode::NotFound,
+                ..
+            }) if document => None,
+            Err(e) => return Err(e),
+        };
+        let client_name = client.and_then(|c| c.client_name);
         let deleted = self
             .actors()
             .clients
@@ -192,17 +237,20 @@ impl OAuthProxy {
             .await??;
         let mut audit = Ok(());
         if deleted {
-            audit = self.record(
-                Event::new(EventKind::ClientDeleted, Outcome::Success, ctx).client(client_id, client.client_name),
-            );
+            audit =
+                self.record(Event::new(EventKind::ClientDeleted, Outcome::Success, ctx).client(client_id, client_name));
         }
         let index = self.inner.prototypes.vault.indexes().by_client(client_id);
         let revoked = self.revoke_all(index, None, Some(client_id.to_string()), ctx).await?;
         audit.and(revoked.audit)?;
+        if document && !deleted && revoked.grants == 0 {
+            return Err(not_found("client"));
+        }
         Ok(DeletedClient {
             client_id: client_id.to_string(),
             deleted,
             grants_revoked: revoked.grants,
+            note: document.then_some(DOCUMENT_CLIENT_DELETED),
         })
     }
 

@@ -9,6 +9,7 @@ use super::{
     AuthorizeOutcome, AuthorizeRequest, BrowserContext, ConsentForm, ConsentOutcome, ConsentPrompt, DocumentConsent,
     OAuthProxy, PENDING_FULL_RETRY_AFTER,
 };
+use crate::actors::client_registry::{DocumentListing, SeenDocumentClient};
 use crate::actors::transactions::{GetTransaction, PutTransaction, StartRefusal, StartTransaction, TakeTransaction};
 use crate::audit::{Event, EventKind, Outcome, RequestContext};
 use crate::config::Config;
@@ -215,6 +216,12 @@ impl OAuthProxy {
                 })
             }
             Err(StartRefusal::Store(e)) => return Err(e.into()),
+        }
+        if let Some(listing) = DocumentListing::of(&client) {
+            // The admin listings show document clients (not registrations).
+            if let Err(e) = self.actors().clients.send(SeenDocumentClient(listing)).await? {
+                log::warn!("document client {} not listed: {e}", client.client_id);
+            }
         }
         let client_event =
             |kind| Event::new(kind, Outcome::Success, ctx).client(client.client_id.clone(), client.client_name.clone());
