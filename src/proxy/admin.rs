@@ -237,11 +237,16 @@ impl OAuthProxy {
             .await??;
         let mut audit = Ok(());
         if deleted {
-            audit =
-                self.record(Event::new(EventKind::ClientDeleted, Outcome::Success, ctx).client(client_id, client_name));
+            audit = self.record(
+                Event::new(EventKind::ClientDeleted, Outcome::Success, ctx).client(client_id, client_name.clone()),
+            );
         }
         let index = self.inner.prototypes.vault.indexes().by_client(client_id);
-        let revoked = self.revoke_all(index, None, Some(client_id.to_string()), ctx).await?;
+        // The name is known here, and the listing already gone.
+        let known = (client_id.to_string(), client_name);
+        let revoked = self
+            .revoke_all(index, None, Some(client_id.to_string()), Some(known), ctx)
+            .await?;
         audit.and(revoked.audit)?;
         if document && !deleted && revoked.grants == 0 {
             return Err(not_found("client"));
@@ -299,7 +304,8 @@ impl OAuthProxy {
     pub async fn admin_revoke_grant(&self, grant_id: &str, ctx: &RequestContext) -> Result<(), Error> {
         let revoked = self.actors().vault.send(RevokeGrant(grant_id.to_string())).await??;
         let grant = revoked.ok_or_else(|| not_found("grant"))?;
-        let event = self.revoked_event(grant_id, &grant, ctx);
+        let client_name = self.listed_client_name(&grant.client_id).await;
+        let event = self.revoked_event(grant_id, &grant, client_name, ctx);
         self.revoke_upstream(&grant).await;
         self.record(event)
     }
@@ -308,7 +314,9 @@ impl OAuthProxy {
     /// upstream tokens where the upstream can revoke them.
     pub async fn admin_revoke_subject(&self, subject: &str, ctx: &RequestContext) -> Result<RevokedSubject, Error> {
         let index = self.inner.prototypes.vault.indexes().by_subject(subject);
-        let revoked = self.revoke_all(index, Some(subject.to_string()), None, ctx).await?;
+        let revoked = self
+            .revoke_all(index, Some(subject.to_string()), None, None, ctx)
+            .await?;
         revoked.audit?;
         Ok(RevokedSubject {
             subject: subject.to_string(),
@@ -317,9 +325,24 @@ impl OAuthProxy {
         })
     }
 
-    fn revoked_event(&self, grant_id: &str, grant: &Grant, ctx: &RequestContext) -> Event {
+    /// A client's name as the registry lists it (a registration or a
+    /// document client's listing; never a document fetch), for audit events.
+    async fn listed_client_name(&self, client_id: &str) -> Option<String> {
+        let listed = self
+            .actors()
+            .clients
+            .send(ClientUsage(client_id.to_string()))
+            .await
+            .ok()?;
+        match listed.ok()?? {
+            ListedClient::Registered(client, _) => client.client_name,
+            ListedClient::Document(listing, _) => listing.client_name,
+        }
+    }
+
+    fn revoked_event(&self, grant_id: &str, grant: &Grant, client_name: Option<String>, ctx: &RequestContext) -> Event {
         Event::new(EventKind::GrantRevoked, Outcome::Success, ctx)
-            .client(grant.client_id.clone(), None)
+            .client(grant.client_id.clone(), client_name)
             .subject(grant.subject.clone(), email_of(grant))
             .grant(grant_id)
             .revoked_by(RevokedBy::Admin)
@@ -354,6 +377,7 @@ impl OAuthProxy {
         index: String,
         subject: Option<String>,
         client_id: Option<String>,
+        known_name: Option<(String, Option<String>)>,
         ctx: &RequestContext,
     ) -> Result<Revoked, Error> {
         let mut revoked = Revoked {
@@ -362,6 +386,8 @@ impl OAuthProxy {
             audit: Ok(()),
         };
         let mut cursor = None;
+        // Client names for the events, read once per client.
+        let mut names: std::collections::HashMap<String, Option<String>> = known_name.into_iter().collect();
         loop {
             let (grants, next) = self
                 .actors()
@@ -378,7 +404,12 @@ impl OAuthProxy {
             for (grant_id, _) in grants {
                 // Taken, not just read: of two revocations, one counts it.
                 if let Some(grant) = self.actors().vault.send(RevokeGrant(grant_id.clone())).await?? {
-                    let event = self.revoked_event(&grant_id, &grant, ctx);
+                    if !names.contains_key(&grant.client_id) && names.len() < REVOKE_BATCH {
+                        let name = self.listed_client_name(&grant.client_id).await;
+                        names.insert(grant.client_id.clone(), name);
+                    }
+                    let client_name = names.get(&grant.client_id).cloned().flatten();
+                    let event = self.revoked_event(&grant_id, &grant, client_name, ctx);
                     let recorded = self.record(event);
                     if revoked.audit.is_ok() {
                         revoked.audit = recorded;
