@@ -33,6 +33,12 @@ pub struct ConsentPage<'a> {
     /// Client name as registered by the client (untrusted, shown escaped).
     pub client_name: &'a str,
     pub client_id: &'a str,
+    /// A document client's document host (`claude.ai`): the verified origin,
+    /// and who claims `client_name`. `None` for a registered client.
+    pub document_host: Option<&'a str>,
+    /// A document client whose redirect URIs are all loopback: a local app
+    /// whose name anyone can claim (the page warns).
+    pub local_app: bool,
     /// Full redirect URI the user will be sent back to.
     pub redirect_uri: &'a str,
     /// Host part of `redirect_uri`, shown prominently.
@@ -70,6 +76,8 @@ mod tests {
             static_prefix: "/static",
             client_name,
             client_id: "client-1234abcd",
+            document_host: None,
+            local_app: false,
             redirect_uri: "https://app.example.com/oauth/callback?x=1&y=2",
             redirect_host: "app.example.com",
             scopes,
@@ -171,6 +179,38 @@ mod tests {
         assert!(html.contains("&#60;script&#62;alert(1)&#60;/script&#62;"));
         assert!(html.contains("Authorize <span class=\"client-name\">&#60;script&#62;"));
         assert!(html.contains(r#"value="&#34;&#62;&#60;script&#62;alert(4)"#));
+    }
+
+    #[test]
+    fn a_document_clients_page_names_its_host_and_warns_for_a_local_app_only() {
+        let mut page = consent("Claude Code", vec![]);
+        page.client_id = "https://claude.ai/oauth/claude-code-client-metadata";
+        page.document_host = Some("claude.ai");
+        let web = page.render().unwrap();
+        assert!(
+            web.contains(r#"Verified: the client's metadata is published at <strong class="host">claude.ai</strong>"#)
+        );
+        assert!(web.contains(r#"Claude Code — as named by <strong class="host">claude.ai</strong>"#));
+        assert!(!web.contains("local-app-warning"));
+        page.local_app = true;
+        let local = page.render().unwrap();
+        assert!(local.contains(r#"<p class="local-app-warning">"#));
+        assert!(local.contains("Continue only if you just started Claude Code yourself."));
+
+        let registered = consent("Claude Code", vec![]).render().unwrap();
+        assert!(!registered.contains("Verified:"));
+        assert!(!registered.contains("as named by"));
+    }
+
+    #[test]
+    fn a_document_host_and_name_are_escaped() {
+        let mut page = consent("<img src=x onerror=alert(1)>", vec![]);
+        page.document_host = Some("<b>evil</b>");
+        page.local_app = true;
+        let html = page.render().unwrap();
+        assert!(!html.contains("<img"));
+        assert!(!html.contains("<b>evil"));
+        assert!(html.contains("&#60;b&#62;evil&#60;/b&#62;"));
     }
 
     #[test]

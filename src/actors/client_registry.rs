@@ -19,6 +19,7 @@
 //! may still be served from a worker's memo for up to a second, as one
 //! that expires by time.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -29,7 +30,8 @@ use crate::audit::{Event, EventKind, Outcome, RequestContext};
 use crate::client_address::RateKey;
 use crate::config::RegistrationLimits;
 use crate::crypto::{random_token, sha256_b64url};
-use crate::oauth::client::{RegisteredClient, ValidRegistration};
+use crate::oauth::client::{RegisteredClient, TokenEndpointAuthMethod, ValidRegistration};
+use crate::oauth::client_document::document_url;
 use crate::oauth::now_secs;
 use crate::proxy::Recorder;
 use crate::rate_limit::KeyedLimit;
@@ -47,6 +49,93 @@ const MAX_EVICTIONS_PER_REGISTRATION: usize = 4;
 /// registrations in that second can only matter near the cap, where every
 /// registration counts again.
 const COUNT_TRUSTED_FOR: Duration = Duration::from_secs(1);
+
+/// How often one instance writes a document client's listing at most.
+const DOCUMENT_LISTING_EVERY: Duration = Duration::from_secs(60);
+
+/// Document clients whose last listing write an instance remembers (for
+/// [`DOCUMENT_LISTING_EVERY`]); beyond it, old entries are dropped.
+const DOCUMENT_LISTINGS_REMEMBERED: usize = 4096;
+
+/// What the admin listings show of a document client (see the module
+/// docs): what its document said when last seen, and when.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DocumentListing {
+    /// The document URL (the client id).
+    pub client_id: String,
+    pub client_name: Option<String>,
+    pub redirect_uris: Vec<String>,
+    pub grant_types: Vec<String>,
+    pub token_endpoint_auth_method: TokenEndpointAuthMethod,
+    /// The document's host.
+    pub host: String,
+    /// Unix seconds.
+    pub first_seen: u64,
+    pub last_seen: u64,
+}
+
+impl DocumentListing {
+    /// The listing of a document client seen now (`None` for a registered one).
+    pub fn of(client: &RegisteredClient) -> Option<Self> {
+        let facts = client.document.as_ref()?;
+        let now = now_secs();
+        Some(DocumentListing {
+            client_id: client.client_id.clone(),
+            client_name: client.client_name.clone(),
+            redirect_uris: client.redirect_uris.clone(),
+            grant_types: client.grant_types.clone(),
+            token_endpoint_auth_method: client.token_endpoint_auth_method,
+            host: facts.host.clone(),
+            first_seen: now,
+            last_seen: now,
+        })
+    }
+}
+
+/// A client as the admin listings find it, with when it last completed a
+/// token exchange.
+#[derive(Debug, Clone)]
+pub enum ListedClient {
+    Registered(RegisteredClient, Option<u64>),
+    Document(DocumentListing, Option<u64>),
+}
+
+/// When this instance last wrote each document client's listing; shared by
+/// replicas.
+#[derive(Clone, Default)]
+struct ListingWrites(Arc<Mutex<HashMap<String, Instant>>>);
+
+impl ListingWrites {
+    /// Whether `client_id`'s listing is due a write now; if so, counts it
+    /// as written.
+    fn due(&self, client_id: &str) -> bool {
+        let Ok(mut writes) = self.0.lock() else {
+            return true;
+        };
+        let now = Instant::now();
+        if writes
+            .get(client_id)
+            .is_some_and(|at| now.duration_since(*at) < DOCUMENT_LISTING_EVERY)
+        {
+            return false;
+        }
+        if writes.len() >= DOCUMENT_LISTINGS_REMEMBERED {
+            writes.retain(|_, at| now.duration_since(*at) < DOCUMENT_LISTING_EVERY);
+            if writes.len() >= DOCUMENT_LISTINGS_REMEMBERED {
+                // Many clients in a minute: write without remembering.
+                return true;
+            }
+        }
+        writes.insert(client_id.to_string(), now);
+        true
+    }
+
+    fn forget(&self, client_id: &str) {
+        if let Ok(mut writes) = self.0.lock() {
+            writes.remove(client_id);
+        }
+    }
+}
 
 /// The client count as last read and when, plus this instance's
 /// registrations since; shared by replicas.
@@ -98,6 +187,10 @@ struct RegistryTables {
     /// seconds (8 bytes, big-endian), as long as the client is kept. A
     /// table of its own: the client record is never rewritten.
     used: Arc<dyn Table>,
+    /// Document clients' listings (see the module docs): document URL →
+    /// [`DocumentListing`].
+    documents: SealedTable<DocumentListing>,
+    listing_writes: ListingWrites,
     limits: RegistrationLimits,
     unused_ttl: Duration,
     active_ttl: Duration,
@@ -113,6 +206,7 @@ impl ClientRegistry {
         clients: SealedTable<RegisteredClient>,
         unused: Arc<dyn Table>,
         used: Arc<dyn Table>,
+        documents: SealedTable<DocumentListing>,
         limits: RegistrationLimits,
         unused_ttl: Duration,
         active_ttl: Duration,
@@ -122,6 +216,8 @@ impl ClientRegistry {
                 clients,
                 unused,
                 used,
+                documents,
+                listing_writes: ListingWrites::default(),
                 limits,
                 unused_ttl,
                 active_ttl,
@@ -215,10 +311,13 @@ impl Actor for ClientRegistry {
             }));
         });
         ctx.run_interval(interval, |registry, ctx| {
-            let unused = registry.tables.unused.clone();
+            let (unused, documents) = (registry.tables.unused.clone(), registry.tables.documents.clone());
             ctx.spawn(actix::fut::wrap_future(async move {
                 if let Err(e) = unused.purge_expired().await {
                     log::error!("never-used client marker sweep failed: {e}");
+                }
+                if let Err(e) = documents.purge_expired().await {
+                    log::error!("document client listing sweep failed: {e}");
                 }
             }));
         });
@@ -245,14 +344,20 @@ pub struct ClientFilter {
 
 impl ClientFilter {
     pub fn accepts(&self, client: &RegisteredClient) -> bool {
-        let name_matches = self.name_contains.as_deref().is_none_or(|part| {
-            client
-                .client_name
-                .as_deref()
-                .is_some_and(|name| name.to_lowercase().contains(&part.to_lowercase()))
-        });
+        self.accepts_parts(client.client_name.as_deref(), &client.redirect_uris)
+    }
+
+    pub fn accepts_document(&self, listing: &DocumentListing) -> bool {
+        self.accepts_parts(listing.client_name.as_deref(), &listing.redirect_uris)
+    }
+
+    fn accepts_parts(&self, client_name: Option<&str>, redirect_uris: &[String]) -> bool {
+        let name_matches = self
+            .name_contains
+            .as_deref()
+            .is_none_or(|part| client_name.is_some_and(|name| name.to_lowercase().contains(&part.to_lowercase())));
         let host_matches = self.redirect_host.as_deref().is_none_or(|host| {
-            client.redirect_uris.iter().any(|uri| {
+            redirect_uris.iter().any(|uri| {
                 url::Url::parse(uri)
                     .ok()
                     .and_then(|url| {
@@ -355,6 +460,15 @@ store_messages! {
     MarkClientUsed(pub String) -> Result<(), StoreError> {
         // Only the expiry changes: no read, decrypt and rewrite of the record.
         // The never-used marker and the time of use go with the same commit.
+        if document_url(&msg.0).is_some() {
+            // A document client: no registration, its listing is kept instead.
+            let (touched, noted) = futures_util::future::join(
+                t.documents.touch(&msg.0, t.active_ttl),
+                t.used.put(&msg.0, now_secs().to_be_bytes().to_vec(), t.active_ttl),
+            )
+            .await;
+            return touched.and(noted).map(|_| ());
+        }
         let (touched, unmarked, noted) = futures_util::future::join3(
             t.clients.touch(&msg.0, t.active_ttl),
             t.unused.delete(&msg.0),
@@ -364,29 +478,91 @@ store_messages! {
         touched.and(unmarked).and(noted).map(|_| ())
     }
 
+    /// A document client's authorization started: lists it (see the module
+    /// docs; at most once a minute per client on this instance).
+    SeenDocumentClient(pub DocumentListing) -> Result<(), StoreError> {
+        let mut listing = msg.0;
+        if !t.listing_writes.due(&listing.client_id) {
+            return Ok(());
+        }
+        match t.documents.get(&listing.client_id).await? {
+            Some(known) => listing.first_seen = known.first_seen.min(listing.first_seen),
+            None => {
+                if t.documents.count().await? >= t.limits.max_clients {
+                    log::warn!(
+                        "document client {} not listed: {} document clients are listed (OAUTH_PROXY_MAX_CLIENTS)",
+                        listing.client_id,
+                        t.limits.max_clients
+                    );
+                    return Ok(());
+                }
+            }
+        }
+        t.documents.put(&listing.client_id.clone(), &listing, t.active_ttl).await
+    }
+
     /// A client and when it last completed a token exchange (the admin API).
-    ClientUsage(pub String) -> Result<Option<(RegisteredClient, Option<u64>)>, StoreError> {
+    ClientUsage(pub String) -> Result<Option<ListedClient>, StoreError> {
+        if document_url(&msg.0).is_some() {
+            let Some(listing) = t.documents.get(&msg.0).await? else {
+                return Ok(None);
+            };
+            return Ok(Some(ListedClient::Document(listing, last_used(&*t.used, &msg.0).await?)));
+        }
         let Some(client) = t.clients.get(&msg.0).await? else {
             return Ok(None);
         };
-        Ok(Some((client, last_used(&*t.used, &msg.0).await?)))
+        Ok(Some(ListedClient::Registered(client, last_used(&*t.used, &msg.0).await?)))
     }
 
-    /// A page of registered clients that `filter` accepts (the admin API),
-    /// from `cursor` on, up to `limit`, with the cursor of the next page.
-    /// Reads the table (registrations are capped).
+    /// A page of clients that `filter` accepts (the admin API), from
+    /// `cursor` on, up to `limit`, with the cursor of the next page:
+    /// registered clients, then listed document clients. Reads the tables
+    /// (both are capped). Cursors are `r.<registrations' cursor>` or
+    /// `d.<listings' cursor>` (`d.` alone: the listings from their start).
     ListClients {
         pub filter: ClientFilter,
         pub cursor: Option<String>,
         pub limit: usize,
-    } -> Result<(Vec<(RegisteredClient, Option<u64>)>, Option<String>), StoreError> {
-        let (mut found, mut cursor) = (Vec::new(), msg.cursor);
+    } -> Result<(Vec<ListedClient>, Option<String>), StoreError> {
+        let unknown = || StoreError::Encoding("not a client listing cursor".into());
+        let (in_documents, mut cursor) = match msg.cursor.as_deref() {
+            None => (false, None),
+            Some(given) => match (given.strip_prefix("r."), given.strip_prefix("d.")) {
+                (Some(registered), _) if !registered.is_empty() => (false, Some(registered.to_string())),
+                (_, Some(documents)) => (true, Some(documents.to_string()).filter(|c| !c.is_empty())),
+                _ => return Err(unknown()),
+            },
+        };
+        let mut found = Vec::new();
+        if !in_documents {
+            while found.len() < msg.limit {
+                let page = t.clients.scan(cursor.as_deref(), msg.limit - found.len()).await?;
+                for client_id in page.keys {
+                    if let Some(client) = t.clients.get(&client_id).await?.filter(|c| msg.filter.accepts(c)) {
+                        let used = last_used(&*t.used, &client_id).await?;
+                        found.push(ListedClient::Registered(client, used));
+                    }
+                }
+                cursor = page.next;
+                if cursor.is_none() {
+                    break;
+                }
+            }
+            if let Some(next) = cursor {
+                return Ok((found, Some(format!("r.{next}"))));
+            }
+            if found.len() >= msg.limit {
+                return Ok((found, Some("d.".to_string())));
+            }
+        }
         while found.len() < msg.limit {
-            let page = t.clients.scan(cursor.as_deref(), msg.limit - found.len()).await?;
+            let page = t.documents.scan(cursor.as_deref(), msg.limit - found.len()).await?;
             for client_id in page.keys {
-                if let Some(client) = t.clients.get(&client_id).await?.filter(|c| msg.filter.accepts(c)) {
+                let listing = t.documents.get(&client_id).await?;
+                if let Some(listing) = listing.filter(|l| msg.filter.accepts_document(l)) {
                     let used = last_used(&*t.used, &client_id).await?;
-                    found.push((client, used));
+                    found.push(ListedClient::Document(listing, used));
                 }
             }
             cursor = page.next;
@@ -394,12 +570,20 @@ store_messages! {
                 break;
             }
         }
-        Ok((found, cursor))
+        Ok((found, cursor.map(|next| format!("d.{next}"))))
     }
 
     /// Deletes a client (the admin API; its grants are revoked by the
     /// caller); answers whether it was registered.
     DeleteClient(pub String) -> Result<bool, StoreError> {
+        if document_url(&msg.0).is_some() {
+            // Its listing: a new sign-in lists it again at once.
+            t.listing_writes.forget(&msg.0);
+            let (deleted, forgotten) =
+                futures_util::future::join(t.documents.delete(&msg.0), t.used.delete(&msg.0)).await;
+            forgotten?;
+            return deleted;
+        }
         let (deleted, unmarked, forgotten) = futures_util::future::join3(
             t.clients.delete(&msg.0),
             t.unused.delete(&msg.0),

@@ -22,11 +22,12 @@ use futures_util::StreamExt;
 use serde::Serialize;
 
 use super::OAuthProxy;
-use crate::actors::client_registry::{ClientFilter, ClientUsage, DeleteClient, ListClients};
+use crate::actors::client_registry::{ClientFilter, ClientUsage, DeleteClient, ListClients, ListedClient};
 use crate::actors::token_vault::{GetGrant, ListGrants, RevokeGrant};
 use crate::audit::{Event, EventKind, Outcome, RequestContext, RevokedBy};
 use crate::error::{Error, ErrorCode};
-use crate::oauth::client::{RegisteredClient, TokenEndpointAuthMethod};
+use crate::oauth::client::TokenEndpointAuthMethod;
+use crate::oauth::client_document::document_url;
 use crate::records::Grant;
 use crate::store::StoreError;
 
@@ -39,30 +40,58 @@ const REVOKE_BATCH: usize = 100;
 /// Upstream revocations in flight at once.
 const UPSTREAM_REVOCATIONS_AT_ONCE: usize = 8;
 
-/// A registered client as the admin API shows it (no secret, no hash).
+/// A client as the admin API shows it (no secret, no hash): a registered
+/// client, or a document client as its listing keeps it.
 #[derive(Debug, Clone, Serialize)]
 pub struct ClientView {
+    /// `registered` (dynamic registration) or `document` (the client id is
+    /// the URL of its metadata document).
+    pub kind: &'static str,
     pub client_id: String,
     pub client_name: Option<String>,
     pub redirect_uris: Vec<String>,
     pub grant_types: Vec<String>,
     pub token_endpoint_auth_method: TokenEndpointAuthMethod,
-    /// Unix seconds.
+    /// Unix seconds; for a document client, when it was first seen.
     pub registered_at: u64,
     /// When it last completed a token exchange (Unix seconds), if it has.
     pub last_used_at: Option<u64>,
+    /// A document client's document host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// When a document client's authorization last started (Unix seconds,
+    /// written at most once a minute per instance).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_seen_at: Option<u64>,
 }
 
 impl ClientView {
-    fn of(client: RegisteredClient, last_used_at: Option<u64>) -> Self {
-        ClientView {
-            client_id: client.client_id,
-            client_name: client.client_name,
-            redirect_uris: client.redirect_uris,
-            grant_types: client.grant_types,
-            token_endpoint_auth_method: client.token_endpoint_auth_method,
-            registered_at: client.issued_at,
-            last_used_at,
+    fn of(listed: ListedClient) -> Self {
+        match listed {
+            ListedClient::Registered(client, last_used_at) => ClientView {
+                kind: "registered",
+                client_id: client.client_id,
+                client_name: client.client_name,
+                redirect_uris: client.redirect_uris,
+                grant_types: client.grant_types,
+                token_endpoint_auth_method: client.token_endpoint_auth_method,
+                registered_at: client.issued_at,
+                last_used_at,
+                host: None,
+                last_seen_at: None,
+            },
+            ListedClient::Document(listing, last_used_at) => ClientView {
+                kind: "document",
+                client_id: listing.client_id,
+                client_name: listing.client_name,
+                redirect_uris: listing.redirect_uris,
+                grant_types: listing.grant_types,
+                token_endpoint_auth_method: listing.token_endpoint_auth_method,
+                registered_at: listing.first_seen,
+                last_used_at,
+                host: Some(listing.host),
+                last_seen_at: Some(listing.last_seen),
+            },
         }
     }
 }
@@ -105,7 +134,14 @@ pub struct DeletedClient {
     pub client_id: String,
     pub deleted: bool,
     pub grants_revoked: usize,
+    /// For a document client: that deleting does not block it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<&'static str>,
 }
+
+/// What deleting a document client cannot do.
+pub const DOCUMENT_CLIENT_DELETED: &str = "a document client is not a registration: it can sign in again; \
+to block it, leave its host out of OAUTH_PROXY_CIMD_ALLOWED_HOSTS or set OAUTH_PROXY_CIMD=false";
 
 /// What revoking a user's grants did.
 #[derive(Debug, Clone, Serialize)]
@@ -168,23 +204,32 @@ impl OAuthProxy {
             .await?
             .map_err(listing_error)?;
         Ok(Listing {
-            items: clients
-                .into_iter()
-                .map(|(client, used)| ClientView::of(client, used))
-                .collect(),
+            items: clients.into_iter().map(ClientView::of).collect(),
             next_cursor,
         })
     }
 
     pub async fn admin_client(&self, client_id: &str) -> Result<ClientView, Error> {
         let found = self.actors().clients.send(ClientUsage(client_id.to_string())).await??;
-        let (client, used) = found.ok_or_else(|| not_found("client"))?;
-        Ok(ClientView::of(client, used))
+        Ok(ClientView::of(found.ok_or_else(|| not_found("client"))?))
     }
 
-    /// Deletes a client and revokes every grant made to it.
+    /// Deletes a client and revokes every grant made to it. A document
+    /// client's listing is removed and its grants revoked, but it is not
+    /// blocked: its next sign-in reads its document again (the answer's
+    /// `note` says so). It is unknown (404) only with neither a listing
+    /// nor a grant.
     pub async fn admin_delete_client(&self, client_id: &str, ctx: &RequestContext) -> Result<DeletedClient, Error> {
-        let client = self.admin_client(client_id).await?;
+        let document = document_url(client_id).is_some();
+        let client = match self.admin_client(client_id).await {
+            Ok(client) => Some(client),
+            Err(Error::OAuth {
+                code: ErrorCode::NotFound,
+                ..
+            }) if document => None,
+            Err(e) => return Err(e),
+        };
+        let client_name = client.and_then(|c| c.client_name);
         let deleted = self
             .actors()
             .clients
@@ -193,16 +238,24 @@ impl OAuthProxy {
         let mut audit = Ok(());
         if deleted {
             audit = self.record(
-                Event::new(EventKind::ClientDeleted, Outcome::Success, ctx).client(client_id, client.client_name),
+                Event::new(EventKind::ClientDeleted, Outcome::Success, ctx).client(client_id, client_name.clone()),
             );
         }
         let index = self.inner.prototypes.vault.indexes().by_client(client_id);
-        let revoked = self.revoke_all(index, None, Some(client_id.to_string()), ctx).await?;
+        // The name is known here, and the listing already gone.
+        let known = (client_id.to_string(), client_name);
+        let revoked = self
+            .revoke_all(index, None, Some(client_id.to_string()), Some(known), ctx)
+            .await?;
         audit.and(revoked.audit)?;
+        if document && !deleted && revoked.grants == 0 {
+            return Err(not_found("client"));
+        }
         Ok(DeletedClient {
             client_id: client_id.to_string(),
             deleted,
             grants_revoked: revoked.grants,
+            note: document.then_some(DOCUMENT_CLIENT_DELETED),
         })
     }
 
@@ -251,7 +304,8 @@ impl OAuthProxy {
     pub async fn admin_revoke_grant(&self, grant_id: &str, ctx: &RequestContext) -> Result<(), Error> {
         let revoked = self.actors().vault.send(RevokeGrant(grant_id.to_string())).await??;
         let grant = revoked.ok_or_else(|| not_found("grant"))?;
-        let event = self.revoked_event(grant_id, &grant, ctx);
+        let client_name = self.listed_client_name(&grant.client_id).await;
+        let event = self.revoked_event(grant_id, &grant, client_name, ctx);
         self.revoke_upstream(&grant).await;
         self.record(event)
     }
@@ -260,7 +314,9 @@ impl OAuthProxy {
     /// upstream tokens where the upstream can revoke them.
     pub async fn admin_revoke_subject(&self, subject: &str, ctx: &RequestContext) -> Result<RevokedSubject, Error> {
         let index = self.inner.prototypes.vault.indexes().by_subject(subject);
-        let revoked = self.revoke_all(index, Some(subject.to_string()), None, ctx).await?;
+        let revoked = self
+            .revoke_all(index, Some(subject.to_string()), None, None, ctx)
+            .await?;
         revoked.audit?;
         Ok(RevokedSubject {
             subject: subject.to_string(),
@@ -269,9 +325,24 @@ impl OAuthProxy {
         })
     }
 
-    fn revoked_event(&self, grant_id: &str, grant: &Grant, ctx: &RequestContext) -> Event {
+    /// A client's name as the registry lists it (a registration or a
+    /// document client's listing; never a document fetch), for audit events.
+    async fn listed_client_name(&self, client_id: &str) -> Option<String> {
+        let listed = self
+            .actors()
+            .clients
+            .send(ClientUsage(client_id.to_string()))
+            .await
+            .ok()?;
+        match listed.ok()?? {
+            ListedClient::Registered(client, _) => client.client_name,
+            ListedClient::Document(listing, _) => listing.client_name,
+        }
+    }
+
+    fn revoked_event(&self, grant_id: &str, grant: &Grant, client_name: Option<String>, ctx: &RequestContext) -> Event {
         Event::new(EventKind::GrantRevoked, Outcome::Success, ctx)
-            .client(grant.client_id.clone(), None)
+            .client(grant.client_id.clone(), client_name)
             .subject(grant.subject.clone(), email_of(grant))
             .grant(grant_id)
             .revoked_by(RevokedBy::Admin)
@@ -306,6 +377,7 @@ impl OAuthProxy {
         index: String,
         subject: Option<String>,
         client_id: Option<String>,
+        known_name: Option<(String, Option<String>)>,
         ctx: &RequestContext,
     ) -> Result<Revoked, Error> {
         let mut revoked = Revoked {
@@ -314,6 +386,8 @@ impl OAuthProxy {
             audit: Ok(()),
         };
         let mut cursor = None;
+        // Client names for the events, read once per client.
+        let mut names: std::collections::HashMap<String, Option<String>> = known_name.into_iter().collect();
         loop {
             let (grants, next) = self
                 .actors()
@@ -330,7 +404,12 @@ impl OAuthProxy {
             for (grant_id, _) in grants {
                 // Taken, not just read: of two revocations, one counts it.
                 if let Some(grant) = self.actors().vault.send(RevokeGrant(grant_id.clone())).await?? {
-                    let event = self.revoked_event(&grant_id, &grant, ctx);
+                    if !names.contains_key(&grant.client_id) && names.len() < REVOKE_BATCH {
+                        let name = self.listed_client_name(&grant.client_id).await;
+                        names.insert(grant.client_id.clone(), name);
+                    }
+                    let client_name = names.get(&grant.client_id).cloned().flatten();
+                    let event = self.revoked_event(&grant_id, &grant, client_name, ctx);
                     let recorded = self.record(event);
                     if revoked.audit.is_ok() {
                         revoked.audit = recorded;

@@ -6,17 +6,19 @@ use std::borrow::Cow;
 use url::Url;
 
 use super::{
-    AuthorizeOutcome, AuthorizeRequest, BrowserContext, ConsentForm, ConsentOutcome, ConsentPrompt, OAuthProxy,
-    PENDING_FULL_RETRY_AFTER,
+    AuthorizeOutcome, AuthorizeRequest, BrowserContext, ConsentForm, ConsentOutcome, ConsentPrompt, DocumentConsent,
+    OAuthProxy, PENDING_FULL_RETRY_AFTER,
 };
+use crate::actors::client_registry::{DocumentListing, SeenDocumentClient};
 use crate::actors::transactions::{GetTransaction, PutTransaction, StartRefusal, StartTransaction, TakeTransaction};
 use crate::audit::{Event, EventKind, Outcome, RequestContext};
 use crate::config::Config;
 use crate::crypto::{constant_time_eq, random_token, sha256_b64url};
 use crate::error::{ClientRedirect, Error, ErrorCode, PageReason};
 use crate::oauth::client::RegisteredClient;
+use crate::oauth::client_document::document_url;
 use crate::oauth::pkce::{CodeChallenge, PkcePair};
-use crate::oauth::redirect_uri::pattern_matches;
+use crate::oauth::redirect_uri::{is_loopback, pattern_matches};
 use crate::oauth::resource::resource_matches;
 use crate::oauth::scope::{resource_scopes, Scopes, OFFLINE_ACCESS};
 use crate::records::Transaction;
@@ -46,6 +48,34 @@ fn csp_source(url: &Url) -> String {
         url::Origin::Tuple(..) => url.origin().ascii_serialization(),
         url::Origin::Opaque(_) => format!("{}:", url.scheme()),
     }
+}
+
+/// What a browser's list of remembered approvals holds for a client and
+/// the redirect URI it asked for.
+///
+/// A registered client: its id (each install registers its own). A
+/// document client: one document id covers every install of that client,
+/// so an approval is bound to the id *and* the redirect URI: approving
+/// `https://claude.ai/api/mcp/auth_callback` does not approve another
+/// redirect URI the same document lists. A loopback redirect URI counts
+/// without its port: Claude Code and Copilot CLI listen on a new ephemeral
+/// port each run (RFC 8252 §7.3), and the same app on another port is the
+/// same approval. The pair is hashed so every entry is short whatever the
+/// URLs' length (the list lives in the browser's session cookie, which
+/// must stay under 4 KiB: `MAX_REMEMBERED_CLIENTS` entries of 47 bytes).
+pub(crate) fn remembered_key(client_id: &str, redirect_uri: &Url) -> String {
+    if document_url(client_id).is_none() {
+        return client_id.to_string();
+    }
+    let mut redirect_uri = redirect_uri.clone();
+    if is_loopback(&redirect_uri) {
+        // Cannot fail for an http URL with a host.
+        let _ = redirect_uri.set_port(None);
+    }
+    format!(
+        "doc:{}",
+        sha256_b64url(format!("{client_id} {redirect_uri}").as_bytes())
+    )
 }
 
 pub(super) fn expired_page() -> Error {
@@ -103,7 +133,8 @@ impl OAuthProxy {
         // approved it (a remembered consent), or when the operator turned
         // consent off (allowed only with pinned redirect patterns); else the
         // browser gets the HTML page.
-        let remembered = browser.remembered_clients.iter().any(|c| c == &client.client_id);
+        let remembered_as = remembered_key(&client.client_id, &redirect_uri);
+        let remembered = browser.remembered_clients.iter().any(|c| c == &remembered_as);
         let approved = !config.consent_required || remembered;
         let refuse = |code: ErrorCode, description: String| {
             if approved {
@@ -186,6 +217,12 @@ impl OAuthProxy {
             }
             Err(StartRefusal::Store(e)) => return Err(e.into()),
         }
+        if let Some(listing) = DocumentListing::of(&client) {
+            // The admin listings show document clients (not registrations).
+            if let Err(e) = self.actors().clients.send(SeenDocumentClient(listing)).await? {
+                log::warn!("document client {} not listed: {e}", client.client_id);
+            }
+        }
         let client_event =
             |kind| Event::new(kind, Outcome::Success, ctx).client(client.client_id.clone(), client.client_name.clone());
         self.record(client_event(EventKind::AuthorizationStarted).scope(scope.clone()))?;
@@ -204,6 +241,10 @@ impl OAuthProxy {
             csrf_token,
             client_id: client.client_id.clone(),
             client_name: client.display_name().to_string(),
+            document: client.document.as_ref().map(|facts| DocumentConsent {
+                host: facts.host.clone(),
+                local_app: facts.loopback_only,
+            }),
             form_targets: vec![
                 csp_source(&self.inner.upstream.authorization_endpoint),
                 csp_source(&redirect_uri),
@@ -288,7 +329,8 @@ impl OAuthProxy {
                     Some(verifier) => sha256_b64url(verifier.as_bytes()),
                     None => transaction.code_challenge.as_str().to_string(),
                 };
-                let client_id = transaction.client_id.clone();
+                let remember_as = stored_client_redirect(&self.inner.config, &transaction.redirect_uri, None)
+                    .map(|back| remembered_key(&transaction.client_id, &back.redirect_uri))?;
                 self.actors()
                     .transactions
                     .send(PutTransaction {
@@ -298,7 +340,7 @@ impl OAuthProxy {
                     .await??;
                 Ok(ConsentOutcome::Approved {
                     upstream: self.upstream_url(&form.transaction_id, &challenge),
-                    remember_client: (form.remember.as_deref() == Some("true")).then_some(client_id),
+                    remember_client: (form.remember.as_deref() == Some("true")).then_some(remember_as),
                 })
             }
             "deny" => {

@@ -26,6 +26,6 @@ pub use resource::{AccessGrant, BearerRefused, IntrospectionCaller};
 pub use start::{OAuthProxy, Recorder, StartError, StoreActors};
 pub use types::{
     AuthorizeOutcome, AuthorizeQueryError, AuthorizeRequest, BrowserContext, CallbackParams, ClientCredentials,
-    ClientInformation, CodeExchange, ConsentForm, ConsentOutcome, ConsentPrompt, RefreshExchange, TokenResponse,
-    MAX_AUTHORIZE_QUERY, MAX_STATE, PENDING_FULL_RETRY_AFTER,
+    ClientInformation, CodeExchange, ConsentForm, ConsentOutcome, ConsentPrompt, DocumentConsent, RefreshExchange,
+    TokenResponse, MAX_AUTHORIZE_QUERY, MAX_STATE, PENDING_FULL_RETRY_AFTER,
 };

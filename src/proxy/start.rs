@@ -201,6 +201,12 @@ impl OAuthProxy {
                 SealedTable::new("client", table("client", Counting::Kept)?, sealer.clone()),
                 table("client_unused", Counting::OnRequest)?,
                 table("client_used", Counting::OnRequest)?,
+                // Read by the listing cap only when a new document client is seen.
+                SealedTable::new(
+                    "client_document",
+                    table("client_document", Counting::OnRequest)?,
+                    sealer.clone(),
+                ),
                 config.registration,
                 lifetimes.unused_client,
                 lifetimes.refresh_token.max(lifetimes.unused_client),

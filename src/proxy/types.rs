@@ -90,6 +90,9 @@ impl<'a> AuthorizeRequest<'a> {
 #[derive(Debug, Clone)]
 pub struct BrowserContext {
     pub browser_id: String,
+    /// Remembered approvals: registered client ids, and for document
+    /// clients a key bound to the redirect URI too
+    /// (`proxy::authorize::remembered_key`).
     pub remembered_clients: Vec<String>,
 }
 
@@ -99,11 +102,25 @@ pub struct ConsentPrompt {
     pub transaction_id: String,
     pub csrf_token: String,
     pub client_id: String,
+    /// The name the client gives (registered, or stated by its document).
     pub client_name: String,
+    /// What the page says of a document client (`None`: a registered one).
+    pub document: Option<DocumentConsent>,
     pub redirect_uri: Url,
     pub scopes: Vec<String>,
     /// Origins the consent form may lead to (for the CSP `form-action`).
     pub form_targets: Vec<String>,
+}
+
+/// What the consent page shows of a client metadata document.
+#[derive(Debug, Clone)]
+pub struct DocumentConsent {
+    /// The document's host: the origin the proxy verified by fetching the
+    /// document over https. The client name is only that host's claim.
+    pub host: String,
+    /// Every redirect URI is loopback: an app on the user's machine, whose
+    /// name anyone can claim in a document of their own.
+    pub local_app: bool,
 }
 
 #[derive(Debug)]
@@ -130,6 +147,7 @@ pub struct ConsentForm {
 pub enum ConsentOutcome {
     Approved {
         upstream: String,
+        /// What to add to the browser's remembered approvals, when asked.
         remember_client: Option<String>,
     },
     Denied {

@@ -47,6 +47,8 @@ pub async fn authorize(
                 static_prefix: STATIC_PREFIX,
                 client_name: &prompt.client_name,
                 client_id: &prompt.client_id,
+                document_host: prompt.document.as_ref().map(|d| d.host.as_str()),
+                local_app: prompt.document.as_ref().is_some_and(|d| d.local_app),
                 redirect_uri: prompt.redirect_uri.as_str(),
                 redirect_host: &redirect_host,
                 scopes: prompt.scopes.iter().map(String::as_str).collect(),

@@ -34,6 +34,12 @@ pub const STATIC_PREFIX: &str = "/static";
 
 /// Remembered approvals kept per browser (newest first).
 const MAX_REMEMBERED_CLIENTS: usize = 20;
+/// The longest remembered entry kept: registered ids are 22 characters and
+/// document clients' keys 47 (`doc:` and a hash, see
+/// `proxy::authorize::remembered_key`), so 20 entries keep the encrypted
+/// session cookie far under browsers' 4 KiB; anything longer is not one
+/// this proxy wrote.
+const MAX_REMEMBERED_ENTRY: usize = 64;
 const CONSENT_COOKIE_MAX_AGE_DAYS: i64 = 30;
 
 /// Headers for every HTML page: no framing (clickjacking of the consent
@@ -242,9 +248,14 @@ impl BrowserCookies {
         }
     }
 
-    /// Remembers that the user approved `client_id` in this browser (at most
+    /// Remembers that the user approved `client_id` (a registered client's
+    /// id, or a document client's key) in this browser (at most
     /// `MAX_REMEMBERED_CLIENTS`, newest first, so the cookie stays small).
     pub fn remember_client(&self, browser: &BrowserContext, client_id: &str) {
+        if client_id.len() > MAX_REMEMBERED_ENTRY {
+            log::warn!("a remembered approval of {} bytes was not kept", client_id.len());
+            return;
+        }
         let mut clients = Vec::with_capacity(MAX_REMEMBERED_CLIENTS);
         clients.push(client_id);
         clients.extend(
@@ -252,7 +263,7 @@ impl BrowserCookies {
                 .remembered_clients
                 .iter()
                 .map(String::as_str)
-                .filter(|c| *c != client_id)
+                .filter(|c| *c != client_id && c.len() <= MAX_REMEMBERED_ENTRY)
                 .take(MAX_REMEMBERED_CLIENTS - 1),
         );
         self.store(SESSION_CONSENT, &clients);

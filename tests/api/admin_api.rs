@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use mcp_oauth_proxy::audit::{EventKind, RevokedBy};
 
 use crate::backend_double::BackendDouble;
+use crate::document_host::DocumentHost;
 use crate::helpers::{Answer, TestApp, TestClient, REDIRECT_URI};
 use crate::mock_upstream::{MockUpstream, MockUpstreamConfig};
 use crate::redis_server::RedisServer;
@@ -63,8 +64,13 @@ fn as_refs<'a>(settings: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a
 
 impl Setup {
     async fn start(store: Store, swap: bool) -> Setup {
+        Setup::start_with(store, swap, Vec::new()).await
+    }
+
+    async fn start_with(store: Store, swap: bool, extra: Vec<(&'static str, String)>) -> Setup {
         let backend = BackendDouble::start().await;
-        let mut settings = vec![
+        let mut settings = extra;
+        settings.extend([
             ("OAUTH_PROXY_ADMIN_TOKEN", ADMIN_TOKEN.to_string()),
             ("OAUTH_PROXY_MCP_UPSTREAM_URL", backend.url.clone()),
             (
@@ -72,7 +78,7 @@ impl Setup {
                 "{upstream}/revoke".to_string(),
             ),
             ("OAUTH_PROXY_ENABLE_TOKEN_SWAP", swap.to_string()),
-        ];
+        ]);
         let (mut dir, mut redis) = (None, None);
         match store {
             Store::Memory => {}
@@ -497,6 +503,145 @@ suite!(
     a_grant_revoked_by_the_admin_fails_at_the_gateway_and_at_refresh,
     revoking_a_user_revokes_every_grant_of_theirs_and_their_upstream_tokens,
 );
+
+// ---- Document clients (client ids that are a metadata document's URL) ----
+
+async fn document_clients_are_listed_shown_and_deleted_with_their_grants(host: DocumentHost, setup: Setup) {
+    let registered = setup.client("Alpha Tool", REDIRECT_URI).await;
+    let document = host.public_client("/oauth/client.json", "Doc Client", REDIRECT_URI);
+    let url = document.client_id.clone();
+    let (registered_access, _) = setup.sign_in(&registered, "user-a").await;
+    let (first_access, first_refresh) = setup.sign_in(&document, "user-a").await;
+
+    // Listed with its URL, its kind and what its document said, among the
+    // registered clients, on every page size.
+    let (all, _) = setup.all_pages("/admin/clients", 50).await;
+    assert_eq!(ids(&all, "client_id"), set(&[&registered.client_id, &url]));
+    let listed = all.iter().find(|c| c["client_id"] == url.as_str()).unwrap();
+    assert_eq!(listed["kind"], "document", "{listed}");
+    assert_eq!(listed["client_name"], "Doc Client", "{listed}");
+    assert_eq!(listed["redirect_uris"], json!([REDIRECT_URI]), "{listed}");
+    assert_eq!(listed["token_endpoint_auth_method"], "none", "{listed}");
+    assert_eq!(listed["host"], "127.0.0.1", "{listed}");
+    assert!(listed["last_seen_at"].as_u64().unwrap() >= now() - 60, "{listed}");
+    assert!(
+        listed["last_used_at"].as_u64().is_some(),
+        "its token exchange: {listed}"
+    );
+    let other = all
+        .iter()
+        .find(|c| c["client_id"] == registered.client_id.as_str())
+        .unwrap();
+    assert_eq!(other["kind"], "registered", "{other}");
+    for limit in [1, 2] {
+        let (paged, _) = setup.all_pages("/admin/clients", limit).await;
+        assert_eq!(
+            ids(&paged, "client_id"),
+            set(&[&registered.client_id, &url]),
+            "limit {limit}"
+        );
+    }
+    let (found, _) = setup.all_pages("/admin/clients?q=doc", 50).await;
+    assert_eq!(ids(&found, "client_id"), set(&[&url]));
+
+    // The URL as a path segment, URL-encoded, round-trips.
+    let path = format!("/admin/clients/{}", urlencode(&url));
+    let shown = setup.admin_ok(Method::GET, &path).await;
+    assert_eq!(shown["client_id"], url.as_str(), "{shown}");
+    assert_eq!(shown["kind"], "document", "{shown}");
+
+    // Its grants are listed by its URL and revoked like any other.
+    let grants = setup
+        .admin_ok(Method::GET, &format!("/admin/grants?client_id={}", urlencode(&url)))
+        .await;
+    let grants = grants["items"].as_array().unwrap().clone();
+    assert_eq!(grants.len(), 1, "{grants:?}");
+    assert_eq!(grants[0]["client_id"], url.as_str());
+    let grant_id = grants[0]["grant_id"].as_str().unwrap().to_string();
+    setup
+        .admin_ok(Method::DELETE, &format!("/admin/grants/{grant_id}"))
+        .await;
+    assert_eq!(setup.guarded(&first_access).await, StatusCode::UNAUTHORIZED);
+    let refused = setup.app.refresh(&document, &first_refresh).await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);
+
+    // Deleting it revokes its grants and says it can sign in again.
+    let (second_access, _) = setup.sign_in(&document, "user-b").await;
+    let deleted = setup.admin_ok(Method::DELETE, &path).await;
+    assert_eq!(deleted["client_id"], url.as_str(), "{deleted}");
+    assert_eq!(deleted["deleted"], true, "{deleted}");
+    assert_eq!(deleted["grants_revoked"], 1, "{deleted}");
+    let note = deleted["note"].as_str().unwrap_or_default();
+    assert!(note.contains("can sign in again"), "{deleted}");
+    assert!(note.contains("OAUTH_PROXY_CIMD_ALLOWED_HOSTS"), "{deleted}");
+    assert_eq!(setup.guarded(&second_access).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(setup.guarded(&registered_access).await, StatusCode::OK);
+    assert_eq!(setup.admin(Method::GET, &path).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(setup.admin(Method::DELETE, &path).await.status, StatusCode::NOT_FOUND);
+    let (all, _) = setup.all_pages("/admin/clients", 50).await;
+    assert_eq!(ids(&all, "client_id"), set(&[&registered.client_id]));
+
+    let events = setup.app.proxy.audit().recent();
+    let deleted_event = events.iter().find(|e| e.event == EventKind::ClientDeleted).unwrap();
+    assert_eq!(deleted_event.client_id.as_deref(), Some(url.as_str()));
+    assert_eq!(deleted_event.client_name.as_deref(), Some("Doc Client"));
+    let by_admin: Vec<_> = events
+        .iter()
+        .filter(|e| e.event == EventKind::GrantRevoked && e.revoked_by == Some(RevokedBy::Admin))
+        .collect();
+    assert_eq!(by_admin.len(), 2, "{by_admin:#?}");
+    for event in by_admin {
+        assert_eq!(event.client_id.as_deref(), Some(url.as_str()), "{event:?}");
+        assert_eq!(event.client_name.as_deref(), Some("Doc Client"), "{event:?}");
+    }
+
+    // Not blocked: it signs in again, and is listed again.
+    let (third_access, _) = setup.sign_in(&document, "user-b").await;
+    assert_eq!(setup.guarded(&third_access).await, StatusCode::OK);
+    assert_eq!(setup.admin_ok(Method::GET, &path).await["kind"], "document");
+    setup.stop().await;
+    host.stop().await;
+}
+
+macro_rules! with_documents {
+    ($($module:ident: $store:ident, $swap:expr;)*) => {
+        $(
+            mod $module {
+                #[actix_web::test]
+                async fn document_clients_are_listed_shown_and_deleted_with_their_grants() {
+                    let host = crate::document_host::DocumentHost::start().await;
+                    let setup =
+                        super::Setup::start_with(super::Store::$store, $swap, host.proxy_settings()).await;
+                    super::document_clients_are_listed_shown_and_deleted_with_their_grants(host, setup).await;
+                }
+            }
+        )*
+    };
+}
+
+with_documents! {
+    memory_documents: Memory, true;
+    directory_documents: Directory, true;
+    redis_documents: Redis, true;
+    memory_pass_through_documents: Memory, false;
+}
+
+#[actix_web::test]
+async fn document_clients_beyond_the_client_cap_sign_in_but_are_not_listed() {
+    let host = DocumentHost::start().await;
+    let mut settings = host.proxy_settings();
+    settings.push(("OAUTH_PROXY_MAX_CLIENTS", "1".to_string()));
+    let setup = Setup::start_with(Store::Memory, true, settings).await;
+    let first = host.public_client("/oauth/first.json", "First", REDIRECT_URI);
+    let second = host.public_client("/oauth/second.json", "Second", REDIRECT_URI);
+    let _ = setup.sign_in(&first, "user-a").await;
+    let (access, _) = setup.sign_in(&second, "user-a").await;
+    assert_eq!(setup.guarded(&access).await, StatusCode::OK, "the sign-in goes on");
+    let (all, _) = setup.all_pages("/admin/clients", 50).await;
+    assert_eq!(ids(&all, "client_id"), set(&[&first.client_id]));
+    setup.stop().await;
+    host.stop().await;
+}
 
 // ---- Authentication ----
 

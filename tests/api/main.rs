@@ -18,6 +18,7 @@ mod cli;
 mod client_address;
 mod client_documents;
 mod discovery;
+mod document_consent;
 mod expiry;
 mod flows;
 mod gateway;

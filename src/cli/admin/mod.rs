@@ -423,11 +423,7 @@ pub async fn execute(
             Ok(if json {
                 pretty(&answer)
             } else {
-                format!(
-                    "deleted client {} ({} grants revoked)\n",
-                    clean(id),
-                    number(&answer["grants_revoked"])
-                )
+                deleted_client(id, &answer)
             })
         }
         Action::GrantsRevoke(id) => {

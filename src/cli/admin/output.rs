@@ -92,6 +92,7 @@ pub(super) fn clients_table(items: &[Value], more: bool) -> String {
         .map(|c| {
             vec![
                 cell(c, "client_id", " "),
+                cell(c, "kind", " "),
                 cell(c, "client_name", " "),
                 cell(c, "redirect_uris", " "),
                 cell(c, "token_endpoint_auth_method", " "),
@@ -100,7 +101,15 @@ pub(super) fn clients_table(items: &[Value], more: bool) -> String {
             ]
         })
         .collect();
-    let headers = ["CLIENT ID", "NAME", "REDIRECT URIS", "AUTH", "REGISTERED", "LAST USED"];
+    let headers = [
+        "CLIENT ID",
+        "KIND",
+        "NAME",
+        "REDIRECT URIS",
+        "AUTH",
+        "REGISTERED",
+        "LAST USED",
+    ];
     format!("{}{}", table(&headers, &rows), footer(items.len(), "clients", more))
 }
 
@@ -133,12 +142,15 @@ pub(super) fn grants_table(items: &[Value], more: bool) -> String {
 
 pub(super) const CLIENT_FIELDS: &[&str] = &[
     "client_id",
+    "kind",
     "client_name",
     "redirect_uris",
     "grant_types",
     "token_endpoint_auth_method",
     "registered_at",
     "last_used_at",
+    "host",
+    "last_seen_at",
 ];
 
 pub(super) const GRANT_FIELDS: &[&str] = &[
@@ -188,4 +200,18 @@ pub fn utc(secs: i64) -> String {
         rem % 3600 / 60,
         rem % 60
     )
+}
+
+/// What `clients delete` prints: what was done, and for a document client
+/// the API's note that it can sign in again.
+pub(super) fn deleted_client(id: &str, answer: &Value) -> String {
+    let mut text = format!(
+        "deleted client {} ({} grants revoked)\n",
+        clean(id),
+        number(&answer["grants_revoked"])
+    );
+    if let Some(note) = answer["note"].as_str() {
+        text.push_str(&format!("note: {}\n", clean(note)));
+    }
+    text
 }

@@ -94,3 +94,63 @@ fn tables_align_every_column_but_the_last() {
     );
     assert_eq!(text, "A           BB\nlong value  x\ns           y\n");
 }
+
+#[test]
+fn the_clients_table_has_a_kind_column_and_a_document_clients_url() {
+    let items = vec![
+        json!({"client_id": "f3a9c2", "kind": "registered", "client_name": "Cursor",
+               "redirect_uris": ["http://127.0.0.1/cb"], "token_endpoint_auth_method": "none",
+               "registered_at": 1_709_618_828, "last_used_at": null}),
+        json!({"client_id": "https://claude.ai/oauth/claude-code-client-metadata", "kind": "document",
+               "client_name": "Claude Code", "redirect_uris": ["http://localhost/callback"],
+               "token_endpoint_auth_method": "none", "registered_at": 1_709_618_828,
+               "last_used_at": null, "host": "claude.ai", "last_seen_at": 1_709_618_828}),
+    ];
+    let text = clients_table(&items, false);
+    let lines: Vec<&str> = text.lines().collect();
+    let kind_at = lines[0].find("KIND").expect("a KIND column");
+    assert_eq!(
+        lines[1][kind_at..].split_whitespace().next(),
+        Some("registered"),
+        "{text}"
+    );
+    assert!(
+        lines[2].starts_with("https://claude.ai/oauth/claude-code-client-metadata"),
+        "{text}"
+    );
+    assert_eq!(
+        lines[2][kind_at..].split_whitespace().next(),
+        Some("document"),
+        "{text}"
+    );
+
+    let shown = record(&items[1], CLIENT_FIELDS);
+    assert!(
+        shown.lines().any(|l| l.starts_with("kind") && l.ends_with("document")),
+        "{shown}"
+    );
+    assert!(
+        shown.lines().any(|l| l.starts_with("host") && l.ends_with("claude.ai")),
+        "{shown}"
+    );
+}
+
+#[test]
+fn deleting_a_document_client_prints_the_note_that_it_can_sign_in_again() {
+    let answer = json!({"client_id": "https://claude.ai/x", "deleted": true, "grants_revoked": 2,
+                        "note": "a document client is not a registration: it can sign in again"});
+    let text = deleted_client("https://claude.ai/x", &answer);
+    assert!(
+        text.starts_with("deleted client https://claude.ai/x (2 grants revoked)\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("note: a document client is not a registration: it can sign in again"),
+        "{text}"
+    );
+    let registered = deleted_client(
+        "f3a9c2",
+        &json!({"client_id": "f3a9c2", "deleted": true, "grants_revoked": 0}),
+    );
+    assert_eq!(registered, "deleted client f3a9c2 (0 grants revoked)\n");
+}
