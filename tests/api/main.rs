@@ -24,6 +24,7 @@ mod gateway;
 mod jwks;
 mod mcp_server;
 mod metrics;
+mod private_key_jwt;
 mod readiness;
 mod register;
 mod request_id;
