@@ -30,6 +30,15 @@ pub fn authorization_server(config: &Config, has_jwks: bool) -> Value {
         // MCP authorization 2026-07-28: clients use a document client id
         // only when this is advertised (with `none` among the methods).
         document["client_id_metadata_document_supported"] = true.into();
+        // RFC 7523 §2.2 for document clients with keys (RFC 8414 §2: the
+        // algorithms go with the method).
+        let algorithms = json!(crate::oauth::client_assertion::ALLOWED_ALGORITHM_NAMES);
+        for endpoint in ["token_endpoint", "revocation_endpoint"] {
+            if let Some(methods) = document[format!("{endpoint}_auth_methods_supported")].as_array_mut() {
+                methods.push("private_key_jwt".into());
+            }
+            document[format!("{endpoint}_auth_signing_alg_values_supported")] = algorithms.clone();
+        }
     }
     if has_jwks {
         document["jwks_uri"] = config.url_for("/jwks.json").into();

@@ -3,6 +3,7 @@
 //! without HTTP.
 
 pub mod client;
+pub mod client_assertion;
 pub mod client_document;
 pub mod jwt;
 pub mod metadata;

@@ -12,6 +12,7 @@
 pub mod admin;
 mod authorize;
 mod callback;
+mod client_assertions;
 mod memo;
 mod readiness;
 mod registration;

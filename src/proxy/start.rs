@@ -125,6 +125,8 @@ pub(super) struct Inner {
     pub(super) instance_id: String,
     /// Document client ids (Client ID Metadata Documents) and their keys.
     pub(super) documents: crate::client_documents::ClientDocuments,
+    /// `jti`s of the `private_key_jwt` assertions used, in the shared store.
+    pub(super) used_assertions: super::client_assertions::UsedAssertions,
 }
 
 /// Records audit events and counts them in the metrics: what
@@ -258,6 +260,11 @@ impl OAuthProxy {
 
         let authorize_limit = crate::rate_limit::KeyedLimit::per_minute(config.authorize_rate_limit);
         let documents = crate::client_documents::ClientDocuments::new(&config);
+        // Not sealed: keys are hashes and values a marker, nothing secret.
+        let used_assertions = super::client_assertions::UsedAssertions::new(table(
+            super::client_assertions::USED_ASSERTIONS_TABLE,
+            Counting::OnRequest,
+        )?);
         Ok(OAuthProxy {
             inner: Arc::new(Inner {
                 config,
@@ -275,6 +282,7 @@ impl OAuthProxy {
                 recorder,
                 instance_id,
                 documents,
+                used_assertions,
             }),
         })
     }

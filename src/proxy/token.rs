@@ -16,7 +16,7 @@ use crate::audit::{Event, EventKind, Outcome, RequestContext, RevokedBy};
 use crate::config::RefreshTokenPolicy;
 use crate::crypto::{constant_time_eq, random_token, sha256_b64url};
 use crate::error::{Error, ErrorCode, PageReason};
-use crate::oauth::client::RegisteredClient;
+use crate::oauth::client::{RegisteredClient, TokenEndpointAuthMethod};
 use crate::oauth::jwt::{IssuedClaims, TokenUse};
 use crate::oauth::now_secs;
 use crate::oauth::resource::resource_matches;
@@ -79,6 +79,26 @@ impl OAuthProxy {
         let Some(client) = client else {
             return Err(unauthorized("unknown client; register again"));
         };
+        // RFC 7523 §2.2: a `private_key_jwt` client proves itself with a
+        // signed assertion and nothing else; other clients never with one.
+        let signs = client.token_endpoint_auth_method == TokenEndpointAuthMethod::PrivateKeyJwt;
+        match (signs, &credentials.client_assertion) {
+            (true, Some(assertion)) => {
+                self.verify_client_assertion(&client, assertion).await?;
+                return Ok(client);
+            }
+            (true, None) => {
+                return Err(unauthorized(
+                    "this client authenticates with a client assertion (private_key_jwt)",
+                ))
+            }
+            (false, Some(_)) => {
+                return Err(unauthorized(
+                    "this client is not registered for private_key_jwt; a client assertion is not accepted",
+                ))
+            }
+            (false, None) => {}
+        }
         match (&client.client_secret_hash, &credentials.client_secret) {
             (None, _) => Ok(client),
             (Some(expected), Some(given)) => {

@@ -171,6 +171,9 @@ pub struct ClientCredentials {
     pub client_secret: Option<SecretString>,
     /// Sent with HTTP Basic (the 401 then carries a Basic challenge).
     pub via_basic: bool,
+    /// A `private_key_jwt` client assertion (RFC 7523 §2.2), the only
+    /// credential when present (`client_secret` is then `None`).
+    pub client_assertion: Option<SecretString>,
 }
 
 /// RFC 6749 §5.1 token response.

@@ -11,6 +11,7 @@ use secrecy::SecretString;
 use url::form_urlencoded;
 
 use crate::error::Error;
+use crate::oauth::client_assertion::{claimed_subject, JWT_BEARER_ASSERTION_TYPE};
 use crate::proxy::ClientCredentials;
 
 /// Whether the request body is form-encoded (media types are
@@ -87,7 +88,8 @@ fn parse_form(body: &[u8]) -> Result<FormParams<'_>, Error> {
 }
 
 /// RFC 6749 §2.3.1: HTTP Basic with form-urlencoded id and secret, or the
-/// credentials in the body, but not both.
+/// credentials in the body, but not both; or a JWT client assertion (RFC
+/// 7523 §2.2), alone.
 pub fn client_credentials(req: &HttpRequest, params: &mut FormParams) -> Result<ClientCredentials, Error> {
     let basic = req
         .headers()
@@ -96,6 +98,14 @@ pub fn client_credentials(req: &HttpRequest, params: &mut FormParams) -> Result<
         .and_then(|v| v.strip_prefix("Basic ").or_else(|| v.strip_prefix("basic ")));
     let body_id = params.take("client_id");
     let body_secret = params.take("client_secret");
+    let assertion_type = params.take("client_assertion_type");
+    let assertion = params.take("client_assertion");
+    if assertion_type.is_some() || assertion.is_some() {
+        if basic.is_some() || body_secret.is_some() {
+            return Err(Error::invalid_request("use one client authentication method, not two"));
+        }
+        return assertion_credentials(body_id, assertion_type, assertion);
+    }
     if let Some(encoded) = basic {
         if body_secret.is_some() {
             return Err(Error::invalid_request("use one client authentication method, not two"));
@@ -120,6 +130,7 @@ pub fn client_credentials(req: &HttpRequest, params: &mut FormParams) -> Result<
             client_id,
             client_secret: Some(SecretString::from(unescape(secret))),
             via_basic: true,
+            client_assertion: None,
         });
     }
     let client_id = body_id
@@ -129,6 +140,40 @@ pub fn client_credentials(req: &HttpRequest, params: &mut FormParams) -> Result<
         client_id,
         client_secret: body_secret.map(SecretString::from),
         via_basic: false,
+        client_assertion: None,
+    })
+}
+
+/// RFC 7521 §4.2: `client_assertion_type` and `client_assertion`, with
+/// `client_id` optional. The client is the assertion's `sub` (verified
+/// later, with the client's keys); a `client_id` given must be the same.
+fn assertion_credentials(
+    body_id: Option<String>,
+    assertion_type: Option<String>,
+    assertion: Option<String>,
+) -> Result<ClientCredentials, Error> {
+    let (Some(assertion_type), Some(assertion)) = (assertion_type, assertion.filter(|a| !a.is_empty())) else {
+        return Err(Error::invalid_request(
+            "client_assertion_type and client_assertion go together",
+        ));
+    };
+    if assertion_type != JWT_BEARER_ASSERTION_TYPE {
+        return Err(Error::invalid_client(
+            format!("unsupported client_assertion_type (use {JWT_BEARER_ASSERTION_TYPE})"),
+            false,
+        ));
+    }
+    let subject = claimed_subject(&assertion).map_err(|e| Error::invalid_client(e.to_string(), false))?;
+    if body_id.as_deref().is_some_and(|id| !id.is_empty() && id != subject) {
+        return Err(Error::invalid_request(
+            "client_id in the body differs from the client assertion's sub",
+        ));
+    }
+    Ok(ClientCredentials {
+        client_id: subject,
+        client_secret: None,
+        via_basic: false,
+        client_assertion: Some(SecretString::from(assertion)),
     })
 }
 

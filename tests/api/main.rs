@@ -25,6 +25,7 @@ mod gateway;
 mod jwks;
 mod mcp_server;
 mod metrics;
+mod private_key_jwt;
 mod readiness;
 mod refresh_policy;
 mod register;
