@@ -161,11 +161,4 @@ mod tests {
         assert!(documents.may_refetch("https://b.example/jwks", start + Duration::from_secs(59)));
         assert!(documents.may_refetch("https://a.example/jwks", start + Duration::from_secs(60)));
     }
-
-    /// The key set at `url` fetched again, for an assertion naming a key
-    /// the set did not have (a rotated key). A stand-in until the cached
-    /// fetcher lands: there is no cache yet, so this is [`Self::key_set`].
-    pub async fn refetch_key_set(&self, url: &Url) -> Result<Arc<JwkSet>, DocumentError> {
-        self.key_set(url).await
-    }
 }
