@@ -366,25 +366,36 @@ async fn alg_none_and_hs256_keyed_with_the_public_key_are_refused() {
 }
 
 #[actix_web::test]
-async fn an_unknown_kid_is_refused_and_a_key_rotated_in_at_the_jwks_uri_is_accepted() {
+async fn a_key_rotated_in_at_the_jwks_uri_is_accepted_and_unknown_kids_refetch_at_most_once_a_minute() {
     let host = DocumentHost::start().await;
     let app = host.proxy(&[]).await;
     let old = ClientKey::es256("old");
     let client = signing_client(&host, "/pkj/uri.json", &[&old], Some("/pkj/keys.json"));
     let aud = token_endpoint(&app);
     assert_authenticated(&exchange_bogus_code(&app, &old.sign(&ClientKey::claims(&client.client_id, &aud))).await);
-
-    let stranger = ClientKey::es256("new");
-    assert_refused(
-        &exchange_bogus_code(&app, &stranger.sign(&ClientKey::claims(&client.client_id, &aud))).await,
-        "kid",
+    assert_eq!(
+        host.hits("/pkj/keys.json"),
+        1,
+        "the key set is fetched once, then cached"
     );
 
-    // The client publishes its new key; an assertion naming it is accepted
-    // (the key set is fetched again for an unknown kid).
+    // The client publishes a new key; an assertion naming it makes the
+    // proxy fetch the key set again, past its cache, and is accepted.
     let new = ClientKey::ed25519("new");
     host.serve_json("/pkj/keys.json", &json!({"keys": [old.jwk, new.jwk]}));
     assert_authenticated(&exchange_bogus_code(&app, &new.sign(&ClientKey::claims(&client.client_id, &aud))).await);
+    assert_eq!(host.hits("/pkj/keys.json"), 2);
+
+    // A kid nobody published is refused, and within the minute it does not
+    // make the proxy fetch again (made-up kids cannot drive fetches).
+    let stranger = ClientKey::es256("stranger");
+    for _ in 0..3 {
+        assert_refused(
+            &exchange_bogus_code(&app, &stranger.sign(&ClientKey::claims(&client.client_id, &aud))).await,
+            "kid",
+        );
+    }
+    assert_eq!(host.hits("/pkj/keys.json"), 2);
     app.stop().await;
     host.stop().await;
 }
