@@ -33,7 +33,7 @@ pub fn authorization_server(config: &Config, has_jwks: bool) -> Value {
         // RFC 7523 §2.2 for document clients with keys (RFC 8414 §2: the
         // algorithms go with the method).
         let algorithms = json!(crate::oauth::client_assertion::ALLOWED_ALGORITHM_NAMES);
-        for endpoint in ["token_endpoint", "revocation_endpoint"] {
+        for endpoint in ["token_endpoint", "revocation_endpoint", "introspection_endpoint"] {
             if let Some(methods) = document[format!("{endpoint}_auth_methods_supported")].as_array_mut() {
                 methods.push("private_key_jwt".into());
             }

@@ -209,9 +209,16 @@ async fn a_client_with_inline_keys_signs_in_and_refreshes_with_assertions() {
         assert!(methods.contains(&json!("private_key_jwt")), "{member}: {methods:?}");
         assert!(methods.contains(&json!("none")), "{member}: {methods:?}");
     }
+    // Introspection takes confidential clients only: no `none` there.
+    let methods = metadata["introspection_endpoint_auth_methods_supported"]
+        .as_array()
+        .unwrap();
+    assert!(methods.contains(&json!("private_key_jwt")), "{methods:?}");
+    assert!(!methods.contains(&json!("none")), "{methods:?}");
     for member in [
         "token_endpoint_auth_signing_alg_values_supported",
         "revocation_endpoint_auth_signing_alg_values_supported",
+        "introspection_endpoint_auth_signing_alg_values_supported",
     ] {
         assert_eq!(
             metadata[member],
@@ -505,7 +512,7 @@ async fn an_assertion_is_one_method_and_names_the_client_of_the_body() {
 }
 
 #[actix_web::test]
-async fn revoke_accepts_a_client_assertion() {
+async fn revoke_and_introspect_accept_a_client_assertion() {
     let host = DocumentHost::start().await;
     let app = host.proxy(&[]).await;
     let key = ClientKey::ed25519("k1");
@@ -520,6 +527,12 @@ async fn revoke_accepts_a_client_assertion() {
     // The same assertion cannot be used again, at /revoke either.
     let replayed = with_assertion(&app, "/revoke", &[("token", refresh_token.as_str())], &assertion).await;
     assert_refused(&replayed, "assertion replayed");
+    // Introspection authenticates the client the same way: the revoked
+    // token is inactive.
+    let assertion = key.sign(&ClientKey::claims(&client.client_id, &issuer(&app)));
+    let introspected = with_assertion(&app, "/introspect", &[("token", refresh_token.as_str())], &assertion).await;
+    assert_eq!(introspected.status, StatusCode::OK, "{}", introspected.body);
+    assert_eq!(introspected.json()["active"], false, "{}", introspected.body);
 
     let assertion = key.sign(&ClientKey::claims(&client.client_id, &token_endpoint(&app)));
     let form = [
