@@ -5,11 +5,6 @@
 use std::rc::Rc;
 
 use awc::http::StatusCode;
-use aws_lc_rs::encoding::AsDer;
-use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::signature::{EcdsaKeyPair, Ed25519KeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use base64::Engine;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 
@@ -20,69 +15,21 @@ use crate::redis_server::RedisServer;
 
 const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
-fn b64(bytes: &[u8]) -> String {
-    URL_SAFE_NO_PAD.encode(bytes)
-}
-
 fn now() -> u64 {
     mcp_oauth_proxy::oauth::now_secs()
 }
 
-/// A client's key pair: the private half to sign, the public JWK (built
-/// from the public key) to publish.
-struct ClientKey {
-    algorithm: Algorithm,
-    kid: String,
-    signing: EncodingKey,
-    jwk: Value,
+#[path = "../../src/oauth/client_assertion/test_keys.rs"]
+mod test_keys;
+use test_keys::{b64, TestKey as ClientKey};
+
+/// What the tests do with a client's key: sign assertions.
+trait Assertions {
+    fn claims(client_id: &str, aud: &str) -> Value;
+    fn sign(&self, claims: &Value) -> String;
 }
 
-impl ClientKey {
-    fn es256(kid: &str) -> ClientKey {
-        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new()).unwrap();
-        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).unwrap();
-        // An uncompressed point: 0x04, x, y.
-        let point = pair.public_key().as_ref();
-        ClientKey {
-            algorithm: Algorithm::ES256,
-            kid: kid.into(),
-            signing: EncodingKey::from_ec_der(pkcs8.as_ref()),
-            jwk: json!({"kty": "EC", "crv": "P-256", "x": b64(&point[1..33]), "y": b64(&point[33..]), "kid": kid}),
-        }
-    }
-
-    fn ed25519(kid: &str) -> ClientKey {
-        let pkcs8 = Ed25519KeyPair::generate_pkcs8v1(&SystemRandom::new()).unwrap();
-        let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
-        ClientKey {
-            algorithm: Algorithm::EdDSA,
-            kid: kid.into(),
-            signing: EncodingKey::from_ed_der(pkcs8.as_ref()),
-            jwk: json!({"kty": "OKP", "crv": "Ed25519", "x": b64(pair.public_key().as_ref()), "kid": kid}),
-        }
-    }
-
-    fn ps256(kid: &str) -> ClientKey {
-        let pair = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
-        let pkcs8 = AsDer::<aws_lc_rs::encoding::Pkcs8V1Der>::as_der(&pair).unwrap();
-        let pem = format!(
-            "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
-            STANDARD.encode(pkcs8.as_ref())
-        );
-        let public = pair.public_key();
-        ClientKey {
-            algorithm: Algorithm::PS256,
-            kid: kid.into(),
-            signing: EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap(),
-            jwk: json!({
-                "kty": "RSA",
-                "n": b64(public.modulus().big_endian_without_leading_zero()),
-                "e": b64(public.exponent().big_endian_without_leading_zero()),
-                "kid": kid,
-            }),
-        }
-    }
-
+impl Assertions for ClientKey {
     /// The claims of a valid assertion by `client_id` for `aud`.
     fn claims(client_id: &str, aud: &str) -> Value {
         json!({
@@ -250,7 +197,7 @@ async fn a_client_with_a_jwks_uri_signs_in_with_an_ed25519_or_an_rsa_key() {
     let host = DocumentHost::start().await;
     let app = host.proxy(&[]).await;
     let ed = ClientKey::ed25519("ed");
-    let rsa = ClientKey::ps256("rsa");
+    let rsa = ClientKey::rsa("rsa", Algorithm::PS256);
     let client = signing_client(&host, "/pkj/uri.json", &[&ed, &rsa], Some("/pkj/keys.json"));
     for key in [&ed, &rsa] {
         let tokens = sign_in(&app, &client, key, &token_endpoint(&app)).await;

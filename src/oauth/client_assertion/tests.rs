@@ -1,67 +1,15 @@
 use super::*;
-use aws_lc_rs::encoding::AsDer;
-use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::signature::{EcdsaKeyPair, Ed25519KeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
 use jsonwebtoken::{EncodingKey, Header};
 use serde_json::{json, Value};
+
+#[path = "test_keys.rs"]
+mod test_keys;
+use test_keys::{b64, TestKey};
 
 const CLIENT: &str = "https://chatgpt.com/oauth/abc/client.json";
 const TOKEN_ENDPOINT: &str = "https://proxy.example/token";
 const ISSUER: &str = "https://proxy.example";
 const NOW: u64 = 1_800_000_000;
-
-/// A client's key pair: the private half to sign, the public JWK to publish.
-struct TestKey {
-    algorithm: Algorithm,
-    signing: EncodingKey,
-    jwk: Value,
-}
-
-fn b64(bytes: &[u8]) -> String {
-    URL_SAFE_NO_PAD.encode(bytes)
-}
-
-fn es256(kid: &str) -> TestKey {
-    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new()).unwrap();
-    let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).unwrap();
-    // An uncompressed point: 0x04, x, y.
-    let point = pair.public_key().as_ref();
-    TestKey {
-        algorithm: Algorithm::ES256,
-        signing: EncodingKey::from_ec_der(pkcs8.as_ref()),
-        jwk: json!({"kty": "EC", "crv": "P-256", "x": b64(&point[1..33]), "y": b64(&point[33..]), "kid": kid}),
-    }
-}
-
-fn ed25519(kid: &str) -> TestKey {
-    let pkcs8 = Ed25519KeyPair::generate_pkcs8v1(&SystemRandom::new()).unwrap();
-    let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
-    TestKey {
-        algorithm: Algorithm::EdDSA,
-        signing: EncodingKey::from_ed_der(pkcs8.as_ref()),
-        jwk: json!({"kty": "OKP", "crv": "Ed25519", "x": b64(pair.public_key().as_ref()), "kid": kid}),
-    }
-}
-
-fn rsa(kid: &str, algorithm: Algorithm) -> TestKey {
-    let pair = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
-    let pkcs8 = AsDer::<aws_lc_rs::encoding::Pkcs8V1Der>::as_der(&pair).unwrap();
-    let pem = format!(
-        "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
-        base64::engine::general_purpose::STANDARD.encode(pkcs8.as_ref())
-    );
-    let public = pair.public_key();
-    TestKey {
-        algorithm,
-        signing: EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap(),
-        jwk: json!({
-            "kty": "RSA",
-            "n": b64(public.modulus().big_endian_without_leading_zero()),
-            "e": b64(public.exponent().big_endian_without_leading_zero()),
-            "kid": kid,
-        }),
-    }
-}
 
 fn set(keys: &[&TestKey]) -> JwkSet {
     serde_json::from_value(json!({"keys": keys.iter().map(|k| k.jwk.clone()).collect::<Vec<_>>()})).unwrap()
@@ -105,10 +53,10 @@ fn forged(header: &Value, claims: &Value, signature: &[u8]) -> String {
 #[test]
 fn an_assertion_signed_with_each_allowed_algorithm_verifies() {
     for key in [
-        es256("k1"),
-        ed25519("k1"),
-        rsa("k1", Algorithm::RS256),
-        rsa("k1", Algorithm::PS256),
+        TestKey::es256("k1"),
+        TestKey::ed25519("k1"),
+        TestKey::rsa("k1", Algorithm::RS256),
+        TestKey::rsa("k1", Algorithm::PS256),
     ] {
         let assertion = sign(&key, Some("k1"), &claims());
         let verified =
@@ -125,7 +73,7 @@ fn an_assertion_signed_with_each_allowed_algorithm_verifies() {
 
 #[test]
 fn the_issuer_and_an_audience_array_holding_the_token_endpoint_are_accepted() {
-    let key = es256("k1");
+    let key = TestKey::es256("k1");
     for aud in [json!(ISSUER), json!(["https://other.example", TOKEN_ENDPOINT])] {
         let mut claims = claims();
         claims["aud"] = aud;
@@ -135,7 +83,7 @@ fn the_issuer_and_an_audience_array_holding_the_token_endpoint_are_accepted() {
 
 #[test]
 fn a_wrong_audience_is_refused() {
-    let key = es256("k1");
+    let key = TestKey::es256("k1");
     for aud in [
         json!("https://other.example/token"),
         json!(["https://other.example"]),
@@ -150,7 +98,7 @@ fn a_wrong_audience_is_refused() {
 
 #[test]
 fn alg_none_and_hmac_signed_with_the_public_key_are_refused() {
-    let key = es256("k1");
+    let key = TestKey::es256("k1");
     let keys = set(&[&key]);
     let none = forged(&json!({"alg": "none", "kid": "k1"}), &claims(), b"");
     assert_eq!(
@@ -188,7 +136,7 @@ fn a_symmetric_key_in_the_set_is_never_used() {
     // Even if a key set carries a `kty: oct` key, no allowed algorithm fits it.
     let keys: JwkSet =
         serde_json::from_value(json!({"keys": [{"kty": "oct", "k": b64(b"secret"), "kid": "k1"}]})).unwrap();
-    let key = es256("k1");
+    let key = TestKey::es256("k1");
     assert_eq!(
         verify(&sign(&key, Some("k1"), &claims()), &keys, expected()),
         Err(AssertionError::KeyDoesNotFitAlgorithm("ES256"))
@@ -197,18 +145,18 @@ fn a_symmetric_key_in_the_set_is_never_used() {
 
 #[test]
 fn the_key_type_must_fit_the_algorithm() {
-    let ec = es256("k1");
-    let ed = ed25519("k1");
+    let ec = TestKey::es256("k1");
+    let ed = TestKey::ed25519("k1");
     // An EdDSA assertion with kid k1 when k1 is an EC key.
     assert_eq!(
         verify(&sign(&ed, Some("k1"), &claims()), &set(&[&ec]), expected()),
         Err(AssertionError::KeyDoesNotFitAlgorithm("EdDSA"))
     );
     // A key whose declared alg or use says otherwise.
-    let mut declared = es256("k1");
+    let mut declared = TestKey::es256("k1");
     declared.jwk["alg"] = json!("ES384");
     assert!(verify(&sign(&declared, Some("k1"), &claims()), &set(&[&declared]), expected()).is_err());
-    let mut encryption = es256("k1");
+    let mut encryption = TestKey::es256("k1");
     encryption.jwk["use"] = json!("enc");
     assert!(verify(
         &sign(&encryption, Some("k1"), &claims()),
@@ -220,8 +168,8 @@ fn the_key_type_must_fit_the_algorithm() {
 
 #[test]
 fn a_key_is_chosen_by_kid_and_one_key_may_be_used_without_it() {
-    let one = es256("k1");
-    let two = ed25519("k2");
+    let one = TestKey::es256("k1");
+    let two = TestKey::ed25519("k2");
     let both = set(&[&one, &two]);
     verify(&sign(&two, Some("k2"), &claims()), &both, expected()).unwrap();
     assert_eq!(
@@ -232,7 +180,7 @@ fn a_key_is_chosen_by_kid_and_one_key_may_be_used_without_it() {
     let unknown = verify(&sign(&two, Some("k3"), &claims()), &both, expected()).unwrap_err();
     assert!(names_unknown_key(&unknown), "{unknown}");
     // Signed by k2's private key but naming k1 (a key of the same type).
-    let other_ec = es256("k1");
+    let other_ec = TestKey::es256("k1");
     assert_eq!(
         verify(&sign(&other_ec, Some("k1"), &claims()), &both, expected()),
         Err(AssertionError::BadSignature)
@@ -241,7 +189,7 @@ fn a_key_is_chosen_by_kid_and_one_key_may_be_used_without_it() {
 
 #[test]
 fn iss_and_sub_must_both_be_the_client_id() {
-    let key = es256("k1");
+    let key = TestKey::es256("k1");
     for (claim, value) in [("iss", "https://evil.example/c.json"), ("sub", "someone-else")] {
         let mut claims = claims();
         claims[claim] = json!(value);
@@ -254,7 +202,7 @@ fn iss_and_sub_must_both_be_the_client_id() {
 
 #[test]
 fn exp_is_required_not_past_and_not_too_far_ahead() {
-    let key = es256("k1");
+    let key = TestKey::es256("k1");
     let keys = set(&[&key]);
     let with = |exp: Option<u64>| {
         let mut claims = claims();
@@ -278,7 +226,7 @@ fn exp_is_required_not_past_and_not_too_far_ahead() {
 
 #[test]
 fn nbf_and_iat_in_the_future_are_refused_beyond_the_leeway() {
-    let key = es256("k1");
+    let key = TestKey::es256("k1");
     for claim in ["nbf", "iat"] {
         let mut claims = claims();
         claims[claim] = json!(NOW + CLOCK_LEEWAY + 10);
@@ -294,7 +242,7 @@ fn nbf_and_iat_in_the_future_are_refused_beyond_the_leeway() {
 
 #[test]
 fn jti_is_required() {
-    let key = es256("k1");
+    let key = TestKey::es256("k1");
     let mut claims = claims();
     claims.as_object_mut().unwrap().remove("jti");
     assert_eq!(
@@ -305,7 +253,7 @@ fn jti_is_required() {
 
 #[test]
 fn a_tampered_payload_fails_the_signature() {
-    let key = es256("k1");
+    let key = TestKey::es256("k1");
     let assertion = sign(&key, Some("k1"), &claims());
     let mut parts: Vec<String> = assertion.split('.').map(str::to_string).collect();
     let mut other = claims();
@@ -319,7 +267,7 @@ fn a_tampered_payload_fails_the_signature() {
 
 #[test]
 fn the_claimed_subject_is_read_without_verification() {
-    let key = es256("k1");
+    let key = TestKey::es256("k1");
     assert_eq!(claimed_subject(&sign(&key, None, &claims())).as_deref(), Ok(CLIENT));
     assert_eq!(claimed_subject("a.b"), Err(AssertionError::Malformed));
     assert_eq!(
@@ -338,7 +286,7 @@ mod properties {
         /// Any string: refused (never a panic, never accepted).
         #[test]
         fn any_string_is_refused_without_panicking(assertion in ".{0,300}") {
-            let key = es256("k1");
+            let key = TestKey::es256("k1");
             prop_assert!(verify(&assertion, &set(&[&key]), expected()).is_err());
             let _ = claimed_subject(&assertion);
         }
