@@ -598,6 +598,20 @@ store_messages! {
 
 super::lifecycle_handlers!(ClientRegistry, tables.clients);
 
+/// How many document clients are listed (for `/metrics`).
+#[derive(Message)]
+#[rtype(result = "Result<usize, StoreError>")]
+pub struct CountDocumentClients;
+
+impl Handler<CountDocumentClients> for ClientRegistry {
+    type Result = super::Answer<Result<usize, StoreError>>;
+
+    fn handle(&mut self, _: CountDocumentClients, _: &mut Self::Context) -> Self::Result {
+        let documents = self.tables.documents.clone();
+        super::Answer::of(async move { documents.count().await })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::ClientFilter;

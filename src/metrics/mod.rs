@@ -168,6 +168,8 @@ struct Gauges {
 pub struct Snapshot {
     /// Registered clients (`None`: the store did not answer).
     pub clients: Option<usize>,
+    /// Document clients listed (Client ID Metadata Documents).
+    pub document_clients: Option<usize>,
     /// Live grants.
     pub grants: Option<usize>,
     pub audit_written: u64,
@@ -229,7 +231,7 @@ impl Metrics {
             live: gauge_vec(
                 &registry,
                 "live_records",
-                "Records held, read at scrape time: registered clients (kind=client) and live grants (kind=grant).",
+                "Records held, read at scrape time: registered clients (kind=client), listed document clients (kind=document_client) and live grants (kind=grant).",
                 &["kind"],
             ),
             audit_written: counter(
@@ -289,6 +291,12 @@ impl Metrics {
     pub fn refresh(&self, snapshot: &Snapshot) {
         if let Some(clients) = snapshot.clients {
             self.gauges.live.with_label_values(&["client"]).set(clients as i64);
+        }
+        if let Some(documents) = snapshot.document_clients {
+            self.gauges
+                .live
+                .with_label_values(&["document_client"])
+                .set(documents as i64);
         }
         if let Some(grants) = snapshot.grants {
             self.gauges.live.with_label_values(&["grant"]).set(grants as i64);

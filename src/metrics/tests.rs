@@ -169,12 +169,14 @@ fn figures_read_at_scrape_time_are_set_and_counters_never_go_down() {
     let metrics = Metrics::new();
     metrics.refresh(&Snapshot {
         clients: Some(3),
+        document_clients: Some(2),
         grants: Some(7),
         audit_written: 10,
         audit_dropped: 1,
     });
     metrics.refresh(&Snapshot {
         clients: None,
+        document_clients: None,
         grants: Some(5),
         audit_written: 12,
         audit_dropped: 0,
@@ -185,6 +187,10 @@ fn figures_read_at_scrape_time_are_set_and_counters_never_go_down() {
         Some(3.0)
     );
     assert_eq!(sample(&text, "mcp_oauth_proxy_live_records{kind=\"grant\"}"), Some(5.0));
+    assert_eq!(
+        sample(&text, "mcp_oauth_proxy_live_records{kind=\"document_client\"}"),
+        Some(2.0)
+    );
     assert_eq!(sample(&text, "mcp_oauth_proxy_audit_events_written_total"), Some(12.0));
     assert_eq!(sample(&text, "mcp_oauth_proxy_audit_events_dropped_total"), Some(1.0));
 }

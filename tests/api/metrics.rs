@@ -240,3 +240,28 @@ async fn a_forwarded_guarded_request_is_counted_by_status_with_latency_and_bytes
     app.stop().await;
     backend.stop().await;
 }
+
+#[actix_web::test]
+async fn document_clients_are_counted_apart_from_registrations_and_their_urls_are_no_label() {
+    let host = crate::document_host::DocumentHost::start().await;
+    let app = host.proxy(&[]).await;
+    let client = host.public_client(
+        "/oauth/metrics-client.json",
+        "Metrics Client",
+        crate::helpers::REDIRECT_URI,
+    );
+    app.full_flow(&client).await;
+    let text = app.admin.get("/metrics").await.body;
+    assert_eq!(
+        sample(&text, "mcp_oauth_proxy_live_records{kind=\"document_client\"}"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "mcp_oauth_proxy_live_records{kind=\"client\"}"),
+        Some(0.0)
+    );
+    assert!(!text.contains(&client.client_id), "a document URL in the metrics");
+    app.stop().await;
+    host.stop().await;
+}
