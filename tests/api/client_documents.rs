@@ -447,3 +447,21 @@ async fn documents_on_private_and_cloud_metadata_addresses_are_refused_at_once()
     }
     app.stop().await;
 }
+
+#[actix_web::test]
+async fn at_the_token_endpoint_an_unusable_document_is_invalid_client_saying_why() {
+    let host = DocumentHost::start().await;
+    let app = host.proxy(&[]).await;
+    let client = host.public_client("/oauth/token-client.json", "Token Client", REDIRECT_URI);
+    host.serve_json(
+        "/oauth/token-client.json",
+        &json!({"client_id": client.client_id, "redirect_uris": [REDIRECT_URI]}),
+    );
+    let answer = app.exchange_code(&client, "not-a-code", &"v".repeat(43)).await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{}", answer.body);
+    assert_eq!(answer.json()["error"], "invalid_client");
+    let description = answer.json()["error_description"].as_str().unwrap().to_string();
+    assert!(description.contains("client_name"), "{description}");
+    app.stop().await;
+    host.stop().await;
+}
