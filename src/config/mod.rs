@@ -161,7 +161,8 @@ impl Config {
         let storage = storage::read_storage(&env, &keys)?;
         let custom_claims = tokens::read_custom_claims(&env);
         let jwt = tokens::read_jwt(&env, keys.jwt_signing_key, &storage)?;
-        let gateway = gateway::read_gateway(&env, &scopes)?;
+        let token_swap = env.boolean("OAUTH_PROXY_ENABLE_TOKEN_SWAP", true)?;
+        let gateway = gateway::read_gateway(&env, &scopes, token_swap)?;
         let introspection_secret = tokens::read_introspection_secret(&env)?;
         let consent_required = service::read_consent_required(&env, allowed_redirect_uri_patterns.as_deref())?;
         let outbound_tls = service::read_outbound_tls(&env)?;
@@ -183,7 +184,7 @@ impl Config {
             base_url,
             upstream,
             scopes: scopes.advertised,
-            token_swap: env.boolean("OAUTH_PROXY_ENABLE_TOKEN_SWAP", true)?,
+            token_swap,
             consent_required,
             redirect_path,
             allowed_redirect_uri_patterns,

@@ -315,6 +315,37 @@ fn required_mcp_scopes_must_be_advertised() {
 }
 
 #[test]
+fn tool_scopes_must_be_advertised_need_token_swap_and_be_well_formed() {
+    let config = config_from(&[
+        ("OAUTH_PROXY_SCOPES", "mcp:read mcp:write mcp:admin"),
+        ("OAUTH_PROXY_MCP_TOOL_SCOPES", "delete_*=mcp:admin write_*=mcp:write"),
+        ("OAUTH_PROXY_MCP_FILTER_TOOLS_LIST", "true"),
+    ])
+    .unwrap();
+    assert_eq!(
+        config.gateway.tool_scopes.required("delete_repo").to_oauth_string(),
+        "mcp:admin"
+    );
+    assert!(config.gateway.filter_tools_list);
+    let err = config_from(&[
+        ("OAUTH_PROXY_SCOPES", "mcp:read"),
+        ("OAUTH_PROXY_MCP_TOOL_SCOPES", "delete_*=mcp:admin"),
+    ])
+    .unwrap_err();
+    assert_eq!(err.variable, "OAUTH_PROXY_MCP_TOOL_SCOPES");
+    assert!(err.problem.contains("`mcp:admin`"), "{err}");
+    let err = config_from(&[
+        ("OAUTH_PROXY_SCOPES", "mcp:admin"),
+        ("OAUTH_PROXY_MCP_TOOL_SCOPES", "delete_*=mcp:admin"),
+        ("OAUTH_PROXY_ENABLE_TOKEN_SWAP", "false"),
+    ])
+    .unwrap_err();
+    assert!(err.problem.contains("token swap"), "{err}");
+    let err = config_from(&[("OAUTH_PROXY_MCP_TOOL_SCOPES", "delete_*")]).unwrap_err();
+    assert!(err.problem.contains("`delete_*`"), "{err}");
+}
+
+#[test]
 fn a_bad_extra_ca_file_is_refused_naming_the_variable() {
     let empty = temp_file("ca-empty.pem", b"");
     let not_pem = temp_file("ca-not-pem.pem", b"hello\n");
