@@ -419,6 +419,8 @@ fn several_bad_values_are_named_one_at_a_time_in_a_fixed_order() {
         ("OAUTH_PROXY_JWT_ALGORITHM", "RS256"),
         ("OAUTH_PROXY_JWT_PRIVATE_KEY", "/etc/mcp-oauth-proxy/jwt.pem"),
         ("OAUTH_PROXY_JWT_PREVIOUS_KEY", "short"),
+        // Read with the gateway section (tool scopes need token swap).
+        ("OAUTH_PROXY_ENABLE_TOKEN_SWAP", "maybe"),
         ("OAUTH_PROXY_MCP_UPSTREAM_URL", "http://127.0.0.1:3000/mcp?key=1"),
         ("OAUTH_PROXY_MCP_MAX_BODY", "0"),
         ("OAUTH_PROXY_MCP_CONNECT_TIMEOUT", "0"),
@@ -431,7 +433,6 @@ fn several_bad_values_are_named_one_at_a_time_in_a_fixed_order() {
         ("OAUTH_PROXY_TRUSTED_PROXIES", "lb.internal"),
         ("OAUTH_PROXY_AUTHORIZE_RATE_LIMIT", "-1"),
         ("OAUTH_PROXY_MAX_PENDING_AUTHORIZATIONS", "0"),
-        ("OAUTH_PROXY_ENABLE_TOKEN_SWAP", "maybe"),
         ("OAUTH_PROXY_FORWARD_PKCE", "maybe"),
         ("OAUTH_PROXY_DISABLE_THP", "maybe"),
     ];
