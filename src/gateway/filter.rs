@@ -371,6 +371,11 @@ pub struct SseFilter {
 }
 
 impl SseFilter {
+    /// Whether every call is answered: the rest of the stream needs no look.
+    pub fn passes_through(&self) -> bool {
+        self.through
+    }
+
     /// Takes the next chunk of the stream; returns what can be sent now.
     pub fn push(&mut self, chunk: &[u8]) -> Result<Vec<u8>, Unfilterable> {
         if self.through {
