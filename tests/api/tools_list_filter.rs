@@ -213,3 +213,36 @@ async fn with_the_filter_on_other_methods_are_answered_byte_for_byte() {
     app.stop().await;
     backend.stop().await;
 }
+
+#[actix_web::test]
+async fn a_tools_list_answer_the_proxy_cannot_read_is_a_502_not_the_full_list() {
+    // A compressed answer: the proxy cannot read the tools in it.
+    let backend = crate::backend_double::RawBackend::answering_with(&[("content-encoding", "gzip")]);
+    let settings = [
+        ("OAUTH_PROXY_MCP_UPSTREAM_URL", backend.url.as_str()),
+        ("OAUTH_PROXY_SCOPES", "openid mcp:read mcp:write mcp:admin"),
+        ("OAUTH_PROXY_MCP_TOOL_SCOPES", "delete_*=mcp:admin write_*=mcp:write"),
+        ("OAUTH_PROXY_MCP_FILTER_TOOLS_LIST", "true"),
+    ];
+    let app = TestApp::spawn_with(&settings, MockUpstreamConfig::default()).await;
+    let reader = token_with_scope(&app, "openid mcp:read").await;
+    let answer = post(&app, "/mcp", &reader, tools_list()).await;
+    assert_eq!(answer.status, StatusCode::BAD_GATEWAY, "{}", answer.body);
+    let error = answer.json();
+    assert_eq!(error["id"], 41);
+    assert_eq!(error["error"]["code"], -32603);
+    assert!(error["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("could not be filtered"));
+    // Any other method is passed as the MCP server answered.
+    let ping = post(
+        &app,
+        "/mcp",
+        &reader,
+        json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}),
+    )
+    .await;
+    assert_eq!(ping.status, StatusCode::OK);
+    app.stop().await;
+}
