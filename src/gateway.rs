@@ -35,6 +35,7 @@ use crate::config::GatewayConfig;
 pub use path::{check_tail, PathRefused};
 
 pub mod call;
+pub mod filter;
 mod path;
 pub mod policy;
 #[cfg(test)]
@@ -333,5 +334,143 @@ impl Gateway {
             }
         }
         Ok(Forwarded::Response(answer.streaming(response)))
+    }
+}
+
+impl Gateway {
+    /// Rewrites the MCP server's answer to a `tools/list` request to the
+    /// tools the token may call (`OAUTH_PROXY_MCP_FILTER_TOOLS_LIST`, see
+    /// [`filter`]). A JSON answer is read whole (at most
+    /// [`filter::MAX_TOOLS_LIST_ANSWER`]), an SSE answer is filtered event by
+    /// event as it streams. An answer that is not a success is left as it
+    /// is; one that cannot be filtered (neither JSON nor SSE, compressed, too
+    /// large, unreadable) is replaced by a 502 JSON-RPC error (an SSE answer
+    /// already under way ends with an error event): passing it through would
+    /// show every tool.
+    pub async fn filter_tools_list(&self, response: HttpResponse, filter: filter::ToolsListFilter) -> HttpResponse {
+        if !response.status().is_success() {
+            return response;
+        }
+        let headers = response.headers();
+        let essence = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(|v| v.trim().to_ascii_lowercase())
+            .unwrap_or_default();
+        let encoded = headers
+            .get(header::CONTENT_ENCODING)
+            .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+        if encoded {
+            return unfilterable(&filter, filter::Unfilterable("the tools/list answer is compressed"));
+        }
+        match essence.as_str() {
+            "application/json" => self.filter_json(response, filter).await,
+            "text/event-stream" => {
+                let (mut head, body) = response.into_parts();
+                head.headers_mut().remove(header::CONTENT_LENGTH);
+                let body = FilteredSse {
+                    body,
+                    filter: filter.sse(),
+                    done: false,
+                };
+                head.set_body(body).map_into_boxed_body()
+            }
+            _ => unfilterable(
+                &filter,
+                filter::Unfilterable("the tools/list answer is neither JSON nor SSE"),
+            ),
+        }
+    }
+
+    async fn filter_json(&self, response: HttpResponse, mut filter: filter::ToolsListFilter) -> HttpResponse {
+        let (mut head, body) = response.into_parts();
+        let read = actix_web::body::to_bytes_limited(body, filter::MAX_TOOLS_LIST_ANSWER);
+        let bytes = match tokio::time::timeout(self.response_timeout, read).await {
+            Ok(Ok(Ok(bytes))) => bytes,
+            Ok(Err(_)) => {
+                return unfilterable(
+                    &filter,
+                    filter::Unfilterable("the tools/list answer is too large to filter"),
+                )
+            }
+            Ok(Ok(Err(e))) => {
+                log::warn!("gateway: the tools/list answer broke off: {e}");
+                return unfilterable(&filter, filter::Unfilterable("the tools/list answer broke off"));
+            }
+            Err(_) => {
+                return unfilterable(
+                    &filter,
+                    filter::Unfilterable("the tools/list answer did not arrive in time"),
+                )
+            }
+        };
+        let body = match filter.rewrite_json(&bytes) {
+            Ok(None) => bytes,
+            Ok(Some(rewritten)) => Bytes::from(rewritten),
+            Err(why) => return unfilterable(&filter, why),
+        };
+        // actix announces the length of the body it sends.
+        head.headers_mut().remove(header::CONTENT_LENGTH);
+        head.set_body(body).map_into_boxed_body()
+    }
+}
+
+/// The 502 that replaces a `tools/list` answer the proxy could not filter.
+fn unfilterable(filter: &filter::ToolsListFilter, why: filter::Unfilterable) -> HttpResponse {
+    log::warn!("gateway: a tools/list answer was not filtered: {}", why.0);
+    HttpResponse::BadGateway().json(serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": filter.pending_id(),
+        "error": { "code": -32603, "message": format!("the MCP server's tools/list answer could not be filtered: {}", why.0) },
+    }))
+}
+
+/// An SSE answer to `tools/list`, filtered as it streams.
+struct FilteredSse {
+    body: actix_web::body::BoxBody,
+    filter: filter::SseFilter,
+    done: bool,
+}
+
+impl actix_web::body::MessageBody for FilteredSse {
+    type Error = <actix_web::body::BoxBody as actix_web::body::MessageBody>::Error;
+
+    fn size(&self) -> actix_web::body::BodySize {
+        actix_web::body::BodySize::Stream
+    }
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Bytes, Self::Error>>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        loop {
+            if this.done {
+                return Poll::Ready(None);
+            }
+            let chunk = match std::pin::Pin::new(&mut this.body).poll_next(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(Some(Ok(chunk))) if this.filter.passes_through() => return Poll::Ready(Some(Ok(chunk))),
+                Poll::Ready(Some(Ok(chunk))) => this.filter.push(&chunk),
+                Poll::Ready(None) => {
+                    this.done = true;
+                    this.filter.finish()
+                }
+            };
+            let out = match chunk {
+                Ok(out) => out,
+                Err(why) => {
+                    log::warn!("gateway: a tools/list answer was not filtered: {}", why.0);
+                    this.done = true;
+                    this.filter.error_event(why)
+                }
+            };
+            if !out.is_empty() {
+                return Poll::Ready(Some(Ok(Bytes::from(out))));
+            }
+        }
     }
 }

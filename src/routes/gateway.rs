@@ -31,6 +31,7 @@ use super::client_auth::bearer_token;
 use super::errors::{bearer_challenge, json_rpc_error, BearerRefusal};
 use crate::audit::{Event, EventKind, McpCall, Outcome, RequestContext};
 use crate::gateway::call::summarize;
+use crate::gateway::filter::ToolsListFilter;
 use crate::gateway::{check_tail, Forwarded, Gateway, GatewayError};
 use crate::oauth::scope::Scopes;
 use crate::proxy::upstream_refresh::RefreshFailed;
@@ -477,8 +478,12 @@ async fn guarded(
             return unavailable("the upstream authorization server is unavailable; try again shortly");
         }
     };
+    let tools_list = tools_list_filter(proxy, &bytes, &access);
     match gateway.forward(req, target, bytes, &upstream_token).await {
-        Ok(Forwarded::Response(response)) => response,
+        Ok(Forwarded::Response(response)) => match tools_list {
+            Some(filter) => gateway.filter_tools_list(response, filter).await,
+            None => response,
+        },
         Ok(Forwarded::TokenRefused) => {
             *admitted = None;
             let why = "the MCP server refused the upstream token; authorize again";
@@ -490,4 +495,16 @@ async fn guarded(
             actix_web::ResponseError::error_response(&e)
         }
     }
+}
+
+/// The `tools/list` filter for this request (`OAUTH_PROXY_MCP_FILTER_TOOLS_LIST`
+/// with tool scopes set, and a body that is a `tools/list` request); `None`
+/// leaves the answer streaming untouched.
+fn tools_list_filter(proxy: &OAuthProxy, body: &Bytes, access: &AccessGrant) -> Option<ToolsListFilter> {
+    let gateway = &proxy.config().gateway;
+    if !gateway.filter_tools_list || gateway.tool_scopes.is_empty() {
+        return None;
+    }
+    let (rules, granted) = (gateway.tool_scopes.clone(), access.scopes());
+    ToolsListFilter::for_request(body, move |name| rules.may_call(&granted, name))
 }

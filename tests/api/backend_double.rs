@@ -2,6 +2,8 @@
 //! and `Cookie` headers of every request, whether a client that left an SSE
 //! stream made the proxy drop the backend connection ([`BackendDouble`]),
 //! and each request's raw request line and header lines ([`RawBackend`]).
+//! Below `/mcp/list/json` and `/mcp/list/sse` it answers `tools/list` with
+//! the tools named in the `tools` query parameter ([`tools_list_answer`]).
 
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,6 +13,7 @@ use std::time::Duration;
 use actix_web::dev::ServerHandle;
 use actix_web::web::Bytes;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use futures_util::StreamExt;
 
 #[derive(Default)]
 pub struct Recorded {
@@ -77,6 +80,88 @@ async fn events(req: HttpRequest, recorded: web::Data<Recorded>) -> HttpResponse
     HttpResponse::Ok().content_type("text/event-stream").streaming(stream)
 }
 
+/// The answer to a `tools/list` request `id` listing `names` (comma
+/// separated), with a pagination cursor, `_meta` and a field MCP does not
+/// define, all of which a filter must keep.
+pub fn tools_list_answer(id: &serde_json::Value, names: &str) -> serde_json::Value {
+    let tools: Vec<serde_json::Value> = names
+        .split(',')
+        .filter(|n| !n.is_empty())
+        .map(|name| serde_json::json!({"name": name, "description": format!("the {name} tool"), "inputSchema": {"type": "object"}}))
+        .collect();
+    serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": id,
+        "result": {"tools": tools, "nextCursor": "page-2", "_meta": {"served-by": "double"}, "x-extra": [1, 2]},
+    })
+}
+
+/// The tools named by the `tools` query parameter.
+fn listed_tools(req: &HttpRequest) -> String {
+    url::form_urlencoded::parse(req.query_string().as_bytes())
+        .find(|(k, _)| k == "tools")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
+/// What `/mcp` answers to anything but `tools/list`: the method echoed.
+fn echo(request: &serde_json::Value) -> serde_json::Value {
+    serde_json::json!({"jsonrpc": "2.0", "id": request["id"], "result": {"echo": request["method"]}})
+}
+
+/// `tools/list` answered as JSON with [`tools_list_answer`] (pretty
+/// printed, as some servers do); any other request echoed.
+async fn list_json(req: HttpRequest, body: Bytes, recorded: web::Data<Recorded>) -> HttpResponse {
+    record(&req, &recorded).await;
+    let request: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let answer = if request["method"] == "tools/list" {
+        tools_list_answer(&request["id"], &listed_tools(&req))
+    } else {
+        echo(&request)
+    };
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(serde_json::to_string_pretty(&answer).unwrap())
+}
+
+/// `tools/list` answered as an SSE stream: a progress notification, then the
+/// answer with CRLF line ends, its JSON over two `data` lines, sent in
+/// chunks cut inside a line end and inside the JSON; any other request
+/// answered with one event echoing it.
+async fn list_sse(req: HttpRequest, body: Bytes, recorded: web::Data<Recorded>) -> HttpResponse {
+    record(&req, &recorded).await;
+    let request: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let stream = if request["method"] == "tools/list" {
+        let answer = tools_list_answer(&request["id"], &listed_tools(&req)).to_string();
+        let (head, tail) = answer.split_at(answer.find("\"result\"").unwrap());
+        let progress =
+            r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":1,"progress":1}}"#;
+        let text = format!(
+            "event: message\r\ndata: {progress}\r\n\r\nid: 1\r\nevent: message\r\ndata: {head}\r\ndata: {tail}\r\n\r\n"
+        );
+        let cuts = [
+            text.find("\r\n\r\n").unwrap() + 1,
+            text.find("tools").unwrap() + 3,
+            text.len(),
+        ];
+        let mut from = 0;
+        cuts.iter()
+            .map(|&cut| {
+                let chunk = Bytes::from(text[from..cut].to_string());
+                from = cut;
+                chunk
+            })
+            .collect::<Vec<_>>()
+    } else {
+        vec![Bytes::from(format!("event: message\ndata: {}\n\n", echo(&request)))]
+    };
+    let stream = futures_util::stream::iter(stream).then(|chunk| async move {
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+        Ok::<_, std::io::Error>(chunk)
+    });
+    HttpResponse::Ok().content_type("text/event-stream").streaming(stream)
+}
+
 async fn slow(req: HttpRequest, recorded: web::Data<Recorded>) -> HttpResponse {
     record(&req, &recorded).await;
     actix_rt::time::sleep(Duration::from_secs(5)).await;
@@ -102,6 +187,8 @@ impl BackendDouble {
                 .route("/mcp/events/{count}", web::get().to(events))
                 .route("/mcp/slow", web::to(slow))
                 .route("/mcp/refuse", web::to(refuse))
+                .route("/mcp/list/json", web::post().to(list_json))
+                .route("/mcp/list/sse", web::post().to(list_sse))
                 .route("/mcp", web::to(json_rpc))
         })
         .workers(1)

@@ -36,4 +36,5 @@ mod storage;
 mod store_contract;
 mod tls;
 mod token;
+mod tools_list_filter;
 mod upstream_errors;
