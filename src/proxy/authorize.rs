@@ -78,6 +78,23 @@ pub(crate) fn remembered_key(client_id: &str, redirect_uri: &Url) -> String {
     )
 }
 
+/// What a remembered approval says: the client (see [`remembered_key`])
+/// and the scopes approved, so a request for more scopes (a step-up) shows
+/// the consent page again instead of being granted silently. A short hash
+/// of the scope set keeps each entry within the cookie's budget.
+pub(crate) fn remembered_approval(client_key: &str, scopes: &Scopes) -> String {
+    let digest = sha256_b64url(scopes.to_oauth_string().as_bytes());
+    format!("{client_key} {}", &digest[..12])
+}
+
+/// Whether `entry` (a remembered approval) is of the client `client_key`,
+/// whatever scopes it approved.
+fn approval_of(entry: &str, client_key: &str) -> bool {
+    entry
+        .strip_prefix(client_key)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with(' '))
+}
+
 pub(super) fn expired_page() -> Error {
     Error::page(PageReason::AuthorizationExpired)
 }
@@ -134,8 +151,13 @@ impl OAuthProxy {
         // consent off (allowed only with pinned redirect patterns); else the
         // browser gets the HTML page.
         let remembered_as = remembered_key(&client.client_id, &redirect_uri);
-        let remembered = browser.remembered_clients.iter().any(|c| c == &remembered_as);
-        let approved = !config.consent_required || remembered;
+        // Whether this browser approved this client before (any scopes):
+        // enough to send errors back to it, not to skip the page.
+        let known = browser
+            .remembered_clients
+            .iter()
+            .any(|c| approval_of(c, &remembered_as));
+        let approved = !config.consent_required || known;
         let refuse = |code: ErrorCode, description: String| {
             if approved {
                 let back = client_redirect(
@@ -172,6 +194,15 @@ impl OAuthProxy {
         let scopes = self
             .requested_scopes(request.scope.as_deref(), &client)
             .map_err(|description| refuse(ErrorCode::InvalidScope, description))?;
+        // Consent is skipped only for the very scopes approved before. An
+        // entry of an earlier release (the client alone) approved the client
+        // with any scopes, as it did then, until the user approves again.
+        let approval = remembered_approval(&remembered_as, &scopes);
+        let remembered = browser
+            .remembered_clients
+            .iter()
+            .any(|c| *c == approval || *c == remembered_as);
+        let approved = !config.consent_required || remembered;
 
         let transaction_id = random_token(32);
         let upstream_pkce = (!config.forward_pkce).then(PkcePair::generate);
@@ -330,7 +361,8 @@ impl OAuthProxy {
                     None => transaction.code_challenge.as_str().to_string(),
                 };
                 let remember_as = stored_client_redirect(&self.inner.config, &transaction.redirect_uri, None)
-                    .map(|back| remembered_key(&transaction.client_id, &back.redirect_uri))?;
+                    .map(|back| remembered_key(&transaction.client_id, &back.redirect_uri))
+                    .map(|key| remembered_approval(&key, &transaction.scopes))?;
                 self.actors()
                     .transactions
                     .send(PutTransaction {

@@ -772,3 +772,30 @@ async fn the_consent_page_shows_a_private_use_redirect_uris_scheme_with_its_host
     );
     app.stop().await;
 }
+
+#[actix_web::test]
+async fn a_remembered_approval_does_not_cover_more_scopes_a_step_up_shows_the_page_again() {
+    let app = TestApp::spawn_with(
+        &[("OAUTH_PROXY_SCOPES", "mcp:read mcp:write")],
+        MockUpstreamConfig::default(),
+    )
+    .await;
+    let client = app.register_public().await;
+    let with_scope = |scope: &str| format!("{}&scope={}", app.authorize_path(&client, &Pkce::new(), "s"), scope);
+    let first = app.browser_get(&with_scope("mcp:read")).await;
+    assert_eq!(first.status, StatusCode::OK, "the consent page: {}", first.body);
+    let approved = app.approve(&first).await;
+    assert_eq!(approved.status, StatusCode::SEE_OTHER, "{}", approved.body);
+
+    let same = app.browser_get(&with_scope("mcp:read")).await;
+    assert_eq!(same.status, StatusCode::FOUND, "the same scopes: remembered");
+    let more = app.browser_get(&with_scope("mcp:read%20mcp:write")).await;
+    assert_eq!(
+        more.status,
+        StatusCode::OK,
+        "more scopes: the page again: {}",
+        more.body
+    );
+    assert!(more.body.contains("mcp:write"), "{}", more.body);
+    app.stop().await;
+}
