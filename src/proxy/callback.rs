@@ -143,7 +143,7 @@ impl OAuthProxy {
                     // Nothing is stored for a refused user; the upstream
                     // tokens are revoked there when it can, then dropped.
                     log::warn!(
-                        "sign-in refused by OAUTH_PROXY_ALLOWED_USERS: subject {} (client {})",
+                        "sign-in refused by OAUTH_PROXY_ALLOWED_USERS: subject {:?} (client {:?})",
                         grant.subject,
                         transaction.client_id
                     );
