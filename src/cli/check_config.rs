@@ -151,6 +151,20 @@ pub fn report(config: &Config, lookup: &dyn Fn(&str) -> Option<String>) -> Strin
     }
     out.key("OAUTH_PROXY_CONSENT_SIGNING_KEY", &c.consent_signing_key);
     out.line("OAUTH_PROXY_CUSTOM_CLAIMS", list(&c.custom_claims, " "));
+    let allowed_users: Vec<String> = c
+        .allowed_users
+        .rules
+        .iter()
+        .map(|rule| format!("{}:{}", rule.claim, rule.pattern))
+        .collect();
+    out.line(
+        "OAUTH_PROXY_ALLOWED_USERS",
+        if allowed_users.is_empty() {
+            "(anyone the upstream signs in)".to_string()
+        } else {
+            allowed_users.join(" ")
+        },
+    );
     out.secret(
         "OAUTH_PROXY_INTROSPECTION_SECRET",
         c.introspection_secret.as_ref(),

@@ -782,6 +782,39 @@ async fn check_config_prints_the_effective_settings_with_every_secret_hidden() {
 }
 
 #[actix_web::test]
+async fn check_config_prints_the_allowed_users_and_refuses_an_entry_over_a_claim_that_cannot_be_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut variables = valid_configuration(dir.path());
+    variables.push(("OAUTH_PROXY_ALLOWED_USERS", "email:*@example.com  id:583231".into()));
+    let run = run_cli(&["check-config"], &variables).await;
+    assert_eq!(run.code, Some(0), "{}", run.all());
+    let line = "OAUTH_PROXY_ALLOWED_USERS = email:*@example.com id:583231";
+    assert!(
+        run.stdout.lines().any(|l| l == line),
+        "no line {line:?} in:\n{}",
+        run.stdout
+    );
+
+    for entry in [
+        "octocat",
+        "login:",
+        "https://example.com/groups:admin",
+        "email_verified:true",
+    ] {
+        let mut variables = valid_configuration(dir.path());
+        variables.push(("OAUTH_PROXY_ALLOWED_USERS", entry.into()));
+        let run = run_cli(&["check-config"], &variables).await;
+        assert_eq!(run.code, Some(2), "{entry}: {}", run.all());
+        assert!(
+            run.stderr.contains("configuration error: OAUTH_PROXY_ALLOWED_USERS: "),
+            "{entry}: {}",
+            run.stderr
+        );
+        assert_eq!(run.stderr.trim().lines().count(), 1, "one line: {}", run.stderr);
+    }
+}
+
+#[actix_web::test]
 async fn check_config_exits_2_with_one_line_naming_a_bad_variable() {
     let dir = tempfile::tempdir().unwrap();
     let mut variables = valid_configuration(dir.path());

@@ -10,6 +10,7 @@ mod redis_server;
 mod admin_api;
 mod admin_backfill;
 mod admin_listener;
+mod allowed_users;
 mod audit_events;
 mod audit_trail;
 mod authorize;
