@@ -151,7 +151,10 @@ pub fn parse(args: &[String]) -> Result<Option<AdminCommand>, String> {
                     options.push((name, value));
                 }
             }
-            other if other.starts_with('-') => return Err(usage(format!("unknown option `{other}`"))),
+            // Every option is long: a word starting with one `-` is a
+            // value (grant and client ids are base64url: `-` is one of
+            // their characters, first place included).
+            other if other.starts_with("--") => return Err(usage(format!("unknown option `{other}`"))),
             word => words.push(word),
         }
     }

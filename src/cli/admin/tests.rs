@@ -35,6 +35,12 @@ fn the_admin_command_line_parses_each_form() {
         Action::SubjectRevoke("bob".into())
     );
     assert_eq!(parsed("grants revoke g1").action, Action::GrantsRevoke("g1".into()));
+    // Ids are base64url: one may start with `-`.
+    assert_eq!(
+        parsed("grants revoke -vbK3oAHmTh6a").action,
+        Action::GrantsRevoke("-vbK3oAHmTh6a".into())
+    );
+    assert_eq!(parsed("clients show -x1").action, Action::ClientsShow("-x1".into()));
     assert_eq!(parsed("clients delete c1").action, Action::ClientsDelete("c1".into()));
     assert_eq!(parse(&args("clients list --help")).unwrap(), None);
 }
