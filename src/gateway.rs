@@ -36,6 +36,7 @@ pub use path::{check_tail, PathRefused};
 
 pub mod call;
 pub mod filter;
+pub mod headers;
 mod path;
 pub mod policy;
 #[cfg(test)]
