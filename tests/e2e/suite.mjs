@@ -1535,11 +1535,17 @@ async function scenario11() {
         const { provider, authUrl } = first;
         const asked = scopeSet(authUrl.searchParams.get('scope'));
         expect(asked.includes('mcp:read') && !asked.includes('mcp:write'), `the first authorization asks for "${asked.join(' ')}"`);
+        // "Remember" unticked: a remembered approval is bound to the client
+        // and its redirect URI, not to scopes (standards.md), so a
+        // remembered client's step-up would go straight to the upstream.
         const a = await inBrowser({
             proxy,
             context,
             url: authUrl,
-            onConsentPage: page => page.screenshot({ path: join(ARTIFACTS, 'consent-stepup-first.png'), fullPage: true })
+            onConsentPage: async page => {
+                await page.screenshot({ path: join(ARTIFACTS, 'consent-stepup-first.png'), fullPage: true });
+                await page.uncheck('input[name="remember"]');
+            }
         });
         expect(a.consent, `our consent page was not shown: ${a.flow.steps.join(' > ')}`);
         expect(
