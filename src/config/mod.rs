@@ -13,7 +13,8 @@
 //!
 //! Each section is read by its own function, in its own file: `service`
 //! (listener, public URL, paths, scopes, consent, outbound TLS), `upstream`,
-//! `tokens` (lifetimes and keys), `storage`, `gateway` and `limits`.
+//! `tokens` (lifetimes and keys), `storage`, `gateway`, `limits` and `access`
+//! (who may sign in).
 //! [`Config::from_lookup`] reads them in a fixed order, so with several bad
 //! values the same one is reported every time.
 
@@ -23,6 +24,7 @@ use secrecy::SecretString;
 use url::Url;
 
 use crate::client_address::TrustedProxies;
+use crate::oauth::user_policy::AllowedUsers;
 use crate::tls::OutboundTls;
 
 /// A secret variable and its `_FILE` twin: `twin!("OAUTH_PROXY_X")` is
@@ -33,6 +35,7 @@ macro_rules! twin {
     };
 }
 
+mod access;
 mod client_documents;
 mod env;
 mod gateway;
@@ -123,6 +126,9 @@ pub struct Config {
     pub client_documents: ClientDocumentSettings,
     /// `OAUTH_PROXY_REFRESH_TOKENS`.
     pub refresh_tokens: RefreshTokenPolicy,
+    /// `OAUTH_PROXY_ALLOWED_USERS`: who may finish sign-in (empty: anyone
+    /// the upstream signs in).
+    pub allowed_users: AllowedUsers,
 }
 
 impl Config {
@@ -176,6 +182,8 @@ impl Config {
         let operations = operations::read_operations(&env, &storage)?;
         let client_documents = client_documents::read_client_documents(&env)?;
         let refresh_tokens = client_documents::read_refresh_tokens(&env)?;
+        let forward_pkce = env.boolean("OAUTH_PROXY_FORWARD_PKCE", false)?;
+        let allowed_users = access::read_allowed_users(&env, forward_pkce)?;
 
         Ok(Config {
             bind,
@@ -194,7 +202,7 @@ impl Config {
             consent_signing_key: keys.consent_signing_key,
             storage,
             custom_claims,
-            forward_pkce: env.boolean("OAUTH_PROXY_FORWARD_PKCE", false)?,
+            forward_pkce,
             mcp_path,
             gateway,
             introspection_secret,
@@ -209,6 +217,7 @@ impl Config {
             operations,
             client_documents,
             refresh_tokens,
+            allowed_users,
         })
     }
 

@@ -11,6 +11,7 @@ pub mod pkce;
 pub mod redirect_uri;
 pub mod resource;
 pub mod scope;
+pub mod user_policy;
 
 /// Seconds since the Unix epoch.
 pub fn now_secs() -> u64 {

@@ -28,6 +28,9 @@ const SUBJECT_CLAIMS: [&str; 3] = ["sub", "id", "login"];
 /// The claim whose value the audit trail records beside the subject.
 const EMAIL_CLAIM: &str = "email";
 
+/// The audit reason of a sign-in `OAUTH_PROXY_ALLOWED_USERS` refused.
+const USER_NOT_ALLOWED: &str = "the account is not allowed by OAUTH_PROXY_ALLOWED_USERS";
+
 /// The most of an upstream's error text an audit event keeps.
 const MAX_UPSTREAM_REASON: usize = 300;
 
@@ -127,14 +130,35 @@ impl OAuthProxy {
                         return Err(upstream_redirect_error(&back, e));
                     }
                 };
-                let (mut grant, email) = self
-                    .grant_from_upstream(
-                        tokens,
-                        &transaction.client_id,
-                        &transaction.scopes,
-                        &transaction.resource,
-                    )
-                    .await;
+                let source = self.upstream_claims(&tokens).await;
+                let allowed = config.allowed_users.allows(&source);
+                let (mut grant, email) = self.grant_from_claims(
+                    &source,
+                    tokens,
+                    &transaction.client_id,
+                    &transaction.scopes,
+                    &transaction.resource,
+                );
+                if !allowed {
+                    // Nothing is stored for a refused user; the upstream
+                    // tokens are revoked there when it can, then dropped.
+                    log::warn!(
+                        "sign-in refused by OAUTH_PROXY_ALLOWED_USERS: subject {} (client {})",
+                        grant.subject,
+                        transaction.client_id
+                    );
+                    self.record(
+                        client_event(EventKind::UpstreamSignIn, Outcome::Refused)
+                            .subject(grant.subject.clone(), None)
+                            .reason(USER_NOT_ALLOWED),
+                    )?;
+                    self.revoke_upstream(&grant).await;
+                    return Err(Error::redirect(
+                        &back,
+                        ErrorCode::AccessDenied,
+                        "this account is not allowed to use this server",
+                    ));
+                }
                 self.record(
                     client_event(EventKind::UpstreamSignIn, Outcome::Success)
                         .subject(grant.subject.clone(), email)
@@ -227,6 +251,17 @@ impl OAuthProxy {
         scopes: &Scopes,
         resource: &str,
     ) -> (Grant, Option<String>) {
+        let source = self.upstream_claims(&upstream).await;
+        self.grant_from_claims(&source, upstream, client_id, scopes, resource)
+    }
+
+    /// What the proxy knows of the signed-in user, one merged view: all of
+    /// userinfo (when an endpoint is configured), then the ID token's, then
+    /// a JWT access token's claims, each filling only names not yet present
+    /// (userinfo wins, then the ID token). Only the claims used are read
+    /// from the tokens: the subject, `email`, `OAUTH_PROXY_CUSTOM_CLAIMS`,
+    /// and every claim `OAUTH_PROXY_ALLOWED_USERS` names.
+    async fn upstream_claims(&self, upstream: &UpstreamTokens) -> Map<String, Value> {
         let config = &self.inner.config;
         let mut source = Map::new();
         if self.inner.upstream.userinfo_endpoint.is_some() {
@@ -235,12 +270,12 @@ impl OAuthProxy {
                 Err(e) => log::warn!("upstream userinfo failed, continuing without its claims: {e}"),
             }
         }
-        // Only the claims used below are read from the tokens.
         let wanted: Vec<&str> = SUBJECT_CLAIMS
             .iter()
             .copied()
             .chain([EMAIL_CLAIM])
             .chain(config.custom_claims.iter().map(String::as_str))
+            .chain(config.allowed_users.claim_names())
             .collect();
         for token in [upstream.id_token.as_deref(), Some(upstream.access_token.as_str())]
             .into_iter()
@@ -252,6 +287,19 @@ impl OAuthProxy {
                 }
             }
         }
+        source
+    }
+
+    /// The grant for the user `source` describes (see [`Self::grant_from_upstream`]).
+    fn grant_from_claims(
+        &self,
+        source: &Map<String, Value>,
+        upstream: UpstreamTokens,
+        client_id: &str,
+        scopes: &Scopes,
+        resource: &str,
+    ) -> (Grant, Option<String>) {
+        let config = &self.inner.config;
         let subject = SUBJECT_CLAIMS
             .iter()
             .find_map(|name| match source.get(*name) {
