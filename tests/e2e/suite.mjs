@@ -1674,6 +1674,7 @@ async function scenario12() {
         expect(params.error === 'access_denied', `the outsider's authorization response: ${JSON.stringify(params)}`);
         expect(!('code' in params), 'a code came back for the outsider');
         expect(params.state === provider.lastState, `state ${params.state} is not the client's ${provider.lastState}`);
+        expect(params.iss === proxy.base, `the refusal's iss is ${params.iss}, expected ${proxy.base}`);
         const description = params.error_description || '';
         expect(/not allowed|not permitted/i.test(description), `error_description "${description}" does not say the account is not allowed`);
         for (const secret of ['@', 'email', OUTSIDER.sub, POLICY_ALLOWED_USERS]) {
@@ -1696,9 +1697,16 @@ async function scenario12() {
         }
         expect(lines.length > 0, 'the proxy logged nothing about the refused sign-in');
         const events = logEvents(proxy, logFrom);
+        const clientId = provider.clientInformation()?.client_id;
+        const refused = events.find(
+            e => e.event === 'upstream.sign_in' && e.outcome === 'refused' && e.subject === OUTSIDER.sub && e.client_id === clientId
+        );
+        expect(refused, `no refused upstream.sign_in audit event for ${OUTSIDER.sub} and client ${clientId}`);
         const issued = events.filter(e => ['code.issued', 'token.issued'].includes(e.event));
         expect(issued.length === 0, `the proxy recorded ${issued.map(e => e.event).join(', ')} for the outsider's sign-in`);
-        detail(`the proxy's log: ${lines.map(l => oneLine(l).slice(0, 240)).join(' | ')}`);
+        const warned = lines.filter(l => !l.startsWith('{'));
+        detail(`the proxy's log line: ${warned.map(l => oneLine(l).slice(0, 240)).join(' | ') || '(none but the audit event)'}`);
+        detail(`audit event: upstream.sign_in, outcome refused, subject ${refused.subject}, reason "${refused.reason}"`);
         detail('no code.issued or token.issued event after the outsider\'s upstream sign-in');
     } finally {
         await session?.close();
