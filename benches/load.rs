@@ -10,8 +10,9 @@
 //!
 //! Environment: `BENCH_DURATION` seconds per measurement (default 10),
 //! `BENCH_SCENARIOS` a comma list of
-//! `flow,refresh,register,metadata,mcp,mcp-real,memory,authorize,audit` (default all),
-//! `BENCH_AUDIT_ROUNDS` alternating rounds of the audit on/off rows (default 4),
+//! `flow,refresh,register,metadata,mcp,mcp-scoped,mcp-real,memory,authorize,audit` (default all),
+//! `BENCH_AUDIT_ROUNDS` alternating rounds of the audit on/off rows and of the
+//! tool scopes on/off rows (`mcp-scoped`; default 4),
 //! `BENCH_BACKENDS` a comma list of `memory,directory,redis` (default all),
 //! `BENCH_GRANTS` grants stored for the memory scenario (default 100000),
 //! `BENCH_AUTHORIZE_REQUESTS` valid `/authorize` requests of the authorize
@@ -1121,6 +1122,83 @@ async fn audit_on_and_off(upstream: &FastUpstream, backend: &str, seconds: u64) 
     drop(off);
 }
 
+/// A guarded `tools/call` (2026-07-28: with its mirrored headers) that the
+/// scoped proxy's rules cover.
+const MCP_TOOL_CALL_BODY: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"write_file","arguments":{"path":"a.txt","text":"hello"},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#;
+
+/// The scopes the scoped proxy advertises, and its per-tool rules.
+const SCOPED_SCOPES: &str = "openid mcp:read mcp:write mcp:admin";
+const SCOPED_RULES: &str = "delete_*=mcp:admin write_*=mcp:write search*=mcp:read";
+
+/// Issue 24: the guarded hop with `OAUTH_PROXY_MCP_TOOL_SCOPES` against the
+/// same hop without, in the same run: two proxies (memory store) side by
+/// side on core 0, the same `tools/call` body and headers, the token holding
+/// every scope (the call is allowed and forwarded); the rows alternate for
+/// `BENCH_AUDIT_ROUNDS` rounds of half a `BENCH_DURATION` each.
+async fn tool_scopes_on_and_off(upstream: &FastUpstream, backend: &str, seconds: u64) {
+    let rounds = env_number("BENCH_AUDIT_ROUNDS", 4).max(1) as usize;
+    let half = (seconds / 2).max(1);
+    let scopes = [("OAUTH_PROXY_SCOPES", SCOPED_SCOPES)];
+    let off = start_server(&proxy_binary(), upstream, backend, "memory", 0, &scopes).await;
+    let on = start_server(
+        &proxy_binary(),
+        upstream,
+        backend,
+        "memory",
+        0,
+        &[scopes[0], ("OAUTH_PROXY_MCP_TOOL_SCOPES", SCOPED_RULES)],
+    )
+    .await;
+    let mut scripts = Vec::new();
+    for proxy in [&off, &on] {
+        let token = full_flow(&mut Agent::default(), &proxy.base)
+            .await
+            .expect("a token")
+            .access_token;
+        let headers = HashMap::from([
+            ("Content-Type", "application/json".to_string()),
+            ("Authorization", format!("Bearer {token}")),
+            ("MCP-Protocol-Version", "2026-07-28".to_string()),
+            ("Mcp-Method", "tools/call".to_string()),
+            ("Mcp-Name", "write_file".to_string()),
+        ]);
+        scripts.push(wrk_script("POST", MCP_TOOL_CALL_BODY, &headers));
+    }
+    let mut hops: [Vec<Measurement>; 2] = Default::default();
+    for round in 0..rounds {
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for i in order {
+            let proxy = [&off, &on][i];
+            let url = format!("{}/mcp", proxy.base);
+            let (mut m, cpu) = with_cpu(proxy.process.0.id(), async {
+                run_wrk(&url, 16, half, scripts[i].path()).await
+            })
+            .await;
+            m.proxy_cpu = Some(cpu);
+            hops[i].push(m);
+        }
+    }
+    let (off_mean, on_mean) = (mean(hops[0].iter()), mean(hops[1].iter()));
+    row(
+        "[memory] MCP POST tools/call through the proxy (wrk), c=16, no tool scopes",
+        &off_mean,
+        None,
+    );
+    row(
+        "[memory] MCP POST tools/call through the proxy (wrk), c=16, OAUTH_PROXY_MCP_TOOL_SCOPES (3 rules)",
+        &on_mean,
+        Some(on_mean.per_sec / off_mean.per_sec),
+    );
+    let ratio = on_mean.per_sec / off_mean.per_sec;
+    println!(
+        "|   [memory] tool scopes on / off {:.1}% (target >= 90%: {}; {rounds} alternating rounds of {half}s)",
+        100.0 * ratio,
+        if ratio >= 0.9 { "met" } else { "MISSED" }
+    );
+    drop(on);
+    drop(off);
+}
+
 #[actix_rt::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -1139,7 +1217,7 @@ async fn main() {
     let seconds = env_number("BENCH_DURATION", 10);
     let scenarios = env_list(
         "BENCH_SCENARIOS",
-        "flow,refresh,register,metadata,mcp,mcp-real,memory,authorize,audit",
+        "flow,refresh,register,metadata,mcp,mcp-scoped,mcp-real,memory,authorize,audit",
     );
     let backends = env_list("BENCH_BACKENDS", "memory,directory,redis");
     let wants = |s: &str| scenarios.iter().any(|x| x == s);
@@ -1274,6 +1352,9 @@ async fn main() {
 
     if wants("audit") {
         audit_on_and_off(&upstream, &backend, seconds).await;
+    }
+    if wants("mcp-scoped") {
+        tool_scopes_on_and_off(&upstream, &backend, seconds).await;
     }
 
     for storage_kind in &backends {

@@ -35,6 +35,7 @@ use crate::config::GatewayConfig;
 pub use path::{check_tail, PathRefused};
 
 pub mod call;
+pub mod headers;
 mod path;
 pub mod policy;
 #[cfg(test)]

@@ -23,6 +23,7 @@ use crate::config::Config;
 use crate::error::{Chain, Error, ErrorCode, PageReason, AUDIT_UNAVAILABLE, STORE_UNAVAILABLE};
 use crate::gateway::GatewayError;
 use crate::oauth::metadata::protected_resource_url;
+use crate::oauth::scope::{resource_scopes, Scopes, OFFLINE_ACCESS};
 use crate::proxy::AuthorizeQueryError;
 use crate::views::ErrorPage;
 
@@ -114,14 +115,7 @@ pub fn bearer_challenge(config: &Config, refusal: BearerRefusal<'_>) -> HttpResp
             .collect();
         value.push_str(&format!(", error=\"{code}\", error_description=\"{description}\""));
     }
-    let scopes = if config.gateway.required_scopes.is_empty() {
-        &config.scopes
-    } else {
-        &config.gateway.required_scopes
-    };
-    // `offline_access` is the authorization server's, never a resource's
-    // challenge (SEP-2207).
-    let scopes = crate::oauth::scope::resource_scopes(scopes);
+    let scopes = baseline_scopes(config);
     if !scopes.is_empty() {
         value.push_str(&format!(", scope=\"{}\"", scopes.join(" ")));
     }
@@ -130,6 +124,74 @@ pub fn bearer_challenge(config: &Config, refusal: BearerRefusal<'_>) -> HttpResp
         .insert_header((header::WWW_AUTHENTICATE, value))
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .json(oauth_body(code, description))
+}
+
+/// The scopes every use of the MCP endpoint needs (the 401 challenge's
+/// `scope`): `OAUTH_PROXY_MCP_REQUIRED_SCOPES` when set, else the advertised
+/// scopes except those only per-tool rules (`OAUTH_PROXY_MCP_TOOL_SCOPES`)
+/// name, which a client asks for when a call needs them (step-up). Never
+/// `offline_access`: the authorization server's, not a resource's (SEP-2207).
+/// In the configured order.
+pub fn baseline_scopes(config: &Config) -> Vec<String> {
+    if !config.gateway.required_scopes.is_empty() {
+        return resource_scopes(&config.gateway.required_scopes);
+    }
+    let mut baseline = resource_scopes(&config.scopes);
+    let tool_scopes = &config.gateway.tool_scopes;
+    if !tool_scopes.is_empty() {
+        baseline.retain(|scope| !tool_scopes.scopes().any(|s| s == scope));
+    }
+    baseline
+}
+
+/// The JSON-RPC error code of a call refused for want of a scope: MCP
+/// defines none, so an application code outside the JSON-RPC reserved
+/// range, as the MCP spec asks of new codes.
+pub const INSUFFICIENT_SCOPE_CODE: i64 = -31403;
+
+/// The 403 of a call whose token lacks a scope its tool, prompt or resource
+/// needs: the RFC 6750 §3.1 challenge naming every scope the call needs
+/// (`needed`: the baseline and each scope of its names, so a client that
+/// authorizes again with them gets a token that can make the call; MCP
+/// "Scope Challenge Handling"), and a JSON-RPC error body echoing `id`.
+pub fn step_up_challenge(config: &Config, needed: &Scopes, id: serde_json::Value, message: &str) -> HttpResponse {
+    // The baseline in its order, then the others the call needs.
+    let mut scopes = baseline_scopes(config);
+    for scope in needed.iter() {
+        if scope != OFFLINE_ACCESS && !scopes.iter().any(|s| s == scope) {
+            scopes.push(scope.to_string());
+        }
+    }
+    let scope = scopes.join(" ");
+    let message: String = message
+        .chars()
+        .filter(|c| *c != '"' && *c != '\\' && !c.is_control())
+        .collect();
+    let value = format!(
+        "Bearer error=\"insufficient_scope\", scope=\"{scope}\", resource_metadata=\"{}\", error_description=\"{message}\"",
+        protected_resource_url(config)
+    );
+    HttpResponse::build(StatusCode::FORBIDDEN)
+        .insert_header((header::WWW_AUTHENTICATE, value))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(serde_json::json!({
+            "jsonrpc": "2.0",
+            "id": id,
+            "error": {
+                "code": INSUFFICIENT_SCOPE_CODE,
+                "message": message,
+                "data": { "error": "insufficient_scope", "scope": scope },
+            },
+        }))
+}
+
+/// A JSON-RPC error answer echoing `id` (a single request's, or `null`).
+pub fn json_rpc_error_for(status: StatusCode, id: serde_json::Value, code: i64, message: &str) -> HttpResponse {
+    HttpResponse::build(status).json(serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": id,
+        "error": { "code": code, "message": message },
+    }))
 }
 
 /// A JSON-RPC error body without an id (MCP transport spec), so MCP clients

@@ -28,9 +28,10 @@ use actix_web::{dev, web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 
 use super::client_auth::bearer_token;
-use super::errors::{bearer_challenge, json_rpc_error, BearerRefusal};
+use super::errors::{bearer_challenge, json_rpc_error, json_rpc_error_for, step_up_challenge, BearerRefusal};
 use crate::audit::{Event, EventKind, McpCall, Outcome, RequestContext};
-use crate::gateway::call::summarize;
+use crate::gateway::call::{self, Message, Param, MAX_BATCH};
+use crate::gateway::headers::{self, HEADER_MISMATCH};
 use crate::gateway::{check_tail, Forwarded, Gateway, GatewayError};
 use crate::oauth::scope::Scopes;
 use crate::proxy::upstream_refresh::RefreshFailed;
@@ -456,13 +457,24 @@ async fn guarded(
             return json_rpc_error(StatusCode::BAD_REQUEST, -32600, "the request body could not be read")
         }
     };
+    let message = call::read(&bytes);
     if let Some(call) = &mut event.mcp {
-        let summary = summarize(&bytes);
+        let summary = message.summary();
         call.method = summary.method;
         call.name = summary.name;
         call.bytes_in = bytes.len() as u64;
         if let Some(count) = summary.batch {
             event.reason = Some(format!("a batch of {count}: the first one's method and name"));
+        }
+    }
+    if method == Method::POST || !bytes.is_empty() {
+        if let Some(refusal) = check_call(req, proxy, &access, &message, bytes.is_empty()) {
+            let mut refused = admitted.take().and_then(|e| e.mcp).unwrap_or_default();
+            refused.status = refusal.response.status().as_u16();
+            if let Some(name) = refusal.name {
+                refused.name = Some(name);
+            }
+            return refuse_call(proxy, ctx, &access, refused, &refusal.reason, refusal.response);
         }
     }
     let upstream_token = match proxy.upstream_access_token(&access, ctx).await {
@@ -489,5 +501,121 @@ async fn guarded(
             log::warn!("gateway: {e}");
             actix_web::ResponseError::error_response(&e)
         }
+    }
+}
+
+/// A request refused after its body was read: the answer, why (for the
+/// audit trail), and the name refused when it was one.
+struct CallRefused {
+    response: HttpResponse,
+    reason: String,
+    name: Option<String>,
+}
+
+/// The checks on a request's body before it is forwarded: its
+/// 2026-07-28 headers against the body (400 `HeaderMismatch`), then, with
+/// `OAUTH_PROXY_MCP_TOOL_SCOPES` and token swap, the scopes each tool,
+/// prompt or resource it names needs (403 step-up challenge). Every
+/// decision reads the body; a batch is checked element by element and
+/// refused whole when one element is.
+fn check_call(
+    req: &HttpRequest,
+    proxy: &OAuthProxy,
+    access: &AccessGrant,
+    message: &Message<'_>,
+    empty: bool,
+) -> Option<CallRefused> {
+    let id = message.id();
+    if let Err(headers::Mismatch(why)) = headers::check(req.headers(), message) {
+        return Some(CallRefused {
+            response: json_rpc_error_for(StatusCode::BAD_REQUEST, id, HEADER_MISMATCH, &why),
+            reason: why,
+            name: None,
+        });
+    }
+    let config = proxy.config();
+    let rules = &config.gateway.tool_scopes;
+    // Pass-through tokens are the upstream's: their scopes cannot be read
+    // (configuration refuses tool scopes without token swap).
+    if rules.is_empty() || !config.token_swap || empty {
+        return None;
+    }
+    let invalid = |code: i64, why: &str| {
+        Some(CallRefused {
+            response: json_rpc_error_for(StatusCode::BAD_REQUEST, id.clone(), code, why),
+            reason: why.to_string(),
+            name: None,
+        })
+    };
+    match message {
+        // JSON-RPC 2.0 §5.1: -32700 parse error, -32600 invalid request.
+        Message::Unreadable => return invalid(-32700, "the body is not JSON the gateway can check"),
+        _ if message.too_long() => {
+            return invalid(
+                -32600,
+                &format!("a batch of more than {MAX_BATCH} requests is not accepted"),
+            )
+        }
+        _ => {}
+    }
+    let granted = access.scopes();
+    let mut needed = crate::oauth::scope::Scopes::default();
+    let mut refused: Vec<&str> = Vec::new();
+    for call in message.calls() {
+        let name = match call.target() {
+            None => continue,
+            Some(Param::Text(name)) => name.as_ref(),
+            // A name the gateway cannot read is not one it can allow.
+            Some(Param::Other) => return invalid(-32602, "params.name and params.uri must be strings"),
+            Some(Param::Absent) => "",
+        };
+        let required = rules.required(name);
+        if required.is_empty() {
+            continue;
+        }
+        if !required.is_subset_of(&granted) {
+            refused.push(name);
+        }
+        for scope in required.iter() {
+            needed.insert(scope);
+        }
+    }
+    if refused.is_empty() {
+        return None;
+    }
+    let shown: String = refused.join(", ").chars().take(200).collect();
+    let why = if message.calls().len() > 1 {
+        format!("the token lacks a scope that {shown} needs; the batch is refused whole")
+    } else {
+        format!("the token lacks a scope that {shown} needs")
+    };
+    Some(CallRefused {
+        response: step_up_challenge(config, &needed, id, &why),
+        name: Some(shown),
+        reason: why,
+    })
+}
+
+/// Records a call refused after its body was read (`request.refused`, with
+/// the method and name) and answers `response`.
+fn refuse_call(
+    proxy: &OAuthProxy,
+    ctx: &RequestContext,
+    access: &AccessGrant,
+    call: McpCall,
+    reason: &str,
+    response: HttpResponse,
+) -> HttpResponse {
+    let grant = access.grant();
+    let mut event = Event::new(EventKind::RequestRefused, Outcome::Refused, ctx)
+        .status(response.status().as_u16())
+        .reason(reason)
+        .client(grant.client_id.clone(), None)
+        .subject(grant.subject.clone(), None)
+        .grant(access.grant_id());
+    event.mcp = Some(call);
+    match proxy.record(event) {
+        Ok(()) => response,
+        Err(_) => audit_unavailable(),
     }
 }

@@ -70,6 +70,13 @@ pub struct MockUpstreamConfig {
     pub subject: String,
     pub email: String,
     pub name: String,
+    /// Claims set over the ID token's own (a `null` value removes one).
+    pub id_token_claims: Map<String, Value>,
+    /// Claims set over userinfo's own (a `null` value removes one).
+    pub userinfo_claims: Map<String, Value>,
+    /// `Some`: access tokens are JWTs (HS256 with the client secret) with
+    /// `iss`, `sub`, `iat`, `exp`, `jti` and these claims; `None`: opaque.
+    pub access_token_claims: Option<Map<String, Value>>,
 }
 
 impl Default for MockUpstreamConfig {
@@ -87,6 +94,9 @@ impl Default for MockUpstreamConfig {
             subject: "user-123".to_string(),
             email: "user@example.com".to_string(),
             name: "Test User".to_string(),
+            id_token_claims: Map::new(),
+            userinfo_claims: Map::new(),
+            access_token_claims: None,
         }
     }
 }
@@ -237,6 +247,13 @@ impl MockUpstream {
         let mut state = lock(&self.state);
         state.config.subject = subject.to_string();
         state.config.email = email.to_string();
+    }
+
+    /// Changes the user and claims of what is issued from now on (the
+    /// claims of each source: `id_token_claims`, `userinfo_claims`,
+    /// `access_token_claims`).
+    pub fn update_config(&self, change: impl FnOnce(&mut MockUpstreamConfig)) {
+        change(&mut lock(&self.state).config);
     }
 
     /// Changes the `expires_in` sent with tokens issued from now on.
@@ -438,7 +455,6 @@ fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
 fn make_id_token(cfg: &MockUpstreamConfig, issuer: &str, nonce: Option<&str>) -> String {
     let iat = now_secs();
     let exp = iat + cfg.access_token_expires_in.unwrap_or(3600);
-    let header = json!({ "alg": "HS256", "typ": "JWT" });
     let mut payload = Map::new();
     payload.insert("iss".into(), json!(issuer));
     payload.insert("aud".into(), json!(cfg.client_id));
@@ -452,6 +468,37 @@ fn make_id_token(cfg: &MockUpstreamConfig, issuer: &str, nonce: Option<&str>) ->
     if let Some(nonce) = nonce {
         payload.insert("nonce".into(), json!(nonce));
     }
+    set_claims(&mut payload, &cfg.id_token_claims);
+    sign_hs256(cfg, payload)
+}
+
+/// Sets `claims` over `payload`; a `null` removes the claim.
+fn set_claims(payload: &mut Map<String, Value>, claims: &Map<String, Value>) {
+    for (name, value) in claims {
+        if value.is_null() {
+            payload.remove(name);
+        } else {
+            payload.insert(name.clone(), value.clone());
+        }
+    }
+}
+
+/// A JWT access token carrying `claims` (see `access_token_claims`).
+fn make_jwt_access_token(cfg: &MockUpstreamConfig, issuer: &str, claims: &Map<String, Value>) -> String {
+    let iat = now_secs();
+    let mut payload = Map::new();
+    payload.insert("iss".into(), json!(issuer));
+    payload.insert("sub".into(), json!(cfg.subject));
+    payload.insert("iat".into(), json!(iat));
+    payload.insert("exp".into(), json!(iat + cfg.access_token_expires_in.unwrap_or(3600)));
+    payload.insert("jti".into(), json!(random_hex(16)));
+    set_claims(&mut payload, claims);
+    sign_hs256(cfg, payload)
+}
+
+/// A compact HS256 JWS of `payload`, keyed with the client secret.
+fn sign_hs256(cfg: &MockUpstreamConfig, payload: Map<String, Value>) -> String {
+    let header = json!({ "alg": "HS256", "typ": "JWT" });
     let signing_input = format!(
         "{}.{}",
         URL_SAFE_NO_PAD.encode(header.to_string()),
@@ -776,7 +823,10 @@ async fn token(req: HttpRequest, body: web::Bytes, state: web::Data<Mutex<State>
     };
 
     st.counter += 1;
-    let access_token = format!("up-at-{}-{}", st.counter, random_hex(16));
+    let access_token = match &st.config.access_token_claims {
+        Some(claims) => make_jwt_access_token(&st.config, &st.base_url, claims),
+        None => format!("up-at-{}-{}", st.counter, random_hex(16)),
+    };
     st.issued_access_tokens.push(access_token.clone());
 
     let mut body = Map::new();
@@ -837,13 +887,17 @@ async fn userinfo(req: HttpRequest, state: web::Data<Mutex<State>>) -> HttpRespo
         return unauthorized("invalid_token");
     }
     let cfg = &st.config;
-    HttpResponse::Ok().json(json!({
+    let mut info = json!({
         "sub": cfg.subject,
         "email": cfg.email,
         "email_verified": true,
         "name": cfg.name,
         "preferred_username": preferred_username(cfg),
-    }))
+    });
+    if let Value::Object(info) = &mut info {
+        set_claims(info, &cfg.userinfo_claims);
+    }
+    HttpResponse::Ok().json(info)
 }
 
 async fn revoke(body: web::Bytes, state: web::Data<Mutex<State>>) -> HttpResponse {
