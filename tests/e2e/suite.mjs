@@ -1647,6 +1647,23 @@ async function scenario11() {
         const readBack = await session.callJson('read_notes');
         expect(readBack.notes?.includes(NOTE), `read_notes after the write: ${JSON.stringify(readBack)}`);
         detail(`retried write_note → ${JSON.stringify(written)} (upstream token at the server); read_notes → ${JSON.stringify(readBack)}`);
+
+        // The proxy's record (its audit events, in its log): the refusal, then the call.
+        const wanted = [
+            [
+                'request.refused 403 for write_note',
+                e => e.event === 'request.refused' && e.status === 403 && e.mcp?.name === 'write_note' && e.subject === ACCOUNT.sub
+            ],
+            ['mcp.request 200 for write_note', e => e.event === 'mcp.request' && e.mcp?.name === 'write_note' && e.status === 200]
+        ];
+        let missing = wanted;
+        for (let i = 0; i < 30 && missing.length; i++) {
+            if (i) await sleep(100);
+            const events = logEvents(proxy);
+            missing = wanted.filter(([, test]) => !events.some(test));
+        }
+        expect(missing.length === 0, `the proxy's audit events lack ${missing.map(([what]) => what).join(', ')}`);
+        detail('the proxy\'s audit events: request.refused (403, write_note, alice.e2e), then mcp.request (200, write_note)');
     } finally {
         await session?.close();
         await context.close().catch(() => {});
