@@ -67,7 +67,7 @@ const ADMIN_TOKEN = `e2e-admin-${randomBytes(24).toString('hex')}`;
 const AUDIT_LOG = join(ARTIFACTS, 'audit-ops.jsonl');
 // The access policy of the sixth proxy (scenarios 11 and 12).
 const POLICY_SCOPES = ['mcp:read', 'mcp:write'];
-const POLICY_BASELINE = 'mcp:read';
+const POLICY_BASELINE = 'mcp:read'; // the 401's scope: what no tool rule names
 const POLICY_TOOL_SCOPES = 'write_*=mcp:write';
 const POLICY_ALLOWED_USERS = `email:*@${ACCOUNT.email.split('@')[1]}`;
 
@@ -364,10 +364,10 @@ async function setUp() {
         }
     });
     // The access policy (scenarios 11 and 12): a sixth proxy (swap mode, in
-    // front of the 2.x server) that advertises `mcp:read mcp:write`, requires
-    // `mcp:read` of every token (the baseline its 401 names), lets `write_*`
-    // tools be called only with `mcp:write`, and lets only accounts with an
-    // email at alice's domain sign in.
+    // front of the 2.x server) that advertises `mcp:read mcp:write`, lets
+    // `write_*` tools be called only with `mcp:write` (so its 401 names the
+    // baseline: the advertised scopes that no tool rule names, `mcp:read`),
+    // and lets only accounts with an email at alice's domain sign in.
     world.policy = await startProxy({
         name: 'policy',
         binary: BINARY,
@@ -381,7 +381,6 @@ async function setUp() {
             OAUTH_PROXY_UPSTREAM_CLIENT_SECRET: secrets.policy,
             OAUTH_PROXY_UPSTREAM_TOKEN_ENDPOINT_AUTH_METHOD: 'client_secret_basic',
             OAUTH_PROXY_SCOPES: POLICY_SCOPES.join(' '),
-            OAUTH_PROXY_MCP_REQUIRED_SCOPES: POLICY_BASELINE,
             OAUTH_PROXY_MCP_TOOL_SCOPES: POLICY_TOOL_SCOPES,
             OAUTH_PROXY_ALLOWED_USERS: POLICY_ALLOWED_USERS
         }
