@@ -168,7 +168,7 @@ say "end-to-end suite"
 tests/e2e/run.sh 2>&1 | tee "$log"
 e2e_passed=$(grep -Eo '^e2e: [0-9]+ passed' "$log" | awk '{print $2}')
 # Every scenario of tests/e2e/suite.mjs (its SCENARIOS list).
-e2e_expected=10
+e2e_expected=12
 if [ -z "$e2e_passed" ] || [ "$e2e_passed" -lt "$e2e_expected" ]; then
   echo "the end-to-end suite did not run all $e2e_expected scenarios: refusing to pass" >&2
   exit 1

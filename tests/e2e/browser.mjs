@@ -66,6 +66,7 @@ async function bodySnippet(page) {
  * @param {string} o.callbackOrigin
  * @param {'approve'|'deny'} [o.decision]  what to press on our consent page
  * @param {(page) => Promise<void>} [o.onConsentPage]  checks / screenshot before deciding
+ * @param {{login: string, password: string}} [o.account]  who signs in at the upstream (default ACCOUNT)
  * @returns {Promise<{steps: string[], proxyResponses: Array<{url: string, status: number}>, finalUrl: string}>}
  */
 export async function authorizeInBrowser({
@@ -75,7 +76,8 @@ export async function authorizeInBrowser({
     upstreamOrigin,
     callbackOrigin,
     decision = 'approve',
-    onConsentPage
+    onConsentPage,
+    account = ACCOUNT
 }) {
     const page = await context.newPage();
     const steps = [];
@@ -104,8 +106,8 @@ export async function authorizeInBrowser({
             if (here.origin === upstreamOrigin && here.pathname.startsWith('/interaction/')) {
                 if ((await page.locator('input[name="login"]').count()) > 0) {
                     steps.push('upstream-login');
-                    await page.fill('input[name="login"]', ACCOUNT.login);
-                    await page.fill('input[name="password"]', ACCOUNT.password);
+                    await page.fill('input[name="login"]', account.login);
+                    await page.fill('input[name="password"]', account.password);
                     await clickAndWait(page, 'form button[type="submit"]');
                     continue;
                 }

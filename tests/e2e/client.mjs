@@ -83,8 +83,9 @@ export class InMemoryOAuthProvider {
 }
 
 /**
- * A fetch that records method, URL, status and the MCP headers (`mcp-*`,
- * lowercased) of every request the SDK makes (this client's and client-v2.mjs's).
+ * A fetch that records method, URL, status, the MCP headers (`mcp-*`,
+ * lowercased) and the answer's `WWW-Authenticate` (as `www`, when present) of
+ * every request the SDK makes (this client's and client-v2.mjs's).
  */
 export function recordingFetch(log) {
     return async (input, init) => {
@@ -96,7 +97,11 @@ export function recordingFetch(log) {
             if (name.startsWith('mcp-')) mcp[name] = value;
         });
         const res = await fetch(input, { ...init, signal: init?.signal ?? AbortSignal.timeout(20000) });
-        log.push({ method, url: String(url), status: res.status, mcp });
+        const entry = { method, url: String(url), status: res.status, mcp };
+        // The challenge of a refusal (401 / 403), as the SDK received it.
+        const www = res.headers.get('www-authenticate');
+        if (www) entry.www = www;
+        log.push(entry);
         return res;
     };
 }

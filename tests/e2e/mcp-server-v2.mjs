@@ -14,8 +14,14 @@
 //            (400, -32020) before the tool runs; the tool returns
 //            {region, mcp_param_region, mcp_method, mcp_name, protocol_version}
 //            as the HTTP request that reached this server carried them.
+//   read_notes  the notes written so far: {notes: [text, ...]} (a read tool).
+//   write_note  one argument, `text`; appends it to the server's notebook
+//               and returns {written, count} (a write tool: scenario 11
+//               configures the proxy so that `write_*` needs `mcp:write`).
 //
-// `received` lists the headers of every request that reached the server.
+// `received` lists the headers of every request that reached the server;
+// `notes` the notes written (text, the Authorization header that came with
+// the call, time).
 
 import http from 'node:http';
 import { McpServer, createMcpHandler } from '@modelcontextprotocol/server';
@@ -24,8 +30,11 @@ import { closeServer, listenOnLoopback, readBody, whoamiAnswer } from './mcp-ser
 
 export const PARAM_HEADER = 'Region';
 
-/** One server instance per request; `request` is the web Request it serves. */
-function buildServer(userinfoUrl, request) {
+/**
+ * One server instance per request; `request` is the web Request it serves,
+ * `notes` the server's notebook (shared by every request).
+ */
+function buildServer(userinfoUrl, request, notes) {
     const header = name => request?.headers.get(name) ?? null;
     const server = new McpServer({ name: 'e2e-v2-server', version: '2.0.0' });
     server.registerTool(
@@ -56,13 +65,30 @@ function buildServer(userinfoUrl, request) {
             return { content: [{ type: 'text', text: JSON.stringify(seen) }] };
         }
     );
+    server.registerTool(
+        'read_notes',
+        { description: 'Lists the notes written so far (a read tool).' },
+        async () => ({ content: [{ type: 'text', text: JSON.stringify({ notes: notes.map(n => n.text) }) }] })
+    );
+    server.registerTool(
+        'write_note',
+        {
+            description: 'Adds a note to the notebook (a write tool).',
+            inputSchema: z.object({ text: z.string().max(200).describe('The note') })
+        },
+        async ({ text }) => {
+            notes.push({ text, authorization: header('authorization'), at: Date.now() });
+            return { content: [{ type: 'text', text: JSON.stringify({ written: text, count: notes.length }) }] };
+        }
+    );
     return server;
 }
 
 /** Starts the server on 127.0.0.1:<port> (0 = any free port). */
 export async function startMcpServerV2({ port = 0, userinfoUrl }) {
     const received = [];
-    const handler = createMcpHandler(({ requestInfo }) => buildServer(userinfoUrl, requestInfo), {
+    const notes = [];
+    const handler = createMcpHandler(({ requestInfo }) => buildServer(userinfoUrl, requestInfo, notes), {
         // One JSON answer per request: nothing here streams.
         responseMode: 'json',
         onerror: e => console.error(`[mcp-server-v2] ${e?.message || e}`)
@@ -118,6 +144,7 @@ export async function startMcpServerV2({ port = 0, userinfoUrl }) {
         port: actualPort,
         url: `http://127.0.0.1:${actualPort}/mcp`,
         received,
+        notes,
         async close() {
             await handler.close().catch(() => {});
             await closeServer(httpServer);

@@ -12,7 +12,11 @@
 // run the 2.x client against a fifth proxy that accepts Client ID Metadata
 // Documents from an https host on 127.0.0.1 with a test CA (document-host.mjs):
 // with `clientMetadataUrl` (the document URL is the client_id) and without
-// (dynamic registration).
+// (dynamic registration). Scenarios 11 and 12 run the 2.x client against a
+// sixth proxy with an access policy: a write tool that needs a scope the
+// first sign-in lacks (403 insufficient_scope, the SDK's step-up through the
+// browser, the retried call), and an account outside OAUTH_PROXY_ALLOWED_USERS
+// refused at sign-in.
 //
 // Prints `PASS <scenario>` / `FAIL <scenario>: <reason>` for each scenario and
 // a closing `e2e: N passed, N failed` line; exits 1 on any FAIL.
@@ -31,11 +35,12 @@ import { fileURLToPath } from 'node:url';
 import { randomBytes } from 'node:crypto';
 import { SignJWT, decodeJwt, decodeProtectedHeader } from 'jose';
 
-import { ACCOUNT, startUpstream } from './upstream.mjs';
+import { ACCOUNT, OUTSIDER, startUpstream } from './upstream.mjs';
 import { startMcpServer } from './mcp-server.mjs';
 import { PARAM_HEADER, startMcpServerV2 } from './mcp-server-v2.mjs';
 import { InMemoryOAuthProvider, McpSession, startCallbackListener } from './client.mjs';
 import { InMemoryOAuthProviderV2, McpSessionV2, PROTOCOL_VERSION } from './client-v2.mjs';
+import { UnauthorizedError as UnauthorizedErrorV2 } from '@modelcontextprotocol/client';
 import { CHROMIUM, authorizeInBrowser, launchBrowser, newContext } from './browser.mjs';
 import { freePort, killAllProxies, startProxy } from './proxy.mjs';
 import { startDocumentHost } from './document-host.mjs';
@@ -60,6 +65,11 @@ const UPSTREAM_SCOPES = 'openid profile email offline_access';
 // The admin API's bearer (scenario 8), and where that proxy's audit trail goes.
 const ADMIN_TOKEN = `e2e-admin-${randomBytes(24).toString('hex')}`;
 const AUDIT_LOG = join(ARTIFACTS, 'audit-ops.jsonl');
+// The access policy of the sixth proxy (scenarios 11 and 12).
+const POLICY_SCOPES = ['mcp:read', 'mcp:write'];
+const POLICY_BASELINE = 'mcp:read'; // the 401's scope: what no tool rule names
+const POLICY_TOOL_SCOPES = 'write_*=mcp:write';
+const POLICY_ALLOWED_USERS = `email:*@${ACCOUNT.email.split('@')[1]}`;
 
 // ---------------------------------------------------------------- helpers
 
@@ -192,15 +202,16 @@ async function setUp() {
     expect(existsSync(CHROMIUM), `browser not found at ${CHROMIUM} (apt-get install -y chromium)`);
 
     const ports = new Set();
-    while (ports.size < 7) ports.add(await freePort());
-    const [upstreamPort, swapPort, passPort, v2Port, opsPort, opsAdminPort, cimdPort] = [...ports];
+    while (ports.size < 8) ports.add(await freePort());
+    const [upstreamPort, swapPort, passPort, v2Port, opsPort, opsAdminPort, cimdPort, policyPort] = [...ports];
 
     const secrets = {
         basic: randomBytes(24).toString('base64url'),
         post: randomBytes(24).toString('base64url'),
         v2: randomBytes(24).toString('base64url'),
         ops: randomBytes(24).toString('base64url'),
-        cimd: randomBytes(24).toString('base64url')
+        cimd: randomBytes(24).toString('base64url'),
+        policy: randomBytes(24).toString('base64url')
     };
     world.secrets = secrets;
     world.upstream = await startUpstream({
@@ -234,6 +245,12 @@ async function setUp() {
                 client_id: 'mcp-proxy-cimd',
                 client_secret: secrets.cimd,
                 redirect_uri: `http://127.0.0.1:${cimdPort}/oauth/callback`,
+                auth_method: 'client_secret_basic'
+            },
+            {
+                client_id: 'mcp-proxy-policy',
+                client_secret: secrets.policy,
+                redirect_uri: `http://127.0.0.1:${policyPort}/oauth/callback`,
                 auth_method: 'client_secret_basic'
             }
         ]
@@ -346,6 +363,28 @@ async function setUp() {
             OAUTH_PROXY_CIMD_ALLOW_PRIVATE_NETWORKS: 'true'
         }
     });
+    // The access policy (scenarios 11 and 12): a sixth proxy (swap mode, in
+    // front of the 2.x server) that advertises `mcp:read mcp:write`, lets
+    // `write_*` tools be called only with `mcp:write` (so its 401 names the
+    // baseline: the advertised scopes that no tool rule names, `mcp:read`),
+    // and lets only accounts with an email at alice's domain sign in.
+    world.policy = await startProxy({
+        name: 'policy',
+        binary: BINARY,
+        port: policyPort,
+        logDir: ARTIFACTS,
+        env: {
+            ...common,
+            OAUTH_PROXY_MCP_UPSTREAM_URL: world.mcp2.url,
+            OAUTH_PROXY_ENABLE_TOKEN_SWAP: 'true',
+            OAUTH_PROXY_UPSTREAM_CLIENT_ID: 'mcp-proxy-policy',
+            OAUTH_PROXY_UPSTREAM_CLIENT_SECRET: secrets.policy,
+            OAUTH_PROXY_UPSTREAM_TOKEN_ENDPOINT_AUTH_METHOD: 'client_secret_basic',
+            OAUTH_PROXY_SCOPES: POLICY_SCOPES.join(' '),
+            OAUTH_PROXY_MCP_TOOL_SCOPES: POLICY_TOOL_SCOPES,
+            OAUTH_PROXY_ALLOWED_USERS: POLICY_ALLOWED_USERS
+        }
+    });
     world.callbacks = await startCallbackListener();
     world.browser = await launchBrowser();
     console.log(
@@ -354,6 +393,7 @@ async function setUp() {
             `MCP server (SDK 2.x) ${world.mcp2.url} behind proxy ${world.v2.base}, ` +
             `proxy with audit trail and admin listener ${world.ops.base} (admin ${world.ops.adminUrl}), ` +
             `document host ${world.documents.origin} behind proxy ${world.cimd.base}, ` +
+            `proxy with tool scopes and allowed users ${world.policy.base}, ` +
             `chromium ${world.browser.version()}`
     );
 }
@@ -366,6 +406,7 @@ async function tearDown() {
         () => world.v2?.stop(),
         () => world.ops?.stop(),
         () => world.cimd?.stop(),
+        () => world.policy?.stop(),
         () => world.documents?.close(),
         () => world.callbacks?.close(),
         () => world.mcp?.close(),
@@ -384,9 +425,10 @@ async function tearDown() {
 /**
  * The browser part of a sign-in at `proxy`: opens the authorization URL `url`
  * and takes `decision` on our consent page, which is read first (`consent`,
- * null when the page was not shown) and then handed to `onConsentPage`.
+ * null when the page was not shown) and then handed to `onConsentPage`;
+ * `account` signs in at the upstream.
  */
-async function inBrowser({ proxy, context, url, decision = 'approve', onConsentPage }) {
+async function inBrowser({ proxy, context, url, decision = 'approve', onConsentPage, account = ACCOUNT }) {
     let consent = null;
     const flow = await authorizeInBrowser({
         context,
@@ -395,6 +437,7 @@ async function inBrowser({ proxy, context, url, decision = 'approve', onConsentP
         upstreamOrigin: world.upstream.issuer,
         callbackOrigin: world.callbacks.origin,
         decision,
+        account,
         onConsentPage: async page => {
             consent = await readConsentPage(page);
             if (onConsentPage) await onConsentPage(page);
@@ -1429,6 +1472,283 @@ async function scenario10() {
     }
 }
 
+// ---------------------------------------------------------------- access policy (scenarios 11, 12)
+
+/** The tokens of a space-delimited scope string, sorted, once each. */
+function scopeSet(scope) {
+    return [...new Set(String(scope ?? '').split(/\s+/).filter(Boolean))].sort();
+}
+
+/** A quoted parameter of a WWW-Authenticate challenge, or null. */
+function challengeParam(www, name) {
+    const m = new RegExp(`(?:^|[\\s,])${name}="([^"]*)"`).exec(www || '');
+    return m ? m[1] : null;
+}
+
+/** The JSON lines of a proxy's log (its audit events) from byte `from` on. */
+function logEvents(proxy, from = 0) {
+    return readFileSync(proxy.logPath, 'utf8')
+        .slice(from)
+        .split('\n')
+        .filter(l => l.startsWith('{'))
+        .map(l => {
+            try {
+                return JSON.parse(l);
+            } catch {
+                return {};
+            }
+        });
+}
+
+/** A 2.x SDK client of the policy proxy, up to the authorization URL it produced. */
+async function startPolicyClient({ proxy, label, name }) {
+    const redirectUrl = world.callbacks.redirectUrl(label);
+    const provider = new InMemoryOAuthProviderV2({ redirectUrl, clientMetadata: clientMetadata(name, redirectUrl, 'none') });
+    const session = new McpSessionV2({ mcpUrl: proxy.mcpUrl, provider });
+    const authUrl = await session.start();
+    expect(authUrl, 'the 2.x SDK connected without authorization: the proxy did not ask for a token');
+    return { session, provider, authUrl, redirectUrl };
+}
+
+const NOTE = 'step-up e2e: buy milk';
+
+async function scenario11() {
+    const proxy = world.policy;
+    const server = world.mcp2;
+    const wantedChallenge = `resource_metadata="${proxy.base}/.well-known/oauth-protected-resource/mcp"`;
+
+    // The 401 names the baseline scope only.
+    const bare = await rawMcpPost(proxy.mcpUrl);
+    expectChallenge(bare, proxy, 'request without a token');
+    const baseline = scopeSet(challengeParam(bare.www, 'scope'));
+    expect(baseline.join(' ') === POLICY_BASELINE, `the 401's scope is "${baseline.join(' ')}", expected "${POLICY_BASELINE}"`);
+    detail(`no token: 401, WWW-Authenticate: ${bare.www}`);
+
+    const context = await newContext(world.browser);
+    let session;
+    try {
+        // First sign-in: the SDK asks for the 401's scope (SEP-835: the
+        // challenge's scope first), so its token lacks mcp:write.
+        const first = await startPolicyClient({ proxy, label: 'stepup', name: 'E2E SDK 2.x Step-up Client' });
+        session = first.session;
+        const { provider, authUrl } = first;
+        const asked = scopeSet(authUrl.searchParams.get('scope'));
+        expect(asked.includes('mcp:read') && !asked.includes('mcp:write'), `the first authorization asks for "${asked.join(' ')}"`);
+        // "Remember" unticked: a remembered approval is bound to the client
+        // and its redirect URI, not to scopes (standards.md), so a
+        // remembered client's step-up would go straight to the upstream.
+        const a = await inBrowser({
+            proxy,
+            context,
+            url: authUrl,
+            onConsentPage: async page => {
+                await page.screenshot({ path: join(ARTIFACTS, 'consent-stepup-first.png'), fullPage: true });
+                await page.uncheck('input[name="remember"]');
+            }
+        });
+        expect(a.consent, `our consent page was not shown: ${a.flow.steps.join(' > ')}`);
+        expect(
+            a.consent.scopes.includes('mcp:read') && !a.consent.scopes.includes('mcp:write'),
+            `the first consent page lists [${a.consent.scopes.join(', ')}]`
+        );
+        const params = await world.callbacks.wait(provider.lastState);
+        expect(typeof params.code === 'string' && !params.error, `authorization response: ${JSON.stringify(params)}`);
+        await session.complete(params);
+        const firstTokens = provider.tokens();
+        const firstClaims = jwtClaims(firstTokens?.access_token);
+        expect(firstClaims?.iss === proxy.base && firstClaims.sub === ACCOUNT.sub, 'the first sign-in gave no proxy JWT for the user');
+        const firstGranted = scopeSet(firstTokens.scope);
+        expect(
+            firstGranted.includes('mcp:read') && !firstGranted.includes('mcp:write'),
+            `the first token's scope is "${firstTokens.scope}"`
+        );
+        detail(
+            `first sign-in: authorization URL scope="${authUrl.searchParams.get('scope')}"; consent page lists ` +
+                `[${a.consent.scopes.join(', ')}]; ${a.flow.steps.join(' > ')}; token scope "${firstTokens.scope}"`
+        );
+
+        // The read tool works with that token.
+        const tools = await session.listTools();
+        const names = tools.tools.map(t => t.name);
+        expect(names.includes('read_notes') && names.includes('write_note'), `tools/list: [${names.join(', ')}]`);
+        const read = await session.callJson('read_notes');
+        expect(Array.isArray(read.notes), `read_notes answered ${JSON.stringify(read)}`);
+        detail(`tools/list: [${names.join(', ')}]; read_notes → ${JSON.stringify(read)}`);
+
+        // The write tool: 403 insufficient_scope from the proxy; the SDK steps
+        // up by itself (no refresh: the union of scopes is larger than the
+        // token's) and hands us the new authorization URL.
+        const notesBefore = server.notes.length;
+        const receivedBefore = server.received.length;
+        const redirectsBefore = provider.redirects.length;
+        const logStart = session.fetchLog.length;
+        let refusal = null;
+        try {
+            await session.callJson('write_note', { text: NOTE });
+        } catch (e) {
+            refusal = e;
+        }
+        expect(refusal, 'write_note succeeded with a token without mcp:write');
+        const stepLog = session.fetchLog.slice(logStart);
+        detail(`SDK 2.x requests: ${stepLog.map(e => `${e.method} ${new URL(e.url).pathname} ${e.status}`).join(' → ')}`);
+        expect(
+            refusal instanceof UnauthorizedErrorV2,
+            `the SDK raised ${refusal?.constructor?.name}: ${refusal?.message} (expected UnauthorizedError after starting a new authorization)`
+        );
+        const challenged = stepLog.find(e => e.method === 'POST' && new URL(e.url).pathname === '/mcp' && e.status === 403);
+        expect(challenged, 'the write_note call got no 403 from the proxy');
+        expect(/(?:^|[\s,])error="insufficient_scope"/.test(challenged.www || ''), `the 403's challenge: ${challenged.www}`);
+        expect((challenged.www || '').includes(wantedChallenge), `the 403's challenge lacks ${wantedChallenge}: ${challenged.www}`);
+        const needed = scopeSet(challengeParam(challenged.www, 'scope'));
+        expect(needed.includes('mcp:write'), `the 403's scope is "${needed.join(' ')}", expected it to name mcp:write`);
+        expect(!needed.includes('offline_access'), `the 403's scope names offline_access: "${needed.join(' ')}"`);
+        detail(`write_note: 403, WWW-Authenticate: ${challenged.www} (the SDK sent Mcp-Name: ${challenged.mcp['mcp-name'] ?? '(none)'})`);
+        const reached = server.received.slice(receivedBefore).filter(r => r.mcp_name === 'write_note');
+        expect(reached.length === 0 && server.notes.length === notesBefore, 'the refused write_note call reached the MCP server');
+        const refreshed = stepLog.filter(e => new URL(e.url).pathname === '/token');
+        expect(refreshed.length === 0, `the SDK went to /token before the new authorization: ${JSON.stringify(refreshed)}`);
+        expect(provider.redirects.length === redirectsBefore + 1, `the SDK produced ${provider.redirects.length - redirectsBefore} authorization URL(s)`);
+        const stepUrl = provider.redirects[redirectsBefore];
+        const stepScope = scopeSet(stepUrl.searchParams.get('scope'));
+        expect(
+            stepScope.includes('mcp:read') && stepScope.includes('mcp:write'),
+            `the step-up authorization asks for "${stepScope.join(' ')}"`
+        );
+        detail(`the MCP server never saw the call; the SDK raised UnauthorizedError with a new authorization URL: scope="${stepUrl.searchParams.get('scope')}"`);
+
+        // The same browser authorizes again: our consent page shows the larger scope.
+        const b = await inBrowser({
+            proxy,
+            context,
+            url: stepUrl,
+            onConsentPage: page => page.screenshot({ path: join(ARTIFACTS, 'consent-stepup.png'), fullPage: true })
+        });
+        expect(b.consent, `our consent page was not shown for the larger scope: ${b.flow.steps.join(' > ')}`);
+        expect(
+            b.consent.scopes.includes('mcp:read') && b.consent.scopes.includes('mcp:write'),
+            `the step-up consent page lists [${b.consent.scopes.join(', ')}]`
+        );
+        const params2 = await world.callbacks.wait(provider.lastState);
+        expect(typeof params2.code === 'string' && !params2.error, `step-up authorization response: ${JSON.stringify(params2)}`);
+        await session.transport.finishAuth(new URLSearchParams(params2));
+        const tokens = provider.tokens();
+        const granted = scopeSet(tokens.scope);
+        expect(granted.includes('mcp:read') && granted.includes('mcp:write'), `the step-up token's scope is "${tokens.scope}"`);
+        expect(jwtClaims(tokens.access_token)?.sub === ACCOUNT.sub, 'the step-up token is not the user\'s');
+        detail(`step-up: ${b.flow.steps.join(' > ')}; consent page lists [${b.consent.scopes.join(', ')}]; token scope "${tokens.scope}"`);
+
+        // The retried call succeeds and reaches the server, with the upstream token.
+        const written = await session.callJson('write_note', { text: NOTE });
+        expect(written.written === NOTE, `write_note answered ${JSON.stringify(written)}`);
+        expect(server.notes.length === notesBefore + 1 && server.notes.at(-1).text === NOTE, 'the MCP server did not store the note');
+        const bearer = /^Bearer\s+(\S+)/i.exec(server.notes.at(-1).authorization || '')?.[1];
+        expect(bearer && !isProxyJwt(bearer, proxy.base), 'the MCP server received the proxy\'s JWT');
+        const readBack = await session.callJson('read_notes');
+        expect(readBack.notes?.includes(NOTE), `read_notes after the write: ${JSON.stringify(readBack)}`);
+        detail(`retried write_note → ${JSON.stringify(written)} (upstream token at the server); read_notes → ${JSON.stringify(readBack)}`);
+
+        // The proxy's record (its audit events, in its log): the refusal, then the call.
+        const wanted = [
+            [
+                'request.refused 403 for write_note',
+                e => e.event === 'request.refused' && e.status === 403 && e.mcp?.name === 'write_note' && e.subject === ACCOUNT.sub
+            ],
+            ['mcp.request 200 for write_note', e => e.event === 'mcp.request' && e.mcp?.name === 'write_note' && e.status === 200]
+        ];
+        let missing = wanted;
+        for (let i = 0; i < 30 && missing.length; i++) {
+            if (i) await sleep(100);
+            const events = logEvents(proxy);
+            missing = wanted.filter(([, test]) => !events.some(test));
+        }
+        expect(missing.length === 0, `the proxy's audit events lack ${missing.map(([what]) => what).join(', ')}`);
+        detail('the proxy\'s audit events: request.refused (403, write_note, alice.e2e), then mcp.request (200, write_note)');
+    } finally {
+        await session?.close();
+        await context.close().catch(() => {});
+    }
+}
+
+async function scenario12() {
+    const proxy = world.policy;
+    const exchanges = () =>
+        world.upstream.tokenRequests.filter(r => r.client_id === 'mcp-proxy-policy' && r.grant_type === 'authorization_code');
+
+    // The outsider: signed in by the upstream, refused by the proxy.
+    let context = await newContext(world.browser);
+    let session;
+    try {
+        const c = await startPolicyClient({ proxy, label: 'outsider', name: 'E2E Outsider Client' });
+        session = c.session;
+        const { provider, authUrl } = c;
+        const logFrom = readFileSync(proxy.logPath, 'utf8').length;
+        const exchangesBefore = exchanges().length;
+        const { flow } = await inBrowser({ proxy, context, url: authUrl, account: OUTSIDER });
+        const expectedSteps = ['proxy-consent', 'upstream-login', 'upstream-consent', 'client-callback'];
+        expect(flow.steps.join(',') === expectedSteps.join(','), `browser steps were ${flow.steps.join(' > ')}`);
+        const params = await world.callbacks.wait(provider.lastState);
+        expect(params.error === 'access_denied', `the outsider's authorization response: ${JSON.stringify(params)}`);
+        expect(!('code' in params), 'a code came back for the outsider');
+        expect(params.state === provider.lastState, `state ${params.state} is not the client's ${provider.lastState}`);
+        expect(params.iss === proxy.base, `the refusal's iss is ${params.iss}, expected ${proxy.base}`);
+        const description = params.error_description || '';
+        expect(/not allowed|not permitted/i.test(description), `error_description "${description}" does not say the account is not allowed`);
+        for (const secret of ['@', 'email', OUTSIDER.sub, POLICY_ALLOWED_USERS]) {
+            expect(!description.includes(secret), `error_description "${description}" tells about the rule or the account (${secret})`);
+        }
+        expect(provider.tokens() === undefined, 'the outsider\'s client holds tokens');
+        expect(exchanges().length === exchangesBefore + 1, 'the proxy did not exchange the outsider\'s upstream code');
+        detail(
+            `outsider ${OUTSIDER.login} (${OUTSIDER.email}): ${flow.steps.join(' > ')}; callback: error=${params.error}, ` +
+                `error_description="${description}", state matches, no code, iss=${params.iss ?? '(none)'}`
+        );
+        // The proxy's record: a log line about the refusal, and no code or token for the outsider.
+        let lines = [];
+        for (let i = 0; i < 30 && lines.length === 0; i++) {
+            if (i) await sleep(100);
+            lines = readFileSync(proxy.logPath, 'utf8')
+                .slice(logFrom)
+                .split('\n')
+                .filter(l => /not allowed|refus|denied/i.test(l));
+        }
+        expect(lines.length > 0, 'the proxy logged nothing about the refused sign-in');
+        const events = logEvents(proxy, logFrom);
+        const clientId = provider.clientInformation()?.client_id;
+        const refused = events.find(
+            e => e.event === 'upstream.sign_in' && e.outcome === 'refused' && e.subject === OUTSIDER.sub && e.client_id === clientId
+        );
+        expect(refused, `no refused upstream.sign_in audit event for ${OUTSIDER.sub} and client ${clientId}`);
+        const issued = events.filter(e => ['code.issued', 'token.issued'].includes(e.event));
+        expect(issued.length === 0, `the proxy recorded ${issued.map(e => e.event).join(', ')} for the outsider's sign-in`);
+        const warned = lines.filter(l => !l.startsWith('{'));
+        detail(`the proxy's log line: ${warned.map(l => oneLine(l).slice(0, 240)).join(' | ') || '(none but the audit event)'}`);
+        detail(`audit event: upstream.sign_in, outcome refused, subject ${refused.subject}, reason "${refused.reason}"`);
+        detail('no code.issued or token.issued event after the outsider\'s upstream sign-in');
+    } finally {
+        await session?.close();
+        await context.close().catch(() => {});
+    }
+
+    // The allowed account still signs in and calls a tool.
+    context = await newContext(world.browser);
+    session = undefined;
+    try {
+        const c = await startPolicyClient({ proxy, label: 'insider', name: 'E2E Insider Client' });
+        session = c.session;
+        const { provider, authUrl } = c;
+        const { flow } = await inBrowser({ proxy, context, url: authUrl });
+        const params = await world.callbacks.wait(provider.lastState);
+        expect(typeof params.code === 'string' && !params.error, `the allowed account's authorization response: ${JSON.stringify(params)}`);
+        await session.complete(params);
+        expect(jwtClaims(provider.tokens()?.access_token)?.sub === ACCOUNT.sub, 'the allowed account got no token of its own');
+        const who = await whoamiV2(session, proxy);
+        detail(`allowed ${ACCOUNT.login} (${ACCOUNT.email}): ${flow.steps.join(' > ')} → code → token; whoami → "${who.sub}"`);
+    } finally {
+        await session?.close();
+        await context.close().catch(() => {});
+    }
+}
+
 const SCENARIOS = [
     ['1', 'scenario 1: swap mode, consent on (401, discovery, DCR, consent page, upstream login, tools/list, whoami)', scenario1],
     ['2', 'scenario 2: refresh on 401, rotated-out refresh token refused', scenario2],
@@ -1455,6 +1775,16 @@ const SCENARIOS = [
         '10',
         'scenario 10: MCP SDK 2.x without clientMetadataUrl against a proxy that advertises documents: registers by DCR, whoami',
         scenario10
+    ],
+    [
+        '11',
+        'scenario 11: scope step-up, MCP SDK 2.x (write_* needs mcp:write: 403 insufficient_scope, the SDK authorizes again with the larger scope through the browser, the retried call succeeds)',
+        scenario11
+    ],
+    [
+        '12',
+        'scenario 12: OAUTH_PROXY_ALLOWED_USERS (an account outside it is refused at the callback with access_denied and no code; the allowed account signs in)',
+        scenario12
     ]
 ];
 

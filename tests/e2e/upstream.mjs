@@ -1,7 +1,8 @@
 // The upstream OAuth/OIDC server: `oidc-provider` (OpenID Certified), run
 // in-process on a loopback port.
 //
-// - In-memory adapter (the library's default), one account.
+// - In-memory adapter (the library's default), two accounts (ACCOUNT, and
+//   OUTSIDER whose email is in another domain).
 // - One pre-registered confidential client per proxy configuration, each with
 //   the proxy's callback as its only redirect URI and its own token endpoint
 //   authentication method (client_secret_basic or client_secret_post).
@@ -17,7 +18,7 @@ import { randomBytes } from 'node:crypto';
 import Provider from 'oidc-provider';
 import { exportJWK, generateKeyPair } from 'jose';
 
-/** The one user. devInteractions uses the login name as the account id. */
+/** The main user. devInteractions uses the login name as the account id. */
 export const ACCOUNT = Object.freeze({
     login: 'alice.e2e',
     password: 'correct horse battery staple',
@@ -25,6 +26,20 @@ export const ACCOUNT = Object.freeze({
     name: 'Alice Example',
     email: 'alice@example.test'
 });
+
+/**
+ * A second user, whose verified email is outside alice's domain: the one
+ * `OAUTH_PROXY_ALLOWED_USERS` refuses in scenario 12.
+ */
+export const OUTSIDER = Object.freeze({
+    login: 'mallory.e2e',
+    password: 'tr0ub4dor&3',
+    sub: 'mallory.e2e',
+    name: 'Mallory Outsider',
+    email: 'mallory@elsewhere.test'
+});
+
+const ACCOUNTS = new Map([ACCOUNT, OUTSIDER].map(a => [a.sub, a]));
 
 /**
  * Starts oidc-provider on 127.0.0.1:<port>.
@@ -49,11 +64,12 @@ export async function startUpstream({ port, clients }) {
             token_endpoint_auth_method: c.auth_method
         })),
         async findAccount(_ctx, sub) {
-            if (sub !== ACCOUNT.sub) return undefined;
+            const account = ACCOUNTS.get(sub);
+            if (!account) return undefined;
             return {
                 accountId: sub,
                 async claims() {
-                    return { sub, name: ACCOUNT.name, email: ACCOUNT.email, email_verified: true };
+                    return { sub, name: account.name, email: account.email, email_verified: true };
                 }
             };
         },
