@@ -1534,16 +1534,16 @@ async function scenario11() {
         const { provider, authUrl } = first;
         const asked = scopeSet(authUrl.searchParams.get('scope'));
         expect(asked.includes('mcp:read') && !asked.includes('mcp:write'), `the first authorization asks for "${asked.join(' ')}"`);
-        // "Remember" unticked: a remembered approval is bound to the client
-        // and its redirect URI, not to scopes (standards.md), so a
-        // remembered client's step-up would go straight to the upstream.
+        // "Remember" stays ticked (the page's default): a remembered
+        // approval covers the scopes approved, not more, so the step-up
+        // below must show our consent page again.
         const a = await inBrowser({
             proxy,
             context,
             url: authUrl,
             onConsentPage: async page => {
                 await page.screenshot({ path: join(ARTIFACTS, 'consent-stepup-first.png'), fullPage: true });
-                await page.uncheck('input[name="remember"]');
+                expect(await page.isChecked('input[name="remember"]'), '"remember" is ticked by default');
             }
         });
         expect(a.consent, `our consent page was not shown: ${a.flow.steps.join(' > ')}`);
