@@ -479,6 +479,33 @@ impl Driver {
         }
     }
 
+    /// The code for an authorization request with `extra` appended to its
+    /// query (the consent page approved when it is shown).
+    pub async fn code_with(&self, client: &TestClient, pkce: &Pkce, extra: &str) -> String {
+        let first = self
+            .browser_get(&format!("{}{extra}", self.authorize_path(client, pkce, "s")))
+            .await;
+        let to_upstream = if first.status == StatusCode::OK {
+            self.approve(&first).await
+        } else {
+            first
+        };
+        let back = self.through_upstream(&to_upstream).await;
+        assert_eq!(back.status, StatusCode::FOUND, "callback: {}", back.body);
+        let back = back.location();
+        query_param(&back, "code").unwrap_or_else(|| panic!("no code in {back}"))
+    }
+
+    /// An access token for `client` from an authorization asking for `scope`.
+    pub async fn token_with_scope(&self, client: &TestClient, scope: &str) -> String {
+        let pkce = Pkce::new();
+        let scope: String = url::form_urlencoded::byte_serialize(scope.as_bytes()).collect();
+        let code = self.code_with(client, &pkce, &format!("&scope={scope}")).await;
+        let answer = self.exchange_code(client, &code, &pkce.verifier).await;
+        assert_eq!(answer.status, StatusCode::OK, "token: {}", answer.body);
+        answer.json()["access_token"].as_str().unwrap().to_string()
+    }
+
     /// Register, authorize, exchange: the token response.
     pub async fn full_flow(&self, client: &TestClient) -> Value {
         let pkce = Pkce::new();

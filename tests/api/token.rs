@@ -668,22 +668,6 @@ async fn a_token_response_leaves_scope_out_when_the_grant_has_none_in_swap_and_p
     }
 }
 
-/// The code for an authorization request with `extra` appended to its query.
-async fn code_with(app: &TestApp, client: &TestClient, pkce: &Pkce, extra: &str) -> String {
-    let first = app
-        .browser_get(&format!("{}{extra}", app.authorize_path(client, pkce, "s")))
-        .await;
-    let to_upstream = if first.status == StatusCode::OK {
-        app.approve(&first).await
-    } else {
-        first
-    };
-    let back = app.through_upstream(&to_upstream).await;
-    assert_eq!(back.status, StatusCode::FOUND, "callback: {}", back.body);
-    let back = back.location();
-    crate::helpers::query_param(&back, "code").unwrap_or_else(|| panic!("no code in {back}"))
-}
-
 fn encoded(value: &str) -> String {
     url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
 }
@@ -696,7 +680,9 @@ async fn a_resource_with_a_query_is_accepted_at_authorize_and_token_and_the_audi
     let client = app.register_confidential().await;
     let (secret, pkce) = (client.client_secret.clone().unwrap(), Pkce::new());
     let resource = format!("{}/mcp?kb_name=team%20docs&x=1", app.address);
-    let code = code_with(&app, &client, &pkce, &format!("&resource={}", encoded(&resource))).await;
+    let code = app
+        .code_with(&client, &pkce, &format!("&resource={}", encoded(&resource)))
+        .await;
     let form = [
         ("grant_type", "authorization_code"),
         ("code", code.as_str()),
@@ -739,7 +725,7 @@ async fn a_resource_with_another_path_or_host_or_a_fragment_is_still_invalid_tar
         format!("{address}/mcp#f"),
     ] {
         let pkce = Pkce::new();
-        let code = code_with(&app, &client, &pkce, "").await;
+        let code = app.code_with(&client, &pkce, "").await;
         let form = [
             ("grant_type", "authorization_code"),
             ("code", code.as_str()),
@@ -775,7 +761,7 @@ async fn an_immediate_repeated_redemption_naming_another_resource_is_invalid_tar
     let client = app.register_confidential().await;
     let secret = client.client_secret.clone().unwrap();
     let pkce = Pkce::new();
-    let code = code_with(&app, &client, &pkce, "").await;
+    let code = app.code_with(&client, &pkce, "").await;
     let form = |resource: &'static str| {
         let mut form = vec![
             ("grant_type", "authorization_code"),

@@ -9,7 +9,7 @@ use mcp_oauth_proxy::audit::{EventKind, Outcome};
 use serde_json::{json, Value};
 
 use crate::backend_double::BackendDouble;
-use crate::helpers::{bearer_challenge, query_param, Answer, Pkce, TestApp, TestClient};
+use crate::helpers::{bearer_challenge, Answer, TestApp};
 use crate::mock_upstream::MockUpstreamConfig;
 
 const SCOPES: &str = "openid repo:read repo:write repo:admin offline_access";
@@ -25,27 +25,6 @@ async fn spawn(extra: &[(&str, &str)]) -> (TestApp, BackendDouble) {
     settings.extend_from_slice(extra);
     let app = TestApp::spawn_with(&settings, MockUpstreamConfig::default()).await;
     (app, backend)
-}
-
-/// An access token for `client` from an authorization asking for `scope`.
-async fn token_with_scope(app: &TestApp, client: &TestClient, scope: &str) -> String {
-    let pkce = Pkce::new();
-    let query = url::form_urlencoded::Serializer::new(String::new())
-        .append_pair("scope", scope)
-        .finish();
-    let first = app
-        .browser_get(&format!("{}&{query}", app.authorize_path(client, &pkce, "s")))
-        .await;
-    let to_upstream = if first.status == StatusCode::OK {
-        app.approve(&first).await
-    } else {
-        first
-    };
-    let back = app.through_upstream(&to_upstream).await;
-    let code = query_param(&back.location(), "code").unwrap_or_else(|| panic!("no code: {}", back.location()));
-    let answer = app.exchange_code(client, &code, &pkce.verifier).await;
-    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
-    answer.json()["access_token"].as_str().unwrap().to_string()
 }
 
 fn call(id: i64, method: &str, params: Value) -> Value {
@@ -82,7 +61,7 @@ fn assert_step_up(app: &TestApp, answer: &Answer, scope: &str, id: Value) {
 async fn a_call_whose_token_has_the_tools_scope_is_forwarded_and_only_such_a_call() {
     let (app, backend) = spawn(&[]).await;
     let client = app.register_public().await;
-    let token = token_with_scope(&app, &client, "openid repo:read repo:write").await;
+    let token = app.token_with_scope(&client, "openid repo:read repo:write").await;
     let answer = app.mcp_post(Some(&token), tool(1, "write_file")).await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
     assert_eq!(answer.json()["result"]["echo"], "tools/call");
@@ -101,7 +80,7 @@ async fn a_call_whose_token_has_the_tools_scope_is_forwarded_and_only_such_a_cal
 async fn a_call_whose_token_lacks_the_tools_scope_gets_the_step_up_challenge_and_is_not_forwarded() {
     let (app, backend) = spawn(&[]).await;
     let client = app.register_public().await;
-    let token = token_with_scope(&app, &client, "openid repo:read").await;
+    let token = app.token_with_scope(&client, "openid repo:read").await;
     let answer = app.mcp_post(Some(&token), tool(7, "delete_repo")).await;
     // The baseline (every advertised scope no rule is about, without
     // offline_access) and the scope the tool needs.
@@ -145,7 +124,7 @@ async fn the_401_challenge_names_the_baseline_scopes_not_the_tools_ones() {
 async fn with_required_scopes_the_challenge_names_them_and_every_scope_the_tool_needs() {
     let (app, backend) = spawn(&[("OAUTH_PROXY_MCP_REQUIRED_SCOPES", "repo:read")]).await;
     let client = app.register_public().await;
-    let token = token_with_scope(&app, &client, "repo:read repo:write").await;
+    let token = app.token_with_scope(&client, "repo:read repo:write").await;
     let unauthenticated = app.mcp_post(None, tool(1, "delete_repo")).await;
     assert_eq!(bearer_challenge(&unauthenticated)["scope"], "repo:read");
     // The required scopes and the one the tool needs.
@@ -160,7 +139,7 @@ async fn with_required_scopes_the_challenge_names_them_and_every_scope_the_tool_
 async fn a_batch_with_one_refused_element_is_refused_whole() {
     let (app, backend) = spawn(&[]).await;
     let client = app.register_public().await;
-    let token = token_with_scope(&app, &client, "openid repo:read repo:write").await;
+    let token = app.token_with_scope(&client, "openid repo:read repo:write").await;
     let batch = json!([
         tool(1, "write_file"),
         call(2, "ping", json!({})),
@@ -187,7 +166,9 @@ async fn a_batch_with_one_refused_element_is_refused_whole() {
 async fn a_batch_longer_than_the_gateway_checks_is_refused() {
     let (app, backend) = spawn(&[]).await;
     let client = app.register_public().await;
-    let token = token_with_scope(&app, &client, "openid repo:read repo:write repo:admin").await;
+    let token = app
+        .token_with_scope(&client, "openid repo:read repo:write repo:admin")
+        .await;
     let batch: Vec<Value> = (0..101).map(|i| call(i, "ping", json!({}))).collect();
     let answer = app.mcp_post(Some(&token), Value::Array(batch)).await;
     assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.body);
@@ -204,7 +185,7 @@ async fn a_batch_longer_than_the_gateway_checks_is_refused() {
 async fn glob_patterns_match_whole_names() {
     let (app, backend) = spawn(&[]).await;
     let client = app.register_public().await;
-    let token = token_with_scope(&app, &client, "openid repo:read").await;
+    let token = app.token_with_scope(&client, "openid repo:read").await;
     // `summarize_?` is one character after the underscore; `delete_*` a prefix.
     for (name, allowed) in [
         ("summarize_a", false),
@@ -226,7 +207,7 @@ async fn glob_patterns_match_whole_names() {
 async fn prompts_by_name_and_resources_by_uri_are_checked_too() {
     let (app, backend) = spawn(&[]).await;
     let client = app.register_public().await;
-    let token = token_with_scope(&app, &client, "openid repo:read").await;
+    let token = app.token_with_scope(&client, "openid repo:read").await;
     let prompt = call(4, "prompts/get", json!({"name": "write_summary"}));
     assert_step_up(
         &app,
@@ -266,7 +247,7 @@ async fn prompts_by_name_and_resources_by_uri_are_checked_too() {
 async fn a_body_that_could_hide_the_name_from_the_gateway_is_refused() {
     let (app, backend) = spawn(&[]).await;
     let client = app.register_public().await;
-    let token = token_with_scope(&app, &client, "openid repo:read").await;
+    let token = app.token_with_scope(&client, "openid repo:read").await;
     // The last of duplicate keys counts (as in JavaScript's JSON.parse).
     let duplicate = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search","name":"delete_repo"}}"#;
     // A lone surrogate: JSON.parse takes it, the gateway cannot read it.
@@ -308,13 +289,15 @@ async fn raw_post(app: &TestApp, token: &str, body: &str) -> Answer {
 async fn after_the_challenge_a_second_authorization_with_the_larger_scope_gets_the_call_through() {
     let (app, backend) = spawn(&[]).await;
     let client = app.register_public().await;
-    let first = token_with_scope(&app, &client, "openid repo:read").await;
+    let first = app.token_with_scope(&client, "openid repo:read").await;
     let answer = app.mcp_post(Some(&first), tool(1, "delete_repo")).await;
     let challenged = bearer_challenge(&answer)["scope"].clone();
     assert_eq!(answer.status, StatusCode::FORBIDDEN);
     assert_eq!(forwarded(&backend), 0);
     // The client authorizes again with the scopes it had and the challenged ones.
-    let stepped_up = token_with_scope(&app, &client, &format!("openid repo:read {challenged}")).await;
+    let stepped_up = app
+        .token_with_scope(&client, &format!("openid repo:read {challenged}"))
+        .await;
     let answer = app
         .mcp_request(
             Method::POST,

@@ -7,7 +7,7 @@ use awc::http::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use crate::backend_double::BackendDouble;
-use crate::helpers::{query_param, Pkce, TestApp};
+use crate::helpers::TestApp;
 use crate::mock_upstream::MockUpstreamConfig;
 
 const TOOLS: &str = "read_file,search,write_file,delete_repo";
@@ -40,20 +40,7 @@ async fn spawn(filter: bool) -> (TestApp, BackendDouble) {
 /// An access token granted exactly `scope`, through the whole flow.
 async fn token_with_scope(app: &TestApp, scope: &str) -> String {
     let client = app.register_public().await;
-    let pkce = Pkce::new();
-    let scope: String = url::form_urlencoded::byte_serialize(scope.as_bytes()).collect();
-    let first = app
-        .browser_get(&format!("{}&scope={scope}", app.authorize_path(&client, &pkce, "s")))
-        .await;
-    let to_upstream = if first.status == StatusCode::OK {
-        app.approve(&first).await
-    } else {
-        first
-    };
-    let back = app.through_upstream(&to_upstream).await;
-    let code = query_param(&back.location(), "code").unwrap_or_else(|| panic!("no code in {}", back.location()));
-    let tokens = app.exchange_code(&client, &code, &pkce.verifier).await.json();
-    tokens["access_token"].as_str().unwrap().to_string()
+    app.token_with_scope(&client, scope).await
 }
 
 async fn post(app: &TestApp, path: &str, token: &str, body: Value) -> crate::helpers::Answer {
