@@ -66,7 +66,27 @@ async fn serve() -> ExitCode {
             log::warn!("cannot opt out of transparent huge pages (OAUTH_PROXY_DISABLE_THP): {e}");
         }
     }
+    // The listeners before anything else starts: a port in use stops
+    // start-up before the store is opened or the upstream contacted, and
+    // leaves no actor running to tear down.
     let bind = config.bind;
+    let listener = match TcpListener::bind(bind) {
+        Ok(listener) => listener,
+        Err(e) => {
+            eprintln!("mcp-oauth-proxy: cannot listen on {bind} (OAUTH_PROXY_BIND): {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let admin_listener = match config.operations.admin_bind {
+        None => None,
+        Some(admin_bind) => match TcpListener::bind(admin_bind) {
+            Ok(listener) => Some((admin_bind, listener)),
+            Err(e) => {
+                eprintln!("mcp-oauth-proxy: cannot listen on {admin_bind} (OAUTH_PROXY_ADMIN_BIND): {e}");
+                return ExitCode::from(1);
+            }
+        },
+    };
     let proxy = match OAuthProxy::start(config).await {
         Ok(proxy) => proxy,
         Err(e) => {
@@ -86,41 +106,30 @@ async fn serve() -> ExitCode {
         }
         Err(e) => log::warn!("cannot listen for SIGHUP (the audit log will not be reopened on it): {e}"),
     }
-    let listener = match TcpListener::bind(bind) {
-        Ok(listener) => listener,
-        Err(e) => {
-            eprintln!("mcp-oauth-proxy: cannot listen on {bind} (OAUTH_PROXY_BIND): {e}");
-            return ExitCode::from(1);
-        }
-    };
     log::info!(
         "mcp-oauth-proxy listening on http://{bind} (issuer {})",
         proxy.config().issuer
     );
-    // The admin listener (metrics, readiness, the admin API), when asked for.
-    let admin_server = match proxy.config().operations.admin_bind {
-        None => None,
-        Some(admin_bind) => {
-            let started = TcpListener::bind(admin_bind).and_then(|l| startup::run_admin(l, proxy.clone()));
-            match started {
-                Ok(server) => {
-                    log::info!("admin listener on http://{admin_bind} (/metrics, /readyz, /admin)");
-                    Some(server)
-                }
-                Err(e) => {
-                    eprintln!("mcp-oauth-proxy: cannot listen on {admin_bind} (OAUTH_PROXY_ADMIN_BIND): {e}");
-                    return ExitCode::from(1);
-                }
+    // Past this point the actors run: every way out shuts them down first
+    // (dropping the runtime under their timers would panic).
+    if let Some((admin_bind, admin_listener)) = admin_listener {
+        match startup::run_admin(admin_listener, proxy.clone()) {
+            Ok(admin_server) => {
+                log::info!("admin listener on http://{admin_bind} (/metrics, /readyz, /admin)");
+                actix_web::rt::spawn(admin_server);
+            }
+            Err(e) => {
+                eprintln!("mcp-oauth-proxy: cannot start the admin listener: {e}");
+                proxy.shutdown().await;
+                return ExitCode::from(1);
             }
         }
-    };
-    if let Some(admin_server) = admin_server {
-        actix_web::rt::spawn(admin_server);
     }
     let server = match startup::run(listener, proxy.clone()) {
         Ok(server) => server,
         Err(e) => {
             eprintln!("mcp-oauth-proxy: cannot start the HTTP server: {e}");
+            proxy.shutdown().await;
             return ExitCode::from(1);
         }
     };

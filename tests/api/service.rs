@@ -431,6 +431,30 @@ async fn a_failed_discovery_stops_start_up_saying_what_to_check() {
     assert!(line.contains("OAUTH_PROXY_EXTRA_CA_FILE"), "{line}");
 }
 
+/// A port already in use stops start-up with one line naming the variable
+/// and exit code 1: before the store is opened, and without the panics a
+/// runtime dropped under running actors prints.
+#[actix_web::test]
+async fn a_port_in_use_stops_start_up_naming_the_variable_without_a_panic() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_address = taken.local_addr().unwrap().to_string();
+    for variable in ["OAUTH_PROXY_BIND", "OAUTH_PROXY_ADMIN_BIND"] {
+        let mut variables = vec![(variable, taken_address.as_str())];
+        if variable == "OAUTH_PROXY_ADMIN_BIND" {
+            variables.push(("OAUTH_PROXY_ADMIN_TOKEN", "an-admin-token-of-32-characters-at-least"));
+        }
+        let (code, stderr) = start_up_failure(&variables).await;
+        assert_eq!(code, Some(1), "{variable}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{variable}: {stderr}");
+        let line = stderr.trim();
+        assert_eq!(line.lines().count(), 1, "one line: {stderr}");
+        assert!(
+            line.contains(&format!("cannot listen on {taken_address} ({variable})")),
+            "{line}"
+        );
+    }
+}
+
 /// The access log names the client as the rest of the proxy sees it: behind
 /// a trusted proxy, the forwarded address; from anyone else, the socket
 /// peer, whatever they claim. Paths only: a query string (which may carry a
