@@ -8,15 +8,25 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import net from 'node:net';
 
-/** A free loopback port (bound then released). */
-export function freePort() {
-    return new Promise((resolve, reject) => {
+/**
+ * A free loopback port for a server the suite starts later: bound then
+ * released, picked below the kernel's ephemeral range (32768-60999 on Linux)
+ * so that no outgoing connection made meanwhile (the browser's, a proxy's to
+ * its upstream) can be given it before the server binds it.
+ */
+export async function freePort() {
+    for (let attempt = 0; attempt < 100; attempt++) {
+        const port = 20000 + Math.floor(Math.random() * 12000);
+        if (await canListen(port)) return port;
+    }
+    throw new Error('no free port found in 20000-31999 after 100 tries');
+}
+
+function canListen(port) {
+    return new Promise(resolve => {
         const s = net.createServer();
-        s.once('error', reject);
-        s.listen(0, '127.0.0.1', () => {
-            const { port } = s.address();
-            s.close(() => resolve(port));
-        });
+        s.once('error', () => resolve(false));
+        s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
     });
 }
 
