@@ -1,6 +1,7 @@
 //! What the gateway reads of a JSON-RPC request body: each message's
 //! method, id, the tool, prompt or resource it names (`params.name`,
-//! `params.uri`) and the protocol version it declares
+//! `params.uri`, or for a completion `params.ref`) and the protocol version
+//! it declares
 //! (`params._meta["io.modelcontextprotocol/protocolVersion"]`, 2026-07-28).
 //! Only those fields are read: strings are borrowed from the body unless
 //! escaped, everything else is skipped, not built.
@@ -83,17 +84,42 @@ pub struct Call<'a> {
     pub uri: Param<'a>,
     /// `params._meta["io.modelcontextprotocol/protocolVersion"]`
     pub version: Param<'a>,
+    /// `params.ref`
+    pub reference: Reference<'a>,
 }
+
+/// `params.ref` of `completion/complete`: the prompt (`ref/prompt`, by
+/// `name`) or resource template (`ref/resource`, by `uri`) whose arguments
+/// are completed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Reference<'a> {
+    /// `type`; [`Param::Other`] too when `ref` is not an object.
+    pub kind: Param<'a>,
+    pub name: Param<'a>,
+    pub uri: Param<'a>,
+}
+
+/// What a completion whose `ref` the gateway cannot tell names: nothing it
+/// can allow.
+static UNREADABLE_TARGET: Param<'static> = Param::Other;
 
 impl<'a> Call<'a> {
     /// What the method is about, for the methods the gateway's policy knows:
     /// the tool (`tools/call`) or prompt (`prompts/get`) by `params.name`,
     /// the resource (`resources/read`, `resources/subscribe`,
-    /// `resources/unsubscribe`) by `params.uri`. `None` for other methods.
+    /// `resources/unsubscribe`) by `params.uri`, and the prompt or resource
+    /// a completion (`completion/complete`) is for, by `params.ref`, since
+    /// completing a prompt's arguments is using it. `None` for other
+    /// methods.
     pub fn target(&self) -> Option<&Param<'a>> {
         match self.method.as_deref()? {
             "tools/call" | "prompts/get" => Some(&self.name),
             "resources/read" | "resources/subscribe" | "resources/unsubscribe" => Some(&self.uri),
+            "completion/complete" => Some(match self.reference.kind.text() {
+                Some("ref/prompt") => &self.reference.name,
+                Some("ref/resource") => &self.reference.uri,
+                _ => &UNREADABLE_TARGET,
+            }),
             _ => None,
         }
     }
@@ -147,7 +173,11 @@ impl<'a> Message<'a> {
                 ..CallSummary::default()
             };
         };
-        let name = call.name.text().or(call.uri.text());
+        let name = call
+            .target()
+            .and_then(Param::text)
+            .or(call.name.text())
+            .or(call.uri.text());
         CallSummary {
             method: call.method.as_deref().map(recorded),
             name: name.map(recorded),
@@ -240,6 +270,7 @@ enum CallKey {
 enum ParamsKey {
     Name,
     Uri,
+    Ref,
     #[serde(rename = "_meta")]
     Meta,
     #[serde(other)]
@@ -282,6 +313,7 @@ impl<'de> Visitor<'de> for CallVisitor {
                     call.name = params.name;
                     call.uri = params.uri;
                     call.version = params.version;
+                    call.reference = params.reference;
                 }
                 CallKey::Other => {
                     map.next_value::<IgnoredAny>()?;
@@ -402,6 +434,7 @@ struct Params<'a> {
     name: Param<'a>,
     uri: Param<'a>,
     version: Param<'a>,
+    reference: Reference<'a>,
 }
 
 struct ParamsVisitor;
@@ -425,6 +458,7 @@ impl<'de> Visitor<'de> for ParamsVisitor {
             match key {
                 ParamsKey::Name => params.name = map.next_value()?,
                 ParamsKey::Uri => params.uri = map.next_value()?,
+                ParamsKey::Ref => params.reference = map.next_value()?,
                 ParamsKey::Meta => params.version = map.next_value::<Meta<'de>>()?.0,
                 ParamsKey::Other => {
                     map.next_value::<IgnoredAny>()?;
@@ -438,6 +472,62 @@ impl<'de> Visitor<'de> for ParamsVisitor {
 impl<'de> Deserialize<'de> for Params<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         deserializer.deserialize_any(ParamsVisitor)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "lowercase")]
+enum ReferenceKey {
+    Type,
+    Name,
+    Uri,
+    #[serde(other)]
+    Other,
+}
+
+struct ReferenceVisitor;
+
+impl<'de> Visitor<'de> for ReferenceVisitor {
+    type Value = Reference<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a completion reference")
+    }
+
+    skip_other_values!(Reference<'de>, Reference::not_an_object());
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Reference<'de>, A::Error> {
+        skip_seq(seq).map(|()| Reference::not_an_object())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Reference<'de>, A::Error> {
+        let mut reference = Reference::default();
+        while let Some(key) = map.next_key::<ReferenceKey>()? {
+            match key {
+                ReferenceKey::Type => reference.kind = map.next_value()?,
+                ReferenceKey::Name => reference.name = map.next_value()?,
+                ReferenceKey::Uri => reference.uri = map.next_value()?,
+                ReferenceKey::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(reference)
+    }
+}
+
+impl Reference<'_> {
+    fn not_an_object() -> Self {
+        Reference {
+            kind: Param::Other,
+            ..Reference::default()
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Reference<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(ReferenceVisitor)
     }
 }
 
@@ -564,6 +654,34 @@ mod tests {
         for (body, expected) in cases {
             assert_eq!(summary(body), expected, "{body}");
         }
+    }
+
+    #[test]
+    fn a_completion_names_the_prompt_or_resource_of_its_reference() {
+        let target = |body: &str| -> Option<Param<'static>> {
+            let message = read(body.as_bytes());
+            message.calls()[0].target().map(|param| match param {
+                Param::Text(text) => Param::Text(Cow::Owned(text.to_string())),
+                Param::Absent => Param::Absent,
+                Param::Other => Param::Other,
+            })
+        };
+        let prompt = r#"{"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"deploy"},"argument":{"name":"env","value":"p"}}}"#;
+        assert_eq!(target(prompt), Some(Param::Text("deploy".into())));
+        assert_eq!(summary(prompt), (some("completion/complete"), some("deploy"), None));
+        let resource =
+            r#"{"method":"completion/complete","params":{"ref":{"uri":"file:///{path}","type":"ref/resource"}}}"#;
+        assert_eq!(target(resource), Some(Param::Text("file:///{path}".into())));
+        // A reference the gateway cannot tell apart names nothing it can allow.
+        for unreadable in [
+            r#"{"method":"completion/complete","params":{"ref":{"type":"ref/tool","name":"x"}}}"#,
+            r#"{"method":"completion/complete","params":{"ref":"deploy"}}"#,
+            r#"{"method":"completion/complete","params":{}}"#,
+        ] {
+            assert_eq!(target(unreadable), Some(Param::Other), "{unreadable}");
+        }
+        let no_name = r#"{"method":"completion/complete","params":{"ref":{"type":"ref/prompt"}}}"#;
+        assert_eq!(target(no_name), Some(Param::Absent));
     }
 
     #[test]

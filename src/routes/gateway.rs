@@ -583,7 +583,12 @@ fn check_call(
             None => continue,
             Some(Param::Text(name)) => name.as_ref(),
             // A name the gateway cannot read is not one it can allow.
-            Some(Param::Other) => return invalid(-32602, "params.name and params.uri must be strings"),
+            Some(Param::Other) => {
+                return invalid(
+                    -32602,
+                    "the tool, prompt or resource named (params.name, params.uri or params.ref) must be a string",
+                )
+            }
             Some(Param::Absent) => "",
         };
         let required = rules.required(name);

@@ -243,6 +243,48 @@ async fn prompts_by_name_and_resources_by_uri_are_checked_too() {
     backend.stop().await;
 }
 
+/// Completing a prompt's or a resource template's arguments uses it: a
+/// completion is checked by the prompt or resource its `ref` names.
+#[actix_web::test]
+async fn a_completion_is_checked_by_the_prompt_or_resource_its_reference_names() {
+    let (app, backend) = spawn(&[]).await;
+    let client = app.register_public().await;
+    let token = app.token_with_scope(&client, "openid repo:read").await;
+    let complete = |id: i64, reference: Value| {
+        call(
+            id,
+            "completion/complete",
+            json!({"ref": reference, "argument": {"name": "style", "value": "b"}}),
+        )
+    };
+    let prompt = complete(8, json!({"type": "ref/prompt", "name": "write_summary"}));
+    assert_step_up(
+        &app,
+        &app.mcp_post(Some(&token), prompt).await,
+        "openid repo:read repo:write",
+        json!(8),
+    );
+    let template = complete(9, json!({"type": "ref/resource", "uri": "file:///secret/{name}"}));
+    assert_step_up(
+        &app,
+        &app.mcp_post(Some(&token), template).await,
+        "openid repo:read repo:admin",
+        json!(9),
+    );
+    // A reference the gateway cannot tell apart is not one it can allow.
+    let unknown = complete(10, json!({"type": "ref/other", "name": "search"}));
+    let answer = app.mcp_post(Some(&token), unknown).await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.body);
+    assert_eq!(answer.json()["error"]["code"], -32602);
+    assert_eq!(forwarded(&backend), 0);
+    // A completion for a prompt no rule names goes through.
+    let open = complete(11, json!({"type": "ref/prompt", "name": "greet"}));
+    assert_eq!(app.mcp_post(Some(&token), open).await.status, StatusCode::OK);
+    assert_eq!(forwarded(&backend), 1);
+    app.stop().await;
+    backend.stop().await;
+}
+
 #[actix_web::test]
 async fn a_body_that_could_hide_the_name_from_the_gateway_is_refused() {
     let (app, backend) = spawn(&[]).await;
