@@ -362,6 +362,10 @@ impl Gateway {
         let encoded = headers
             .get(header::CONTENT_ENCODING)
             .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+        // A GET that opened no stream carries no answers to filter.
+        if filter.is_for_stream() && essence != "text/event-stream" {
+            return response;
+        }
         if encoded {
             return unfilterable(&filter, filter::Unfilterable("the tools/list answer is compressed"));
         }
@@ -369,7 +373,10 @@ impl Gateway {
             "application/json" => self.filter_json(response, filter).await,
             "text/event-stream" => {
                 let (mut head, body) = response.into_parts();
+                // The server's length no longer holds; forwarding it marked
+                // the answer unchunked, which would leave it unframed.
                 head.headers_mut().remove(header::CONTENT_LENGTH);
+                head.head_mut().no_chunking(false);
                 let body = FilteredSse {
                     body,
                     filter: filter.sse(),

@@ -7,6 +7,10 @@
 //! - Candidates: a request body that is one `tools/list` request with an
 //!   id, or a batch holding such requests (each one's answer is filtered,
 //!   matched by id). Notifications and every other method are not touched.
+//! - A GET stream (SSE) is filtered as a whole: resumed with
+//!   `Last-Event-ID`, it replays answers to earlier requests whose ids the
+//!   proxy no longer knows, so every answer on it whose `result` holds a
+//!   `tools` list is filtered.
 //! - Only the `tools` array is rewritten; everything else in the answer
 //!   (`nextCursor`, `_meta`, unknown fields, the other messages of a batch
 //!   answer, each kept tool) keeps the server's bytes. A JSON-RPC error
@@ -43,6 +47,9 @@ pub struct ToolsListFilter {
     /// The ids of the request's `tools/list` calls.
     ids: Vec<Value>,
     answered: Vec<bool>,
+    /// A GET stream: every answer with a `tools` list is filtered, whatever
+    /// its id, to the end of the stream.
+    every_answer: bool,
     may_call: Box<dyn Fn(&str) -> bool>,
 }
 
@@ -77,13 +84,30 @@ impl ToolsListFilter {
         Some(ToolsListFilter {
             answered: vec![false; ids.len()],
             ids,
+            every_answer: false,
             may_call: Box::new(may_call),
         })
     }
 
-    /// Whether every `tools/list` call of the request has been answered.
+    /// A filter for a GET stream (see the module docs).
+    pub fn for_stream(may_call: impl Fn(&str) -> bool + 'static) -> ToolsListFilter {
+        ToolsListFilter {
+            ids: Vec::new(),
+            answered: Vec::new(),
+            every_answer: true,
+            may_call: Box::new(may_call),
+        }
+    }
+
+    /// Whether this filters a GET stream.
+    pub fn is_for_stream(&self) -> bool {
+        self.every_answer
+    }
+
+    /// Whether every `tools/list` call of the request has been answered
+    /// (never, on a GET stream).
     pub fn all_answered(&self) -> bool {
-        self.answered.iter().all(|a| *a)
+        !self.every_answer && self.answered.iter().all(|a| *a)
     }
 
     /// The id an error about an unfilterable answer names: the first call
@@ -151,22 +175,33 @@ impl ToolsListFilter {
         let Ok(id) = serde_json::from_slice::<Value>(&b[id]) else {
             return Ok(None);
         };
-        let Some(index) = self.ids.iter().position(|candidate| *candidate == id) else {
-            return Ok(None);
-        };
-        self.answered[index] = true;
+        if !self.every_answer {
+            let Some(index) = self.ids.iter().position(|candidate| *candidate == id) else {
+                return Ok(None);
+            };
+            self.answered[index] = true;
+        }
         // An error answer has no result: nothing to filter.
         let Some(result) = single(b, &message, "result", "the answer's result appears twice")? else {
             return Ok(None);
         };
+        // On a GET stream, an answer is a tools/list answer by its shape.
         let Some(result) = members(b, result) else {
-            return Err(Unfilterable("the tools/list result is not an object"));
+            return if self.every_answer {
+                Ok(None)
+            } else {
+                Err(Unfilterable("the tools/list result is not an object"))
+            };
         };
         let Some(tools) = single(b, &result, "tools", "the tools/list result names tools twice")? else {
             return Ok(None);
         };
         let Some(each) = elements(b, tools.clone()) else {
-            return Err(Unfilterable("the tools/list result's tools is not a list"));
+            return if self.every_answer {
+                Ok(None)
+            } else {
+                Err(Unfilterable("the tools/list result's tools is not a list"))
+            };
         };
         let kept: Vec<&Range<usize>> = each
             .iter()

@@ -490,7 +490,7 @@ async fn guarded(
             return unavailable("the upstream authorization server is unavailable; try again shortly");
         }
     };
-    let tools_list = tools_list_filter(proxy, &bytes, &access);
+    let tools_list = tools_list_filter(proxy, method, &bytes, &access);
     match gateway.forward(req, target, bytes, &upstream_token).await {
         Ok(Forwarded::Response(response)) => match tools_list {
             Some(filter) => gateway.filter_tools_list(response, filter).await,
@@ -510,15 +510,25 @@ async fn guarded(
 }
 
 /// The `tools/list` filter for this request (`OAUTH_PROXY_MCP_FILTER_TOOLS_LIST`
-/// with tool scopes set, and a body that is a `tools/list` request); `None`
-/// leaves the answer streaming untouched.
-fn tools_list_filter(proxy: &OAuthProxy, body: &Bytes, access: &AccessGrant) -> Option<ToolsListFilter> {
+/// with tool scopes set, and a body that is a `tools/list` request, or a
+/// GET: its stream may replay `tools/list` answers); `None` leaves the
+/// answer streaming untouched.
+fn tools_list_filter(
+    proxy: &OAuthProxy,
+    method: &Method,
+    body: &Bytes,
+    access: &AccessGrant,
+) -> Option<ToolsListFilter> {
     let gateway = &proxy.config().gateway;
     if !gateway.filter_tools_list || gateway.tool_scopes.is_empty() {
         return None;
     }
     let (rules, granted) = (gateway.tool_scopes.clone(), access.scopes());
-    ToolsListFilter::for_request(body, move |name| rules.may_call(&granted, name))
+    let may_call = move |name: &str| rules.may_call(&granted, name);
+    if *method == Method::GET {
+        return Some(ToolsListFilter::for_stream(may_call));
+    }
+    ToolsListFilter::for_request(body, may_call)
 }
 
 /// A request refused after its body was read: the answer, why (for the

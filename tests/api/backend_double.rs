@@ -162,6 +162,22 @@ async fn list_sse(req: HttpRequest, body: Bytes, recorded: web::Data<Recorded>) 
     HttpResponse::Ok().content_type("text/event-stream").streaming(stream)
 }
 
+/// A GET stream resumed with `Last-Event-ID`: the server replays what it
+/// sent after that event on the stream of an earlier `tools/list` request
+/// (id 41: the answer), then a change notification; a GET without the
+/// header gets the notification only.
+async fn list_resumed(req: HttpRequest, recorded: web::Data<Recorded>) -> HttpResponse {
+    record(&req, &recorded).await;
+    let notification = r#"{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}"#;
+    let mut text = String::new();
+    if req.headers().contains_key("last-event-id") {
+        let answer = tools_list_answer(&serde_json::json!(41), &listed_tools(&req));
+        text.push_str(&format!("id: 2\nevent: message\ndata: {answer}\n\n"));
+    }
+    text.push_str(&format!("id: 3\nevent: message\ndata: {notification}\n\n"));
+    HttpResponse::Ok().content_type("text/event-stream").body(text)
+}
+
 async fn slow(req: HttpRequest, recorded: web::Data<Recorded>) -> HttpResponse {
     record(&req, &recorded).await;
     actix_rt::time::sleep(Duration::from_secs(5)).await;
@@ -189,6 +205,7 @@ impl BackendDouble {
                 .route("/mcp/refuse", web::to(refuse))
                 .route("/mcp/list/json", web::post().to(list_json))
                 .route("/mcp/list/sse", web::post().to(list_sse))
+                .route("/mcp/list/sse", web::get().to(list_resumed))
                 .route("/mcp", web::to(json_rpc))
         })
         .workers(1)

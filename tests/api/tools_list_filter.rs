@@ -233,3 +233,40 @@ async fn a_tools_list_answer_the_proxy_cannot_read_is_a_502_not_the_full_list() 
     assert_eq!(ping.status, StatusCode::OK);
     app.stop().await;
 }
+
+/// A GET stream resumed with `Last-Event-ID` replays answers to requests
+/// made before (here `tools/list`, id 41) whose ids the proxy never saw on
+/// this request: every answer on it with a `tools` list is filtered. (The
+/// server sends it with a `Content-Length`: the filtered stream is framed
+/// anew.)
+#[actix_web::test]
+async fn a_tools_list_answer_replayed_on_a_resumed_get_stream_is_filtered_too() {
+    let (app, backend) = spawn(true).await;
+    let reader = token_with_scope(&app, "openid mcp:read").await;
+    let resume = [("Accept", "text/event-stream"), ("Last-Event-ID", "1")];
+    let answer = app
+        .mcp_request(Method::GET, &list_path("sse"), Some(&reader), &resume, None)
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    let messages = sse_messages(&answer.body);
+    assert_eq!(messages.len(), 2, "{}", answer.body);
+    assert_eq!(names(&messages[0]), ["read_file", "search"]);
+    assert_rest_kept(&messages[0]);
+    assert_eq!(messages[1]["method"], "notifications/tools/list_changed");
+    assert!(
+        answer.body.starts_with("id: 2\nevent: message\ndata: "),
+        "{}",
+        answer.body
+    );
+    // Without the filter the replay lists every tool (what the test guards).
+    let (unfiltered, unfiltered_backend) = spawn(false).await;
+    let token = token_with_scope(&unfiltered, "openid mcp:read").await;
+    let answer = unfiltered
+        .mcp_request(Method::GET, &list_path("sse"), Some(&token), &resume, None)
+        .await;
+    assert_eq!(names(&sse_messages(&answer.body)[0]).len(), 4, "{}", answer.body);
+    for (app, backend) in [(app, backend), (unfiltered, unfiltered_backend)] {
+        app.stop().await;
+        backend.stop().await;
+    }
+}

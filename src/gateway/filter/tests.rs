@@ -207,3 +207,31 @@ fn span_parsers_never_panic_on_broken_text() {
         let _ = filter_for(REQUEST).rewrite_valid(b);
     }
 }
+
+#[test]
+fn a_get_stream_filters_every_answer_with_a_tools_list_whatever_its_id_to_its_end() {
+    let mut stream = ToolsListFilter::for_stream(reader()).sse();
+    let replayed = format!("id: 9\ndata: {ANSWER}\n\n");
+    let other_id = replayed.replace(r#""id":7"#, r#""id":"later""#);
+    let out = stream.push(replayed.as_bytes()).unwrap();
+    assert_eq!(String::from_utf8(out).unwrap(), format!("id: 9\ndata: {FILTERED}\n\n"));
+    assert!(!stream.passes_through(), "a stream is never done");
+    let out = stream.push(other_id.as_bytes()).unwrap();
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        format!("id: 9\ndata: {}\n\n", FILTERED.replace(r#""id":7"#, r#""id":"later""#))
+    );
+    // Answers of other shapes, requests and notifications pass as they are.
+    for event in [
+        r#"data: {"jsonrpc":"2.0","id":3,"result":{"content":[{"type":"text","text":"x"}]}}"#,
+        r#"data: {"jsonrpc":"2.0","id":4,"result":{"tools":"not a list"}}"#,
+        r#"data: {"jsonrpc":"2.0","id":5,"result":[1]}"#,
+        r#"data: {"jsonrpc":"2.0","method":"notifications/tools/list_changed"}"#,
+        r#"data: {"jsonrpc":"2.0","id":6,"method":"sampling/createMessage","params":{"tools":[{"name":"delete_x"}]}}"#,
+    ] {
+        let event = format!("{event}\n\n");
+        let out = stream.push(event.as_bytes()).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), event);
+    }
+    assert_eq!(stream.finish().unwrap(), Vec::<u8>::new());
+}
