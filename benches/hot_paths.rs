@@ -102,6 +102,7 @@ fn grant() -> Grant {
         passthrough_refresh_hash: None,
         revoked_access: Vec::new(),
         created_at: now_secs(),
+        sign_in_claims: Some("{}".into()),
     }
 }
 

@@ -111,6 +111,31 @@ impl AllowedUsers {
     pub fn allows(&self, claims: &Map<String, Value>) -> bool {
         self.rules.is_empty() || self.rules.iter().any(|rule| rule.matches(claims))
     }
+
+    /// What a grant keeps of the user's claims so the policy can be checked
+    /// again later (a JSON object): the claims an entry names, as the
+    /// upstream stated them at sign-in.
+    pub fn captured(&self, claims: &Map<String, Value>) -> String {
+        let kept: Map<String, Value> = self
+            .claim_names()
+            .filter_map(|name| claims.get(name).map(|value| (name.to_string(), value.clone())))
+            .collect();
+        Value::Object(kept).to_string()
+    }
+
+    /// Whether a grant whose sign-in left `captured` (see [`Self::captured`])
+    /// is still allowed under this policy: no entries, or any entry matching
+    /// the claims kept. A grant that kept none (made before the policy
+    /// existed) or that the policy now reads other claims of is not: its
+    /// user signs in again, and is checked with fresh claims.
+    pub fn still_allows(&self, captured: Option<&str>) -> bool {
+        if self.rules.is_empty() {
+            return true;
+        }
+        captured
+            .and_then(|text| serde_json::from_str::<Map<String, Value>>(text).ok())
+            .is_some_and(|claims| self.allows(&claims))
+    }
 }
 
 impl UserRule {
@@ -265,6 +290,36 @@ mod tests {
         );
         let policy = AllowedUsers::parse("login:a").unwrap();
         assert_eq!(policy.claim_names().collect::<Vec<_>>(), ["login"]);
+    }
+
+    #[test]
+    fn a_grant_keeps_only_the_claims_the_policy_names_and_is_checked_again_by_them() {
+        let at_sign_in = AllowedUsers::parse("email:*@example.com groups:mcp-users").unwrap();
+        let user = claims(json!({
+            "sub": "ann", "email": "ann@example.com", "email_verified": true,
+            "groups": ["staff"], "name": "Ann",
+        }));
+        let kept = at_sign_in.captured(&user);
+        assert_eq!(
+            serde_json::from_str::<Value>(&kept).unwrap(),
+            json!({"email": "ann@example.com", "email_verified": true, "groups": ["staff"]})
+        );
+        assert!(at_sign_in.still_allows(Some(&kept)));
+        // Narrowed: ann is off the list; widened: still on it.
+        let narrower = AllowedUsers::parse("groups:mcp-users").unwrap();
+        assert!(!narrower.still_allows(Some(&kept)));
+        let wider = AllowedUsers::parse("groups:staff groups:mcp-users").unwrap();
+        assert!(wider.still_allows(Some(&kept)));
+        // A claim the grant did not keep decides nothing: sign in again.
+        let other_claim = AllowedUsers::parse("sub:ann").unwrap();
+        assert!(!other_claim.still_allows(Some(&kept)));
+        // A grant made before the policy existed kept nothing.
+        assert!(!narrower.still_allows(None));
+        assert!(!narrower.still_allows(Some("{}")));
+        assert!(!narrower.still_allows(Some("not json")));
+        // No policy allows every grant, whatever it kept.
+        assert!(AllowedUsers::default().still_allows(None));
+        assert_eq!(AllowedUsers::default().captured(&user), "{}");
     }
 
     #[test]

@@ -334,6 +334,7 @@ impl OAuthProxy {
             passthrough_refresh_hash: None,
             revoked_access: Vec::new(),
             created_at: now_secs(),
+            sign_in_claims: Some(config.allowed_users.captured(source)),
         };
         (grant, email)
     }

@@ -72,7 +72,20 @@ pub enum IntrospectionCaller {
     Client(String),
 }
 
+/// Why a grant whose user `OAUTH_PROXY_ALLOWED_USERS` no longer allows is
+/// refused (the policy changed since the sign-in).
+pub(super) const NO_LONGER_ALLOWED: &str = "the server's sign-in policy no longer allows this grant; sign in again";
+
 impl OAuthProxy {
+    /// Whether `OAUTH_PROXY_ALLOWED_USERS`, as configured now, allows the
+    /// user the grant was made for (by the claims kept at sign-in).
+    pub(super) fn still_allowed(&self, grant: &Grant) -> bool {
+        self.inner
+            .config
+            .allowed_users
+            .still_allows(grant.sign_in_claims.as_deref())
+    }
+
     /// Checks a bearer token for the MCP endpoint: signature, type, audience,
     /// expiry and revocation (swap mode), or that the proxy handed it out and
     /// it is current (pass-through). A store that cannot be asked is told
@@ -90,6 +103,9 @@ impl OAuthProxy {
                 return Err(BearerRefused::Invalid(
                     "the grant has reached its maximum lifetime".into(),
                 ));
+            }
+            if !self.still_allowed(&grant) {
+                return Err(BearerRefused::Invalid(NO_LONGER_ALLOWED.into()));
             }
             return Ok(AccessGrant {
                 found: Rc::new((grant_id, grant)),
@@ -121,6 +137,9 @@ impl OAuthProxy {
             return Err(BearerRefused::Invalid(
                 "the access token does not match its grant".into(),
             ));
+        }
+        if !self.still_allowed(&found.1) {
+            return Err(BearerRefused::Invalid(NO_LONGER_ALLOWED.into()));
         }
         Ok(AccessGrant {
             found,
@@ -310,6 +329,9 @@ impl OAuthProxy {
             if client_id != &grant.client_id {
                 return Ok(inactive);
             }
+        }
+        if !self.still_allowed(&grant) {
+            return Ok(inactive);
         }
         let (scope, iat, exp) = match &claims {
             Some(claims) => (claims.scope.clone(), Some(claims.iat), Some(claims.exp)),

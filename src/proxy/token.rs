@@ -400,6 +400,22 @@ impl OAuthProxy {
         })
     }
 
+    /// A refresh of a grant whose user `OAUTH_PROXY_ALLOWED_USERS` no longer
+    /// allows: the grant is revoked (its upstream tokens too, where the
+    /// upstream can), `revoked` recorded, and the client told to sign in
+    /// again, where the policy is checked with fresh claims.
+    async fn end_no_longer_allowed(
+        &self,
+        grant_id: &str,
+        grant: &Grant,
+        revoked: Event,
+    ) -> Result<TokenResponse, Error> {
+        self.actors().vault.send(RevokeGrant(grant_id.to_string())).await??;
+        self.record(revoked.reason("OAUTH_PROXY_ALLOWED_USERS no longer allows the user"))?;
+        self.revoke_upstream(grant).await;
+        Err(Error::invalid_grant(super::resource::NO_LONGER_ALLOWED))
+    }
+
     /// The `refresh_token` grant: rotation with reuse detection in swap mode,
     /// an upstream refresh bound to the original client in pass-through mode.
     pub async fn exchange_refresh_token(
@@ -469,6 +485,12 @@ impl OAuthProxy {
             })
             .await??;
         match claim {
+            RefreshClaim::Rotated { grant, .. } | RefreshClaim::GraceReplay { grant, .. }
+                if !self.still_allowed(&grant) =>
+            {
+                self.end_no_longer_allowed(grant_id, &grant, grant_event(EventKind::GrantRevoked, Outcome::Success))
+                    .await
+            }
             RefreshClaim::Rotated {
                 grant_id,
                 mut grant,
@@ -587,6 +609,15 @@ impl OAuthProxy {
             return Err(Error::invalid_grant(
                 "the grant has reached its maximum lifetime; sign in again",
             ));
+        }
+        if !self.still_allowed(&grant) {
+            return self
+                .end_no_longer_allowed(
+                    &grant_id,
+                    &grant,
+                    grant_event(EventKind::GrantRevoked, Outcome::Success),
+                )
+                .await;
         }
         let about = RefreshAbout {
             grant_id: &grant_id,

@@ -61,6 +61,13 @@ pub struct Grant {
     /// earlier release, which has none, counts from when it is first read.
     #[serde(deserialize_with = "crate::store::appended_time")]
     pub created_at: u64,
+    /// The claims `OAUTH_PROXY_ALLOWED_USERS` named at sign-in, as the
+    /// upstream stated them (a JSON object): the grant is checked against
+    /// the policy in force whenever it is used or refreshed, so a user the
+    /// operator takes off the list is cut off at the next restart. `None`:
+    /// a grant of the earlier release (appended last, after `created_at`).
+    #[serde(deserialize_with = "crate::store::appended_option")]
+    pub sign_in_claims: Option<String>,
 }
 
 impl Grant {

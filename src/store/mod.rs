@@ -282,6 +282,19 @@ pub fn appended_time<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Resul
     Ok(u64::deserialize(deserializer).unwrap_or_else(|_| crate::oauth::now_secs()))
 }
 
+/// Reads an optional field appended at the end of a record type, after any
+/// other appended field (see [`appended_time`]): a record of an earlier
+/// release, which ends before it, reads it as `None`.
+/// `#[serde(deserialize_with = "crate::store::appended_option")]`.
+pub fn appended_option<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    use serde::Deserialize;
+    Ok(Option::<T>::deserialize(deserializer).unwrap_or(None))
+}
+
 /// Attempts of one compare-and-swap update before giving up.
 const MAX_UPDATE_ATTEMPTS: usize = 64;
 

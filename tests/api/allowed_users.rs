@@ -3,13 +3,16 @@
 //! userinfo. A refused user is sent back to the client with `access_denied`
 //! and nothing is issued or stored for them.
 
+use std::rc::Rc;
+
 use awc::http::{Method, StatusCode};
 use mcp_oauth_proxy::audit::{EventKind, Outcome};
 use serde_json::{json, Map, Value};
 use url::Url;
 
-use crate::helpers::{query_param, Pkce, TestApp, TestClient};
-use crate::mock_upstream::MockUpstreamConfig;
+use crate::backend_double::BackendDouble;
+use crate::helpers::{bearer_challenge, query_param, Pkce, TestApp, TestClient};
+use crate::mock_upstream::{MockUpstream, MockUpstreamConfig};
 
 const ADMIN_TOKEN: &str = "admin-token-for-the-tests-0123456789";
 const NOT_ALLOWED: &str = "this account is not allowed to use this server";
@@ -270,4 +273,123 @@ async fn a_refused_sign_in_is_audited_with_the_subject_and_a_reason_but_no_claim
     assert!(!serialized.contains("nine@example.org"), "{serialized}");
     assert!(events.iter().all(|e| e.event != EventKind::CodeIssued));
     app.stop().await;
+}
+
+/// The policy holds for grants made before it changed: a grant keeps the
+/// claims the policy named at sign-in and is checked again whenever it is
+/// used or refreshed. After a restart with a narrower list, a user taken off
+/// it is cut off (gateway 401, introspection inactive, refresh refused and
+/// the grant revoked, recorded), while a user the new list still allows goes
+/// on without signing in again.
+#[actix_web::test]
+async fn after_a_restart_with_a_narrower_list_a_user_taken_off_it_is_cut_off_and_one_still_on_it_is_not() {
+    narrower_list_after_a_restart("true").await;
+}
+
+#[actix_web::test]
+async fn in_pass_through_mode_too_a_user_taken_off_the_list_is_cut_off_after_a_restart() {
+    narrower_list_after_a_restart("false").await;
+}
+
+async fn narrower_list_after_a_restart(token_swap: &str) {
+    let backend = BackendDouble::start().await;
+    let upstream = Rc::new(
+        MockUpstream::start(MockUpstreamConfig {
+            issue_id_token: false,
+            ..Default::default()
+        })
+        .await,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data").display().to_string();
+    let mut settings = vec![
+        ("OAUTH_PROXY_STORAGE", data),
+        ("OAUTH_PROXY_ALLOWED_USERS", "groups:staff groups:mcp-users".to_string()),
+        (
+            "OAUTH_PROXY_UPSTREAM_USERINFO_ENDPOINT",
+            "{upstream}/userinfo".to_string(),
+        ),
+        ("OAUTH_PROXY_MCP_UPSTREAM_URL", backend.url.clone()),
+        ("OAUTH_PROXY_ENABLE_TOKEN_SWAP", token_swap.to_string()),
+    ];
+    let first = TestApp::spawn_instance(&as_refs(&settings), upstream.clone()).await;
+    let client = first.register_confidential().await;
+    let mut tokens = Vec::new();
+    for (subject, groups) in [("ann", json!(["staff"])), ("bob", json!(["staff", "mcp-users"]))] {
+        first.upstream.update_config(|c| {
+            c.subject = subject.to_string();
+            c.userinfo_claims = claims(json!({"sub": subject, "groups": groups}));
+        });
+        first.clear_cookies();
+        tokens.push(first.full_flow_tokens(&client).await);
+    }
+    // The same issuer after the restart, so the tokens still verify.
+    settings.push(("OAUTH_PROXY_BASE_URL", first.address.clone()));
+    settings[1].1 = "groups:mcp-users".to_string();
+    first.stop().await;
+    let app = TestApp::spawn_instance(&as_refs(&settings), upstream).await;
+    let [(ann_access, ann_refresh), (bob_access, bob_refresh)] = [tokens[0].clone(), tokens[1].clone()];
+    let ping = json!({"jsonrpc": "2.0", "id": 1, "method": "ping"});
+
+    // Ann is no longer on the list.
+    let refused = app.mcp_post(Some(&ann_access), ping.clone()).await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{}", refused.body);
+    assert_eq!(bearer_challenge(&refused)["error"], "invalid_token");
+    assert!(bearer_challenge(&refused)["error_description"].contains("sign in again"));
+    assert_eq!(introspect_active(&app, &client, &ann_access).await, json!(false));
+    let refresh = app.refresh(&client, &ann_refresh).await;
+    assert_eq!(refresh.status, StatusCode::BAD_REQUEST, "{}", refresh.body);
+    assert_eq!(refresh.json()["error"], "invalid_grant");
+    assert_eq!(
+        refresh.json()["error_description"],
+        "the server's sign-in policy no longer allows this grant; sign in again"
+    );
+    let revoked: Vec<_> = app
+        .proxy
+        .audit()
+        .recent()
+        .into_iter()
+        .filter(|e| e.event == EventKind::GrantRevoked)
+        .collect();
+    assert_eq!(revoked.len(), 1, "{revoked:#?}");
+    assert_eq!(revoked[0].subject.as_deref(), Some("ann"));
+    assert_eq!(
+        revoked[0].reason.as_deref(),
+        Some("OAUTH_PROXY_ALLOWED_USERS no longer allows the user")
+    );
+    // The grant is gone: a second refresh finds nothing.
+    let again = app.refresh(&client, &ann_refresh).await;
+    assert_eq!(
+        again.json()["error_description"],
+        "the refresh token is invalid, expired or revoked"
+    );
+
+    // Bob still is: his tokens work and refresh as before.
+    assert_eq!(
+        app.mcp_post(Some(&bob_access), ping.clone()).await.status,
+        StatusCode::OK
+    );
+    let refreshed = app.refresh(&client, &bob_refresh).await;
+    assert_eq!(refreshed.status, StatusCode::OK, "{}", refreshed.body);
+    let bob_new = refreshed.json()["access_token"].as_str().unwrap().to_string();
+    assert_eq!(app.mcp_post(Some(&bob_new), ping).await.status, StatusCode::OK);
+    assert_eq!(
+        introspect_active(&app, &client, &bob_new).await,
+        json!(true),
+        "bob's new token is active"
+    );
+    app.stop().await;
+    backend.stop().await;
+}
+
+fn as_refs<'a>(settings: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    settings.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+async fn introspect_active(app: &TestApp, client: &TestClient, token: &str) -> Value {
+    let secret = client.client_secret.clone().unwrap();
+    let answer = app
+        .post_form("/introspect", &[("token", token)], Some((&client.client_id, &secret)))
+        .await;
+    answer.json()["active"].clone()
 }

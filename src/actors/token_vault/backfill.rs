@@ -207,6 +207,7 @@ mod tests {
             passthrough_refresh_hash: None,
             revoked_access: Vec::new(),
             created_at,
+            sign_in_claims: Some("{}".into()),
         }
     }
 
