@@ -1130,8 +1130,9 @@ const MCP_TOOL_CALL_BODY: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call
 const SCOPED_SCOPES: &str = "openid mcp:read mcp:write mcp:admin";
 const SCOPED_RULES: &str = "delete_*=mcp:admin write_*=mcp:write search*=mcp:read";
 
-/// Issue 24: the guarded hop with `OAUTH_PROXY_MCP_TOOL_SCOPES` against the
-/// same hop without, in the same run: two proxies (memory store) side by
+/// Issue 24: the guarded hop with `OAUTH_PROXY_MCP_TOOL_SCOPES` (and
+/// `OAUTH_PROXY_ALLOWED_USERS`, whose kept claims each request checks again)
+/// against the same hop without, in the same run: two proxies (memory store) side by
 /// side on core 0, the same `tools/call` body and headers, the token holding
 /// every scope (the call is allowed and forwarded); the rows alternate for
 /// `BENCH_AUDIT_ROUNDS` rounds of half a `BENCH_DURATION` each.
@@ -1146,7 +1147,11 @@ async fn tool_scopes_on_and_off(upstream: &FastUpstream, backend: &str, seconds:
         backend,
         "memory",
         0,
-        &[scopes[0], ("OAUTH_PROXY_MCP_TOOL_SCOPES", SCOPED_RULES)],
+        &[
+            scopes[0],
+            ("OAUTH_PROXY_MCP_TOOL_SCOPES", SCOPED_RULES),
+            ("OAUTH_PROXY_ALLOWED_USERS", "email:*@example.com"),
+        ],
     )
     .await;
     let mut scripts = Vec::new();
@@ -1185,13 +1190,13 @@ async fn tool_scopes_on_and_off(upstream: &FastUpstream, backend: &str, seconds:
         None,
     );
     row(
-        "[memory] MCP POST tools/call through the proxy (wrk), c=16, OAUTH_PROXY_MCP_TOOL_SCOPES (3 rules)",
+        "[memory] MCP POST tools/call through the proxy (wrk), c=16, 3 tool-scope rules + OAUTH_PROXY_ALLOWED_USERS",
         &on_mean,
         Some(on_mean.per_sec / off_mean.per_sec),
     );
     let ratio = on_mean.per_sec / off_mean.per_sec;
     println!(
-        "|   [memory] tool scopes on / off {:.1}% (target >= 90%: {}; {rounds} alternating rounds of {half}s)",
+        "|   [memory] access policy on / off {:.1}% (target >= 90%: {}; {rounds} alternating rounds of {half}s)",
         100.0 * ratio,
         if ratio >= 0.9 { "met" } else { "MISSED" }
     );
