@@ -86,6 +86,8 @@ pub struct Call<'a> {
     pub version: Param<'a>,
     /// `params.ref`
     pub reference: Reference<'a>,
+    /// `params` is there but not an object (positional, or a scalar).
+    pub params_not_an_object: bool,
 }
 
 /// `params.ref` of `completion/complete`: the prompt (`ref/prompt`, by
@@ -110,18 +112,24 @@ impl<'a> Call<'a> {
     /// `resources/unsubscribe`) by `params.uri`, and the prompt or resource
     /// a completion (`completion/complete`) is for, by `params.ref`, since
     /// completing a prompt's arguments is using it. `None` for other
-    /// methods.
+    /// methods. A call of these methods whose `params` is not an object
+    /// names nothing the gateway can allow ([`Param::Other`]).
     pub fn target(&self) -> Option<&Param<'a>> {
-        match self.method.as_deref()? {
-            "tools/call" | "prompts/get" => Some(&self.name),
-            "resources/read" | "resources/subscribe" | "resources/unsubscribe" => Some(&self.uri),
-            "completion/complete" => Some(match self.reference.kind.text() {
+        let target = match self.method.as_deref()? {
+            "tools/call" | "prompts/get" => &self.name,
+            "resources/read" | "resources/subscribe" | "resources/unsubscribe" => &self.uri,
+            "completion/complete" => match self.reference.kind.text() {
                 Some("ref/prompt") => &self.reference.name,
                 Some("ref/resource") => &self.reference.uri,
                 _ => &UNREADABLE_TARGET,
-            }),
-            _ => None,
-        }
+            },
+            _ => return None,
+        };
+        Some(if self.params_not_an_object {
+            &UNREADABLE_TARGET
+        } else {
+            target
+        })
     }
 }
 
@@ -314,6 +322,7 @@ impl<'de> Visitor<'de> for CallVisitor {
                     call.uri = params.uri;
                     call.version = params.version;
                     call.reference = params.reference;
+                    call.params_not_an_object = params.not_an_object;
                 }
                 CallKey::Other => {
                     map.next_value::<IgnoredAny>()?;
@@ -435,6 +444,17 @@ struct Params<'a> {
     uri: Param<'a>,
     version: Param<'a>,
     reference: Reference<'a>,
+    /// Positional (an array) or a scalar: names nothing the gateway reads.
+    not_an_object: bool,
+}
+
+impl Params<'_> {
+    fn not_an_object() -> Self {
+        Params {
+            not_an_object: true,
+            ..Params::default()
+        }
+    }
 }
 
 struct ParamsVisitor;
@@ -446,10 +466,10 @@ impl<'de> Visitor<'de> for ParamsVisitor {
         f.write_str("JSON-RPC params")
     }
 
-    skip_other_values!(Params<'de>, Params::default());
+    skip_other_values!(Params<'de>, Params::not_an_object());
 
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Params<'de>, A::Error> {
-        skip_seq(seq).map(|()| Params::default())
+        skip_seq(seq).map(|()| Params::not_an_object())
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Params<'de>, A::Error> {
@@ -682,6 +702,16 @@ mod tests {
         }
         let no_name = r#"{"method":"completion/complete","params":{"ref":{"type":"ref/prompt"}}}"#;
         assert_eq!(target(no_name), Some(Param::Absent));
+        // Positional or scalar params name nothing the gateway can allow.
+        for positional in [
+            r#"{"method":"tools/call","params":["delete_repo",{}]}"#,
+            r#"{"method":"resources/read","params":"file:///secret/a"}"#,
+            r#"{"method":"prompts/get","params":null}"#,
+        ] {
+            assert_eq!(target(positional), Some(Param::Other), "{positional}");
+        }
+        // Absent params: no name (the MCP server refuses the call).
+        assert_eq!(target(r#"{"method":"tools/call"}"#), Some(Param::Absent));
     }
 
     #[test]

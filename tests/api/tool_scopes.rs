@@ -296,7 +296,10 @@ async fn a_body_that_could_hide_the_name_from_the_gateway_is_refused() {
     let surrogate = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"delete_\ud800"}}"#;
     // A name that is not a string.
     let not_text = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":["delete_repo"]}}"#;
+    // Positional params: nothing the gateway can read a name from.
+    let positional = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":["delete_repo",{}]}"#;
     for (what, body, status) in [
+        ("positional params", positional, StatusCode::BAD_REQUEST),
         ("duplicate keys", duplicate, StatusCode::FORBIDDEN),
         ("lone surrogate", surrogate, StatusCode::BAD_REQUEST),
         ("name not a string", not_text, StatusCode::BAD_REQUEST),
