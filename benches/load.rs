@@ -1131,7 +1131,8 @@ const SCOPED_SCOPES: &str = "openid mcp:read mcp:write mcp:admin";
 const SCOPED_RULES: &str = "delete_*=mcp:admin write_*=mcp:write search*=mcp:read";
 
 /// Issue 24: the guarded hop with `OAUTH_PROXY_MCP_TOOL_SCOPES` (and
-/// `OAUTH_PROXY_ALLOWED_USERS`, whose kept claims each request checks again)
+/// `OAUTH_PROXY_ALLOWED_USERS`, which checks a grant's kept claims again when
+/// the grant is read)
 /// against the same hop without, in the same run: two proxies (memory store) side by
 /// side on core 0, the same `tools/call` body and headers, the token holding
 /// every scope (the call is allowed and forwarded); the rows alternate for

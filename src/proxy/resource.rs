@@ -118,16 +118,24 @@ impl OAuthProxy {
             .verify_access(token)
             .map_err(|e| BearerRefused::Invalid(e.public_description().to_string()))?;
         let generation = self.inner.prototypes.vault.grant_generation();
+        // The sign-in policy is checked when the grant is read, not on each
+        // request: a grant it refuses is never remembered (errors are not).
         let found = memo::remembered(&memo::ACCESS_GRANTS, &claims.jti, generation, || async {
-            self.actors()
+            let found = self
+                .actors()
                 .vault
                 .send(LookupAccessToken {
                     jti: claims.jti.clone(),
                 })
                 .await
                 .map_err(|e| BearerRefused::Unavailable(e.to_string()))?
-                .map_err(|e| BearerRefused::Unavailable(e.to_string()))
-                .map(|found| found.map(Rc::new))
+                .map_err(|e| BearerRefused::Unavailable(e.to_string()))?;
+            match found {
+                Some((_, grant)) if !self.still_allowed(&grant) => {
+                    Err(BearerRefused::Invalid(NO_LONGER_ALLOWED.into()))
+                }
+                found => Ok(found.map(Rc::new)),
+            }
         })
         .await?;
         let Some(found) = found else {
@@ -137,9 +145,6 @@ impl OAuthProxy {
             return Err(BearerRefused::Invalid(
                 "the access token does not match its grant".into(),
             ));
-        }
-        if !self.still_allowed(&found.1) {
-            return Err(BearerRefused::Invalid(NO_LONGER_ALLOWED.into()));
         }
         Ok(AccessGrant {
             found,
